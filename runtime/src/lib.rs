@@ -1,1 +1,10 @@
-pub fn x() {}
+//! Sluice: a WebAssembly plug-in host for multi-tenant business applications.
+//!
+//! - [`engine`]: the sandbox that validates, compiles and runs plug-ins under limits;
+//! - [`records`]: organisations' record data and the store trait plug-ins reach it by.
+// Unsafe code is denied everywhere but the one place that loads compiled artifacts
+// (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
+#![deny(unsafe_code)]
+
+pub mod engine;
+pub mod records;

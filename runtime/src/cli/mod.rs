@@ -1,0 +1,96 @@
+//! Command-line interface: argument definitions and dispatch.
+
+mod format;
+mod plugin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice: a WebAssembly plug-in host for multi-tenant business applications")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check and run plug-ins locally, in the same sandbox the server uses.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Validate a plug-in: print its imports, exports and the limits it would run under.
+    /// Exits 1 with the reason if the file is not a valid plug-in.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        common: CommonOptions,
+    },
+    /// Run a plug-in once and print its output or named error, trace log, record
+    /// changes and accounting. Exits 1 if the execution failed.
+    Run {
+        file: PathBuf,
+        /// The execution context, as JSON (`message` and `entity` are required).
+        #[arg(long)]
+        input: PathBuf,
+        /// Records to load into the organisation first: a JSON list of entities.
+        #[arg(long)]
+        records: Option<PathBuf>,
+        /// The step's unsecure configuration.
+        #[arg(long)]
+        config: Option<String>,
+        /// The step's secure configuration.
+        #[arg(long)]
+        secure_config: Option<String>,
+        /// Fuel budget (default from the engine's limits).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Wall-clock deadline in milliseconds.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Linear memory limit in bytes.
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonOptions,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct CommonOptions {
+    /// Where compiled plug-ins are cached (default: $SLUICE_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/sluice, else ~/.cache/sluice).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Compile without reading or writing the artifact cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CommonOptions {
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        self.cache_dir
+            .clone()
+            .or_else(|| env("SLUICE_CACHE_DIR"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("sluice")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("sluice")))
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Plugin(command) => plugin::run(command).await,
+    }
+}

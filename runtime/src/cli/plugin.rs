@@ -1,0 +1,169 @@
+//! `sluice plugin check` and `sluice plugin run`: the plug-in author's local harness.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::json;
+use sluice::engine::{
+    Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, LoadError, Plugin, StepConfig,
+};
+use sluice::records::{Entity, MemoryRecords, OrgRecords};
+
+use super::format::{bytes, count, micros};
+use super::{CommonOptions, PluginCommand};
+
+fn engine(common: &CommonOptions) -> anyhow::Result<Engine> {
+    Ok(Engine::new(EngineSettings::default(), common.cache_dir().as_deref())?)
+}
+
+/// Loads a plug-in file. An over-size file is refused from its size, before it is read.
+fn load(engine: &Engine, file: &Path) -> anyhow::Result<Result<Plugin, LoadError>> {
+    let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    let limit = engine.settings().max_plugin_bytes;
+    if size > limit {
+        return Ok(Err(LoadError::TooLarge { size, limit }));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(engine.load(&bytes))
+}
+
+pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Check { file, common } => {
+            let engine = engine(&common)?;
+            let plugin = match load(&engine, &file)? {
+                Ok(plugin) => plugin,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            print_check(&file, &plugin, &engine.settings().default_limits);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Run {
+            file,
+            input,
+            records,
+            config,
+            secure_config,
+            fuel,
+            deadline_ms,
+            memory_bytes,
+            json,
+            common,
+        } => {
+            let context: ExecutionContext = read_json(&input)?;
+            let initial: Vec<Entity> = match &records {
+                Some(path) => read_json(path)?,
+                None => Vec::new(),
+            };
+            let store = Arc::new(
+                MemoryRecords::with_records(&context.org_id, initial)
+                    .map_err(|e| anyhow::anyhow!("bad records file: {e}"))?,
+            );
+            let engine = engine(&common)?;
+            let plugin = load(&engine, &file)?.with_context(|| format!("{} is not a valid plug-in", file.display()))?;
+            let mut limits = engine.settings().default_limits.clone();
+            limits.fuel = fuel.unwrap_or(limits.fuel);
+            limits.deadline_ms = deadline_ms.unwrap_or(limits.deadline_ms);
+            limits.memory_bytes = memory_bytes.unwrap_or(limits.memory_bytes);
+            let org = context.org_id.clone();
+            let request = ExecutionRequest {
+                context,
+                records: OrgRecords::new(org, store.clone()),
+                config: StepConfig { unsecure: config, secure: secure_config },
+                limits,
+            };
+            let execution = engine.execute(&plugin, request).await;
+            if json {
+                print_json(&plugin, &execution);
+            } else {
+                print_run(&file, &plugin, &execution);
+            }
+            Ok(if execution.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+fn print_check(file: &Path, plugin: &Plugin, limits: &Limits) {
+    let info = plugin.info();
+    println!("{}: a valid Sluice plug-in", file.display());
+    println!("  sha256   {}", info.content_hash);
+    println!("  size     {}", bytes(info.size_bytes));
+    let how = if info.from_cache { "loaded from the artifact cache" } else { "compiled" };
+    println!("  native   {how} in {}", micros(info.load_time.as_micros() as u64));
+    println!("  imports");
+    for name in &info.imports {
+        println!("    {name}");
+    }
+    println!("  exports");
+    for name in &info.exports {
+        println!("    {name}");
+    }
+    println!("  limits per execution");
+    println!("    fuel            {} units", count(limits.fuel));
+    println!("    deadline        {} ms", count(limits.deadline_ms));
+    println!("    memory          {}", bytes(limits.memory_bytes));
+    println!("    table elements  {}", count(limits.table_elements));
+    println!("    instances       {}", limits.instances);
+    println!("    trace log       {}", bytes(limits.trace_log_bytes));
+    println!("    output          {}", bytes(limits.output_bytes));
+    println!("    record writes   {}", count(limits.record_writes));
+}
+
+fn print_run(file: &Path, plugin: &Plugin, execution: &Execution) {
+    let info = plugin.info();
+    let how = if info.from_cache { "cached" } else { "compiled" };
+    println!("plugin      {} ({}, {how})", file.display(), &info.content_hash[..12]);
+    match &execution.outcome {
+        Ok(output) => {
+            println!("outcome     succeeded");
+            let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
+            println!("output      {}", pretty.replace('\n', "\n            "));
+        }
+        Err(e) => println!("outcome     failed [{}]: {e}", e.code()),
+    }
+    if !execution.changes.is_empty() {
+        println!("changes     {} record write(s)", execution.changes.len());
+        for change in execution.changes.iter().take(20) {
+            println!("            {}", serde_json::to_string(change).unwrap_or_default());
+        }
+    }
+    let trace = &execution.trace;
+    let dropped = if trace.dropped() > 0 { format!(", {} older dropped", trace.dropped()) } else { String::new() };
+    println!("trace       {} line(s), {}{dropped}", trace.len(), bytes(trace.bytes() as u64));
+    for line in trace.lines() {
+        println!("  | {line}");
+    }
+    let a = &execution.accounting;
+    println!(
+        "accounting  fuel {} · wall {} · host calls {} · peak memory {}",
+        count(a.fuel_used),
+        micros(a.wall_time_us),
+        micros(a.host_time_us),
+        bytes(a.peak_memory_bytes)
+    );
+}
+
+fn print_json(plugin: &Plugin, execution: &Execution) {
+    let outcome = match &execution.outcome {
+        Ok(output) => json!({ "status": "succeeded", "output": output }),
+        Err(e) => json!({ "status": "failed", "error": { "code": e.code(), "message": e.to_string() } }),
+    };
+    let report = json!({
+        "plugin": plugin.info(),
+        "outcome": outcome,
+        "changes": execution.changes,
+        "trace": execution.trace,
+        "accounting": execution.accounting,
+    });
+    println!("{report}");
+}

@@ -1,0 +1,97 @@
+//! The errors of the engine: why a plug-in was refused at upload ([`LoadError`]) and
+//! how an execution failed ([`ExecutionError`]).
+
+use std::time::Duration;
+
+/// Why an uploaded plug-in was refused. Each is found before any of its code runs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the plug-in is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("not a WebAssembly binary (it does not start with the \\0asm magic number)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("malformed component: {reason}")]
+    Malformed { reason: String },
+    #[error("the component imports `{name}`, which Sluice does not provide")]
+    UnknownImport { name: String },
+    #[error("the component's import `{name}` does not match what Sluice provides: {reason}")]
+    ImportMismatch { name: String, reason: String },
+    #[error("the component does not export `{expected}`; plug-ins export the handler interface")]
+    MissingExport { expected: &'static str },
+    #[error("the component's `{expected}` export has the wrong type: {reason}")]
+    ExportMismatch { expected: &'static str, reason: String },
+    #[error("cannot use the compiled-artifact cache: {0}")]
+    Cache(#[from] std::io::Error),
+}
+
+/// How an execution failed. Business and transient errors come from the plug-in; the
+/// rest are limits and faults the host enforced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutionError {
+    /// The plug-in refused the operation (Dataverse's `InvalidPluginExecutionException`).
+    #[error("{message}")]
+    Business { message: String },
+    /// The plug-in reported a passing failure and asks to be retried.
+    #[error("transient failure: {message}")]
+    Transient { message: String },
+    #[error("fuel exhausted: the plug-in used its whole budget of {limit} units")]
+    FuelExhausted { limit: u64 },
+    #[error("deadline exceeded: the plug-in ran past its {} ms deadline", .limit.as_millis())]
+    DeadlineExceeded { limit: Duration },
+    #[error("memory limit exceeded: the plug-in asked for more than {limit} bytes of linear memory")]
+    MemoryLimitExceeded { limit: u64 },
+    #[error("stack overflow: the plug-in recursed past its wasm stack")]
+    StackOverflow,
+    #[error("output too large: {size} bytes, over the {limit}-byte limit")]
+    OutputTooLarge { size: u64, limit: u64 },
+    #[error("record write limit exceeded: more than {limit} record writes in one execution")]
+    RecordWriteLimitExceeded { limit: u64 },
+    #[error("instance limit exceeded: the plug-in needs more than {limit} instances")]
+    InstanceLimitExceeded { limit: u64 },
+    /// The guest broke the canonical ABI in a host call (e.g. a string that is not UTF-8).
+    #[error("invalid host call: {message}")]
+    InvalidHostCall { message: String },
+    /// The guest trapped: `unreachable` (a Rust panic), out-of-bounds access, ...
+    #[error("trap: {code}")]
+    Trap { code: String },
+    /// Every execution slot of this process is in use.
+    #[error("busy: all {slots} execution slots are in use")]
+    Busy { slots: u32 },
+    /// The execution was canceled by the host.
+    #[error("canceled")]
+    Canceled,
+}
+
+impl ExecutionError {
+    /// A stable, machine-readable name for the error (the job's error code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecutionError::Business { .. } => "business-error",
+            ExecutionError::Transient { .. } => "transient-error",
+            ExecutionError::FuelExhausted { .. } => "fuel-exhausted",
+            ExecutionError::DeadlineExceeded { .. } => "deadline-exceeded",
+            ExecutionError::MemoryLimitExceeded { .. } => "memory-limit-exceeded",
+            ExecutionError::StackOverflow => "stack-overflow",
+            ExecutionError::OutputTooLarge { .. } => "output-too-large",
+            ExecutionError::RecordWriteLimitExceeded { .. } => "record-write-limit-exceeded",
+            ExecutionError::InstanceLimitExceeded { .. } => "instance-limit-exceeded",
+            ExecutionError::InvalidHostCall { .. } => "invalid-host-call",
+            ExecutionError::Trap { .. } => "trap",
+            ExecutionError::Busy { .. } => "busy",
+            ExecutionError::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the job service retries after this error. A business error never is;
+    /// everything else counts as an exception (retried, then postponed).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ExecutionError::Business { .. } | ExecutionError::Canceled)
+    }
+}

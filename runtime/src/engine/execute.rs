@@ -1,0 +1,236 @@
+//! One execution: a fresh `Store` with its host state and limits, instantiation, the
+//! handler call under fuel and deadline, and the mapping of whatever happened to an
+//! [`ExecutionError`] with accounting.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx};
+
+use super::convert::{context_to_wit, output_from_wit};
+use super::host::bindings::Plugin as Instance;
+use super::host::bindings::exports::sluice::plugin::handler::{Output, PluginError};
+use super::host::{ExecutionState, HostTrap, StepConfig};
+use super::limiter::Limiter;
+use super::trace_log::TraceLog;
+use super::{Engine, ExecutionContext, ExecutionError, Limits, Plugin, PluginOutput};
+use crate::records::{OrgRecords, RecordChange};
+
+/// Everything an execution needs besides the plug-in.
+pub struct ExecutionRequest {
+    pub context: ExecutionContext,
+    pub records: OrgRecords,
+    pub config: StepConfig,
+    pub limits: Limits,
+}
+
+/// Resources one execution used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Accounting {
+    /// Fuel consumed: about one unit per WebAssembly instruction.
+    pub fuel_used: u64,
+    /// Wall time from store creation to the end of the call, in microseconds.
+    pub wall_time_us: u64,
+    /// Time spent inside host calls (records, tracing, config), in microseconds.
+    pub host_time_us: u64,
+    /// The largest total linear memory the execution had, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+/// The result of one execution.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub outcome: Result<PluginOutput, ExecutionError>,
+    pub trace: TraceLog,
+    pub accounting: Accounting,
+    /// The record writes the plug-in made, in order.
+    pub changes: Vec<RecordChange>,
+}
+
+/// The clocks a guest sees are frozen at the start of its execution: a plug-in gets the
+/// time from its context, not by polling a clock (this also keeps replays identical).
+struct FrozenClock(Duration);
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiCtx {
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    WasiCtx::builder()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .wall_clock(FrozenClock(started))
+        .monotonic_clock(FrozenClock(started))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// Polls `work` until it finishes or `deadline` passes. Fuel yields make a running
+/// guest return `Pending` regularly, so the clock is checked even in a tight loop; the
+/// tokio timer covers a guest parked in an async host call.
+async fn before<F: Future>(deadline: Instant, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    let checked = std::future::poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    });
+    tokio::time::timeout_at(deadline.into(), checked).await.ok().flatten()
+}
+
+impl Engine {
+    /// Runs a plug-in once. Never panics on anything the plug-in does: every failure is
+    /// an [`ExecutionError`] in the returned [`Execution`].
+    pub async fn execute(&self, plugin: &Plugin, request: ExecutionRequest) -> Execution {
+        let started = Instant::now();
+        let limits = request.limits;
+        let trace_limit = usize::try_from(limits.trace_log_bytes).unwrap_or(usize::MAX);
+        let stdout = MemoryOutputPipe::new(trace_limit);
+        let stderr = MemoryOutputPipe::new(trace_limit);
+        let state = ExecutionState {
+            wasi: sandboxed_wasi(&stdout, &stderr),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory_bytes, limits.table_elements, limits.instances),
+            records: request.records,
+            config: request.config,
+            trace: TraceLog::new(trace_limit),
+            host_time: Duration::ZERO,
+            changes: Vec::new(),
+            record_write_limit: limits.record_writes,
+        };
+        let mut store = Store::new(&self.inner.wasmtime, state);
+        store.limiter(|state| &mut state.limiter);
+        let fuel_ready = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(self.inner.settings.fuel_yield_interval)));
+        if let Err(e) = fuel_ready {
+            // Only possible if the engine were built without fuel, which `Engine::new` rules out.
+            unreachable!("fuel is enabled on every Sluice engine: {e}");
+        }
+
+        let context = context_to_wit(&request.context);
+        let deadline = started + limits.deadline();
+        let ran = before(deadline, async {
+            let instance = self.instantiate(plugin, &mut store, &limits).await?;
+            Ok(instance.sluice_plugin_handler().call_execute(&mut store, &context).await)
+        })
+        .await;
+
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let outcome = match ran {
+            None => Err(ExecutionError::DeadlineExceeded { limit: limits.deadline() }),
+            Some(Err(instantiation)) => Err(instantiation),
+            Some(Ok(call)) => self.outcome(call, store.data(), &limits),
+        };
+
+        let state = store.into_data();
+        let mut trace = state.trace;
+        for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
+            for line in String::from_utf8_lossy(&pipe.contents()).lines() {
+                trace.push(&format!("[{stream}] {line}"));
+            }
+        }
+        Execution {
+            outcome,
+            trace,
+            accounting: Accounting {
+                fuel_used,
+                wall_time_us: started.elapsed().as_micros() as u64,
+                host_time_us: state.host_time.as_micros() as u64,
+                peak_memory_bytes: state.limiter.peak_memory as u64,
+            },
+            changes: state.changes,
+        }
+    }
+
+    async fn instantiate(
+        &self,
+        plugin: &Plugin,
+        store: &mut Store<ExecutionState>,
+        limits: &Limits,
+    ) -> Result<Instance, ExecutionError> {
+        match plugin.pre.instantiate_async(&mut *store).await {
+            Ok(instance) => Ok(instance),
+            Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                Err(ExecutionError::Busy { slots: self.inner.settings.max_concurrent_executions })
+            }
+            Err(e) => Err(classify_fault(e, store.data(), limits)),
+        }
+    }
+
+    /// Turns what the handler call returned into the execution's outcome.
+    fn outcome(
+        &self,
+        call: wasmtime::Result<Result<Output, PluginError>>,
+        state: &ExecutionState,
+        limits: &Limits,
+    ) -> Result<PluginOutput, ExecutionError> {
+        match call {
+            Ok(Ok(output)) => {
+                let output = output_from_wit(output);
+                let size = output.encoded_len();
+                if size > limits.output_bytes {
+                    return Err(ExecutionError::OutputTooLarge { size, limit: limits.output_bytes });
+                }
+                Ok(output)
+            }
+            Ok(Err(PluginError::Business(message))) => Err(ExecutionError::Business { message }),
+            Ok(Err(PluginError::Transient(message))) => Err(ExecutionError::Transient { message }),
+            Err(fault) => Err(classify_fault(fault, state, limits)),
+        }
+    }
+}
+
+/// Names a fault raised while instantiating or running the guest.
+fn classify_fault(fault: wasmtime::Error, state: &ExecutionState, limits: &Limits) -> ExecutionError {
+    if let Some(HostTrap::RecordWriteLimit { limit }) = fault.downcast_ref::<HostTrap>() {
+        return ExecutionError::RecordWriteLimitExceeded { limit: *limit };
+    }
+    let memory_exceeded = ExecutionError::MemoryLimitExceeded { limit: limits.memory_bytes };
+    if let Some(trap) = fault.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => ExecutionError::FuelExhausted { limit: limits.fuel },
+            Trap::StackOverflow => ExecutionError::StackOverflow,
+            // A refused memory.grow is followed by the guest's allocator giving up.
+            _ if state.limiter.memory_refused => memory_exceeded,
+            other => ExecutionError::Trap { code: other.to_string() },
+        };
+    }
+    if state.limiter.memory_refused {
+        return memory_exceeded;
+    }
+    let message = fault.root_cause().to_string();
+    // wasmtime 48 reports a store's instance/memory/table count limit with this text.
+    if message.contains("resource limit exceeded") {
+        return ExecutionError::InstanceLimitExceeded { limit: limits.instances };
+    }
+    // Anything else failed while crossing the boundary: the guest handed the host
+    // values that break the canonical ABI (invalid UTF-8, bad pointers, ...).
+    ExecutionError::InvalidHostCall { message }
+}

@@ -1,0 +1,148 @@
+//! Loading a plug-in: validation of an upload, compilation (or a cache hit), and the
+//! pre-linked [`Plugin`] that executions instantiate.
+//!
+//! Every check happens here, before any of the plug-in's code runs: size, magic number,
+//! component (not core module), well-formedness, every import one Sluice provides with
+//! the right type, and the handler export with the right type.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::Component;
+
+use super::cache::sha256_hex;
+use super::host::ExecutionState;
+use super::host::bindings::PluginPre;
+use super::{Engine, LoadError};
+
+/// The export every plug-in must have.
+pub const HANDLER_EXPORT: &str = "sluice:plugin/handler@0.1.0";
+
+/// Interfaces a plug-in may import: Sluice's own, and the WASI 0.2 interfaces a
+/// language's standard library links (stdio, environment, clocks, random: provided with
+/// no environment and frozen clocks). Filesystem and sockets are not provided.
+const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
+    "sluice:plugin/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:io/",
+    "wasi:random/",
+];
+
+/// What `sluice plugin check` reports about a valid plug-in.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// SHA-256 of the component bytes: the plug-in version's identity.
+    pub content_hash: String,
+    pub size_bytes: u64,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Whether the native code came from the artifact cache (no compilation).
+    pub from_cache: bool,
+    /// Time spent compiling or loading the compiled artifact.
+    pub load_time: Duration,
+}
+
+/// A validated, compiled plug-in, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) pre: Arc<PluginPre<ExecutionState>>,
+    pub(crate) info: Arc<PluginInfo>,
+}
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+}
+
+impl Engine {
+    /// Validates and compiles an uploaded component. Compiled code is cached by content
+    /// hash, so loading the same bytes again (even after a restart) does not recompile.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let started = Instant::now();
+        self.check_envelope(bytes)?;
+        let content_hash = sha256_hex(bytes);
+        let (component, from_cache) = self.compile(bytes, &content_hash)?;
+        let ty = component.component_type();
+        let engine = &self.inner.wasmtime;
+        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        if let Some(unknown) =
+            imports.iter().find(|name| !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)))
+        {
+            return Err(LoadError::UnknownImport { name: unknown.clone() });
+        }
+        if !exports.iter().any(|name| name == HANDLER_EXPORT) {
+            return Err(LoadError::MissingExport { expected: HANDLER_EXPORT });
+        }
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            let reason = format!("{e:#}");
+            let name = reason.split('`').nth(1).unwrap_or("?").to_owned();
+            if reason.contains("not found in the linker") || reason.contains("not defined") {
+                LoadError::UnknownImport { name }
+            } else {
+                LoadError::ImportMismatch { name, reason }
+            }
+        })?;
+        let pre = PluginPre::new(instance_pre)
+            .map_err(|e| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason: format!("{e:#}") })?;
+        let info = PluginInfo {
+            content_hash,
+            size_bytes: bytes.len() as u64,
+            imports,
+            exports,
+            from_cache,
+            load_time: started.elapsed(),
+        };
+        Ok(Plugin { pre: Arc::new(pre), info: Arc::new(info) })
+    }
+
+    /// The checks that need no parsing: size, emptiness, magic number, component layer.
+    fn check_envelope(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        let limit = self.inner.settings.max_plugin_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(LoadError::TooLarge { size: bytes.len() as u64, limit });
+        }
+        if bytes.is_empty() {
+            return Err(LoadError::Empty);
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotWasm);
+        }
+        // The 4 bytes after the magic are version and layer: core modules are 1 0 0 0;
+        // components carry layer 1 (bytes 6..8 = 1 0).
+        match bytes.get(4..8) {
+            Some([1, 0, 0, 0]) => Err(LoadError::CoreModule),
+            Some([_, _, 1, 0]) => Ok(()),
+            _ => Err(LoadError::Malformed { reason: "unknown WebAssembly version or layer".into() }),
+        }
+    }
+
+    /// Compiles a component, or loads its native code from the artifact cache.
+    #[allow(unsafe_code)]
+    fn compile(&self, bytes: &[u8], content_hash: &str) -> Result<(Component, bool), LoadError> {
+        let engine = &self.inner.wasmtime;
+        if let Some(artifact) = self.inner.cache.get(content_hash) {
+            // SAFETY: the artifact was produced by `Component::serialize` of an engine with
+            // the same compatibility hash, written by this cache and checked against its
+            // SHA-256 just now; no bytes from outside reach the deserializer.
+            match unsafe { Component::deserialize(engine, &artifact) } {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => tracing::warn!(%content_hash, "recompiling: cached artifact refused: {e}"),
+            }
+        }
+        let component =
+            Component::new(engine, bytes).map_err(|e| LoadError::Malformed { reason: format!("{e:#}") })?;
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self.inner.cache.put(content_hash, &artifact) {
+                    tracing::warn!(%content_hash, "cannot cache the compiled artifact: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(%content_hash, "cannot serialize the compiled artifact: {e}"),
+        }
+        Ok((component, false))
+    }
+}
