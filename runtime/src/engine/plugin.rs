@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, InstancePre};
 
 use super::cache::sha256_hex;
 use super::host::ExecutionState;
 use super::host::bindings::PluginPre;
+use super::host::bindings::exports::sluice::plugin::handler::{Output, PluginError};
+use super::host::bindings::sluice::plugin::context::ExecutionContext;
 use super::{Engine, LoadError};
 
 /// The export every plug-in must have.
@@ -57,6 +60,26 @@ impl Plugin {
     }
 }
 
+/// Checks the handler's `execute` function against the WIT signature.
+///
+/// wasmtime 48's generated `PluginPre::new` resolves interface exports by name only and
+/// type-checks them at instantiation, which runs guest code; this checks first, the way
+/// the generated code does for world-level functions (`ComponentFunc::typecheck`).
+fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<(), LoadError> {
+    let mismatch = |reason: String| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason };
+    let component = pre.component();
+    let (_, handler) = component
+        .get_export(None, HANDLER_EXPORT)
+        .ok_or_else(|| LoadError::MissingExport { expected: HANDLER_EXPORT })?;
+    match component.get_export(Some(&handler), "execute") {
+        Some((ComponentItem::ComponentFunc(execute), _)) => execute
+            .typecheck::<(ExecutionContext,), (Result<Output, PluginError>,)>(&pre.instance_type())
+            .map_err(|e| mismatch(format!("`execute`: {e:#}"))),
+        Some(_) => Err(mismatch("`execute` is not a function".into())),
+        None => Err(mismatch("it has no `execute` function".into())),
+    }
+}
+
 impl Engine {
     /// Validates and compiles an uploaded component. Compiled code is cached by content
     /// hash, so loading the same bytes again (even after a restart) does not recompile.
@@ -74,18 +97,21 @@ impl Engine {
         {
             return Err(LoadError::UnknownImport { name: unknown.clone() });
         }
-        if !exports.iter().any(|name| name == HANDLER_EXPORT) {
-            return Err(LoadError::MissingExport { expected: HANDLER_EXPORT });
-        }
         let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             let reason = format!("{e:#}");
             let name = reason.split('`').nth(1).unwrap_or("?").to_owned();
-            if reason.contains("not found in the linker") || reason.contains("not defined") {
-                LoadError::UnknownImport { name }
-            } else {
+            // wasmtime 48 words a present-but-mistyped import as "... has the wrong type";
+            // anything else means the linker has no such item (e.g. an unknown version).
+            if reason.contains("wrong type") || reason.contains("type mismatch") {
                 LoadError::ImportMismatch { name, reason }
+            } else {
+                LoadError::UnknownImport { name }
             }
         })?;
+        if !exports.iter().any(|name| name == HANDLER_EXPORT) {
+            return Err(LoadError::MissingExport { expected: HANDLER_EXPORT });
+        }
+        check_handler_type(&instance_pre)?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason: format!("{e:#}") })?;
         let info = PluginInfo {

@@ -1,0 +1,10 @@
+//! Sluice's integration tests: one binary, one module per behaviour users care about.
+//! Guest plug-ins come from `sample-plugins/`, built by `sluice-sample-plugins`.
+
+mod cli;
+mod hostile_plugins;
+mod isolation;
+mod limits;
+mod sample_plugins;
+mod support;
+mod upload_validation;

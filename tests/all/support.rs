@@ -1,0 +1,82 @@
+//! Shared helpers: one engine per test process, plug-ins compiled once, and a short way
+//! to run a plug-in against an in-memory record store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sluice::engine::{Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, Plugin, StepConfig};
+use sluice::records::{Attributes, Entity, MemoryRecords, OrgRecords, Value};
+
+/// The process-wide engine, with its artifact cache in a temporary folder.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<(Engine, tempfile::TempDir)> = OnceLock::new();
+    &ENGINE
+        .get_or_init(|| {
+            let cache = tempfile::tempdir().expect("a temporary folder");
+            let engine = Engine::new(EngineSettings::default(), Some(cache.path())).expect("the default engine");
+            (engine, cache)
+        })
+        .0
+}
+
+/// A sample plug-in, loaded once per process.
+pub fn plugin(path: &str) -> Plugin {
+    static LOADED: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
+    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap();
+    loaded
+        .entry(path.to_owned())
+        .or_insert_with(|| {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            engine().load(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+        })
+        .clone()
+}
+
+/// Attributes from pairs.
+pub fn attrs(pairs: &[(&str, Value)]) -> Attributes {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+pub fn entity(logical_name: &str, id: &str, attributes: &[(&str, Value)]) -> Entity {
+    Entity { logical_name: logical_name.into(), id: id.into(), attributes: attrs(attributes) }
+}
+
+/// A record store for org `local` holding `records`.
+pub fn store(records: Vec<Entity>) -> Arc<MemoryRecords> {
+    Arc::new(MemoryRecords::with_records("local", records).expect("valid records"))
+}
+
+/// Runs a plug-in once with its unsecure configuration and limits.
+pub async fn run_with(
+    path: &str,
+    context: ExecutionContext,
+    records: &Arc<MemoryRecords>,
+    config: Option<&str>,
+    limits: Limits,
+) -> Execution {
+    let request = ExecutionRequest {
+        records: OrgRecords::new(context.org_id.clone(), records.clone()),
+        context,
+        config: StepConfig { unsecure: config.map(Into::into), secure: None },
+        limits,
+    };
+    engine().execute(&plugin(path), request).await
+}
+
+/// Runs a plug-in once with default limits.
+pub async fn run(path: &str, context: ExecutionContext, records: &Arc<MemoryRecords>, config: Option<&str>) -> Execution {
+    run_with(path, context, records, config, Limits::default()).await
+}
+
+/// A context for `message` on the record `entity`/`id`, with its post-image.
+pub fn on_record(message: &str, record: &Entity) -> ExecutionContext {
+    let mut context = ExecutionContext::new(message, &record.logical_name);
+    context.record_id = Some(record.id.clone());
+    context.post_image = Some(record.clone());
+    context
+}
+
+/// Small limits for hostile plug-ins, so tests end quickly.
+pub fn tight_limits() -> Limits {
+    Limits { fuel: 200_000_000, deadline_ms: 10_000, ..Limits::default() }
+}

@@ -1,0 +1,123 @@
+//! Every kind of bad upload is refused at load, before any of its code runs, with an
+//! error that names the problem.
+
+use sluice::engine::{Engine, EngineSettings, HANDLER_EXPORT, LoadError};
+use sluice_sample_plugins as samples;
+
+use crate::support::engine;
+
+fn component(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).expect("the fixture is valid text")
+}
+
+fn refused(bytes: &[u8]) -> LoadError {
+    match engine().load(bytes) {
+        Ok(_) => panic!("the upload was accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    assert!(matches!(refused(b""), LoadError::Empty));
+}
+
+#[test]
+fn bytes_that_are_not_webassembly_are_refused() {
+    assert!(matches!(refused(b"MZ\x90\x00 this is a Windows program"), LoadError::NotWasm));
+    assert!(matches!(refused(b"(component)"), LoadError::NotWasm), "text format is not accepted");
+}
+
+#[test]
+fn a_core_module_is_refused_with_advice() {
+    let error = refused(&component("(module (func (export \"run\")))"));
+    assert!(matches!(error, LoadError::CoreModule));
+    assert!(error.to_string().contains("wasm32-wasip2"));
+}
+
+#[test]
+fn a_truncated_component_is_refused_as_malformed() {
+    let echo = std::fs::read(samples::ECHO).unwrap();
+    for cut in [9, echo.len() / 3, echo.len() - 1] {
+        assert!(matches!(refused(&echo[..cut]), LoadError::Malformed { .. }), "cut at {cut}");
+    }
+}
+
+#[test]
+fn an_unknown_import_is_named() {
+    let bytes = component(
+        r#"(component
+            (import "acme:evil/net@1.0.0" (instance (export "connect" (func (param "host" string)))))
+        )"#,
+    );
+    match refused(&bytes) {
+        LoadError::UnknownImport { name } => assert_eq!(name, "acme:evil/net@1.0.0"),
+        other => panic!("expected UnknownImport, got {other}"),
+    }
+}
+
+#[test]
+fn filesystem_and_sockets_are_not_provided() {
+    for name in ["wasi:filesystem/preopens@0.2.6", "wasi:sockets/tcp@0.2.6"] {
+        let bytes = component(&format!(r#"(component (import "{name}" (instance)))"#));
+        assert!(matches!(refused(&bytes), LoadError::UnknownImport { name: n } if n == name), "{name}");
+    }
+}
+
+#[test]
+fn a_mistyped_host_import_is_refused() {
+    let bytes = component(
+        r#"(component
+            (import "sluice:plugin/tracing@0.1.0" (instance (export "trace" (func (param "n" u32)))))
+        )"#,
+    );
+    match refused(&bytes) {
+        LoadError::ImportMismatch { name, reason } => {
+            assert_eq!(name, "sluice:plugin/tracing@0.1.0", "{reason}");
+        }
+        other => panic!("expected ImportMismatch, got {other}"),
+    }
+}
+
+#[test]
+fn a_component_without_the_handler_export_is_refused() {
+    match refused(&component("(component)")) {
+        LoadError::MissingExport { expected } => assert_eq!(expected, HANDLER_EXPORT),
+        other => panic!("expected MissingExport, got {other}"),
+    }
+}
+
+#[test]
+fn a_handler_export_of_the_wrong_type_is_refused() {
+    let bytes = component(
+        r#"(component
+            (core module $m (func (export "execute")))
+            (core instance $i (instantiate $m))
+            (func $execute (canon lift (core func $i "execute")))
+            (instance $handler (export "execute" (func $execute)))
+            (export "sluice:plugin/handler@0.1.0" (instance $handler))
+        )"#,
+    );
+    assert!(matches!(refused(&bytes), LoadError::ExportMismatch { .. }));
+}
+
+#[test]
+fn an_oversize_plugin_is_refused_before_parsing() {
+    let settings = EngineSettings { max_plugin_bytes: 1024, ..EngineSettings::default() };
+    let small = Engine::new(settings, None).unwrap();
+    let echo = std::fs::read(samples::ECHO).unwrap();
+    match small.load(&echo) {
+        Err(LoadError::TooLarge { size, limit }) => assert_eq!((size, limit), (echo.len() as u64, 1024)),
+        Err(other) => panic!("expected TooLarge, got {other}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn every_sample_plugin_is_accepted() {
+    for (name, path) in samples::ALL {
+        let bytes = std::fs::read(path).unwrap();
+        let plugin = engine().load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(plugin.info().exports.iter().any(|e| e == HANDLER_EXPORT));
+    }
+}
