@@ -35,7 +35,13 @@ fn main() {
         build.args(["-p", name]);
     }
     // The outer build's settings (clippy as a wrapper, host flags) are not the guests'.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+    ] {
         build.env_remove(var);
     }
     let status = build.status().expect("cargo can be started");
@@ -46,12 +52,17 @@ fn main() {
 
     let out_dir = target_dir.join("wasm32-wasip2").join("plugin");
     let mut consts = String::new();
-    let mut all = String::from("/// Every sample plug-in: (crate name, component path).\npub const ALL: &[(&str, &str)] = &[\n");
+    let mut all = String::from(
+        "/// Every sample plug-in: (crate name, component path).\npub const ALL: &[(&str, &str)] = &[\n",
+    );
     for name in &names {
         let path = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
         assert!(path.exists(), "{} was not built", path.display());
         let ident = name.replace('-', "_").to_uppercase();
-        consts.push_str(&format!("/// The `{name}` component.\npub const {ident}: &str = {:?};\n", path.display().to_string()));
+        consts.push_str(&format!(
+            "/// The `{name}` component.\npub const {ident}: &str = {:?};\n",
+            path.display().to_string()
+        ));
         all.push_str(&format!("    ({name:?}, {ident}),\n"));
     }
     all.push_str("];\n");

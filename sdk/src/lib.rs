@@ -55,9 +55,7 @@ mod values;
 
 pub use bindings::exports::sluice::plugin::handler::{Output, PluginError as Error};
 pub use bindings::sluice::plugin::context::{ExecutionContext as Context, Mode, Stage};
-pub use bindings::sluice::plugin::types::{
-    Attribute, Datetime, Decimal, Entity, EntityReference, Value,
-};
+pub use bindings::sluice::plugin::types::{Attribute, Datetime, Decimal, Entity, EntityReference, Value};
 
 /// The organisation's record service. Calls are confined to the plug-in's organisation;
 /// writes fire events at depth + 1 with the same correlation id.
@@ -105,7 +103,7 @@ macro_rules! export_plugin {
                     <$plugin as $crate::Plugin>::execute(context)
                 }
             }
-            $crate::bindings::__export_plugin_world!(SluiceExport with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin_world!(SluiceExport with_types_in $crate::bindings);
         };
     };
 }

@@ -37,7 +37,11 @@ fn check_refuses_every_bad_file_with_a_one_line_error_and_exit_1() {
             wat::parse_str(r#"(component (import "acme:evil/net@1.0.0" (instance)))"#).unwrap(),
             "imports `acme:evil/net@1.0.0`",
         ),
-        ("no-export.wasm", wat::parse_str("(component)").unwrap(), "does not export `sluice:plugin/handler@0.1.0`"),
+        (
+            "no-export.wasm",
+            wat::parse_str("(component)").unwrap(),
+            "does not export `sluice:plugin/handler@0.1.0`",
+        ),
         (
             "wrong-export.wasm",
             wat::parse_str(
@@ -71,7 +75,9 @@ fn check_describes_a_valid_plugin() {
     let out = sluice(&["plugin", "check", samples::ACCOUNT_NUMBER], cache.path());
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for expected in ["a valid Sluice plug-in", "sluice:plugin/records@0.1.0", "sluice:plugin/handler@0.1.0", "fuel"] {
+    for expected in
+        ["a valid Sluice plug-in", "sluice:plugin/records@0.1.0", "sluice:plugin/handler@0.1.0", "fuel"]
+    {
         assert!(stdout.contains(expected), "missing {expected}: {stdout}");
     }
     assert!(stdout.contains("compiled"));
@@ -90,7 +96,8 @@ fn run_prints_output_changes_trace_and_accounting() {
             "post_image": {"logical_name": "lead", "id": "l1", "attributes": {"country": "DE"}}}"#,
     )
     .unwrap();
-    std::fs::write(&records, r#"[{"logical_name": "lead", "id": "l1", "attributes": {"country": "DE"}}]"#).unwrap();
+    std::fs::write(&records, r#"[{"logical_name": "lead", "id": "l1", "attributes": {"country": "DE"}}]"#)
+        .unwrap();
     let args = [
         "plugin",
         "run",
@@ -105,14 +112,17 @@ fn run_prints_output_changes_trace_and_accounting() {
     let out = sluice(&args, &dir.path().join("cache"));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    for expected in ["outcome     succeeded", "\"owner\": \"bertha\"", "\"change\":\"update\"", "goes to bertha", "fuel"] {
+    for expected in
+        ["outcome     succeeded", "\"owner\": \"bertha\"", "\"change\":\"update\"", "goes to bertha", "fuel"]
+    {
         assert!(stdout.contains(expected), "missing {expected}: {stdout}");
     }
 
     let mut json_args = args.to_vec();
     json_args.push("--json");
     let out = sluice(&json_args, &dir.path().join("cache"));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
     assert_eq!(report["outcome"]["output"]["output_parameters"]["owner"], "bertha");
     assert!(report["accounting"]["fuel_used"].as_u64().unwrap() > 0);
 }
@@ -123,7 +133,16 @@ fn run_reports_a_named_error_and_exits_1_when_the_plugin_fails() {
     let input = dir.path().join("context.json");
     std::fs::write(&input, r#"{"message": "Create", "entity": "account"}"#).unwrap();
     let out = sluice(
-        &["plugin", "run", samples::HOSTILE_INFINITE_LOOP, "--input", input.to_str().unwrap(), "--fuel", "50000000", "--json"],
+        &[
+            "plugin",
+            "run",
+            samples::HOSTILE_INFINITE_LOOP,
+            "--input",
+            input.to_str().unwrap(),
+            "--fuel",
+            "50000000",
+            "--json",
+        ],
         &dir.path().join("cache"),
     );
     assert_eq!(out.status.code(), Some(1));
@@ -141,7 +160,10 @@ fn run_explains_a_bad_context_file() {
         (r#"{"message": "Create", "entity": "a", "colour": 1}"#, "unknown field `colour`"),
     ] {
         std::fs::write(&input, body).unwrap();
-        let out = sluice(&["plugin", "run", samples::ECHO, "--input", input.to_str().unwrap()], &dir.path().join("cache"));
+        let out = sluice(
+            &["plugin", "run", samples::ECHO, "--input", input.to_str().unwrap()],
+            &dir.path().join("cache"),
+        );
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(expected), "expected '{expected}' in {stderr}");

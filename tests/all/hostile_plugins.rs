@@ -25,7 +25,10 @@ async fn infinite_loop_runs_out_of_fuel() {
 async fn infinite_loop_with_ample_fuel_hits_the_deadline() {
     let limits = Limits { fuel: u64::MAX / 2, deadline_ms: 300, ..Limits::default() };
     let run = run_with(samples::HOSTILE_INFINITE_LOOP, context(), &store(vec![]), None, limits).await;
-    assert_eq!(run.outcome.unwrap_err(), ExecutionError::DeadlineExceeded { limit: Duration::from_millis(300) });
+    assert_eq!(
+        run.outcome.unwrap_err(),
+        ExecutionError::DeadlineExceeded { limit: Duration::from_millis(300) }
+    );
     // Stopped at the deadline, not whenever the fuel would have run out (years from now).
     assert!(run.accounting.wall_time_us < 30_000_000, "ran {} µs", run.accounting.wall_time_us);
 }
@@ -37,12 +40,16 @@ async fn memory_bomb_hits_the_memory_limit() {
     assert_eq!(run.outcome.unwrap_err(), ExecutionError::MemoryLimitExceeded { limit: 32 << 20 });
     assert!(run.accounting.peak_memory_bytes <= 32 << 20);
     assert!(run.accounting.peak_memory_bytes > 16 << 20, "it did grow before it was stopped");
-    assert!(run.trace.lines().any(|l| l.starts_with("[stderr] memory allocation")), "the guest's own report is traced");
+    assert!(
+        run.trace.lines().any(|l| l.starts_with("[stderr] memory allocation")),
+        "the guest's own report is traced"
+    );
 }
 
 #[tokio::test]
 async fn deep_recursion_overflows_the_wasm_stack() {
-    let run = run_with(samples::HOSTILE_DEEP_RECURSION, context(), &store(vec![]), None, tight_limits()).await;
+    let run =
+        run_with(samples::HOSTILE_DEEP_RECURSION, context(), &store(vec![]), None, tight_limits()).await;
     assert_eq!(run.outcome.unwrap_err(), ExecutionError::StackOverflow);
 }
 

@@ -7,7 +7,8 @@ use crate::support::{entity, on_record, run};
 
 #[tokio::test]
 async fn a_plugin_running_for_one_org_cannot_see_or_touch_another_orgs_records() {
-    let records = crate::support::store(vec![entity("account", "a1", &[("accountnumber", "ACC-000500".into())])]);
+    let records =
+        crate::support::store(vec![entity("account", "a1", &[("accountnumber", "ACC-000500".into())])]);
     // The same account id exists in org "fabrikam"; the plug-in runs for fabrikam.
     records.create("fabrikam", "account", crate::support::attrs(&[("id", "a1".into())])).unwrap();
     let mut context = on_record("Create", &entity("account", "a1", &[]));

@@ -53,11 +53,17 @@ async fn lead_router_without_a_routing_table_is_a_business_error() {
 
 #[tokio::test]
 async fn rollup_sums_the_open_opportunities_of_the_account() {
-    let parent = |id: &str| Value::EntityReference(EntityReference { entity: "account".into(), id: id.into(), name: None });
+    let parent = |id: &str| {
+        Value::EntityReference(EntityReference { entity: "account".into(), id: id.into(), name: None })
+    };
     let trigger = entity(
         "opportunity",
         "o1",
-        &[("parentaccountid", parent("acc1")), ("estimatedvalue", money("100.00")), ("statecode", Value::OptionSet(0))],
+        &[
+            ("parentaccountid", parent("acc1")),
+            ("estimatedvalue", money("100.00")),
+            ("statecode", Value::OptionSet(0)),
+        ],
     );
     let records = store(vec![
         entity("account", "acc1", &[("name", "Contoso".into())]),
@@ -65,17 +71,29 @@ async fn rollup_sums_the_open_opportunities_of_the_account() {
         entity(
             "opportunity",
             "o2",
-            &[("parentaccountid", parent("acc1")), ("estimatedvalue", money("250.5")), ("statecode", Value::OptionSet(0))],
+            &[
+                ("parentaccountid", parent("acc1")),
+                ("estimatedvalue", money("250.5")),
+                ("statecode", Value::OptionSet(0)),
+            ],
         ),
         entity(
             "opportunity",
             "o3",
-            &[("parentaccountid", parent("acc1")), ("estimatedvalue", money("999.00")), ("statecode", Value::OptionSet(1))],
+            &[
+                ("parentaccountid", parent("acc1")),
+                ("estimatedvalue", money("999.00")),
+                ("statecode", Value::OptionSet(1)),
+            ],
         ),
         entity(
             "opportunity",
             "o4",
-            &[("parentaccountid", parent("acc2")), ("estimatedvalue", money("5.00")), ("statecode", Value::OptionSet(0))],
+            &[
+                ("parentaccountid", parent("acc2")),
+                ("estimatedvalue", money("5.00")),
+                ("statecode", Value::OptionSet(0)),
+            ],
         ),
     ]);
     let run = run(samples::OPPORTUNITY_ROLLUP, on_record("Update", &trigger), &records, None).await;
@@ -96,11 +114,18 @@ async fn credit_validator_refuses_a_negative_limit_with_a_business_error() {
     );
 
     let nameless = entity("account", "a2", &[("creditlimit", money("10"))]);
-    let run = crate::support::run(samples::CREDIT_VALIDATOR, on_record("Create", &nameless), &store(vec![]), None).await;
-    assert_eq!(run.outcome.unwrap_err(), ExecutionError::Business { message: "An account needs a name.".into() });
+    let run =
+        crate::support::run(samples::CREDIT_VALIDATOR, on_record("Create", &nameless), &store(vec![]), None)
+            .await;
+    assert_eq!(
+        run.outcome.unwrap_err(),
+        ExecutionError::Business { message: "An account needs a name.".into() }
+    );
 
     let good = entity("account", "a3", &[("name", "Contoso".into()), ("creditlimit", money("5000"))]);
-    let run = crate::support::run(samples::CREDIT_VALIDATOR, on_record("Create", &good), &store(vec![]), None).await;
+    let run =
+        crate::support::run(samples::CREDIT_VALIDATOR, on_record("Create", &good), &store(vec![]), None)
+            .await;
     assert_eq!(run.outcome.unwrap().output_parameters["valid"], Value::Boolean(true));
 }
 
@@ -151,7 +176,11 @@ async fn echo_round_trips_every_value_type_through_the_sandbox() {
         ("option-set", Value::OptionSet(100_000_001)),
         (
             "lookup",
-            Value::EntityReference(EntityReference { entity: "account".into(), id: "a1".into(), name: Some("Contoso".into()) }),
+            Value::EntityReference(EntityReference {
+                entity: "account".into(),
+                id: "a1".into(),
+                name: Some("Contoso".into()),
+            }),
         ),
     ]);
     let mut context = ExecutionContext::new("sample_Echo", "none");
@@ -179,7 +208,10 @@ async fn touch_counter_updates_the_record_that_triggered_it() {
     context.depth = 3;
     let run = run(samples::TOUCH_COUNTER, context, &records, None).await;
     assert_eq!(run.outcome.unwrap().output_parameters["touches"], Value::Integer(5));
-    assert_eq!(records.retrieve("local", "contact", "c1", &[]).unwrap().attributes["touches"], Value::Integer(5));
+    assert_eq!(
+        records.retrieve("local", "contact", "c1", &[]).unwrap().attributes["touches"],
+        Value::Integer(5)
+    );
     assert_eq!(run.trace.lines().collect::<Vec<_>>(), ["depth 3: touches 5"]);
 }
 
@@ -187,7 +219,9 @@ async fn touch_counter_updates_the_record_that_triggered_it() {
 fn every_sample_plugin_has_a_test() {
     let sources: String = ["sample_plugins.rs", "hostile_plugins.rs", "limits.rs", "cli.rs"]
         .iter()
-        .map(|file| std::fs::read_to_string(format!("{}/../tests/all/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .map(|file| {
+            std::fs::read_to_string(format!("{}/../tests/all/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        })
         .collect();
     for (name, _) in samples::ALL {
         let constant = format!("samples::{}", name.replace('-', "_").to_uppercase());

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use sluice::engine::{Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, Plugin, StepConfig};
+use sluice::engine::{
+    Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, Plugin, StepConfig,
+};
 use sluice::records::{Attributes, Entity, MemoryRecords, OrgRecords, Value};
 
 /// The process-wide engine, with its artifact cache in a temporary folder.
@@ -13,7 +15,8 @@ pub fn engine() -> &'static Engine {
     &ENGINE
         .get_or_init(|| {
             let cache = tempfile::tempdir().expect("a temporary folder");
-            let engine = Engine::new(EngineSettings::default(), Some(cache.path())).expect("the default engine");
+            let engine =
+                Engine::new(EngineSettings::default(), Some(cache.path())).expect("the default engine");
             (engine, cache)
         })
         .0
@@ -64,7 +67,12 @@ pub async fn run_with(
 }
 
 /// Runs a plug-in once with default limits.
-pub async fn run(path: &str, context: ExecutionContext, records: &Arc<MemoryRecords>, config: Option<&str>) -> Execution {
+pub async fn run(
+    path: &str,
+    context: ExecutionContext,
+    records: &Arc<MemoryRecords>,
+    config: Option<&str>,
+) -> Execution {
     run_with(path, context, records, config, Limits::default()).await
 }
 

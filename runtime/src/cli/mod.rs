@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Sluice: a WebAssembly plug-in host for multi-tenant business applications")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a WebAssembly plug-in host for multi-tenant business applications"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,

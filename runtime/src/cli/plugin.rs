@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde_json::json;
 use sluice::engine::{
-    Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, LoadError, Plugin, StepConfig,
+    Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, LoadError, Plugin,
+    StepConfig,
 };
 use sluice::records::{Entity, MemoryRecords, OrgRecords};
 
@@ -65,7 +66,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("bad records file: {e}"))?,
             );
             let engine = engine(&common)?;
-            let plugin = load(&engine, &file)?.with_context(|| format!("{} is not a valid plug-in", file.display()))?;
+            let plugin = load(&engine, &file)?
+                .with_context(|| format!("{} is not a valid plug-in", file.display()))?;
             let mut limits = engine.settings().default_limits.clone();
             limits.fuel = fuel.unwrap_or(limits.fuel);
             limits.deadline_ms = deadline_ms.unwrap_or(limits.deadline_ms);
@@ -138,7 +140,8 @@ fn print_run(file: &Path, plugin: &Plugin, execution: &Execution) {
         }
     }
     let trace = &execution.trace;
-    let dropped = if trace.dropped() > 0 { format!(", {} older dropped", trace.dropped()) } else { String::new() };
+    let dropped =
+        if trace.dropped() > 0 { format!(", {} older dropped", trace.dropped()) } else { String::new() };
     println!("trace       {} line(s), {}{dropped}", trace.len(), bytes(trace.bytes() as u64));
     for line in trace.lines() {
         println!("  | {line}");

@@ -22,7 +22,9 @@ pub(crate) fn value_to_wit(value: Value) -> types::Value {
         Value::Integer(i) => types::Value::Integer(i),
         Value::Decimal(d) => types::Value::Decimal(decimal_to_wit(d)),
         Value::Boolean(b) => types::Value::Boolean(b),
-        Value::DateTime(t) => types::Value::DateTime(types::Datetime { seconds: t.seconds, nanoseconds: t.nanoseconds }),
+        Value::DateTime(t) => {
+            types::Value::DateTime(types::Datetime { seconds: t.seconds, nanoseconds: t.nanoseconds })
+        }
         Value::Money(d) => types::Value::Money(decimal_to_wit(d)),
         Value::OptionSet(o) => types::Value::OptionSet(o),
         Value::EntityReference(r) => {
@@ -38,7 +40,9 @@ pub(crate) fn value_from_wit(value: types::Value) -> Value {
         types::Value::Integer(i) => Value::Integer(i),
         types::Value::Decimal(d) => Value::Decimal(decimal_from_wit(d)),
         types::Value::Boolean(b) => Value::Boolean(b),
-        types::Value::DateTime(t) => Value::DateTime(DateTime { seconds: t.seconds, nanoseconds: t.nanoseconds }),
+        types::Value::DateTime(t) => {
+            Value::DateTime(DateTime { seconds: t.seconds, nanoseconds: t.nanoseconds })
+        }
         types::Value::Money(d) => Value::Money(decimal_from_wit(d)),
         types::Value::OptionSet(o) => Value::OptionSet(o),
         types::Value::EntityReference(r) => {
@@ -48,7 +52,10 @@ pub(crate) fn value_from_wit(value: types::Value) -> Value {
 }
 
 pub(crate) fn attributes_to_wit(attributes: Attributes) -> Vec<types::Attribute> {
-    attributes.into_iter().map(|(name, value)| types::Attribute { name, value: value_to_wit(value) }).collect()
+    attributes
+        .into_iter()
+        .map(|(name, value)| types::Attribute { name, value: value_to_wit(value) })
+        .collect()
 }
 
 /// A list of named values becomes a map; when a name repeats, the last value wins.
@@ -57,7 +64,11 @@ pub(crate) fn attributes_from_wit(attributes: Vec<types::Attribute>) -> Attribut
 }
 
 pub(crate) fn entity_to_wit(entity: Entity) -> types::Entity {
-    types::Entity { logical_name: entity.logical_name, id: entity.id, attributes: attributes_to_wit(entity.attributes) }
+    types::Entity {
+        logical_name: entity.logical_name,
+        id: entity.id,
+        attributes: attributes_to_wit(entity.attributes),
+    }
 }
 
 pub(crate) fn record_error_to_wit(error: &RecordError) -> wit_records::RecordError {

@@ -67,7 +67,8 @@ impl Engine {
     /// compiles every load.
     pub fn new(settings: EngineSettings, cache_dir: Option<&Path>) -> Result<Self, SetupError> {
         let invalid = |e: wasmtime::Error| SetupError::Settings(format!("{e:#}"));
-        let usize_of = |n: u64| usize::try_from(n).map_err(|_| SetupError::Settings(format!("{n} is too large")));
+        let usize_of =
+            |n: u64| usize::try_from(n).map_err(|_| SetupError::Settings(format!("{n} is too large")));
         if settings.default_limits.memory_bytes > settings.max_memory_bytes {
             return Err(SetupError::Settings("default-limits.memory-bytes exceeds max-memory-bytes".into()));
         }

@@ -25,13 +25,8 @@ pub const HANDLER_EXPORT: &str = "sluice:plugin/handler@0.1.0";
 /// Interfaces a plug-in may import: Sluice's own, and the WASI 0.2 interfaces a
 /// language's standard library links (stdio, environment, clocks, random: provided with
 /// no environment and frozen clocks). Filesystem and sockets are not provided.
-const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
-    "sluice:plugin/",
-    "wasi:cli/",
-    "wasi:clocks/",
-    "wasi:io/",
-    "wasi:random/",
-];
+const ALLOWED_IMPORT_PREFIXES: &[&str] =
+    &["sluice:plugin/", "wasi:cli/", "wasi:clocks/", "wasi:io/", "wasi:random/"];
 
 /// What `sluice plugin check` reports about a valid plug-in.
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +65,7 @@ fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<(), LoadError
     let component = pre.component();
     let (_, handler) = component
         .get_export(None, HANDLER_EXPORT)
-        .ok_or_else(|| LoadError::MissingExport { expected: HANDLER_EXPORT })?;
+        .ok_or(LoadError::MissingExport { expected: HANDLER_EXPORT })?;
     match component.get_export(Some(&handler), "execute") {
         Some((ComponentItem::ComponentFunc(execute), _)) => execute
             .typecheck::<(ExecutionContext,), (Result<Output, PluginError>,)>(&pre.instance_type())

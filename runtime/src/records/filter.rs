@@ -81,8 +81,5 @@ pub fn project(attributes: &Attributes, columns: &[String]) -> Attributes {
     if columns.is_empty() {
         return attributes.clone();
     }
-    columns
-        .iter()
-        .filter_map(|c| attributes.get(c).map(|v| (c.clone(), v.clone())))
-        .collect()
+    columns.iter().filter_map(|c| attributes.get(c).map(|v| (c.clone(), v.clone()))).collect()
 }

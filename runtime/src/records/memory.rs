@@ -51,7 +51,12 @@ impl MemoryRecords {
         out
     }
 
-    fn with_table<R>(&self, org: &str, entity: &str, f: impl FnOnce(&mut Table) -> R) -> Result<R, RecordError> {
+    fn with_table<R>(
+        &self,
+        org: &str,
+        entity: &str,
+        f: impl FnOnce(&mut Table) -> R,
+    ) -> Result<R, RecordError> {
         check_entity_name(entity)?;
         // A poisoned lock only means another thread panicked mid-call; the map is still whole.
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,7 +73,11 @@ impl RecordStore for MemoryRecords {
         let id = match attributes.remove("id") {
             Some(Value::String(id)) if !id.is_empty() => id,
             None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-            Some(other) => return Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}"))),
+            Some(other) => {
+                return Err(RecordError::Invalid(format!(
+                    "a record id is a non-empty string, not {other:?}"
+                )));
+            }
         };
         self.with_table(org, entity, |table| {
             if table.contains_key(&id) {
@@ -170,7 +179,11 @@ mod tests {
         let filter = Filter {
             entity: "lead".into(),
             columns: vec!["score".into()],
-            conditions: vec![Condition { attribute: "score".into(), operator: Operator::GreaterEqual, value: Value::Integer(7) }],
+            conditions: vec![Condition {
+                attribute: "score".into(),
+                operator: Operator::GreaterEqual,
+                value: Value::Integer(7),
+            }],
             top: Some(2),
         };
         let found = store.query("o", &filter).unwrap();
@@ -182,6 +195,9 @@ mod tests {
     fn bad_entity_names_are_refused() {
         let store = MemoryRecords::new();
         assert!(matches!(store.create("o", "", Attributes::new()), Err(RecordError::Invalid(_))));
-        assert!(matches!(store.create("o", "Robert'); DROP", Attributes::new()), Err(RecordError::Invalid(_))));
+        assert!(matches!(
+            store.create("o", "Robert'); DROP", Attributes::new()),
+            Err(RecordError::Invalid(_))
+        ));
     }
 }

@@ -144,9 +144,7 @@ impl Value {
     pub fn encoded_len(&self) -> usize {
         match self {
             Value::String(s) => s.len(),
-            Value::EntityReference(r) => {
-                r.entity.len() + r.id.len() + r.name.as_ref().map_or(0, String::len)
-            }
+            Value::EntityReference(r) => r.entity.len() + r.id.len() + r.name.as_ref().map_or(0, String::len),
             _ => 16,
         }
     }
@@ -194,7 +192,10 @@ impl Value {
             "money" => Value::Money(text(&inner)?.parse()?),
             "date-time" => Value::DateTime(text(&inner)?.parse()?),
             "option-set" => Value::OptionSet(
-                inner.as_i64().and_then(|o| i32::try_from(o).ok()).ok_or("'option-set' takes a 32-bit integer")?,
+                inner
+                    .as_i64()
+                    .and_then(|o| i32::try_from(o).ok())
+                    .ok_or("'option-set' takes a 32-bit integer")?,
             ),
             "entity-reference" => Value::EntityReference(
                 serde_json::from_value(inner).map_err(|e| format!("bad entity-reference: {e}"))?,

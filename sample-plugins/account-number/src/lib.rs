@@ -9,10 +9,7 @@ struct AccountNumber;
 
 impl Plugin for AccountNumber {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let id = ctx
-            .record_id
-            .clone()
-            .ok_or_else(|| Error::business("account-number runs on a record"))?;
+        let id = ctx.record_id.clone().ok_or_else(|| Error::business("account-number runs on a record"))?;
         let prefix = sluice_sdk::config::unsecure().unwrap_or_else(|| "ACC".into());
         let numbered = records::query(&Filter {
             entity: "account".into(),

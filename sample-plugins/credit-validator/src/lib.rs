@@ -19,9 +19,7 @@ impl Plugin for CreditValidator {
         if let Some(limit) = account.get("creditlimit").and_then(Value::as_f64)
             && limit < 0.0
         {
-            return Err(Error::business(format!(
-                "Credit limit cannot be negative (got {limit:.2})."
-            )));
+            return Err(Error::business(format!("Credit limit cannot be negative (got {limit:.2}).")));
         }
         Ok(Output::new().with("valid", true))
     }

@@ -9,9 +9,7 @@ struct FlakySync;
 
 impl Plugin for FlakySync {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let failures: i64 = sluice_sdk::config::unsecure()
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(2);
+        let failures: i64 = sluice_sdk::config::unsecure().and_then(|c| c.trim().parse().ok()).unwrap_or(2);
         let id = ctx.correlation_id.clone();
         let attempt = match records::retrieve("flaky_attempt", &id, &[]) {
             Ok(record) => record.integer("count").unwrap_or(0) + 1,
@@ -28,7 +26,9 @@ impl Plugin for FlakySync {
         stored.map_err(|e| Error::transient(format!("cannot count attempts: {e:?}")))?;
         if attempt <= failures {
             trace!("attempt {attempt}: the dependency is busy");
-            return Err(Error::transient(format!("dependency busy (attempt {attempt} of {failures} failing)")));
+            return Err(Error::transient(format!(
+                "dependency busy (attempt {attempt} of {failures} failing)"
+            )));
         }
         trace!("attempt {attempt}: synced");
         Ok(Output::new().with("attempts", attempt))

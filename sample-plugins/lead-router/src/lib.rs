@@ -22,9 +22,7 @@ fn route<'a>(table: &'a str, country: &str) -> Option<&'a str> {
 
 impl Plugin for LeadRouter {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let lead = ctx
-            .target()
-            .ok_or_else(|| Error::business("lead-router needs the lead's post-image"))?;
+        let lead = ctx.target().ok_or_else(|| Error::business("lead-router needs the lead's post-image"))?;
         let table = sluice_sdk::config::unsecure()
             .ok_or_else(|| Error::business("lead-router has no routing table configured"))?;
         let country = lead.string("country").unwrap_or("");

@@ -9,18 +9,14 @@ struct Rollup;
 /// Sums decimals exactly, at the largest scale among them.
 fn sum(values: &[Decimal]) -> Decimal {
     let scale = values.iter().map(|d| d.scale).max().unwrap_or(2);
-    let units = values
-        .iter()
-        .map(|d| d.units * 10i64.pow(u32::from(scale - d.scale)))
-        .sum();
+    let units = values.iter().map(|d| d.units * 10i64.pow(u32::from(scale - d.scale))).sum();
     Decimal { units, scale }
 }
 
 impl Plugin for Rollup {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let opportunity = ctx
-            .target()
-            .ok_or_else(|| Error::business("rollup needs the opportunity's post-image"))?;
+        let opportunity =
+            ctx.target().ok_or_else(|| Error::business("rollup needs the opportunity's post-image"))?;
         let Some(Value::EntityReference(account)) = opportunity.get("parentaccountid") else {
             trace!("opportunity {} has no parent account; nothing to roll up", opportunity.id);
             return Ok(Output::new());
@@ -54,9 +50,7 @@ impl Plugin for Rollup {
         trace!("{} open opportunities on account {}", open.len(), account.id);
         records::update("account", &account.id, &[("totalopportunityvalue", Value::Money(total)).into()])
             .map_err(|e| Error::transient(format!("update failed: {e:?}")))?;
-        Ok(Output::new()
-            .with("total", Value::Money(total))
-            .with("count", open.len() as i64))
+        Ok(Output::new().with("total", Value::Money(total)).with("count", open.len() as i64))
     }
 }
 

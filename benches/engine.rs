@@ -1,0 +1,223 @@
+//! Per-execution cost of Sluice's engine against bare wasmtime, measured side by side.
+//!
+//! - `trivial`: the `echo` sample through `Engine::execute` (fresh store, WASI context,
+//!   every limit and all accounting on) against a bare wasmtime loop over the same
+//!   component (pooling allocator, `InstancePre`, fresh WASI context per call, no fuel).
+//! - `cpu-bound`: the `cpu-burn` sample (a sieve) metered through Sluice against the
+//!   same bare, unmetered loop.
+//!
+//! Run: `cargo bench -p sluice --bench engine`. The ratios are printed at the end and
+//! recorded in BENCHMARKS.md.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use sluice::engine::{Engine, EngineSettings, ExecutionContext, ExecutionRequest, Limits, StepConfig};
+use sluice::records::{MemoryRecords, OrgRecords, Value};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bare {
+    //! Bindings for the bare loop: synchronous, no fuel, stub host services.
+    wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
+}
+
+use bare::sluice::plugin::{config, context, records, tracing, types};
+
+struct BareState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for BareState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for BareState {}
+impl context::Host for BareState {}
+impl tracing::Host for BareState {
+    fn trace(&mut self, _: String) {}
+}
+impl config::Host for BareState {
+    fn unsecure(&mut self) -> Option<String> {
+        None
+    }
+    fn secure(&mut self) -> Option<String> {
+        None
+    }
+}
+impl records::Host for BareState {
+    fn create(&mut self, _: String, _: Vec<types::Attribute>) -> Result<String, records::RecordError> {
+        Err(records::RecordError::Invalid("bare".into()))
+    }
+    fn retrieve(
+        &mut self,
+        _: String,
+        _: String,
+        _: Vec<String>,
+    ) -> Result<types::Entity, records::RecordError> {
+        Err(records::RecordError::Invalid("bare".into()))
+    }
+    fn update(&mut self, _: String, _: String, _: Vec<types::Attribute>) -> Result<(), records::RecordError> {
+        Err(records::RecordError::Invalid("bare".into()))
+    }
+    fn delete(&mut self, _: String, _: String) -> Result<(), records::RecordError> {
+        Err(records::RecordError::Invalid("bare".into()))
+    }
+    fn query(&mut self, _: records::Filter) -> Result<Vec<types::Entity>, records::RecordError> {
+        Err(records::RecordError::Invalid("bare".into()))
+    }
+}
+
+/// The bare-wasmtime baseline: what one sandboxed call costs with nothing around it.
+struct Bare {
+    engine: wasmtime::Engine,
+    pre: bare::PluginPre<BareState>,
+}
+
+impl Bare {
+    fn new(path: &str) -> Bare {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(64).total_core_instances(1024).total_memories(128).total_tables(512);
+        let mut config = Config::new();
+        config.wasm_component_model(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+        bare::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
+        let component = Component::from_file(&engine, Path::new(path)).unwrap();
+        let pre = bare::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        Bare { engine, pre }
+    }
+
+    fn call(&self, context: &context::ExecutionContext) {
+        let state = BareState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
+        let mut store = Store::new(&self.engine, state);
+        let plugin = self.pre.instantiate(&mut store).unwrap();
+        let output = plugin.sluice_plugin_handler().call_execute(&mut store, context).unwrap();
+        assert!(output.is_ok());
+    }
+}
+
+fn bare_context(parameters: Vec<types::Attribute>) -> context::ExecutionContext {
+    context::ExecutionContext {
+        org_id: "local".into(),
+        user_id: "local".into(),
+        message: "sample_Bench".into(),
+        entity: "none".into(),
+        record_id: None,
+        stage: context::Stage::PostOperation,
+        mode: context::Mode::Asynchronous,
+        depth: 1,
+        correlation_id: "bench".into(),
+        input_parameters: parameters,
+        pre_image: None,
+        post_image: None,
+        shared_variables: Vec::new(),
+    }
+}
+
+/// Sluice's side: the engine as the job service uses it.
+struct Sluice {
+    engine: Engine,
+    plugin: sluice::engine::Plugin,
+    records: Arc<MemoryRecords>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sluice {
+    fn new(path: &str) -> Sluice {
+        let engine = Engine::new(EngineSettings::default(), None).unwrap();
+        let plugin = engine.load(&std::fs::read(path).unwrap()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Sluice { engine, plugin, records: Arc::new(MemoryRecords::new()), runtime }
+    }
+
+    /// Runs `iterations` executions back to back and returns the time taken.
+    fn run(&self, iterations: u64, context: &ExecutionContext) -> Duration {
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                let request = ExecutionRequest {
+                    context: context.clone(),
+                    records: OrgRecords::new("local", self.records.clone()),
+                    config: StepConfig::default(),
+                    limits: Limits::default(),
+                };
+                let execution = self.engine.execute(&self.plugin, request).await;
+                assert!(execution.outcome.is_ok(), "{:?}", execution.outcome);
+            }
+            started.elapsed()
+        })
+    }
+}
+
+fn median_ns(group: &str, id: &str) -> f64 {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
+    estimates["median"]["point_estimate"].as_f64().unwrap()
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args().warm_up_time(Duration::from_secs(2));
+
+    let mut trivial = criterion.benchmark_group("trivial");
+    let echo_context = {
+        let mut context = ExecutionContext::new("sample_Bench", "none");
+        context.input_parameters.insert("ping".into(), Value::from("pong"));
+        context
+    };
+    let bare_echo = Bare::new(sluice_sample_plugins::ECHO);
+    let bare_echo_context = bare_context(vec![types::Attribute {
+        name: "ping".into(),
+        value: types::Value::String("pong".into()),
+    }]);
+    let sluice_echo = Sluice::new(sluice_sample_plugins::ECHO);
+    trivial.bench_function("bare-wasmtime", |b| b.iter(|| bare_echo.call(&bare_echo_context)));
+    trivial.bench_function("sluice", |b| b.iter_custom(|n| sluice_echo.run(n, &echo_context)));
+    trivial.finish();
+
+    let mut cpu = criterion.benchmark_group("cpu-bound");
+    cpu.sample_size(20);
+    let burn_context = {
+        let mut context = ExecutionContext::new("sample_Bench", "none");
+        context.input_parameters.insert("limit".into(), Value::Integer(2_000_000));
+        context
+    };
+    let bare_burn = Bare::new(sluice_sample_plugins::CPU_BURN);
+    let bare_burn_context = bare_context(vec![types::Attribute {
+        name: "limit".into(),
+        value: types::Value::Integer(2_000_000),
+    }]);
+    let sluice_burn = Sluice::new(sluice_sample_plugins::CPU_BURN);
+    cpu.bench_function("unmetered", |b| b.iter(|| bare_burn.call(&bare_burn_context)));
+    cpu.bench_function("metered", |b| b.iter_custom(|n| sluice_burn.run(n, &burn_context)));
+    cpu.finish();
+
+    criterion.final_summary();
+
+    // With `--test` (as in `cargo test --benches`) nothing is measured: no ratios.
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let (bare, sluice) = (median_ns("trivial", "bare-wasmtime"), median_ns("trivial", "sluice"));
+    println!(
+        "trivial plug-in: sluice {:.1} µs, bare wasmtime {:.1} µs per execution",
+        sluice / 1e3,
+        bare / 1e3
+    );
+    println!("RATIO per-execution sluice/bare = {:.3} (target <= 1.30)", sluice / bare);
+    let (unmetered, metered) = (median_ns("cpu-bound", "unmetered"), median_ns("cpu-bound", "metered"));
+    println!("cpu-bound plug-in: metered {:.2} ms, unmetered {:.2} ms", metered / 1e6, unmetered / 1e6);
+    println!("RATIO cpu-bound metered/unmetered = {:.3} (target <= 1.10)", metered / unmetered);
+}
