@@ -201,6 +201,16 @@ async fn cpu_burn_counts_primes() {
 }
 
 #[tokio::test]
+async fn cpu_burn_text_workload_formats_and_parses_account_numbers() {
+    let mut context = ExecutionContext::new("sample_Burn", "none");
+    context.input_parameters = attrs(&[("limit", Value::Integer(1_000)), ("workload", "text".into())]);
+    let run = run(samples::CPU_BURN, context, &store(vec![]), None).await;
+    // Each number n contributes n ^ 10 (every line is "ACC-" plus 6 digits).
+    let expected: i64 = (0..1_000).map(|n: i64| n ^ 10).sum();
+    assert_eq!(run.outcome.unwrap().output_parameters["checksum"], Value::Integer(expected));
+}
+
+#[tokio::test]
 async fn touch_counter_updates_the_record_that_triggered_it() {
     let contact = entity("contact", "c1", &[("touches", Value::Integer(4))]);
     let records = store(vec![contact.clone()]);

@@ -1,5 +1,8 @@
-//! CPU-bound work: counts the primes below `limit` (input parameter, default 100,000)
-//! with a sieve, `rounds` times (default 1). Used to measure the cost of metering.
+//! CPU-bound work, used to measure the cost of metering. Input parameters:
+//! - `workload`: `sieve` (default) counts the primes below `limit` (default 100,000), a
+//!   tight loop of a few instructions, the worst case for metering; `text` formats and
+//!   parses `limit` account numbers, closer to what business plug-ins spend CPU on.
+//! - `rounds`: repeats the work (default 1).
 
 use sluice_sdk::{Context, Error, Output, Plugin};
 
@@ -21,6 +24,20 @@ fn count_primes(limit: usize) -> i64 {
     count
 }
 
+/// Formats `count` account numbers, parses them back and sums them.
+fn text_work(count: usize) -> i64 {
+    let mut total = 0i64;
+    let mut line = String::new();
+    for n in 0..count {
+        line.clear();
+        line.push_str("ACC-");
+        line.push_str(&format!("{n:06}"));
+        let parsed: i64 = line.rsplit('-').next().and_then(|d| d.parse().ok()).unwrap_or(0);
+        total += parsed ^ (line.len() as i64);
+    }
+    total
+}
+
 impl Plugin for CpuBurn {
     fn execute(ctx: Context) -> Result<Output, Error> {
         let limit = ctx.input("limit").and_then(|v| v.as_integer()).unwrap_or(100_000);
@@ -28,11 +45,13 @@ impl Plugin for CpuBurn {
         if !(2..=50_000_000).contains(&limit) {
             return Err(Error::business("limit must be between 2 and 50,000,000"));
         }
-        let mut primes = 0;
+        let text = matches!(ctx.input("workload").and_then(|w| w.as_str()), Some("text"));
+        let mut result = 0;
         for _ in 0..rounds.max(1) {
-            primes = count_primes(std::hint::black_box(limit as usize));
+            let limit = std::hint::black_box(limit as usize);
+            result = if text { text_work(limit) } else { count_primes(limit) };
         }
-        Ok(Output::new().with("primes", primes))
+        Ok(Output::new().with(if text { "checksum" } else { "primes" }, result))
     }
 }
 
