@@ -3,8 +3,8 @@
 //! - `trivial`: the `echo` sample through `Engine::execute` (fresh store, WASI context,
 //!   every limit and all accounting on) against a bare wasmtime loop over the same
 //!   component (pooling allocator, `InstancePre`, fresh WASI context per call, no fuel).
-//! - `cpu-bound`: the `cpu-burn` sample (a sieve) metered through Sluice against the
-//!   same bare, unmetered loop.
+//! - `cpu-bound-sieve` and `cpu-bound-text`: the `cpu-burn` sample's two workloads
+//!   metered through Sluice against the same bare, unmetered loop.
 //!
 //! Run: `cargo bench -p sluice --bench engine`. The ratios are printed at the end and
 //! recorded in BENCHMARKS.md.
@@ -78,26 +78,34 @@ impl records::Host for BareState {
 struct Bare {
     engine: wasmtime::Engine,
     pre: bare::PluginPre<BareState>,
+    fuel: bool,
 }
 
 impl Bare {
-    fn new(path: &str) -> Bare {
+    /// `fuel` turns on wasmtime's fuel metering alone, to tell its cost from Sluice's.
+    fn new(path: &str, fuel: bool) -> Bare {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(64).total_core_instances(1024).total_memories(128).total_tables(512);
         let mut config = Config::new();
-        config.wasm_component_model(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .wasm_component_model(true)
+            .consume_fuel(fuel)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&config).unwrap();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         bare::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
         let component = Component::from_file(&engine, Path::new(path)).unwrap();
         let pre = bare::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        Bare { engine, pre }
+        Bare { engine, pre, fuel }
     }
 
     fn call(&self, context: &context::ExecutionContext) {
         let state = BareState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
         let mut store = Store::new(&self.engine, state);
+        if self.fuel {
+            store.set_fuel(u64::MAX / 2).unwrap();
+        }
         let plugin = self.pre.instantiate(&mut store).unwrap();
         let output = plugin.sluice_plugin_handler().call_execute(&mut store, context).unwrap();
         assert!(output.is_ok());
@@ -181,7 +189,7 @@ fn main() {
         context.input_parameters.insert("ping".into(), Value::from("pong"));
         context
     };
-    let bare_echo = Bare::new(sluice_sample_plugins::ECHO);
+    let bare_echo = Bare::new(sluice_sample_plugins::ECHO, false);
     let bare_echo_context = bare_context(vec![types::Attribute {
         name: "ping".into(),
         value: types::Value::String("pong".into()),
@@ -191,22 +199,24 @@ fn main() {
     trivial.bench_function("sluice", |b| b.iter_custom(|n| sluice_echo.run(n, &echo_context)));
     trivial.finish();
 
-    let mut cpu = criterion.benchmark_group("cpu-bound");
-    cpu.sample_size(20);
-    let burn_context = {
-        let mut context = ExecutionContext::new("sample_Bench", "none");
-        context.input_parameters.insert("limit".into(), Value::Integer(2_000_000));
-        context
-    };
-    let bare_burn = Bare::new(sluice_sample_plugins::CPU_BURN);
-    let bare_burn_context = bare_context(vec![types::Attribute {
-        name: "limit".into(),
-        value: types::Value::Integer(2_000_000),
-    }]);
+    let bare_burn = Bare::new(sluice_sample_plugins::CPU_BURN, false);
+    let bare_fuel_burn = Bare::new(sluice_sample_plugins::CPU_BURN, true);
     let sluice_burn = Sluice::new(sluice_sample_plugins::CPU_BURN);
-    cpu.bench_function("unmetered", |b| b.iter(|| bare_burn.call(&bare_burn_context)));
-    cpu.bench_function("metered", |b| b.iter_custom(|n| sluice_burn.run(n, &burn_context)));
-    cpu.finish();
+    for (workload, limit) in WORKLOADS {
+        let mut cpu = criterion.benchmark_group(format!("cpu-bound-{workload}"));
+        cpu.sample_size(20);
+        let mut context = ExecutionContext::new("sample_Bench", "none");
+        context.input_parameters.insert("limit".into(), Value::Integer(limit));
+        context.input_parameters.insert("workload".into(), Value::from(workload));
+        let bare_context = bare_context(vec![
+            types::Attribute { name: "limit".into(), value: types::Value::Integer(limit) },
+            types::Attribute { name: "workload".into(), value: types::Value::String(workload.into()) },
+        ]);
+        cpu.bench_function("unmetered", |b| b.iter(|| bare_burn.call(&bare_context)));
+        cpu.bench_function("bare-fuel", |b| b.iter(|| bare_fuel_burn.call(&bare_context)));
+        cpu.bench_function("metered", |b| b.iter_custom(|n| sluice_burn.run(n, &context)));
+        cpu.finish();
+    }
 
     criterion.final_summary();
 
@@ -224,6 +234,7 @@ fn main() {
     for (workload, _) in WORKLOADS {
         let group = format!("cpu-bound-{workload}");
         let (unmetered, metered) = (median_ns(&group, "unmetered"), median_ns(&group, "metered"));
+        let bare_fuel = median_ns(&group, "bare-fuel");
         println!(
             "cpu-bound {workload}: metered {:.2} ms, unmetered {:.2} ms",
             metered / 1e6,
@@ -232,6 +243,12 @@ fn main() {
         println!(
             "RATIO cpu-bound {workload} metered/unmetered = {:.3} (target <= 1.10)",
             metered / unmetered
+        );
+        println!(
+            "  of which wasmtime fuel alone (bare with fuel / bare without) = {:.3}, \
+             Sluice around it (metered / bare with fuel) = {:.3}",
+            bare_fuel / unmetered,
+            metered / bare_fuel
         );
     }
 }
