@@ -53,7 +53,7 @@ impl Context {
         find(&self.shared_variables, name)
     }
 
-    /// The record as it is after the operation: the post-image, else the `Target` input.
+    /// The record as it is after the operation (the post-image), when the step has one.
     pub fn target(&self) -> Option<&Entity> {
         self.post_image.as_ref()
     }

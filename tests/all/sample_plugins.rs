@@ -1,7 +1,7 @@
 //! Every realistic sample plug-in, run in the sandbox, with its actual output checked.
 
 use sluice::engine::{ExecutionContext, ExecutionError};
-use sluice::records::{Decimal, EntityReference, RecordChange, RecordStore, Value};
+use sluice::records::{Decimal, Entity, EntityReference, RecordChange, RecordStore, Value};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, entity, on_record, run, store};
@@ -53,48 +53,26 @@ async fn lead_router_without_a_routing_table_is_a_business_error() {
 
 #[tokio::test]
 async fn rollup_sums_the_open_opportunities_of_the_account() {
-    let parent = |id: &str| {
-        Value::EntityReference(EntityReference { entity: "account".into(), id: id.into(), name: None })
-    };
-    let trigger = entity(
-        "opportunity",
-        "o1",
-        &[
-            ("parentaccountid", parent("acc1")),
-            ("estimatedvalue", money("100.00")),
-            ("statecode", Value::OptionSet(0)),
-        ],
-    );
+    /// An opportunity of `account`, worth `value`, open (state 0) or closed (1).
+    fn opportunity(id: &str, account: &str, value: &str, state: i32) -> Entity {
+        let parent = EntityReference { entity: "account".into(), id: account.into(), name: None };
+        entity(
+            "opportunity",
+            id,
+            &[
+                ("parentaccountid", Value::EntityReference(parent)),
+                ("estimatedvalue", money(value)),
+                ("statecode", Value::OptionSet(state)),
+            ],
+        )
+    }
+    let trigger = opportunity("o1", "acc1", "100.00", 0);
     let records = store(vec![
         entity("account", "acc1", &[("name", "Contoso".into())]),
         trigger.clone(),
-        entity(
-            "opportunity",
-            "o2",
-            &[
-                ("parentaccountid", parent("acc1")),
-                ("estimatedvalue", money("250.5")),
-                ("statecode", Value::OptionSet(0)),
-            ],
-        ),
-        entity(
-            "opportunity",
-            "o3",
-            &[
-                ("parentaccountid", parent("acc1")),
-                ("estimatedvalue", money("999.00")),
-                ("statecode", Value::OptionSet(1)),
-            ],
-        ),
-        entity(
-            "opportunity",
-            "o4",
-            &[
-                ("parentaccountid", parent("acc2")),
-                ("estimatedvalue", money("5.00")),
-                ("statecode", Value::OptionSet(0)),
-            ],
-        ),
+        opportunity("o2", "acc1", "250.5", 0),
+        opportunity("o3", "acc1", "999.00", 1),
+        opportunity("o4", "acc2", "5.00", 0),
     ]);
     let run = run(samples::OPPORTUNITY_ROLLUP, on_record("Update", &trigger), &records, None).await;
     let output = run.outcome.expect("rollup succeeds");

@@ -64,9 +64,6 @@ pub enum ExecutionError {
     /// Every execution slot of this process is in use.
     #[error("busy: all {slots} execution slots are in use")]
     Busy { slots: u32 },
-    /// The execution was canceled by the host.
-    #[error("canceled")]
-    Canceled,
 }
 
 impl ExecutionError {
@@ -85,13 +82,12 @@ impl ExecutionError {
             ExecutionError::InvalidHostCall { .. } => "invalid-host-call",
             ExecutionError::Trap { .. } => "trap",
             ExecutionError::Busy { .. } => "busy",
-            ExecutionError::Canceled => "canceled",
         }
     }
 
     /// Whether the job service retries after this error. A business error never is;
     /// everything else counts as an exception (retried, then postponed).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ExecutionError::Business { .. } | ExecutionError::Canceled)
+        !matches!(self, ExecutionError::Business { .. })
     }
 }

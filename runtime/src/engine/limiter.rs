@@ -32,6 +32,11 @@ impl Limiter {
     }
 }
 
+/// The total in use after one item grows from `current` to `desired`, if within `limit`.
+fn grown(in_use: usize, current: usize, desired: usize, limit: usize) -> Option<usize> {
+    Some(in_use.saturating_sub(current).saturating_add(desired)).filter(|after| *after <= limit)
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -39,11 +44,10 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let after = self.memory_in_use - current.min(self.memory_in_use) + desired;
-        if after > self.memory_limit {
+        let Some(after) = grown(self.memory_in_use, current, desired, self.memory_limit) else {
             self.memory_refused = true;
             return Ok(false);
-        }
+        };
         self.memory_in_use = after;
         self.peak_memory = self.peak_memory.max(after);
         Ok(true)
@@ -55,14 +59,17 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let after = self.tables_in_use - current.min(self.tables_in_use) + desired;
-        if after > self.table_limit {
-            return Ok(false);
+        match grown(self.tables_in_use, current, desired, self.table_limit) {
+            Some(after) => {
+                self.tables_in_use = after;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        self.tables_in_use = after;
-        Ok(true)
     }
 
+    // One `instances` limit also bounds how many memories and tables the execution may
+    // create: each is at most a handful per instance in real components.
     fn instances(&self) -> usize {
         self.instance_limit
     }

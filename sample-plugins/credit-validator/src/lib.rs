@@ -8,11 +8,7 @@ struct CreditValidator;
 
 impl Plugin for CreditValidator {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let account = ctx
-            .input("Target")
-            .and(ctx.target())
-            .or(ctx.target())
-            .ok_or_else(|| Error::business("credit-validator needs the account"))?;
+        let account = ctx.target().ok_or_else(|| Error::business("credit-validator needs the account"))?;
         if account.string("name").is_none_or(|n| n.trim().is_empty()) {
             return Err(Error::business("An account needs a name."));
         }
