@@ -1,10 +1,15 @@
 //! Sluice: a WebAssembly plug-in host for multi-tenant business applications.
 //!
 //! - [`engine`]: the sandbox that validates, compiles and runs plug-ins under limits;
-//! - [`records`]: organisations' record data and the store trait plug-ins reach it by.
+//! - [`records`]: organisations' record data and the store trait plug-ins reach it by;
+//! - [`jobs`]: system jobs, lanes, status codes and quotas;
+//! - [`scheduler`]: which job runs next and what happens after (pure, clock injected).
+
 // Unsafe code is denied everywhere but the one place that loads compiled artifacts
 // (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
 #![deny(unsafe_code)]
 
 pub mod engine;
+pub mod jobs;
 pub mod records;
+pub mod scheduler;

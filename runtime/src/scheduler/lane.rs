@@ -1,0 +1,74 @@
+//! One organisation's lane: its ready jobs by definition (taking turns), its running
+//! count and its throughput window.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::jobs::{DefinitionId, JobId, Millis, Quotas};
+
+#[derive(Default)]
+pub(super) struct LaneQueue {
+    pub running: u32,
+    /// The throughput window (`now / E`) that `starts` counts.
+    pub window: i64,
+    pub starts: u32,
+    /// Jobs queued and still waiting (queue slots of canceled jobs are not counted).
+    pub ready: u64,
+    /// Whether the org is in the lane's ring.
+    pub in_ring: bool,
+    /// Definitions with queued jobs, in turn order.
+    turns: VecDeque<DefinitionId>,
+    queues: HashMap<DefinitionId, VecDeque<JobId>>,
+}
+
+impl LaneQueue {
+    pub fn push(&mut self, definition: DefinitionId, job: JobId) {
+        let queue = self.queues.entry(definition).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(definition);
+        }
+        queue.push_back(job);
+        self.ready += 1;
+    }
+
+    /// The oldest live job of the definition whose turn it is; `live` tells queue slots
+    /// still waiting from those canceled since.
+    pub fn pop(&mut self, live: impl Fn(JobId) -> bool) -> Option<JobId> {
+        while let Some(definition) = self.turns.pop_front() {
+            let Some(queue) = self.queues.get_mut(&definition) else { continue };
+            let mut found = None;
+            while let Some(job) = queue.pop_front() {
+                if live(job) {
+                    found = Some(job);
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                self.queues.remove(&definition);
+            } else {
+                self.turns.push_back(definition);
+            }
+            if let Some(job) = found {
+                self.ready -= 1;
+                return Some(job);
+            }
+        }
+        None
+    }
+
+    /// Whether the thread cap and the throughput window allow one more start.
+    pub fn may_start(&self, quotas: &Quotas, now: Millis) -> bool {
+        let window = now.div_euclid(quotas.throughput_window());
+        let starts = if window == self.window { self.starts } else { 0 };
+        self.running < quotas.max_threads && starts < quotas.max_throughput
+    }
+
+    pub fn count_start(&mut self, quotas: &Quotas, now: Millis) {
+        let window = now.div_euclid(quotas.throughput_window());
+        if window != self.window {
+            self.window = window;
+            self.starts = 0;
+        }
+        self.starts += 1;
+        self.running += 1;
+    }
+}

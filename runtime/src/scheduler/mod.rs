@@ -1,0 +1,460 @@
+//! The scheduler: which job runs next, and what happens to a job after it ran.
+//!
+//! Pure logic with an injected clock: no I/O, no wasm, no sleeping. The service feeds it
+//! submissions, finished executions and commands, asks it for the next job to start, and
+//! persists what it decides; on restart the scheduler is rebuilt from the store.
+//!
+//! Fairness is hierarchical. Lanes take turns; within a lane, organisations with
+//! runnable jobs take turns (round robin); within an organisation, definitions take
+//! turns; within a definition, jobs run in submission order. A backlog therefore only
+//! delays its own definition's jobs: everyone else's pickup latency is set by the number
+//! of *active* organisations and definitions, not by the size of anyone's backlog.
+//!
+//! Quotas (per organisation and lane, see [`Quotas`]) gate every start on the priority
+//! and regular lanes: the thread cap and the fixed throughput window. Exceptions are
+//! counted per job within the exception window; past the count the job is postponed for
+//! D × n minutes, and after the maximum number of postponements, forever.
+
+mod lane;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use lane::LaneQueue;
+
+/// What the scheduler needs to know of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub org: OrgId,
+    pub lane: Lane,
+    pub definition: DefinitionId,
+    /// Jobs sharing a token run one after another, in submission order.
+    pub dependency_token: Option<String>,
+}
+
+/// How an execution ended, as far as scheduling is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// The plug-in refused the operation: failed, never retried.
+    BusinessError,
+    /// Anything else that went wrong: counted, retried, postponed.
+    Exception,
+    /// The execution was stopped because of a cancel or pause request.
+    Stopped,
+    /// The node running it died; the job runs again (no exception is counted).
+    Rescued,
+}
+
+/// What the scheduler decided about a job: the service persists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Start this job now.
+    Start(JobId),
+    /// Picked up, but its definition was deactivated: canceled without running.
+    CanceledOnPickup(JobId),
+}
+
+/// Where a job went after it finished running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Succeeded,
+    Failed,
+    /// Back to WaitingForResources for another try.
+    Retry,
+    /// Suspended until `until` (the `count`-th postponement).
+    Postponed { until: Millis, count: u32 },
+    /// Suspended with no end: only resume or cancel moves it.
+    PostponedForever { count: u32 },
+    /// Suspended by a pause; resume moves it.
+    Paused,
+    Canceled,
+    /// Back in the queue after its node died.
+    Requeued,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no such job")]
+    UnknownJob,
+    #[error("the job is {0:?}, which does not allow this")]
+    NotAllowed(Status),
+}
+
+/// A job's scheduling state.
+#[derive(Debug, Clone)]
+struct Entry {
+    spec: JobSpec,
+    status: Status,
+    /// In a definition queue and counted as ready (a job behind its dependency token is not).
+    queued: bool,
+    /// When its recent exceptions happened (within the exception window).
+    failures: VecDeque<Millis>,
+    postponements: u32,
+    postpone_until: Option<Millis>,
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    default_quotas: Quotas,
+    quotas: HashMap<(OrgId, Lane), Quotas>,
+    lanes: HashMap<(OrgId, Lane), LaneQueue>,
+    /// Per lane, the organisations with ready jobs, in turn order.
+    rings: [VecDeque<OrgId>; 3],
+    next_lane: usize,
+    jobs: HashMap<JobId, Entry>,
+    /// Postponed jobs by the time they wake.
+    timers: BTreeSet<(Millis, JobId)>,
+    /// Jobs per dependency token, in submission order; the first may run.
+    chains: HashMap<String, VecDeque<JobId>>,
+    deactivated: HashSet<DefinitionId>,
+}
+
+impl Scheduler {
+    pub fn new(default_quotas: Quotas) -> Self {
+        Scheduler { default_quotas, ..Default::default() }
+    }
+
+    pub fn set_quotas(&mut self, org: OrgId, lane: Lane, quotas: Quotas) {
+        self.quotas.insert((org, lane), quotas);
+    }
+
+    pub fn quotas(&self, org: OrgId, lane: Lane) -> Quotas {
+        self.quotas.get(&(org, lane)).copied().unwrap_or(self.default_quotas)
+    }
+
+    /// A new job, ready to run (or waiting behind its dependency token).
+    pub fn submit(&mut self, spec: JobSpec) {
+        let id = spec.id;
+        let first_in_chain = match &spec.dependency_token {
+            Some(token) => {
+                let chain = self.chains.entry(token.clone()).or_default();
+                chain.push_back(id);
+                chain.len() == 1
+            }
+            None => true,
+        };
+        let entry = Entry {
+            spec,
+            status: Status::WaitingForResources,
+            queued: false,
+            failures: VecDeque::new(),
+            postponements: 0,
+            postpone_until: None,
+        };
+        self.jobs.insert(id, entry);
+        if first_in_chain {
+            self.enqueue(id);
+        }
+    }
+
+    /// A job read back from the store after a restart, in the state it was left in.
+    /// A job that was running is requeued: its execution died with the node.
+    pub fn restore(&mut self, spec: JobSpec, status: Status, postponements: u32, postpone_until: Option<Millis>) {
+        let id = spec.id;
+        if status.is_terminal() {
+            return;
+        }
+        self.submit(spec);
+        let entry = self.jobs.get_mut(&id).expect("just submitted");
+        entry.postponements = postponements;
+        if status == Status::Waiting {
+            self.dequeue(id);
+            let entry = self.jobs.get_mut(&id).expect("just submitted");
+            entry.status = Status::Waiting;
+            entry.postpone_until = postpone_until;
+            if let Some(until) = postpone_until {
+                self.timers.insert((until, id));
+            }
+        }
+    }
+
+    /// The status the scheduler holds for a job (`None` once forgotten or unknown).
+    pub fn status(&self, job: JobId) -> Option<Status> {
+        self.jobs.get(&job).map(|e| e.status)
+    }
+
+    /// Jobs of the org and lane in progress now.
+    pub fn running(&self, org: OrgId, lane: Lane) -> u32 {
+        self.lanes.get(&(org, lane)).map_or(0, |q| q.running)
+    }
+
+    /// Jobs of the org and lane waiting for resources (ready to start).
+    pub fn ready(&self, org: OrgId, lane: Lane) -> u64 {
+        self.lanes.get(&(org, lane)).map_or(0, |q| q.ready)
+    }
+
+    /// Starts of the org and lane counted in the throughput window that contains `now`.
+    pub fn starts_in_window(&self, org: OrgId, lane: Lane, now: Millis) -> u32 {
+        let window = now.div_euclid(self.quotas(org, lane).throughput_window());
+        self.lanes.get(&(org, lane)).filter(|q| q.window == window).map_or(0, |q| q.starts)
+    }
+
+    /// When the next postponed job wakes, for the driver's timer.
+    pub fn next_wake(&self) -> Option<Millis> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// The next throughput window start after `now` for any quota-blocked lane, so the
+    /// driver knows when waiting jobs can start again.
+    pub fn next_window(&self, now: Millis) -> Option<Millis> {
+        self.lanes
+            .iter()
+            .filter(|(_, q)| q.ready > 0)
+            .map(|((org, lane), _)| {
+                let window = self.quotas(*org, *lane).throughput_window();
+                (now.div_euclid(window) + 1) * window
+            })
+            .min()
+    }
+
+    /// Moves postponed jobs whose time has come back to WaitingForResources.
+    pub fn wake(&mut self, now: Millis) -> Vec<JobId> {
+        let mut woken = Vec::new();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(entry) = self.jobs.get_mut(&id) else { continue };
+            if entry.status == Status::Waiting && entry.postpone_until == Some(at) {
+                entry.status = Status::WaitingForResources;
+                entry.postpone_until = None;
+                self.enqueue(id);
+                woken.push(id);
+            }
+        }
+        woken
+    }
+
+    /// The next job to start at `now`, or a queued job of a deactivated definition to
+    /// cancel; `None` when nothing may start (no work, or every org is at its quota).
+    pub fn next(&mut self, now: Millis) -> Option<Decision> {
+        for _ in 0..Lane::ALL.len() {
+            let lane = Lane::ALL[self.next_lane];
+            if let Some(decision) = self.next_in_lane(lane, now) {
+                if matches!(decision, Decision::Start(_)) {
+                    self.next_lane = (self.next_lane + 1) % Lane::ALL.len();
+                }
+                return Some(decision);
+            }
+            self.next_lane = (self.next_lane + 1) % Lane::ALL.len();
+        }
+        None
+    }
+
+    fn next_in_lane(&mut self, lane: Lane, now: Millis) -> Option<Decision> {
+        for _ in 0..self.rings[lane.index()].len() {
+            let org = self.rings[lane.index()].pop_front()?;
+            let quotas = self.quotas(org, lane);
+            let queue = self.lanes.get_mut(&(org, lane)).expect("an org in the ring has a lane queue");
+            if queue.ready == 0 {
+                queue.in_ring = false;
+                continue;
+            }
+            if lane != Lane::Exempt && !queue.may_start(&quotas, now) {
+                self.rings[lane.index()].push_back(org);
+                continue;
+            }
+            let jobs = &self.jobs;
+            let picked = queue.pop(|id| jobs.get(&id).is_some_and(|e| e.queued));
+            if queue.ready > 0 {
+                self.rings[lane.index()].push_back(org);
+            } else {
+                queue.in_ring = false;
+            }
+            let Some(id) = picked else { continue };
+            let entry = self.jobs.get_mut(&id).expect("a queued job has an entry");
+            entry.queued = false;
+            if self.deactivated.contains(&entry.spec.definition) {
+                entry.status = Status::Canceled;
+                self.finish_chain(id);
+                return Some(Decision::CanceledOnPickup(id));
+            }
+            entry.status = Status::InProgress;
+            let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
+            queue.count_start(&quotas, now);
+            return Some(Decision::Start(id));
+        }
+        None
+    }
+
+    /// Records how a started job's execution ended and decides where it goes.
+    pub fn finished(&mut self, job: JobId, now: Millis, outcome: Outcome) -> Result<After, Refusal> {
+        let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
+        let was = entry.status;
+        if !matches!(was, Status::InProgress | Status::Pausing | Status::Canceling) {
+            return Err(Refusal::NotAllowed(was));
+        }
+        let (org, lane) = (entry.spec.org, entry.spec.lane);
+        let quotas = self.quotas(org, lane);
+        if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
+            queue.running = queue.running.saturating_sub(1);
+        }
+        let entry = self.jobs.get_mut(&job).expect("checked above");
+        let after = match (outcome, was) {
+            (Outcome::Succeeded, _) => After::Succeeded,
+            (Outcome::BusinessError, _) => After::Failed,
+            (_, Status::Canceling) => After::Canceled,
+            (Outcome::Rescued, _) => After::Requeued,
+            (_, Status::Pausing) | (Outcome::Stopped, _) => After::Paused,
+            (Outcome::Exception, _) => {
+                entry.failures.push_back(now);
+                let window_start = now - quotas.exception_window();
+                while entry.failures.front().is_some_and(|at| *at <= window_start) {
+                    entry.failures.pop_front();
+                }
+                if (entry.failures.len() as u32) < quotas.max_exceptions.max(1) {
+                    After::Retry
+                } else {
+                    entry.failures.clear();
+                    entry.postponements += 1;
+                    let count = entry.postponements;
+                    if count > quotas.max_postponements {
+                        After::PostponedForever { count }
+                    } else {
+                        After::Postponed { until: now + quotas.postponement(count), count }
+                    }
+                }
+            }
+        };
+        match after {
+            After::Succeeded | After::Failed | After::Canceled => {
+                entry.status = match after {
+                    After::Succeeded => Status::Succeeded,
+                    After::Failed => Status::Failed,
+                    _ => Status::Canceled,
+                };
+                self.finish_chain(job);
+            }
+            After::Retry | After::Requeued => {
+                entry.status = Status::WaitingForResources;
+                self.enqueue(job);
+            }
+            After::Postponed { until, .. } => {
+                entry.status = Status::Waiting;
+                entry.postpone_until = Some(until);
+                self.timers.insert((until, job));
+            }
+            After::PostponedForever { .. } | After::Paused => {
+                entry.status = Status::Waiting;
+                entry.postpone_until = None;
+            }
+        }
+        Ok(after)
+    }
+
+    /// Cancels a job: at once if it is not running (Ready, Suspended), else it becomes
+    /// Canceling and the service stops its execution. Returns the new status.
+    pub fn cancel(&mut self, job: JobId) -> Result<Status, Refusal> {
+        let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
+        match entry.status {
+            Status::WaitingForResources | Status::Waiting => {
+                if let Some(until) = entry.postpone_until.take() {
+                    self.timers.remove(&(until, job));
+                }
+                self.dequeue(job);
+                let entry = self.jobs.get_mut(&job).expect("checked above");
+                entry.status = Status::Canceled;
+                self.finish_chain(job);
+                Ok(Status::Canceled)
+            }
+            Status::InProgress | Status::Pausing => {
+                entry.status = Status::Canceling;
+                Ok(Status::Canceling)
+            }
+            other => Err(Refusal::NotAllowed(other)),
+        }
+    }
+
+    /// Asks a running job to pause: it stops at its next yield and is suspended.
+    pub fn pause(&mut self, job: JobId) -> Result<Status, Refusal> {
+        let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
+        match entry.status {
+            Status::InProgress => {
+                entry.status = Status::Pausing;
+                Ok(Status::Pausing)
+            }
+            other => Err(Refusal::NotAllowed(other)),
+        }
+    }
+
+    /// Resumes a suspended job (postponed, postponed forever, or paused): it is ready
+    /// again with a fresh exception count. Its postponement count is kept.
+    pub fn resume(&mut self, job: JobId) -> Result<Status, Refusal> {
+        let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
+        if entry.status != Status::Waiting {
+            return Err(Refusal::NotAllowed(entry.status));
+        }
+        if let Some(until) = entry.postpone_until.take() {
+            self.timers.remove(&(until, job));
+        }
+        entry.failures.clear();
+        entry.status = Status::WaitingForResources;
+        self.enqueue(job);
+        Ok(Status::WaitingForResources)
+    }
+
+    /// Stops new starts of a definition's queued jobs: each is canceled when picked up
+    /// (O(1) now, no scan of the backlog). Running jobs finish normally.
+    pub fn deactivate(&mut self, definition: DefinitionId) {
+        self.deactivated.insert(definition);
+    }
+
+    pub fn activate(&mut self, definition: DefinitionId) {
+        self.deactivated.remove(&definition);
+    }
+
+    /// Forgets a terminal job (after the service persisted it).
+    pub fn forget(&mut self, job: JobId) {
+        if self.jobs.get(&job).is_some_and(|e| e.status.is_terminal()) {
+            self.jobs.remove(&job);
+        }
+    }
+
+    fn enqueue(&mut self, job: JobId) {
+        let entry = self.jobs.get_mut(&job).expect("enqueue of a known job");
+        if entry.queued || entry.status != Status::WaitingForResources {
+            return;
+        }
+        entry.queued = true;
+        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
+        let queue = self.lanes.entry((org, lane)).or_default();
+        queue.push(definition, job);
+        if !queue.in_ring {
+            queue.in_ring = true;
+            self.rings[lane.index()].push_back(org);
+        }
+    }
+
+    /// Takes a queued job out of the ready count; its queue slot is skipped when reached.
+    fn dequeue(&mut self, job: JobId) {
+        let entry = self.jobs.get_mut(&job).expect("dequeue of a known job");
+        if std::mem::take(&mut entry.queued) {
+            let key = (entry.spec.org, entry.spec.lane);
+            if let Some(queue) = self.lanes.get_mut(&key) {
+                queue.ready -= 1;
+            }
+        }
+    }
+
+    /// A job reached a terminal status: it leaves its dependency chain, and if it was
+    /// the chain's head, the next job may run.
+    fn finish_chain(&mut self, job: JobId) {
+        let Some(token) = self.jobs.get(&job).and_then(|e| e.spec.dependency_token.clone()) else { return };
+        let Some(chain) = self.chains.get_mut(&token) else { return };
+        let was_head = chain.front() == Some(&job);
+        chain.retain(|id| *id != job);
+        match chain.front().copied() {
+            Some(next) if was_head => self.enqueue(next),
+            Some(_) => {}
+            None => {
+                self.chains.remove(&token);
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The scheduler's rules, one scenario each, on a hand-driven clock.
+
+use super::*;
+use crate::jobs::MINUTE;
+
+const ORG_A: OrgId = OrgId(1);
+const ORG_B: OrgId = OrgId(2);
+const FLOW: DefinitionId = DefinitionId(10);
+const STEP: DefinitionId = DefinitionId(20);
+
+fn spec(id: u64, org: OrgId, lane: Lane, definition: DefinitionId) -> JobSpec {
+    JobSpec { id: JobId(id), org, lane, definition, dependency_token: None }
+}
+
+fn start(s: &mut Scheduler, now: Millis) -> Option<JobId> {
+    match s.next(now)? {
+        Decision::Start(id) => Some(id),
+        Decision::CanceledOnPickup(id) => panic!("{id:?} canceled unexpectedly"),
+    }
+}
+
+fn quotas(threads: u32, throughput: u32) -> Quotas {
+    Quotas { max_threads: threads, max_throughput: throughput, ..Quotas::default() }
+}
+
+#[test]
+fn the_thread_cap_holds_and_frees_on_completion() {
+    let mut s = Scheduler::new(quotas(2, 1000));
+    for id in 1..=5 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    let first = start(&mut s, 0).unwrap();
+    start(&mut s, 0).unwrap();
+    assert_eq!(s.next(0), None, "two in progress is the cap");
+    assert_eq!(s.running(ORG_A, Lane::Regular), 2);
+    assert_eq!(s.finished(first, 1, Outcome::Succeeded), Ok(After::Succeeded));
+    assert!(start(&mut s, 1).is_some(), "a finished job frees a thread");
+}
+
+#[test]
+fn the_throughput_cap_waits_for_the_next_window() {
+    let mut s = Scheduler::new(Quotas { throughput_window_minutes: 5, ..quotas(100, 3) });
+    for id in 1..=5 {
+        s.submit(spec(id, ORG_A, Lane::Priority, STEP));
+    }
+    let t0 = 7 * MINUTE; // inside the window [5, 10) minutes
+    for _ in 0..3 {
+        let job = start(&mut s, t0).unwrap();
+        s.finished(job, t0, Outcome::Succeeded).unwrap();
+    }
+    assert_eq!(s.next(t0), None, "three starts fill the window");
+    assert_eq!(s.next(10 * MINUTE - 1), None, "still the same window");
+    assert_eq!(s.next_window(t0), Some(10 * MINUTE));
+    assert!(start(&mut s, 10 * MINUTE).is_some(), "the window reset at 10 minutes");
+    assert_eq!(s.starts_in_window(ORG_A, Lane::Priority, 10 * MINUTE), 1);
+}
+
+#[test]
+fn a_failing_job_is_retried_a_times_then_postponed_d_times_n_then_forever() {
+    let q = Quotas { max_exceptions: 3, exception_window_minutes: 10, max_postponements: 2, ..quotas(4, 1000) };
+    let mut s = Scheduler::new(q);
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    let mut now = 0;
+    let run_and_fail = |s: &mut Scheduler, now: Millis| {
+        let job = start(s, now).expect("the job is ready");
+        s.finished(job, now, Outcome::Exception).unwrap()
+    };
+    for n in 1..=2u32 {
+        assert_eq!(run_and_fail(&mut s, now), After::Retry);
+        assert_eq!(run_and_fail(&mut s, now + 1), After::Retry);
+        let until = now + 2 + 10 * MINUTE * Millis::from(n);
+        assert_eq!(run_and_fail(&mut s, now + 2), After::Postponed { until, count: n });
+        assert_eq!(s.status(JobId(1)), Some(Status::Waiting));
+        assert!(s.wake(until - 1).is_empty(), "not before D × n minutes");
+        assert_eq!(s.wake(until), vec![JobId(1)]);
+        now = until;
+    }
+    assert_eq!(run_and_fail(&mut s, now), After::Retry);
+    assert_eq!(run_and_fail(&mut s, now), After::Retry);
+    assert_eq!(run_and_fail(&mut s, now), After::PostponedForever { count: 3 });
+    assert_eq!(s.next_wake(), None);
+    assert!(s.wake(Millis::MAX).is_empty(), "postponed forever");
+    assert_eq!(s.resume(JobId(1)), Ok(Status::WaitingForResources));
+    let job = start(&mut s, now).unwrap();
+    assert_eq!(s.finished(job, now, Outcome::Succeeded), Ok(After::Succeeded), "a resume runs it again");
+}
+
+#[test]
+fn exceptions_older_than_the_window_do_not_count() {
+    let q = Quotas { max_exceptions: 2, exception_window_minutes: 5, ..quotas(4, 1000) };
+    let mut s = Scheduler::new(q);
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    let job = start(&mut s, 0).unwrap();
+    assert_eq!(s.finished(job, 0, Outcome::Exception), Ok(After::Retry));
+    let job = start(&mut s, 6 * MINUTE).unwrap();
+    assert_eq!(s.finished(job, 6 * MINUTE, Outcome::Exception), Ok(After::Retry), "the first fell out");
+}
+
+#[test]
+fn a_business_error_fails_at_once_and_is_never_retried() {
+    let mut s = Scheduler::new(Quotas::default());
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    let job = start(&mut s, 0).unwrap();
+    assert_eq!(s.finished(job, 0, Outcome::BusinessError), Ok(After::Failed));
+    assert_eq!(s.next(0), None);
+}
+
+#[test]
+fn deactivation_cancels_queued_jobs_on_pickup_and_lets_running_ones_finish() {
+    let mut s = Scheduler::new(quotas(1, 1000));
+    for id in 1..=3 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    let running = start(&mut s, 0).unwrap();
+    s.deactivate(FLOW);
+    assert_eq!(s.finished(running, 1, Outcome::Succeeded), Ok(After::Succeeded));
+    assert_eq!(s.next(1), Some(Decision::CanceledOnPickup(JobId(2))));
+    assert_eq!(s.next(1), Some(Decision::CanceledOnPickup(JobId(3))));
+    assert_eq!(s.next(1), None, "the backlog drained");
+}
+
+#[test]
+fn dependency_tokens_serialise_jobs_in_submission_order() {
+    let mut s = Scheduler::new(quotas(10, 1000));
+    for id in 1..=3 {
+        s.submit(JobSpec { dependency_token: Some("acc-1".into()), ..spec(id, ORG_A, Lane::Priority, STEP) });
+    }
+    assert_eq!(start(&mut s, 0), Some(JobId(1)));
+    assert_eq!(s.next(0), None, "job 2 waits for job 1");
+    s.finished(JobId(1), 0, Outcome::BusinessError).unwrap();
+    assert_eq!(start(&mut s, 0), Some(JobId(2)));
+    assert_eq!(s.cancel(JobId(3)), Ok(Status::Canceled), "a waiting member can leave the chain");
+    s.finished(JobId(2), 0, Outcome::Succeeded).unwrap();
+    assert_eq!(s.next(0), None);
+}
+
+#[test]
+fn cancel_pause_and_resume_follow_the_state_rules() {
+    let mut s = Scheduler::new(quotas(10, 1000));
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    s.submit(spec(2, ORG_A, Lane::Priority, STEP));
+    assert_eq!(s.pause(JobId(1)), Err(Refusal::NotAllowed(Status::WaitingForResources)), "pause only from Locked");
+    assert_eq!(s.resume(JobId(1)), Err(Refusal::NotAllowed(Status::WaitingForResources)));
+    let job = start(&mut s, 0).unwrap();
+    assert_eq!(s.pause(job), Ok(Status::Pausing));
+    assert_eq!(s.finished(job, 0, Outcome::Stopped), Ok(After::Paused));
+    assert_eq!(s.resume(job), Ok(Status::WaitingForResources));
+    let other = start(&mut s, 0).unwrap();
+    assert_eq!(s.cancel(other), Ok(Status::Canceling), "a running job is asked to stop");
+    assert_eq!(s.finished(other, 0, Outcome::Stopped), Ok(After::Canceled));
+    assert_eq!(s.cancel(other), Err(Refusal::NotAllowed(Status::Canceled)), "terminal is final");
+    assert_eq!(s.cancel(JobId(99)), Err(Refusal::UnknownJob));
+}
+
+#[test]
+fn organisations_and_definitions_take_turns() {
+    let mut s = Scheduler::new(quotas(1000, 100_000));
+    // Org A floods one workflow; then org A's other step and org B each queue a few.
+    for id in 1..=1000 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    for id in 1001..=1003 {
+        s.submit(spec(id, ORG_A, Lane::Regular, STEP));
+    }
+    for id in 2001..=2003 {
+        s.submit(spec(id, ORG_B, Lane::Regular, STEP));
+    }
+    let first_ten: Vec<u64> = (0..10).map(|_| start(&mut s, 0).unwrap().0).collect();
+    for id in [1001, 1002, 1003, 2001, 2002, 2003] {
+        assert!(first_ten.contains(&id), "{id} waited behind the flood: {first_ten:?}");
+    }
+}
+
+#[test]
+fn a_flood_on_one_lane_leaves_the_other_lane_its_own_quota() {
+    let mut s = Scheduler::new(quotas(2, 1000));
+    for id in 1..=100 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    s.submit(spec(500, ORG_A, Lane::Priority, STEP));
+    let started: Vec<JobId> = std::iter::from_fn(|| start(&mut s, 0)).collect();
+    assert!(started.contains(&JobId(500)));
+    assert_eq!(s.running(ORG_A, Lane::Regular), 2);
+    assert_eq!(s.running(ORG_A, Lane::Priority), 1);
+}
+
+#[test]
+fn the_exempt_lane_ignores_quotas() {
+    let mut s = Scheduler::new(quotas(1, 1));
+    for id in 1..=5 {
+        s.submit(spec(id, ORG_A, Lane::Exempt, STEP));
+    }
+    assert_eq!(std::iter::from_fn(|| start(&mut s, 0)).count(), 5);
+}
+
+#[test]
+fn a_rescued_job_runs_again_without_counting_an_exception() {
+    let q = Quotas { max_exceptions: 1, ..quotas(4, 1000) };
+    let mut s = Scheduler::new(q);
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    let job = start(&mut s, 0).unwrap();
+    assert_eq!(s.finished(job, 0, Outcome::Rescued), Ok(After::Requeued));
+    let job = start(&mut s, 0).unwrap();
+    assert_eq!(s.finished(job, 0, Outcome::Succeeded), Ok(After::Succeeded));
+}
+
+#[test]
+fn a_restored_scheduler_resumes_where_the_store_left_off() {
+    let mut s = Scheduler::new(Quotas::default());
+    s.restore(spec(1, ORG_A, Lane::Priority, STEP), Status::InProgress, 0, None);
+    s.restore(spec(2, ORG_A, Lane::Priority, STEP), Status::Waiting, 1, Some(5 * MINUTE));
+    s.restore(spec(3, ORG_A, Lane::Priority, STEP), Status::Succeeded, 0, None);
+    assert_eq!(start(&mut s, 0), Some(JobId(1)), "a job running at the crash runs again");
+    assert_eq!(s.next(0), None);
+    assert_eq!(s.wake(5 * MINUTE), vec![JobId(2)]);
+    assert_eq!(s.status(JobId(3)), None, "terminal jobs are not scheduled");
+}
