@@ -6,5 +6,6 @@ mod hostile_plugins;
 mod isolation;
 mod limits;
 mod sample_plugins;
+mod scheduler_simulation;
 mod support;
 mod upload_validation;

@@ -30,6 +30,18 @@ impl LaneQueue {
         self.ready += 1;
     }
 
+    /// Puts a job back at the head of its definition's queue and gives that definition
+    /// the next turn: a retry continues the same attempt rather than queueing anew, so a
+    /// failing job reaches its exception count (and postponement) promptly even behind
+    /// a long backlog.
+    pub fn push_front(&mut self, definition: DefinitionId, job: JobId) {
+        let queue = self.queues.entry(definition).or_default();
+        queue.push_front(job);
+        self.turns.retain(|d| *d != definition);
+        self.turns.push_front(definition);
+        self.ready += 1;
+    }
+
     /// The oldest live job of the definition whose turn it is; `live` tells queue slots
     /// still waiting from those canceled since.
     pub fn pop(&mut self, live: impl Fn(JobId) -> bool) -> Option<JobId> {

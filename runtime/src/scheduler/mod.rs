@@ -66,9 +66,14 @@ pub enum After {
     /// Back to WaitingForResources for another try.
     Retry,
     /// Suspended until `until` (the `count`-th postponement).
-    Postponed { until: Millis, count: u32 },
+    Postponed {
+        until: Millis,
+        count: u32,
+    },
     /// Suspended with no end: only resume or cancel moves it.
-    PostponedForever { count: u32 },
+    PostponedForever {
+        count: u32,
+    },
     /// Suspended by a pause; resume moves it.
     Paused,
     Canceled,
@@ -154,7 +159,13 @@ impl Scheduler {
 
     /// A job read back from the store after a restart, in the state it was left in.
     /// A job that was running is requeued: its execution died with the node.
-    pub fn restore(&mut self, spec: JobSpec, status: Status, postponements: u32, postpone_until: Option<Millis>) {
+    pub fn restore(
+        &mut self,
+        spec: JobSpec,
+        status: Status,
+        postponements: u32,
+        postpone_until: Option<Millis>,
+    ) {
         let id = spec.id;
         if status.is_terminal() {
             return;
@@ -333,7 +344,7 @@ impl Scheduler {
             }
             After::Retry | After::Requeued => {
                 entry.status = Status::WaitingForResources;
-                self.enqueue(job);
+                self.enqueue_with(job, true);
             }
             After::Postponed { until, .. } => {
                 entry.status = Status::Waiting;
@@ -417,6 +428,12 @@ impl Scheduler {
     }
 
     fn enqueue(&mut self, job: JobId) {
+        self.enqueue_with(job, false);
+    }
+
+    /// Queues a ready job: at the back of its definition's queue, or at the front (and
+    /// with the definition's turn next) for a retry.
+    fn enqueue_with(&mut self, job: JobId, retry: bool) {
         let entry = self.jobs.get_mut(&job).expect("enqueue of a known job");
         if entry.queued || entry.status != Status::WaitingForResources {
             return;
@@ -424,7 +441,11 @@ impl Scheduler {
         entry.queued = true;
         let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
         let queue = self.lanes.entry((org, lane)).or_default();
-        queue.push(definition, job);
+        if retry {
+            queue.push_front(definition, job);
+        } else {
+            queue.push(definition, job);
+        }
         if !queue.in_ring {
             queue.in_ring = true;
             self.rings[lane.index()].push_back(org);

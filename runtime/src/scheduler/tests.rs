@@ -57,7 +57,8 @@ fn the_throughput_cap_waits_for_the_next_window() {
 
 #[test]
 fn a_failing_job_is_retried_a_times_then_postponed_d_times_n_then_forever() {
-    let q = Quotas { max_exceptions: 3, exception_window_minutes: 10, max_postponements: 2, ..quotas(4, 1000) };
+    let q =
+        Quotas { max_exceptions: 3, exception_window_minutes: 10, max_postponements: 2, ..quotas(4, 1000) };
     let mut s = Scheduler::new(q);
     s.submit(spec(1, ORG_A, Lane::Priority, STEP));
     let mut now = 0;
@@ -139,7 +140,11 @@ fn cancel_pause_and_resume_follow_the_state_rules() {
     let mut s = Scheduler::new(quotas(10, 1000));
     s.submit(spec(1, ORG_A, Lane::Priority, STEP));
     s.submit(spec(2, ORG_A, Lane::Priority, STEP));
-    assert_eq!(s.pause(JobId(1)), Err(Refusal::NotAllowed(Status::WaitingForResources)), "pause only from Locked");
+    assert_eq!(
+        s.pause(JobId(1)),
+        Err(Refusal::NotAllowed(Status::WaitingForResources)),
+        "pause only from Locked"
+    );
     assert_eq!(s.resume(JobId(1)), Err(Refusal::NotAllowed(Status::WaitingForResources)));
     let job = start(&mut s, 0).unwrap();
     assert_eq!(s.pause(job), Ok(Status::Pausing));
