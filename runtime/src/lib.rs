@@ -13,3 +13,4 @@ pub mod engine;
 pub mod jobs;
 pub mod records;
 pub mod scheduler;
+pub mod store;

@@ -7,12 +7,14 @@
 
 mod filter;
 mod memory;
+mod overlay;
 mod value;
 
 use std::sync::Arc;
 
-pub use filter::{Condition, Filter, Operator};
-pub use memory::MemoryRecords;
+pub use filter::{Condition, Filter, Operator, project};
+pub use memory::{MAX_QUERY_RECORDS, MemoryRecords};
+pub use overlay::Overlay;
 pub use value::{Attributes, DateTime, Decimal, Entity, EntityReference, Value};
 
 /// Why a record operation was refused. Returned to the plug-in as a value it can handle.

@@ -1,0 +1,155 @@
+//! A write buffer over a record store: reads see the buffered writes, writes are kept
+//! as [`RecordChange`]s instead of applied. An execution runs against an overlay so that
+//! its writes commit atomically with its job's completion (or with its event), and
+//! vanish if it fails.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::filter::project;
+use super::{Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name};
+
+pub struct Overlay {
+    base: Arc<dyn RecordStore>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// (org, entity, id) → the record as written (`None`: deleted).
+    records: HashMap<(String, String, String), Option<Attributes>>,
+    changes: Vec<RecordChange>,
+}
+
+impl Overlay {
+    pub fn new(base: Arc<dyn RecordStore>) -> Self {
+        Overlay { base, pending: Mutex::default() }
+    }
+
+    /// The buffered writes, in order.
+    pub fn changes(&self) -> Vec<RecordChange> {
+        self.lock().changes.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record as the overlay sees it: `Some(None)` if deleted here, `None` if untouched.
+    fn buffered(&self, org: &str, entity: &str, id: &str) -> Option<Option<Attributes>> {
+        self.lock().records.get(&(org.into(), entity.into(), id.into())).cloned()
+    }
+
+    fn current(&self, org: &str, entity: &str, id: &str) -> Result<Attributes, RecordError> {
+        match self.buffered(org, entity, id) {
+            Some(Some(attributes)) => Ok(attributes),
+            Some(None) => Err(RecordError::NotFound { entity: entity.into(), id: id.into() }),
+            None => self.base.retrieve(org, entity, id, &[]).map(|e| e.attributes),
+        }
+    }
+
+    fn write(&self, org: &str, entity: &str, id: &str, record: Option<Attributes>, change: RecordChange) {
+        let mut pending = self.lock();
+        pending.records.insert((org.into(), entity.into(), id.into()), record);
+        pending.changes.push(change);
+    }
+}
+
+impl RecordStore for Overlay {
+    fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> Result<String, RecordError> {
+        check_entity_name(entity)?;
+        let id = match attributes.remove("id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+            Some(other) => {
+                return Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}")));
+            }
+        };
+        if self.current(org, entity, &id).is_ok() {
+            return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
+        }
+        let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes: attributes.clone() };
+        self.write(org, entity, &id, Some(attributes), change);
+        Ok(id)
+    }
+
+    fn retrieve(&self, org: &str, entity: &str, id: &str, columns: &[String]) -> Result<Entity, RecordError> {
+        check_entity_name(entity)?;
+        let attributes = self.current(org, entity, id)?;
+        Ok(Entity { logical_name: entity.into(), id: id.into(), attributes: project(&attributes, columns) })
+    }
+
+    fn update(&self, org: &str, entity: &str, id: &str, attributes: Attributes) -> Result<(), RecordError> {
+        check_entity_name(entity)?;
+        if attributes.contains_key("id") {
+            return Err(RecordError::Invalid("a record's id cannot be updated".into()));
+        }
+        let mut record = self.current(org, entity, id)?;
+        for (name, value) in &attributes {
+            match value {
+                Value::Null => record.remove(name),
+                value => record.insert(name.clone(), value.clone()),
+            };
+        }
+        let change = RecordChange::Update { entity: entity.into(), id: id.into(), attributes };
+        self.write(org, entity, id, Some(record), change);
+        Ok(())
+    }
+
+    fn delete(&self, org: &str, entity: &str, id: &str) -> Result<(), RecordError> {
+        check_entity_name(entity)?;
+        self.current(org, entity, id)?;
+        self.write(org, entity, id, None, RecordChange::Delete { entity: entity.into(), id: id.into() });
+        Ok(())
+    }
+
+    fn query(&self, org: &str, filter: &Filter) -> Result<Vec<Entity>, RecordError> {
+        let touched: HashMap<String, Option<Attributes>> = self
+            .lock()
+            .records
+            .iter()
+            .filter(|((o, e, _), _)| o == org && *e == filter.entity)
+            .map(|((_, _, id), record)| (id.clone(), record.clone()))
+            .collect();
+        // Ask the base for everything matching (then fix up what this overlay touched).
+        let base_filter = Filter { columns: Vec::new(), top: None, ..filter.clone() };
+        let mut found: Vec<Entity> =
+            self.base.query(org, &base_filter)?.into_iter().filter(|e| !touched.contains_key(&e.id)).collect();
+        for (id, record) in touched {
+            if let Some(attributes) = record.filter(|a| filter.matches(a)) {
+                found.push(Entity { logical_name: filter.entity.clone(), id, attributes });
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(top) = filter.top {
+            found.truncate(top as usize);
+        }
+        for entity in &mut found {
+            entity.attributes = filter.project(&entity.attributes);
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    #[test]
+    fn writes_are_buffered_and_visible_to_reads_only_through_the_overlay() {
+        let base = Arc::new(MemoryRecords::new());
+        let id = base.create("o", "account", Attributes::from([("name".into(), Value::from("A"))])).unwrap();
+        let overlay = Overlay::new(base.clone());
+        overlay.update("o", "account", &id, Attributes::from([("name".into(), Value::from("B"))])).unwrap();
+        let created = overlay.create("o", "account", Attributes::new()).unwrap();
+        assert_eq!(overlay.retrieve("o", "account", &id, &[]).unwrap().attributes["name"], Value::from("B"));
+        assert_eq!(base.retrieve("o", "account", &id, &[]).unwrap().attributes["name"], Value::from("A"));
+        let all = Filter { entity: "account".into(), columns: vec![], conditions: vec![], top: None };
+        assert_eq!(overlay.query("o", &all).unwrap().len(), 2);
+        assert_eq!(base.query("o", &all).unwrap().len(), 1);
+        overlay.delete("o", "account", &created).unwrap();
+        assert_eq!(overlay.query("o", &all).unwrap().len(), 1);
+        assert_eq!(overlay.changes().len(), 3);
+    }
+}

@@ -1,0 +1,63 @@
+//! Durable storage of everything Sluice keeps: organisations and quotas, plug-ins,
+//! definitions (step registrations and workflows), records, and system jobs.
+//!
+//! [`Store`] is the trait a backend implements; [`SqliteStore`] is the embedded
+//! backend (one file, WAL, durable commits). Job state transitions are applied in
+//! batches ([`Store::apply`]): one transaction for many jobs (group commit), with each
+//! finished job's record writes in the same transaction as its completion.
+
+mod model;
+mod schema;
+mod sqlite;
+
+pub use model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger, WorkflowStep};
+pub use sqlite::SqliteStore;
+
+use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use crate::records::RecordStore;
+
+/// A storage failure: the database could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open the store: {0}")]
+    Open(#[from] std::io::Error),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What every backend provides. Records come through [`RecordStore`].
+pub trait Store: RecordStore {
+    fn create_org(&self, name: &str) -> Result<OrgId>;
+    fn orgs(&self) -> Result<Vec<(OrgId, String)>>;
+    fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()>;
+    fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>>;
+
+    /// Stores a plug-in version (content-addressed: the same bytes are stored once per org).
+    fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin>;
+    fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>>;
+
+    fn save_definition(&self, definition: &Definition) -> Result<DefinitionId>;
+    fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()>;
+    fn definitions(&self) -> Result<Vec<Definition>>;
+
+    /// Inserts jobs in one transaction and returns their ids, in order.
+    fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
+    /// Applies state transitions in one transaction.
+    fn apply(&self, updates: &[JobUpdate]) -> Result<()>;
+    /// Jobs not in a terminal status, to rebuild the scheduler after a restart.
+    fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
+    fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;
+    /// The org's jobs, newest first, optionally of one status and definition.
+    fn jobs(&self, org: OrgId, status: Option<Status>, definition: Option<DefinitionId>, limit: u32)
+    -> Result<Vec<JobRow>>;
+    /// Counts of the org's jobs per lane and status.
+    fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
+}

@@ -1,0 +1,164 @@
+//! The rows the store keeps and the updates it applies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Accounting, Mode, Stage};
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Status};
+use crate::records::RecordChange;
+
+/// What kind of work a job is (Dataverse's operation type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    AsyncPlugin,
+    Workflow,
+    BulkDelete,
+    Import,
+    Rollup,
+    BackgroundOperation,
+    Email,
+}
+
+impl Operation {
+    pub fn lane(self) -> Lane {
+        match self {
+            Operation::AsyncPlugin => Lane::Priority,
+            Operation::Email => Lane::Exempt,
+            _ => Lane::Regular,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlugin {
+    pub id: u64,
+    pub content_hash: String,
+}
+
+/// A message on an entity that starts a step or a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// `Create`, `Update`, `Delete` or a custom message.
+    pub message: String,
+    pub entity: String,
+    /// For Update: fire only if one of these attributes changed (empty: any).
+    #[serde(default)]
+    pub filtering_attributes: Vec<String>,
+}
+
+/// One step of a workflow: a plug-in and its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStep {
+    pub plugin: u64,
+    #[serde(default)]
+    pub config: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum DefinitionKind {
+    /// A step registration: one plug-in on a message.
+    Step {
+        plugin: u64,
+        stage: Stage,
+        mode: Mode,
+        rank: i32,
+        #[serde(default)]
+        unsecure_config: Option<String>,
+        #[serde(default)]
+        secure_config: Option<String>,
+    },
+    /// A workflow: ordered steps run as one job on the regular lane.
+    Workflow { version: u32, steps: Vec<WorkflowStep> },
+}
+
+/// A step registration or a workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    pub id: DefinitionId,
+    pub org: OrgId,
+    pub name: String,
+    pub trigger: Trigger,
+    pub kind: DefinitionKind,
+    /// A workflow is Activated (true) or Draft; a step is always active.
+    pub active: bool,
+    /// Delete the job when it succeeds.
+    pub auto_delete: bool,
+}
+
+/// A job to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub org: OrgId,
+    pub lane: Lane,
+    pub operation: Operation,
+    pub definition: DefinitionId,
+    pub definition_version: u32,
+    pub correlation_id: String,
+    pub depth: u32,
+    /// The record the event concerned (entity, id), for loop detection and display.
+    pub record: Option<(String, String)>,
+    /// The execution context, as JSON.
+    pub payload: String,
+    pub dependency_token: Option<String>,
+    pub created_at: Millis,
+    /// WaitingForResources, or a terminal status for a job refused at creation.
+    pub status: Status,
+    pub error: Option<(String, String)>,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    pub id: JobId,
+    pub org: OrgId,
+    pub lane: Lane,
+    pub operation: Operation,
+    pub definition: DefinitionId,
+    pub definition_version: u32,
+    pub correlation_id: String,
+    pub depth: u32,
+    pub record: Option<(String, String)>,
+    pub payload: String,
+    pub dependency_token: Option<String>,
+    pub status: Status,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub completed_at: Option<Millis>,
+    pub postpone_until: Option<Millis>,
+    pub retry_count: u32,
+    pub postponement_count: u32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub output: Option<String>,
+    pub accounting: Accounting,
+    pub trace: Option<String>,
+}
+
+/// A state transition of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobUpdate {
+    Started { id: JobId, at: Millis },
+    /// An execution ended. `changes` (the plug-in's record writes) are applied in the
+    /// same transaction, to `org`'s records; only for a succeeded run.
+    Finished {
+        id: JobId,
+        org: OrgId,
+        at: Millis,
+        status: Status,
+        postpone_until: Option<Millis>,
+        retried: bool,
+        postponement_count: u32,
+        error: Option<(String, String)>,
+        output: Option<String>,
+        accounting: Accounting,
+        trace: Option<String>,
+        changes: Vec<RecordChange>,
+        /// Delete the job row instead (auto-delete on success).
+        delete: bool,
+    },
+    /// A status change without a run (cancel, pause request, resume, cancel on pickup).
+    Status { id: JobId, at: Millis, status: Status, error: Option<(String, String)> },
+}

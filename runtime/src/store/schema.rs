@@ -1,0 +1,75 @@
+//! The SQLite schema, as numbered migrations applied in order at open. `PRAGMA
+//! user_version` records how many have run; a migration is never edited once released.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE orgs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE quotas (
+        org_id INTEGER NOT NULL REFERENCES orgs(id),
+        lane INTEGER NOT NULL,
+        quotas TEXT NOT NULL,
+        PRIMARY KEY (org_id, lane)
+    );
+    CREATE TABLE plugins (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        bytes BLOB NOT NULL,
+        UNIQUE (org_id, content_hash)
+    );
+    CREATE TABLE definitions (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        auto_delete INTEGER NOT NULL
+    );
+    CREATE TABLE records (
+        org_id INTEGER NOT NULL,
+        entity TEXT NOT NULL,
+        id TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        PRIMARY KEY (org_id, entity, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL,
+        lane INTEGER NOT NULL,
+        operation TEXT NOT NULL,
+        definition_id INTEGER NOT NULL,
+        definition_version INTEGER NOT NULL,
+        correlation_id TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        record_entity TEXT,
+        record_id TEXT,
+        payload TEXT NOT NULL,
+        dependency_token TEXT,
+        status INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        completed_at INTEGER,
+        postpone_until INTEGER,
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        postponement_count INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        output TEXT,
+        fuel_used INTEGER NOT NULL DEFAULT 0,
+        wall_time_us INTEGER NOT NULL DEFAULT 0,
+        host_time_us INTEGER NOT NULL DEFAULT 0,
+        peak_memory_bytes INTEGER NOT NULL DEFAULT 0,
+        trace TEXT
+    );
+    -- Leads with (org, lane, status) so one org's backlog never slows another's reads.
+    CREATE INDEX jobs_by_org_lane_status ON jobs (org_id, lane, status, id);
+    -- Unfinished jobs, for the restart scan, without touching the finished ones.
+    CREATE INDEX jobs_unfinished ON jobs (status) WHERE status < 30;
+    ",
+];

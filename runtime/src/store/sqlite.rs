@@ -1,0 +1,557 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so an
+//! acknowledged write survives a crash. One connection behind a mutex: SQLite has one
+//! writer anyway, and batches (group commit) make that writer fast.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use super::model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger};
+use super::schema::MIGRATIONS;
+use super::{Error, Result, Store};
+use crate::engine::Accounting;
+use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use crate::records::{Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name};
+
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+fn lane_of(n: i64) -> Result<Lane> {
+    Lane::ALL.get(n as usize).copied().ok_or_else(|| Error::Corrupt(format!("lane {n}")))
+}
+
+fn status_of(n: i64) -> Result<Status> {
+    Status::from_code(n as u32).ok_or_else(|| Error::Corrupt(format!("status {n}")))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn operation_name(operation: Operation) -> String {
+    json(&operation).trim_matches('"').to_owned()
+}
+
+const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
+    depth, record_entity, record_id, payload, dependency_token, status, created_at, started_at, completed_at, \
+    postpone_until, retry_count, postponement_count, error_code, error_message, output, fuel_used, wall_time_us, \
+    host_time_us, peak_memory_bytes, trace";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRow, i64, i64, String)> {
+    let record = match (row.get::<_, Option<String>>(8)?, row.get::<_, Option<String>>(9)?) {
+        (Some(entity), Some(id)) => Some((entity, id)),
+        _ => None,
+    };
+    let job = JobRow {
+        id: JobId(row.get::<_, i64>(0)? as u64),
+        org: OrgId(row.get::<_, i64>(1)? as u32),
+        lane: Lane::Priority,
+        operation: Operation::AsyncPlugin,
+        definition: DefinitionId(row.get::<_, i64>(4)? as u64),
+        definition_version: row.get::<_, i64>(5)? as u32,
+        correlation_id: row.get(6)?,
+        depth: row.get::<_, i64>(7)? as u32,
+        record,
+        payload: row.get(10)?,
+        dependency_token: row.get(11)?,
+        status: Status::WaitingForResources,
+        created_at: row.get(13)?,
+        started_at: row.get(14)?,
+        completed_at: row.get(15)?,
+        postpone_until: row.get(16)?,
+        retry_count: row.get::<_, i64>(17)? as u32,
+        postponement_count: row.get::<_, i64>(18)? as u32,
+        error_code: row.get(19)?,
+        error_message: row.get(20)?,
+        output: row.get(21)?,
+        accounting: Accounting {
+            fuel_used: row.get::<_, i64>(22)? as u64,
+            wall_time_us: row.get::<_, i64>(23)? as u64,
+            host_time_us: row.get::<_, i64>(24)? as u64,
+            peak_memory_bytes: row.get::<_, i64>(25)? as u64,
+        },
+        trace: row.get(26)?,
+    };
+    Ok((job, row.get(2)?, row.get(12)?, row.get(3)?))
+}
+
+fn finish_job(parts: (JobRow, i64, i64, String)) -> Result<JobRow> {
+    let (mut job, lane, status, operation) = parts;
+    job.lane = lane_of(lane)?;
+    job.status = status_of(status)?;
+    job.operation = from_json(&format!("\"{operation}\""))?;
+    Ok(job)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", number as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore { connection: Mutex::new(connection) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open (rusqlite rolls
+        // back on drop), so the connection is still usable.
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of the database file and its write-ahead log.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        let connection = self.lock();
+        let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        Ok((pages * size) as u64)
+    }
+}
+
+fn record_error(e: rusqlite::Error) -> RecordError {
+    RecordError::Invalid(format!("record storage failed: {e}"))
+}
+
+fn read_attributes(tx: &Connection, org: i64, entity: &str, id: &str) -> std::result::Result<Option<Attributes>, RecordError> {
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT attributes FROM records WHERE org_id = ?1 AND entity = ?2 AND id = ?3",
+            params![org, entity, id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(record_error)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| RecordError::Invalid(format!("corrupt record: {e}"))))
+        .transpose()
+}
+
+/// Applies one record change; shared by direct writes and job completions.
+fn apply_change(tx: &Connection, org: i64, change: &RecordChange) -> std::result::Result<(), RecordError> {
+    match change {
+        RecordChange::Create { entity, id, attributes } => {
+            check_entity_name(entity)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO records (org_id, entity, id, attributes) VALUES (?1, ?2, ?3, ?4)",
+                    params![org, entity, id, json(attributes)],
+                )
+                .map_err(record_error)?;
+            if inserted == 0 {
+                return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
+            }
+        }
+        RecordChange::Update { entity, id, attributes } => {
+            let mut record = read_attributes(tx, org, entity, id)?
+                .ok_or_else(|| RecordError::NotFound { entity: entity.clone(), id: id.clone() })?;
+            for (name, value) in attributes {
+                match value {
+                    Value::Null => record.remove(name),
+                    value => record.insert(name.clone(), value.clone()),
+                };
+            }
+            tx.execute(
+                "UPDATE records SET attributes = ?4 WHERE org_id = ?1 AND entity = ?2 AND id = ?3",
+                params![org, entity, id, json(&record)],
+            )
+            .map_err(record_error)?;
+        }
+        RecordChange::Delete { entity, id } => {
+            let deleted = tx
+                .execute("DELETE FROM records WHERE org_id = ?1 AND entity = ?2 AND id = ?3", params![org, entity, id])
+                .map_err(record_error)?;
+            if deleted == 0 {
+                return Err(RecordError::NotFound { entity: entity.clone(), id: id.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Record-service calls name the org by its number, as text.
+fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
+    org.parse().map_err(|_| RecordError::Invalid(format!("unknown organisation '{org}'")))
+}
+
+impl SqliteStore {
+    /// Applies record changes for one org in one transaction (an event's writes).
+    pub fn apply_changes(&self, org: OrgId, changes: &[RecordChange]) -> std::result::Result<(), RecordError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction().map_err(record_error)?;
+        for change in changes {
+            apply_change(&tx, i64::from(org.0), change)?;
+        }
+        tx.commit().map_err(record_error)
+    }
+}
+
+impl RecordStore for SqliteStore {
+    fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> std::result::Result<String, RecordError> {
+        let id = match attributes.remove("id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+            Some(other) => return Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}"))),
+        };
+        let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes };
+        apply_change(&self.lock(), org_number(org)?, &change)?;
+        Ok(id)
+    }
+
+    fn retrieve(&self, org: &str, entity: &str, id: &str, columns: &[String]) -> std::result::Result<Entity, RecordError> {
+        check_entity_name(entity)?;
+        let attributes = read_attributes(&self.lock(), org_number(org)?, entity, id)?
+            .ok_or_else(|| RecordError::NotFound { entity: entity.into(), id: id.into() })?;
+        Ok(Entity {
+            logical_name: entity.into(),
+            id: id.into(),
+            attributes: crate::records::project(&attributes, columns),
+        })
+    }
+
+    fn update(&self, org: &str, entity: &str, id: &str, attributes: Attributes) -> std::result::Result<(), RecordError> {
+        if attributes.contains_key("id") {
+            return Err(RecordError::Invalid("a record's id cannot be updated".into()));
+        }
+        let change = RecordChange::Update { entity: entity.into(), id: id.into(), attributes };
+        apply_change(&self.lock(), org_number(org)?, &change)
+    }
+
+    fn delete(&self, org: &str, entity: &str, id: &str) -> std::result::Result<(), RecordError> {
+        apply_change(&self.lock(), org_number(org)?, &RecordChange::Delete { entity: entity.into(), id: id.into() })
+    }
+
+    fn query(&self, org: &str, filter: &Filter) -> std::result::Result<Vec<Entity>, RecordError> {
+        check_entity_name(&filter.entity)?;
+        let org = org_number(org)?;
+        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| (t as usize).min(crate::records::MAX_QUERY_RECORDS));
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached("SELECT id, attributes FROM records WHERE org_id = ?1 AND entity = ?2 ORDER BY id")
+            .map_err(record_error)?;
+        let rows = statement
+            .query_map(params![org, filter.entity], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(record_error)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (id, text) = row.map_err(record_error)?;
+            let attributes: Attributes =
+                serde_json::from_str(&text).map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))?;
+            if filter.matches(&attributes) {
+                found.push(Entity { logical_name: filter.entity.clone(), id, attributes: filter.project(&attributes) });
+                if found.len() >= top {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn definition_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, i64, String, String, String, bool, bool)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+impl Store for SqliteStore {
+    fn create_org(&self, name: &str) -> Result<OrgId> {
+        let connection = self.lock();
+        let inserted = connection.execute("INSERT OR IGNORE INTO orgs (name) VALUES (?1)", params![name])?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!("organisation '{name}'")));
+        }
+        Ok(OrgId(connection.last_insert_rowid() as u32))
+    }
+
+    fn orgs(&self) -> Result<Vec<(OrgId, String)>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare("SELECT id, name FROM orgs ORDER BY id")?;
+        let rows = statement.query_map([], |row| Ok((OrgId(row.get::<_, i64>(0)? as u32), row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO quotas (org_id, lane, quotas) VALUES (?1, ?2, ?3)
+             ON CONFLICT (org_id, lane) DO UPDATE SET quotas = excluded.quotas",
+            params![org.0, lane.index() as i64, json(&quotas)],
+        )?;
+        Ok(())
+    }
+
+    fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare("SELECT org_id, lane, quotas FROM quotas")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+        })?;
+        rows.map(|row| {
+            let (org, lane, quotas) = row?;
+            Ok((OrgId(org as u32), lane_of(lane)?, from_json(&quotas)?))
+        })
+        .collect()
+    }
+
+    fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin> {
+        let connection = self.lock();
+        connection.execute(
+            "INSERT OR IGNORE INTO plugins (org_id, name, content_hash, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![org.0, name, content_hash, bytes],
+        )?;
+        let id: i64 = connection.query_row(
+            "SELECT id FROM plugins WHERE org_id = ?1 AND content_hash = ?2",
+            params![org.0, content_hash],
+            |row| row.get(0),
+        )?;
+        Ok(StoredPlugin { id: id as u64, content_hash: content_hash.into() })
+    }
+
+    fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT bytes FROM plugins WHERE org_id = ?1 AND id = ?2",
+                params![org.0, plugin as i64],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn save_definition(&self, d: &Definition) -> Result<DefinitionId> {
+        let connection = self.lock();
+        let (trigger, kind) = (json(&d.trigger), json(&d.kind));
+        if d.id.0 == 0 {
+            connection.execute(
+                "INSERT INTO definitions (org_id, name, trigger, kind, active, auto_delete) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![d.org.0, d.name, trigger, kind, d.active, d.auto_delete],
+            )?;
+            return Ok(DefinitionId(connection.last_insert_rowid() as u64));
+        }
+        let changed = connection.execute(
+            "UPDATE definitions SET name = ?3, trigger = ?4, kind = ?5, active = ?6, auto_delete = ?7
+             WHERE org_id = ?1 AND id = ?2",
+            params![d.org.0, d.id.0 as i64, d.name, trigger, kind, d.active, d.auto_delete],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound("definition"));
+        }
+        Ok(d.id)
+    }
+
+    fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
+        let changed = self.lock().execute(
+            "UPDATE definitions SET active = ?3 WHERE org_id = ?1 AND id = ?2",
+            params![org.0, id.0 as i64, active],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound("definition"));
+        }
+        Ok(())
+    }
+
+    fn definitions(&self) -> Result<Vec<Definition>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")?;
+        let rows = statement.query_map([], definition_from_row)?;
+        rows.map(|row| {
+            let (id, org, name, trigger, kind, active, auto_delete) = row?;
+            Ok(Definition {
+                id: DefinitionId(id as u64),
+                org: OrgId(org as u32),
+                name,
+                trigger: from_json::<Trigger>(&trigger)?,
+                kind: from_json::<DefinitionKind>(&kind)?,
+                active,
+                auto_delete,
+            })
+        })
+        .collect()
+    }
+
+    fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
+                    record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
+                    error_code, error_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            for job in jobs {
+                let (entity, id) = job.record.clone().unzip();
+                let (code, message) = job.error.clone().unzip();
+                let completed = job.status.is_terminal().then_some(job.created_at);
+                insert.execute(params![
+                    job.org.0,
+                    job.lane.index() as i64,
+                    operation_name(job.operation),
+                    job.definition.0 as i64,
+                    job.definition_version,
+                    job.correlation_id,
+                    job.depth,
+                    entity,
+                    id,
+                    job.payload,
+                    job.dependency_token,
+                    job.status.code(),
+                    job.created_at,
+                    completed,
+                    code,
+                    message,
+                ])?;
+                ids.push(JobId(tx.last_insert_rowid() as u64));
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn apply(&self, updates: &[JobUpdate]) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        for update in updates {
+            apply_update(&tx, update)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
+        self.select_jobs(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status < 30 ORDER BY id"), params![])
+    }
+
+    fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND id = ?2");
+        Ok(self.select_jobs(&sql, params![org.0, id.0 as i64])?.pop())
+    }
+
+    fn jobs(
+        &self,
+        org: OrgId,
+        status: Option<Status>,
+        definition: Option<DefinitionId>,
+        limit: u32,
+    ) -> Result<Vec<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND (?2 IS NULL OR status = ?2)
+             AND (?3 IS NULL OR definition_id = ?3) ORDER BY id DESC LIMIT ?4"
+        );
+        let status = status.map(Status::code);
+        let definition = definition.map(|d| d.0 as i64);
+        self.select_jobs(&sql, params![org.0, status, definition, limit])
+    }
+
+    fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status")?;
+        let rows = statement.query_map(params![org.0], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })?;
+        rows.map(|row| {
+            let (lane, status, count) = row?;
+            Ok((lane_of(lane)?, status_of(status)?, count as u64))
+        })
+        .collect()
+    }
+}
+
+impl SqliteStore {
+    fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(sql)?;
+        let rows = statement.query_map(parameters, job_from_row)?;
+        rows.map(|row| finish_job(row?)).collect()
+    }
+}
+
+fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
+    match update {
+        JobUpdate::Started { id, at } => {
+            tx.prepare_cached("UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1")?
+                .execute(params![id.0 as i64, at])?;
+        }
+        JobUpdate::Status { id, at, status, error } => {
+            let completed = status.is_terminal().then_some(*at);
+            let (code, message) = error.clone().unzip();
+            tx.prepare_cached(
+                "UPDATE jobs SET status = ?2, completed_at = COALESCE(?3, completed_at),
+                    error_code = COALESCE(?4, error_code), error_message = COALESCE(?5, error_message),
+                    postpone_until = CASE WHEN ?2 = 10 THEN postpone_until ELSE NULL END
+                 WHERE id = ?1",
+            )?
+            .execute(params![id.0 as i64, status.code(), completed, code, message])?;
+        }
+        JobUpdate::Finished {
+            id,
+            org,
+            at,
+            status,
+            postpone_until,
+            retried,
+            postponement_count,
+            error,
+            output,
+            accounting,
+            trace,
+            changes,
+            delete,
+        } => {
+            if *status == Status::Succeeded {
+                for change in changes {
+                    // A write that no longer applies (the record vanished meanwhile)
+                    // fails the whole completion: the job runs again.
+                    apply_change(tx, i64::from(org.0), change)
+                        .map_err(|e| Error::Corrupt(format!("record write of job {}: {e}", id.0)))?;
+                }
+            }
+            if *delete {
+                tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute(params![id.0 as i64])?;
+                return Ok(());
+            }
+            let completed = status.is_terminal().then_some(*at);
+            let (code, message) = error.clone().unzip();
+            tx.prepare_cached(
+                "UPDATE jobs SET status = ?2, completed_at = ?3, postpone_until = ?4,
+                    retry_count = retry_count + ?5, postponement_count = ?6, error_code = ?7, error_message = ?8,
+                    output = ?9, fuel_used = fuel_used + ?10, wall_time_us = wall_time_us + ?11,
+                    host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.0 as i64,
+                status.code(),
+                completed,
+                postpone_until,
+                i64::from(*retried),
+                postponement_count,
+                code,
+                message,
+                output,
+                accounting.fuel_used as i64,
+                accounting.wall_time_us as i64,
+                accounting.host_time_us as i64,
+                accounting.peak_memory_bytes as i64,
+                trace,
+            ])?;
+        }
+    }
+    Ok(())
+}
