@@ -13,4 +13,5 @@ pub mod engine;
 pub mod jobs;
 pub mod records;
 pub mod scheduler;
+pub mod service;
 pub mod store;

@@ -4,6 +4,7 @@
 mod cli;
 mod hostile_plugins;
 mod isolation;
+mod job_service;
 mod limits;
 mod sample_plugins;
 mod scheduler_simulation;

@@ -62,13 +62,16 @@ impl RecordStore for Overlay {
             Some(Value::String(id)) if !id.is_empty() => id,
             None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
             Some(other) => {
-                return Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}")));
+                return Err(RecordError::Invalid(format!(
+                    "a record id is a non-empty string, not {other:?}"
+                )));
             }
         };
         if self.current(org, entity, &id).is_ok() {
             return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
         }
-        let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes: attributes.clone() };
+        let change =
+            RecordChange::Create { entity: entity.into(), id: id.clone(), attributes: attributes.clone() };
         self.write(org, entity, &id, Some(attributes), change);
         Ok(id)
     }
@@ -113,8 +116,12 @@ impl RecordStore for Overlay {
             .collect();
         // Ask the base for everything matching (then fix up what this overlay touched).
         let base_filter = Filter { columns: Vec::new(), top: None, ..filter.clone() };
-        let mut found: Vec<Entity> =
-            self.base.query(org, &base_filter)?.into_iter().filter(|e| !touched.contains_key(&e.id)).collect();
+        let mut found: Vec<Entity> = self
+            .base
+            .query(org, &base_filter)?
+            .into_iter()
+            .filter(|e| !touched.contains_key(&e.id))
+            .collect();
         for (id, record) in touched {
             if let Some(attributes) = record.filter(|a| filter.matches(a)) {
                 found.push(Entity { logical_name: filter.entity.clone(), id, attributes });

@@ -189,6 +189,11 @@ impl Scheduler {
         self.jobs.get(&job).map(|e| e.status)
     }
 
+    /// What the scheduler knows of a job it holds.
+    pub fn spec(&self, job: JobId) -> Option<&JobSpec> {
+        self.jobs.get(&job).map(|e| &e.spec)
+    }
+
     /// Jobs of the org and lane in progress now.
     pub fn running(&self, org: OrgId, lane: Lane) -> u32 {
         self.lanes.get(&(org, lane)).map_or(0, |q| q.running)
@@ -258,7 +263,8 @@ impl Scheduler {
         None
     }
 
-    fn next_in_lane(&mut self, lane: Lane, now: Millis) -> Option<Decision> {
+    /// The next job of one lane (for a node whose lanes have slots of their own).
+    pub fn next_in_lane(&mut self, lane: Lane, now: Millis) -> Option<Decision> {
         for _ in 0..self.rings[lane.index()].len() {
             let org = self.rings[lane.index()].pop_front()?;
             let quotas = self.quotas(org, lane);

@@ -10,7 +10,9 @@ mod model;
 mod schema;
 mod sqlite;
 
-pub use model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger, WorkflowStep};
+pub use model::{
+    Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger, WorkflowStep,
+};
 pub use sqlite::SqliteStore;
 
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
@@ -56,8 +58,13 @@ pub trait Store: RecordStore {
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;
     /// The org's jobs, newest first, optionally of one status and definition.
-    fn jobs(&self, org: OrgId, status: Option<Status>, definition: Option<DefinitionId>, limit: u32)
-    -> Result<Vec<JobRow>>;
+    fn jobs(
+        &self,
+        org: OrgId,
+        status: Option<Status>,
+        definition: Option<DefinitionId>,
+        limit: u32,
+    ) -> Result<Vec<JobRow>>;
     /// Counts of the org's jobs per lane and status.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
 }

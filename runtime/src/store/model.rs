@@ -140,7 +140,10 @@ pub struct JobRow {
 /// A state transition of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobUpdate {
-    Started { id: JobId, at: Millis },
+    Started {
+        id: JobId,
+        at: Millis,
+    },
     /// An execution ended. `changes` (the plug-in's record writes) are applied in the
     /// same transaction, to `org`'s records; only for a succeeded run.
     Finished {
@@ -160,5 +163,10 @@ pub enum JobUpdate {
         delete: bool,
     },
     /// A status change without a run (cancel, pause request, resume, cancel on pickup).
-    Status { id: JobId, at: Millis, status: Status, error: Option<(String, String)> },
+    Status {
+        id: JobId,
+        at: Millis,
+        status: Status,
+        error: Option<(String, String)>,
+    },
 }

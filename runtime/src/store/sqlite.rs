@@ -12,7 +12,9 @@ use super::schema::MIGRATIONS;
 use super::{Error, Result, Store};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
-use crate::records::{Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name};
+use crate::records::{
+    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name,
+};
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -129,7 +131,12 @@ fn record_error(e: rusqlite::Error) -> RecordError {
     RecordError::Invalid(format!("record storage failed: {e}"))
 }
 
-fn read_attributes(tx: &Connection, org: i64, entity: &str, id: &str) -> std::result::Result<Option<Attributes>, RecordError> {
+fn read_attributes(
+    tx: &Connection,
+    org: i64,
+    entity: &str,
+    id: &str,
+) -> std::result::Result<Option<Attributes>, RecordError> {
     let text: Option<String> = tx
         .query_row(
             "SELECT attributes FROM records WHERE org_id = ?1 AND entity = ?2 AND id = ?3",
@@ -174,7 +181,10 @@ fn apply_change(tx: &Connection, org: i64, change: &RecordChange) -> std::result
         }
         RecordChange::Delete { entity, id } => {
             let deleted = tx
-                .execute("DELETE FROM records WHERE org_id = ?1 AND entity = ?2 AND id = ?3", params![org, entity, id])
+                .execute(
+                    "DELETE FROM records WHERE org_id = ?1 AND entity = ?2 AND id = ?3",
+                    params![org, entity, id],
+                )
                 .map_err(record_error)?;
             if deleted == 0 {
                 return Err(RecordError::NotFound { entity: entity.clone(), id: id.clone() });
@@ -191,7 +201,11 @@ fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
 
 impl SqliteStore {
     /// Applies record changes for one org in one transaction (an event's writes).
-    pub fn apply_changes(&self, org: OrgId, changes: &[RecordChange]) -> std::result::Result<(), RecordError> {
+    pub fn apply_changes(
+        &self,
+        org: OrgId,
+        changes: &[RecordChange],
+    ) -> std::result::Result<(), RecordError> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(record_error)?;
         for change in changes {
@@ -202,18 +216,33 @@ impl SqliteStore {
 }
 
 impl RecordStore for SqliteStore {
-    fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> std::result::Result<String, RecordError> {
+    fn create(
+        &self,
+        org: &str,
+        entity: &str,
+        mut attributes: Attributes,
+    ) -> std::result::Result<String, RecordError> {
         let id = match attributes.remove("id") {
             Some(Value::String(id)) if !id.is_empty() => id,
             None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-            Some(other) => return Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}"))),
+            Some(other) => {
+                return Err(RecordError::Invalid(format!(
+                    "a record id is a non-empty string, not {other:?}"
+                )));
+            }
         };
         let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes };
         apply_change(&self.lock(), org_number(org)?, &change)?;
         Ok(id)
     }
 
-    fn retrieve(&self, org: &str, entity: &str, id: &str, columns: &[String]) -> std::result::Result<Entity, RecordError> {
+    fn retrieve(
+        &self,
+        org: &str,
+        entity: &str,
+        id: &str,
+        columns: &[String],
+    ) -> std::result::Result<Entity, RecordError> {
         check_entity_name(entity)?;
         let attributes = read_attributes(&self.lock(), org_number(org)?, entity, id)?
             .ok_or_else(|| RecordError::NotFound { entity: entity.into(), id: id.into() })?;
@@ -224,7 +253,13 @@ impl RecordStore for SqliteStore {
         })
     }
 
-    fn update(&self, org: &str, entity: &str, id: &str, attributes: Attributes) -> std::result::Result<(), RecordError> {
+    fn update(
+        &self,
+        org: &str,
+        entity: &str,
+        id: &str,
+        attributes: Attributes,
+    ) -> std::result::Result<(), RecordError> {
         if attributes.contains_key("id") {
             return Err(RecordError::Invalid("a record's id cannot be updated".into()));
         }
@@ -233,27 +268,41 @@ impl RecordStore for SqliteStore {
     }
 
     fn delete(&self, org: &str, entity: &str, id: &str) -> std::result::Result<(), RecordError> {
-        apply_change(&self.lock(), org_number(org)?, &RecordChange::Delete { entity: entity.into(), id: id.into() })
+        apply_change(
+            &self.lock(),
+            org_number(org)?,
+            &RecordChange::Delete { entity: entity.into(), id: id.into() },
+        )
     }
 
     fn query(&self, org: &str, filter: &Filter) -> std::result::Result<Vec<Entity>, RecordError> {
         check_entity_name(&filter.entity)?;
         let org = org_number(org)?;
-        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| (t as usize).min(crate::records::MAX_QUERY_RECORDS));
+        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| {
+            (t as usize).min(crate::records::MAX_QUERY_RECORDS)
+        });
         let connection = self.lock();
         let mut statement = connection
-            .prepare_cached("SELECT id, attributes FROM records WHERE org_id = ?1 AND entity = ?2 ORDER BY id")
+            .prepare_cached(
+                "SELECT id, attributes FROM records WHERE org_id = ?1 AND entity = ?2 ORDER BY id",
+            )
             .map_err(record_error)?;
         let rows = statement
-            .query_map(params![org, filter.entity], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map(params![org, filter.entity], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(record_error)?;
         let mut found = Vec::new();
         for row in rows {
             let (id, text) = row.map_err(record_error)?;
-            let attributes: Attributes =
-                serde_json::from_str(&text).map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))?;
+            let attributes: Attributes = serde_json::from_str(&text)
+                .map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))?;
             if filter.matches(&attributes) {
-                found.push(Entity { logical_name: filter.entity.clone(), id, attributes: filter.project(&attributes) });
+                found.push(Entity {
+                    logical_name: filter.entity.clone(),
+                    id,
+                    attributes: filter.project(&attributes),
+                });
                 if found.len() >= top {
                     break;
                 }
@@ -365,8 +414,8 @@ impl Store for SqliteStore {
 
     fn definitions(&self) -> Result<Vec<Definition>> {
         let connection = self.lock();
-        let mut statement =
-            connection.prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")?;
+        let mut statement = connection
+            .prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")?;
         let rows = statement.query_map([], definition_from_row)?;
         rows.map(|row| {
             let (id, org, name, trigger, kind, active, auto_delete) = row?;
@@ -460,8 +509,9 @@ impl Store for SqliteStore {
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         let connection = self.lock();
-        let mut statement =
-            connection.prepare_cached("SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status")?;
+        let mut statement = connection.prepare_cached(
+            "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status",
+        )?;
         let rows = statement.query_map(params![org.0], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         })?;
@@ -485,8 +535,10 @@ impl SqliteStore {
 fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
     match update {
         JobUpdate::Started { id, at } => {
-            tx.prepare_cached("UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1")?
-                .execute(params![id.0 as i64, at])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1",
+            )?
+            .execute(params![id.0 as i64, at])?;
         }
         JobUpdate::Status { id, at, status, error } => {
             let completed = status.is_terminal().then_some(*at);

@@ -1,0 +1,317 @@
+//! Events: a message on a record, sent through the API or fired by a plug-in's write.
+//!
+//! An API event applies its change and runs the matching synchronous steps inline,
+//! against a write overlay: pre-validation and pre-operation steps before the change,
+//! post-operation steps after it. If any fails, nothing is written and the error goes
+//! back to the caller. Then jobs are created for the matching asynchronous steps
+//! (priority lane) and activated workflows (regular lane). Writes made by plug-ins fire
+//! further events, one level deeper, with the same correlation id; those create jobs
+//! only (their synchronous steps are not run).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result, Service, State, loops};
+use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
+use crate::jobs::{JobId, Millis, OrgId, Status};
+use crate::records::{Attributes, Entity, OrgRecords, Overlay, RecordChange, RecordStore, Value};
+use crate::store::{Definition, DefinitionKind, NewJob, Operation, Store};
+
+/// A message on a record, as the API receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// `Create`, `Update`, `Delete`.
+    pub message: String,
+    pub entity: String,
+    /// The record (Update, Delete; optional for Create).
+    #[serde(default)]
+    pub record_id: Option<String>,
+    /// The attributes to create or set.
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+/// What an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventOutcome {
+    pub record_id: String,
+    pub correlation_id: String,
+    /// Outputs of the synchronous steps, by step name.
+    pub sync_outputs: Vec<(String, PluginOutput)>,
+    /// Jobs created for asynchronous steps and workflows (this event and the writes of
+    /// its synchronous steps).
+    pub jobs: Vec<JobId>,
+}
+
+/// A change that may start steps and workflows.
+pub(super) struct Trigger {
+    pub message: &'static str,
+    pub entity: String,
+    pub id: String,
+    pub changed: Vec<String>,
+    pub pre_image: Option<Entity>,
+    pub depth: u32,
+}
+
+impl Trigger {
+    pub fn of_change(change: &RecordChange, depth: u32) -> Trigger {
+        let (message, entity, id, changed) = match change {
+            RecordChange::Create { entity, id, attributes } => {
+                ("Create", entity, id, attributes.keys().cloned().collect())
+            }
+            RecordChange::Update { entity, id, attributes } => {
+                ("Update", entity, id, attributes.keys().cloned().collect())
+            }
+            RecordChange::Delete { entity, id } => ("Delete", entity, id, Vec::new()),
+        };
+        Trigger { message, entity: entity.clone(), id: id.clone(), changed, pre_image: None, depth }
+    }
+}
+
+fn matches(definition: &Definition, org: OrgId, trigger: &Trigger) -> bool {
+    let t = &definition.trigger;
+    definition.org == org
+        && definition.active
+        && t.message.eq_ignore_ascii_case(trigger.message)
+        && t.entity == trigger.entity
+        && (t.filtering_attributes.is_empty()
+            || trigger.message != "Update"
+            || t.filtering_attributes.iter().any(|a| trigger.changed.contains(a)))
+}
+
+fn is_sync(definition: &Definition) -> bool {
+    matches!(definition.kind, DefinitionKind::Step { mode: Mode::Synchronous, .. })
+}
+
+impl Service {
+    /// Fires an event through the API (depth 1, a new correlation).
+    pub async fn fire(&self, org: OrgId, event: Event) -> Result<EventOutcome> {
+        let store: Arc<dyn RecordStore> = self.shared.store.clone();
+        let org_key = org.0.to_string();
+        let message = match event.message.to_ascii_lowercase().as_str() {
+            "create" => "Create",
+            "update" => "Update",
+            "delete" => "Delete",
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown message '{}' (Create, Update or Delete)",
+                    event.message
+                )));
+            }
+        };
+        let id = match (message, &event.record_id) {
+            (_, Some(id)) => id.clone(),
+            ("Create", None) => match event.attributes.get("id") {
+                Some(Value::String(id)) => id.clone(),
+                _ => uuid::Uuid::new_v4().to_string(),
+            },
+            _ => return Err(Error::Invalid(format!("{message} needs a record_id"))),
+        };
+        let pre_image = match message {
+            "Create" => None,
+            _ => Some(store.retrieve(&org_key, &event.entity, &id, &[])?),
+        };
+        let overlay = Arc::new(Overlay::new(store));
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let steps = self.sync_steps(org, message, &event);
+        let mut context = ExecutionContext::new(message, &event.entity);
+        context.org_id = org_key.clone();
+        context.record_id = Some(id.clone());
+        context.correlation_id = correlation_id.clone();
+        context.mode = Mode::Synchronous;
+        context.pre_image = pre_image.clone();
+        context.input_parameters.insert("Target".into(), Value::String(id.clone()));
+        let mut sync_outputs = Vec::new();
+
+        for step in steps
+            .iter()
+            .filter(|s| matches!(s.kind, DefinitionKind::Step { stage, .. } if stage != Stage::PostOperation))
+        {
+            let output = self.run_sync_step(org, step, &context, &overlay).await?;
+            context.shared_variables.extend(output.shared_variables.clone());
+            sync_outputs.push((step.name.clone(), output));
+        }
+        let before_core = overlay.changes().len();
+        match message {
+            "Create" => {
+                let mut attributes = event.attributes.clone();
+                attributes.insert("id".into(), Value::String(id.clone()));
+                overlay.create(&org_key, &event.entity, attributes)?;
+            }
+            "Update" => overlay.update(&org_key, &event.entity, &id, event.attributes.clone())?,
+            _ => overlay.delete(&org_key, &event.entity, &id)?,
+        }
+        context.post_image = match message {
+            "Delete" => None,
+            _ => Some(overlay.retrieve(&org_key, &event.entity, &id, &[])?),
+        };
+        for step in steps
+            .iter()
+            .filter(|s| matches!(s.kind, DefinitionKind::Step { stage: Stage::PostOperation, .. }))
+        {
+            let output = self.run_sync_step(org, step, &context, &overlay).await?;
+            context.shared_variables.extend(output.shared_variables.clone());
+            sync_outputs.push((step.name.clone(), output));
+        }
+        let changes = overlay.changes();
+        self.shared.store.apply_changes(org, &changes)?;
+
+        let mut triggers: Vec<Trigger> = changes
+            .iter()
+            .enumerate()
+            .map(|(n, change)| Trigger::of_change(change, if n == before_core { 1 } else { 2 }))
+            .collect();
+        if let Some(core) = triggers.get_mut(before_core) {
+            core.pre_image = pre_image;
+        }
+        let jobs = self.create_jobs(org, triggers, &correlation_id)?;
+        self.shared.work.notify_one();
+        Ok(EventOutcome { record_id: id, correlation_id, sync_outputs, jobs })
+    }
+
+    fn sync_steps(&self, org: OrgId, message: &'static str, event: &Event) -> Vec<Definition> {
+        let probe = Trigger {
+            message,
+            entity: event.entity.clone(),
+            id: String::new(),
+            changed: event.attributes.keys().cloned().collect(),
+            pre_image: None,
+            depth: 1,
+        };
+        let state = self.state();
+        let mut steps: Vec<Definition> =
+            state.definitions.values().filter(|d| is_sync(d) && matches(d, org, &probe)).cloned().collect();
+        steps.sort_by_key(|d| match d.kind {
+            DefinitionKind::Step { stage, rank, .. } => (stage.number(), rank, d.id),
+            DefinitionKind::Workflow { .. } => (u32::MAX, 0, d.id),
+        });
+        steps
+    }
+
+    async fn run_sync_step(
+        &self,
+        org: OrgId,
+        step: &Definition,
+        context: &ExecutionContext,
+        overlay: &Arc<Overlay>,
+    ) -> Result<PluginOutput> {
+        let DefinitionKind::Step { plugin, stage, unsecure_config, secure_config, .. } = &step.kind else {
+            return Err(Error::Invalid("a workflow cannot run synchronously".into()));
+        };
+        let mut context = context.clone();
+        context.stage = *stage;
+        let compiled = self.plugin(org, *plugin)?;
+        let records = OrgRecords::new(org.0.to_string(), overlay.clone() as Arc<dyn RecordStore>);
+        let config =
+            crate::engine::StepConfig { unsecure: unsecure_config.clone(), secure: secure_config.clone() };
+        let request = crate::engine::ExecutionRequest {
+            context,
+            records,
+            config,
+            limits: self.shared.options.limits.clone(),
+        };
+        let execution = self.shared.engine.execute(&compiled, request).await;
+        execution.outcome.map_err(|error| Error::StepFailed { step: step.name.clone(), error })
+    }
+
+    /// Creates the jobs that `triggers` start, with loop detection, and queues them.
+    pub(super) fn create_jobs(
+        &self,
+        org: OrgId,
+        triggers: Vec<Trigger>,
+        correlation: &str,
+    ) -> Result<Vec<JobId>> {
+        let now = self.now();
+        let mut state = self.state();
+        let mut new_jobs = Vec::new();
+        for trigger in &triggers {
+            let post_image = match trigger.message {
+                "Delete" => None,
+                _ => self.shared.store.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
+            };
+            let definitions: Vec<Definition> = state
+                .definitions
+                .values()
+                .filter(|d| !is_sync(d) && matches(d, org, trigger))
+                .cloned()
+                .collect();
+            for definition in definitions {
+                new_jobs.push(new_job(
+                    &mut state,
+                    org,
+                    &definition,
+                    trigger,
+                    post_image.clone(),
+                    correlation,
+                    now,
+                ));
+            }
+        }
+        if new_jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.shared.store.insert_jobs(&new_jobs)?;
+        for (id, job) in ids.iter().zip(&new_jobs) {
+            if job.status == Status::WaitingForResources {
+                state.scheduler.submit(crate::scheduler::JobSpec {
+                    id: *id,
+                    org,
+                    lane: job.lane,
+                    definition: job.definition,
+                    dependency_token: job.dependency_token.clone(),
+                });
+            }
+        }
+        Ok(ids)
+    }
+}
+
+fn new_job(
+    state: &mut State,
+    org: OrgId,
+    definition: &Definition,
+    trigger: &Trigger,
+    post_image: Option<Entity>,
+    correlation: &str,
+    now: Millis,
+) -> NewJob {
+    let (operation, version) = match &definition.kind {
+        DefinitionKind::Step { .. } => (Operation::AsyncPlugin, 1),
+        DefinitionKind::Workflow { version, .. } => (Operation::Workflow, *version),
+    };
+    let mut context = ExecutionContext::new(trigger.message, &trigger.entity);
+    context.org_id = org.0.to_string();
+    context.record_id = Some(trigger.id.clone());
+    context.depth = trigger.depth;
+    context.correlation_id = correlation.to_owned();
+    context.pre_image = trigger.pre_image.clone();
+    context.post_image = post_image;
+    context.input_parameters.insert("Target".into(), Value::String(trigger.id.clone()));
+    let (mut status, mut error) = (Status::WaitingForResources, None);
+    if state.loops.too_deep(correlation, trigger.depth, now) {
+        status = Status::Failed;
+        error = Some((loops::DEPTH_ERROR_CODE.to_owned(), loops::depth_message(trigger.depth)));
+    } else if operation == Operation::Workflow
+        && state.loops.workflow_loops(definition.id, (&trigger.entity, &trigger.id), now)
+    {
+        status = Status::Canceled;
+        error = Some((loops::WORKFLOW_LOOP_CODE.to_owned(), loops::WORKFLOW_LOOP_MESSAGE.to_owned()));
+    }
+    NewJob {
+        org,
+        lane: operation.lane(),
+        operation,
+        definition: definition.id,
+        definition_version: version,
+        correlation_id: correlation.to_owned(),
+        depth: trigger.depth,
+        record: Some((trigger.entity.clone(), trigger.id.clone())),
+        payload: serde_json::to_string(&context).expect("a context serialises"),
+        dependency_token: None,
+        created_at: now,
+        status,
+        error,
+    }
+}

@@ -1,0 +1,324 @@
+//! The driver: starts what the scheduler allows, runs each job on the engine, and
+//! records how it ended (in batches: one transaction per round of finished jobs).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::Trigger;
+use super::{Error, Result, Service};
+use crate::engine::{
+    Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
+};
+use crate::jobs::{JobId, Lane, OrgId, Status};
+use crate::records::{OrgRecords, Overlay, RecordChange, RecordStore};
+use crate::scheduler::{After, Decision, Outcome};
+use crate::store::{Definition, DefinitionKind, JobUpdate, Store};
+
+/// A job's execution, done.
+pub(super) struct Finished {
+    job: JobId,
+    lane: Lane,
+    org: OrgId,
+    correlation: String,
+    depth: u32,
+    outcome: std::result::Result<PluginOutput, ExecutionError>,
+    accounting: Accounting,
+    trace: String,
+    changes: Vec<RecordChange>,
+    auto_delete: bool,
+}
+
+/// The plug-ins a definition runs.
+pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
+    match &definition.kind {
+        DefinitionKind::Step { plugin, .. } => vec![*plugin],
+        DefinitionKind::Workflow { steps, .. } => steps.iter().map(|s| s.plugin).collect(),
+    }
+}
+
+const DEACTIVATED_CODE: &str = "definition-deactivated";
+const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
+
+impl Service {
+    /// A compiled plug-in, from the cache or loaded from the store (compiled code comes
+    /// from the engine's artifact cache).
+    pub(super) fn plugin(&self, org: OrgId, id: u64) -> Result<Plugin> {
+        if let Some(plugin) = self.state().plugins.get(&(org, id)) {
+            return Ok(plugin.clone());
+        }
+        let bytes = self.shared.store.plugin_bytes(org, id)?.ok_or(Error::NotFound("plug-in"))?;
+        let plugin = self.shared.engine.load(&bytes)?;
+        self.state().plugins.insert((org, id), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Starts every job that may start now (within this node's slots); returns how many.
+    fn start_ready(&self) -> Result<usize> {
+        let now = self.now();
+        let mut updates = Vec::new();
+        let mut to_run = Vec::new();
+        {
+            let mut state = self.state();
+            for id in state.scheduler.wake(now) {
+                updates.push(JobUpdate::Status {
+                    id,
+                    at: now,
+                    status: Status::WaitingForResources,
+                    error: None,
+                });
+            }
+            for lane in Lane::ALL {
+                while state.running[lane.index()] < self.shared.options.slots {
+                    match state.scheduler.next_in_lane(lane, now) {
+                        None => break,
+                        Some(Decision::CanceledOnPickup(id)) => {
+                            let error = Some((DEACTIVATED_CODE.to_owned(), DEACTIVATED_MESSAGE.to_owned()));
+                            updates.push(JobUpdate::Status { id, at: now, status: Status::Canceled, error });
+                            state.scheduler.forget(id);
+                            state.postponements.remove(&id);
+                        }
+                        Some(Decision::Start(id)) => {
+                            updates.push(JobUpdate::Started { id, at: now });
+                            let org =
+                                state.scheduler.spec(id).map(|s| s.org).expect("a started job is known");
+                            to_run.push((org, id));
+                            state.running[lane.index()] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if !updates.is_empty() {
+            self.shared.store.apply(&updates)?;
+        }
+        let started = to_run.len();
+        for (org, id) in to_run {
+            let service = self.clone();
+            tokio::spawn(async move {
+                let finished = service.execute_job(org, id).await;
+                // The receiver lives as long as the service.
+                let _ = service.shared.finished_tx.send(finished);
+            });
+        }
+        Ok(started)
+    }
+
+    /// Runs one job: its step, or its workflow's steps in order, against one overlay.
+    async fn execute_job(&self, org: OrgId, id: JobId) -> Finished {
+        let job = self.shared.store.job(org, id);
+        let (job, definition) = match job {
+            Ok(Some(job)) => {
+                let definition = self.state().definitions.get(&job.definition).cloned();
+                (job, definition)
+            }
+            _ => return self.failed_early(org, id, "the job vanished from the store"),
+        };
+        let Some(definition) = definition else {
+            return self.failed_early(org, id, "its definition was deleted");
+        };
+        let context: ExecutionContext = match serde_json::from_str(&job.payload) {
+            Ok(context) => context,
+            Err(e) => return self.failed_early(org, id, &format!("corrupt payload: {e}")),
+        };
+        let steps: Vec<(u64, StepConfig)> = match &definition.kind {
+            DefinitionKind::Step { plugin, unsecure_config, secure_config, .. } => {
+                vec![(
+                    *plugin,
+                    StepConfig { unsecure: unsecure_config.clone(), secure: secure_config.clone() },
+                )]
+            }
+            DefinitionKind::Workflow { steps, .. } => steps
+                .iter()
+                .map(|s| (s.plugin, StepConfig { unsecure: s.config.clone(), secure: None }))
+                .collect(),
+        };
+        let overlay = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        let mut context = context;
+        let mut accounting = Accounting::default();
+        let mut trace = Vec::new();
+        let mut outcome = Ok(PluginOutput::default());
+        for (plugin, config) in steps {
+            let compiled = match self.plugin(org, plugin) {
+                Ok(compiled) => compiled,
+                Err(e) => {
+                    outcome = Err(ExecutionError::Trap { code: format!("plug-in unavailable: {e}") });
+                    break;
+                }
+            };
+            let request = ExecutionRequest {
+                context: context.clone(),
+                records: OrgRecords::new(org.0.to_string(), overlay.clone() as Arc<dyn RecordStore>),
+                config,
+                limits: self.shared.options.limits.clone(),
+            };
+            let execution = self.shared.engine.execute(&compiled, request).await;
+            accounting.fuel_used += execution.accounting.fuel_used;
+            accounting.wall_time_us += execution.accounting.wall_time_us;
+            accounting.host_time_us += execution.accounting.host_time_us;
+            accounting.peak_memory_bytes =
+                accounting.peak_memory_bytes.max(execution.accounting.peak_memory_bytes);
+            trace.extend(execution.trace.lines().map(str::to_owned));
+            match execution.outcome {
+                Ok(output) => {
+                    context.shared_variables.extend(output.shared_variables.clone());
+                    outcome = Ok(output);
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        Finished {
+            job: id,
+            lane: job.lane,
+            org,
+            correlation: job.correlation_id,
+            depth: job.depth,
+            outcome,
+            accounting,
+            trace: trace.join("\n"),
+            changes: overlay.changes(),
+            auto_delete: definition.auto_delete,
+        }
+    }
+
+    fn failed_early(&self, org: OrgId, id: JobId, why: &str) -> Finished {
+        let lane = self.state().scheduler.spec(id).map_or(Lane::Priority, |s| s.lane);
+        Finished {
+            job: id,
+            lane,
+            org,
+            correlation: String::new(),
+            depth: 0,
+            outcome: Err(ExecutionError::Trap { code: why.to_owned() }),
+            accounting: Accounting::default(),
+            trace: String::new(),
+            changes: Vec::new(),
+            auto_delete: false,
+        }
+    }
+
+    /// Records a round of finished jobs in one transaction, then creates the jobs their
+    /// record writes trigger.
+    fn handle_finished(&self, batch: Vec<Finished>) -> Result<()> {
+        let now = self.now();
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut cascades = Vec::new();
+        {
+            let mut state = self.state();
+            for finished in batch {
+                state.running[finished.lane.index()] -= 1;
+                let outcome = match &finished.outcome {
+                    Ok(_) => Outcome::Succeeded,
+                    Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
+                    Err(_) => Outcome::Exception,
+                };
+                let after = state.scheduler.finished(finished.job, now, outcome)?;
+                let previous = state.postponements.get(&finished.job).copied().unwrap_or(0);
+                let (status, postpone_until, postponements) = match after {
+                    After::Succeeded => (Status::Succeeded, None, previous),
+                    After::Failed => (Status::Failed, None, previous),
+                    After::Canceled => (Status::Canceled, None, previous),
+                    After::Retry | After::Requeued => (Status::WaitingForResources, None, previous),
+                    After::Postponed { until, count } => (Status::Waiting, Some(until), count),
+                    After::PostponedForever { count } => (Status::Waiting, None, count),
+                    After::Paused => (Status::Waiting, None, previous),
+                };
+                if status.is_terminal() {
+                    state.scheduler.forget(finished.job);
+                    state.postponements.remove(&finished.job);
+                } else {
+                    state.postponements.insert(finished.job, postponements);
+                }
+                let succeeded = status == Status::Succeeded;
+                let (error, output) = match &finished.outcome {
+                    Ok(output) => (None, serde_json::to_string(output).ok()),
+                    Err(e) => (Some((e.code().to_owned(), e.to_string())), None),
+                };
+                if succeeded && !finished.changes.is_empty() {
+                    let triggers: Vec<Trigger> =
+                        finished.changes.iter().map(|c| Trigger::of_change(c, finished.depth + 1)).collect();
+                    cascades.push((finished.org, triggers, finished.correlation.clone()));
+                }
+                updates.push(JobUpdate::Finished {
+                    id: finished.job,
+                    org: finished.org,
+                    at: now,
+                    status,
+                    postpone_until,
+                    retried: after == After::Retry,
+                    postponement_count: postponements,
+                    error,
+                    output,
+                    accounting: finished.accounting,
+                    trace: (!finished.trace.is_empty()).then_some(finished.trace),
+                    changes: if succeeded { finished.changes } else { Vec::new() },
+                    delete: succeeded && finished.auto_delete,
+                });
+            }
+        }
+        self.shared.store.apply(&updates)?;
+        for (org, triggers, correlation) in cascades {
+            self.create_jobs(org, triggers, &correlation)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for at least one execution to finish and records every one finished so far.
+    async fn collect_finished(&self) -> Result<()> {
+        let mut receiver = self.shared.finished_rx.lock().await;
+        let Some(first) = receiver.recv().await else { return Ok(()) };
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+        }
+        drop(receiver);
+        self.handle_finished(batch)
+    }
+
+    /// One round: starts what may start, then records at least one finished execution
+    /// (if any is running). Returns how many jobs started.
+    pub async fn run_once(&self) -> Result<usize> {
+        let started = self.start_ready()?;
+        if self.state().running != [0; 3] {
+            self.collect_finished().await?;
+        }
+        Ok(started)
+    }
+
+    /// Runs jobs until nothing more can start at the clock's current time and nothing
+    /// is running: postponed jobs and the next throughput window wait for the clock.
+    pub async fn run_until_idle(&self) -> Result<()> {
+        loop {
+            self.start_ready()?;
+            if self.state().running == [0; 3] {
+                return Ok(());
+            }
+            self.collect_finished().await?;
+        }
+    }
+
+    /// The node's driver: runs until `shutdown` completes.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            self.start_ready()?;
+            let now = self.now();
+            let wake = {
+                let state = self.state();
+                [state.scheduler.next_wake(), state.scheduler.next_window(now)].into_iter().flatten().min()
+            };
+            let pause = wake
+                .map_or(Duration::from_secs(1), |at| Duration::from_millis((at - now).clamp(1, 1000) as u64));
+            let running = self.state().running != [0; 3];
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                result = self.collect_finished(), if running => result?,
+                _ = self.shared.work.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The asynchronous service: events in, system jobs through the scheduler, plug-ins run
+//! on the engine, results and record writes persisted in batches.
+//!
+//! One [`Service`] per node. It owns the scheduler (rebuilt from the store at open) and
+//! the caches of definitions and compiled plug-ins; the store stays the source of
+//! truth. [`Service::run`] is the long-running driver; [`Service::run_until_idle`]
+//! drives the same steps until nothing can run now, for tests and the demo.
+
+mod clock;
+mod events;
+mod execution;
+mod loops;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{Event, EventOutcome};
+pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
+
+use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin};
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use crate::records::RecordError;
+use crate::scheduler::{JobSpec, Refusal, Scheduler};
+use crate::store::{Definition, JobRow, JobUpdate, SqliteStore, Store, StoredPlugin};
+use execution::Finished;
+use loops::LoopDetector;
+
+/// Why a service call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such object in this organisation (another org's ids answer this too).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("invalid plug-in: {0}")]
+    Plugin(#[from] LoadError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A synchronous step failed: the event was rolled back.
+    #[error("step '{step}' failed: {error}")]
+    StepFailed { step: String, error: ExecutionError },
+    #[error("the job is {0:?}, which does not allow this")]
+    NotAllowed(Status),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownJob => Error::NotFound("job"),
+            Refusal::NotAllowed(status) => Error::NotAllowed(status),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Executions this node runs at once, per lane: each lane has slots of its own, so a
+    /// flood on one lane never takes the other's. Default 16.
+    pub slots: usize,
+    /// Limits of every execution.
+    pub limits: Limits,
+    /// Quotas of orgs and lanes the operator has not set.
+    pub default_quotas: Quotas,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { slots: 16, limits: Limits::default(), default_quotas: Quotas::default() }
+    }
+}
+
+/// A handle on the service; cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<SqliteStore>,
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    options: Options,
+    state: Mutex<State>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
+    /// Woken when there may be new work (an event, a resume, a quota change).
+    work: Notify,
+}
+
+struct State {
+    scheduler: Scheduler,
+    definitions: HashMap<DefinitionId, Definition>,
+    plugins: HashMap<(OrgId, u64), Plugin>,
+    /// Jobs whose execution is under way on this node, per lane.
+    running: [usize; 3],
+    loops: LoopDetector,
+    /// Postponements so far, per unfinished job (the scheduler decides the next).
+    postponements: HashMap<JobId, u32>,
+}
+
+impl Service {
+    /// Opens the service on a store: loads quotas and definitions, and rebuilds the
+    /// scheduler from the unfinished jobs (a job that was running when the node died
+    /// runs again).
+    pub fn open(
+        store: Arc<SqliteStore>,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Result<Self> {
+        let mut scheduler = Scheduler::new(options.default_quotas);
+        for (org, lane, quotas) in store.all_quotas()? {
+            scheduler.set_quotas(org, lane, quotas);
+        }
+        let definitions: HashMap<DefinitionId, Definition> =
+            store.definitions()?.into_iter().map(|d| (d.id, d)).collect();
+        for definition in definitions.values().filter(|d| !d.active) {
+            scheduler.deactivate(definition.id);
+        }
+        let mut postponements = HashMap::new();
+        for job in store.unfinished_jobs()? {
+            postponements.insert(job.id, job.postponement_count);
+            scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
+        }
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let state = State {
+            scheduler,
+            definitions,
+            plugins: HashMap::new(),
+            running: [0; 3],
+            loops: LoopDetector::default(),
+            postponements,
+        };
+        Ok(Service {
+            shared: Arc::new(Shared {
+                store,
+                engine,
+                clock,
+                options,
+                state: Mutex::new(state),
+                finished_tx,
+                finished_rx: tokio::sync::Mutex::new(finished_rx),
+                work: Notify::new(),
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.shared.store
+    }
+
+    pub fn now(&self) -> Millis {
+        self.shared.clock.now()
+    }
+
+    // ---- the operator ----
+
+    pub fn create_org(&self, name: &str) -> Result<OrgId> {
+        Ok(self.shared.store.create_org(name)?)
+    }
+
+    pub fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
+        self.shared.store.set_quotas(org, lane, quotas)?;
+        self.state().scheduler.set_quotas(org, lane, quotas);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    pub fn quotas(&self, org: OrgId, lane: Lane) -> Quotas {
+        self.state().scheduler.quotas(org, lane)
+    }
+
+    // ---- definitions ----
+
+    /// Validates and stores a plug-in version (compiled once, cached).
+    pub fn upload_plugin(&self, org: OrgId, name: &str, bytes: &[u8]) -> Result<StoredPlugin> {
+        let plugin = self.shared.engine.load(bytes)?;
+        let stored = self.shared.store.save_plugin(org, name, &plugin.info().content_hash, bytes)?;
+        self.state().plugins.insert((org, stored.id), plugin);
+        Ok(stored)
+    }
+
+    /// Saves a step registration or workflow (a new one when its id is 0).
+    pub fn save_definition(&self, mut definition: Definition) -> Result<DefinitionId> {
+        for plugin in execution::plugins_of(&definition) {
+            if self.shared.store.plugin_bytes(definition.org, plugin)?.is_none() {
+                return Err(Error::NotFound("plug-in"));
+            }
+        }
+        if let Some(existing) = self.state().definitions.get(&definition.id)
+            && existing.org != definition.org
+        {
+            return Err(Error::NotFound("definition"));
+        }
+        definition.id = self.shared.store.save_definition(&definition)?;
+        let mut state = self.state();
+        if definition.active {
+            state.scheduler.activate(definition.id);
+        } else {
+            state.scheduler.deactivate(definition.id);
+        }
+        let id = definition.id;
+        state.definitions.insert(id, definition);
+        Ok(id)
+    }
+
+    /// Activates a workflow, or deactivates it (back to Draft): no new jobs are created
+    /// for it, its queued jobs are canceled when picked up, running ones finish.
+    pub fn set_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
+        let mut state = self.state();
+        let definition =
+            state.definitions.get_mut(&id).filter(|d| d.org == org).ok_or(Error::NotFound("definition"))?;
+        self.shared.store.set_definition_active(org, id, active)?;
+        definition.active = active;
+        if active {
+            state.scheduler.activate(id);
+        } else {
+            state.scheduler.deactivate(id);
+        }
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    // ---- jobs ----
+
+    pub fn job(&self, org: OrgId, id: JobId) -> Result<JobRow> {
+        self.shared.store.job(org, id)?.ok_or(Error::NotFound("job"))
+    }
+
+    /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
+    /// Canceling and ends Canceled when its execution returns.
+    pub fn cancel(&self, org: OrgId, id: JobId) -> Result<Status> {
+        self.command(org, id, |s| s.cancel(id))
+    }
+
+    pub fn pause(&self, org: OrgId, id: JobId) -> Result<Status> {
+        self.command(org, id, |s| s.pause(id))
+    }
+
+    pub fn resume(&self, org: OrgId, id: JobId) -> Result<Status> {
+        let status = self.command(org, id, |s| s.resume(id))?;
+        self.shared.work.notify_one();
+        Ok(status)
+    }
+
+    fn command(
+        &self,
+        org: OrgId,
+        id: JobId,
+        act: impl FnOnce(&mut Scheduler) -> std::result::Result<Status, Refusal>,
+    ) -> Result<Status> {
+        let job = self.job(org, id)?;
+        if job.status.is_terminal() {
+            return Err(Error::NotAllowed(job.status));
+        }
+        let mut state = self.state();
+        let status = act(&mut state.scheduler)?;
+        let now = self.now();
+        self.shared.store.apply(&[JobUpdate::Status { id, at: now, status, error: None }])?;
+        if status.is_terminal() {
+            state.scheduler.forget(id);
+            state.postponements.remove(&id);
+        }
+        Ok(status)
+    }
+
+    /// Counts of the org's jobs per lane and status.
+    pub fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        Ok(self.shared.store.job_counts(org)?)
+    }
+}
+
+fn spec_of(job: &JobRow) -> JobSpec {
+    JobSpec {
+        id: job.id,
+        org: job.org,
+        lane: job.lane,
+        definition: job.definition,
+        dependency_token: job.dependency_token.clone(),
+    }
+}
