@@ -8,5 +8,6 @@ mod job_service;
 mod limits;
 mod sample_plugins;
 mod scheduler_simulation;
+mod store_conformance;
 mod support;
 mod upload_validation;

@@ -1,0 +1,196 @@
+//! The store conformance suite: what every backend must do, run against each backend.
+//! A new backend (PostgreSQL) adds one test calling `conformance` with its opener.
+
+use std::path::Path;
+
+use sluice::engine::{Accounting, Mode, Stage};
+use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
+use sluice::store::{
+    Definition, DefinitionKind, Error, JobUpdate, NewJob, Operation, SqliteStore, Store, Trigger,
+};
+
+use crate::support::attrs;
+
+fn new_job(org: OrgId, n: u32) -> NewJob {
+    NewJob {
+        org,
+        lane: Lane::Priority,
+        operation: Operation::AsyncPlugin,
+        definition: DefinitionId(7),
+        definition_version: 1,
+        correlation_id: format!("c{n}"),
+        depth: 1,
+        record: Some(("account".into(), format!("a{n}"))),
+        payload: "{}".into(),
+        dependency_token: None,
+        created_at: 1_000 + i64::from(n),
+        status: Status::WaitingForResources,
+        error: None,
+    }
+}
+
+fn finished(id: JobId, org: OrgId, status: Status, changes: Vec<RecordChange>) -> JobUpdate {
+    JobUpdate::Finished {
+        id,
+        org,
+        at: 5_000,
+        status,
+        postpone_until: None,
+        retried: false,
+        postponement_count: 0,
+        error: None,
+        output: Some("{}".into()),
+        accounting: Accounting { fuel_used: 42, wall_time_us: 10, host_time_us: 1, peak_memory_bytes: 65536 },
+        trace: Some("line".into()),
+        changes,
+        delete: false,
+    }
+}
+
+/// Every check, on a fresh store from `open`; `reopen` opens the same store again.
+fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store>) {
+    let store = open();
+    // Organisations and quotas.
+    let a = store.create_org("contoso").unwrap();
+    let b = store.create_org("fabrikam").unwrap();
+    assert!(matches!(store.create_org("contoso"), Err(Error::Conflict(_))));
+    assert_eq!(store.orgs().unwrap(), vec![(a, "contoso".into()), (b, "fabrikam".into())]);
+    let quotas = Quotas { max_threads: 9, ..Quotas::default() };
+    store.set_quotas(a, Lane::Regular, quotas).unwrap();
+    store.set_quotas(a, Lane::Regular, Quotas { max_throughput: 7, ..quotas }).unwrap();
+    assert_eq!(store.all_quotas().unwrap(), vec![(a, Lane::Regular, Quotas { max_throughput: 7, ..quotas })]);
+
+    // Plug-ins are content-addressed per org and invisible to other orgs.
+    let first = store.save_plugin(a, "echo", "hash1", b"bytes").unwrap();
+    assert_eq!(store.save_plugin(a, "echo again", "hash1", b"bytes").unwrap(), first);
+    assert_eq!(store.plugin_bytes(a, first.id).unwrap().as_deref(), Some(&b"bytes"[..]));
+    assert_eq!(store.plugin_bytes(b, first.id).unwrap(), None);
+
+    // Definitions.
+    let mut step = Definition {
+        id: DefinitionId(0),
+        org: a,
+        name: "numbering".into(),
+        trigger: Trigger { message: "Create".into(), entity: "account".into(), filtering_attributes: vec![] },
+        kind: DefinitionKind::Step {
+            plugin: first.id,
+            stage: Stage::PostOperation,
+            mode: Mode::Asynchronous,
+            rank: 1,
+            unsecure_config: Some("ACC".into()),
+            secure_config: None,
+        },
+        active: true,
+        auto_delete: true,
+    };
+    step.id = store.save_definition(&step).unwrap();
+    store.set_definition_active(a, step.id, false).unwrap();
+    assert!(matches!(store.set_definition_active(b, step.id, true), Err(Error::NotFound(_))));
+    step.active = false;
+    assert_eq!(store.definitions().unwrap(), vec![step.clone()]);
+
+    // Records, confined to their org.
+    let (org_a, org_b) = (a.0.to_string(), b.0.to_string());
+    let id =
+        store.create(&org_a, "account", attrs(&[("id", "r1".into()), ("score", Value::Integer(5))])).unwrap();
+    assert_eq!(id, "r1");
+    assert!(matches!(store.retrieve(&org_b, "account", "r1", &[]), Err(RecordError::NotFound { .. })));
+    store
+        .update(&org_a, "account", "r1", attrs(&[("score", Value::Integer(6)), ("name", "A".into())]))
+        .unwrap();
+    let filter = Filter {
+        entity: "account".into(),
+        columns: vec!["score".into()],
+        conditions: vec![Condition {
+            attribute: "score".into(),
+            operator: Operator::GreaterThan,
+            value: Value::Integer(5),
+        }],
+        top: None,
+    };
+    let found = store.query(&org_a, &filter).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].attributes, attrs(&[("score", Value::Integer(6))]));
+    assert!(store.query(&org_b, &filter).unwrap().is_empty());
+    assert!(store.delete(&org_b, "account", "r1").is_err());
+
+    // Jobs: batch insert, transitions, reads confined to their org.
+    let ids = store.insert_jobs(&[new_job(a, 1), new_job(a, 2), new_job(a, 3)]).unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in insertion order");
+    assert_eq!(store.job(b, ids[0]).unwrap(), None, "another org's job is not found");
+    store
+        .apply(&[
+            JobUpdate::Started { id: ids[0], at: 2_000 },
+            JobUpdate::Started { id: ids[1], at: 2_000 },
+            JobUpdate::Status { id: ids[2], at: 2_500, status: Status::Canceled, error: None },
+        ])
+        .unwrap();
+    let write = RecordChange::Update {
+        entity: "account".into(),
+        id: "r1".into(),
+        attributes: attrs(&[("done", Value::Boolean(true))]),
+    };
+    store.apply(&[finished(ids[0], a, Status::Succeeded, vec![write])]).unwrap();
+    let done = store.job(a, ids[0]).unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.started_at, done.completed_at),
+        (Status::Succeeded, Some(2_000), Some(5_000))
+    );
+    assert_eq!(done.accounting.fuel_used, 42);
+    assert_eq!(
+        store.retrieve(&org_a, "account", "r1", &[]).unwrap().attributes["done"],
+        Value::Boolean(true)
+    );
+
+    // A completion whose record write no longer applies is refused whole: no half-commit.
+    let stale =
+        RecordChange::Update { entity: "account".into(), id: "gone".into(), attributes: Attributes::new() };
+    assert!(store.apply(&[finished(ids[1], a, Status::Succeeded, vec![stale])]).is_err());
+    assert_eq!(store.job(a, ids[1]).unwrap().unwrap().status, Status::InProgress);
+
+    let unfinished: Vec<JobId> = store.unfinished_jobs().unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(unfinished, vec![ids[1]]);
+    let mut counts = store.job_counts(a).unwrap();
+    counts.sort_by_key(|(_, status, _)| status.code());
+    assert_eq!(
+        counts,
+        vec![
+            (Lane::Priority, Status::InProgress, 1),
+            (Lane::Priority, Status::Succeeded, 1),
+            (Lane::Priority, Status::Canceled, 1)
+        ]
+    );
+    assert_eq!(store.jobs(a, Some(Status::Canceled), None, 10).unwrap().len(), 1);
+
+    // Auto-delete on success removes the row.
+    let mut auto_delete = finished(ids[1], a, Status::Succeeded, vec![]);
+    if let JobUpdate::Finished { delete, .. } = &mut auto_delete {
+        *delete = true;
+    }
+    store.apply(&[auto_delete]).unwrap();
+    assert_eq!(store.job(a, ids[1]).unwrap(), None);
+
+    // Everything acknowledged is there after a reopen.
+    drop(store);
+    let again = reopen();
+    assert_eq!(again.orgs().unwrap().len(), 2);
+    assert_eq!(again.job(a, ids[0]).unwrap().unwrap().status, Status::Succeeded);
+    assert_eq!(again.definitions().unwrap().len(), 1);
+}
+
+#[test]
+fn sqlite_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("sluice.db");
+    let open = |path: &Path| -> Box<dyn Store> { Box::new(SqliteStore::open(path).unwrap()) };
+    conformance(&|| open(&path), &|| open(&path));
+}
+
+#[test]
+fn sqlite_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    std::fs::write(&path, b"this is not sqlite, it is a shopping list").unwrap();
+    assert!(SqliteStore::open(&path).is_err());
+}
