@@ -9,6 +9,7 @@
 // (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod engine;
 pub mod jobs;
 pub mod records;

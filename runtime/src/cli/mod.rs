@@ -2,6 +2,7 @@
 
 mod format;
 mod plugin;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,15 @@ enum Command {
     /// Check and run plug-ins locally, in the same sandbox the server uses.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run the asynchronous service on an embedded SQLite file.
+    Serve(serve::ServeArgs),
+    /// Run the demo load on a fresh data directory for a while and report per org.
+    Demo {
+        #[arg(long, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
+        plugins: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,5 +106,7 @@ impl CommonOptions {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Plugin(command) => plugin::run(command).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Demo { plugins, seconds } => serve::demo(plugins, seconds).await,
     }
 }

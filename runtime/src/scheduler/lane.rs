@@ -67,6 +67,12 @@ impl LaneQueue {
         None
     }
 
+    /// The job `pop` would return next, without taking it.
+    pub fn peek(&self, live: impl Fn(JobId) -> bool) -> Option<JobId> {
+        let definition = self.turns.front()?;
+        self.queues.get(definition)?.iter().copied().find(|job| live(*job))
+    }
+
     /// Whether the thread cap and the throughput window allow one more start.
     pub fn may_start(&self, quotas: &Quotas, now: Millis) -> bool {
         let window = now.div_euclid(quotas.throughput_window());

@@ -273,12 +273,22 @@ impl Scheduler {
                 queue.in_ring = false;
                 continue;
             }
-            if lane != Lane::Exempt && !queue.may_start(&quotas, now) {
+            let jobs = &self.jobs;
+            let deactivated = &self.deactivated;
+            let live = |id: JobId| jobs.get(&id).is_some_and(|e| e.queued);
+            // A job of a deactivated definition is canceled when its turn comes even if the
+            // org is at its quota: canceling costs no thread and no start.
+            let cancelable = || {
+                queue
+                    .peek(live)
+                    .and_then(|id| jobs.get(&id))
+                    .is_some_and(|e| deactivated.contains(&e.spec.definition))
+            };
+            if lane != Lane::Exempt && !queue.may_start(&quotas, now) && !cancelable() {
                 self.rings[lane.index()].push_back(org);
                 continue;
             }
-            let jobs = &self.jobs;
-            let picked = queue.pop(|id| jobs.get(&id).is_some_and(|e| e.queued));
+            let picked = queue.pop(live);
             if queue.ready > 0 {
                 self.rings[lane.index()].push_back(org);
             } else {

@@ -220,3 +220,18 @@ fn a_restored_scheduler_resumes_where_the_store_left_off() {
     assert_eq!(s.wake(5 * MINUTE), vec![JobId(2)]);
     assert_eq!(s.status(JobId(3)), None, "terminal jobs are not scheduled");
 }
+
+#[test]
+fn a_deactivated_backlog_drains_even_while_its_org_is_at_the_throughput_cap() {
+    let mut s = Scheduler::new(quotas(10, 2));
+    for id in 1..=5 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    start(&mut s, 0).unwrap();
+    start(&mut s, 0).unwrap();
+    assert_eq!(s.next(0), None, "the window's two starts are used");
+    s.deactivate(FLOW);
+    for id in 3..=5 {
+        assert_eq!(s.next(0), Some(Decision::CanceledOnPickup(JobId(id))), "canceling costs no start");
+    }
+}

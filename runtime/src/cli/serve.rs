@@ -1,0 +1,311 @@
+//! `sluice serve` and `sluice demo`: the store, the scheduler and the engine as one
+//! process on an embedded SQLite file, with an optional demo load to watch.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sluice::config::ServeConfig;
+use sluice::engine::{Engine, Mode, Stage};
+use sluice::jobs::{DefinitionId, Lane, OrgId, Status};
+use sluice::records::{Attributes, Value};
+use sluice::service::{Event, Options, Service, SystemClock};
+use sluice::store::{Definition, DefinitionKind, SqliteStore, Store, Trigger, WorkflowStep};
+
+use super::format::{count, micros};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The data directory: the SQLite file and the compiled-plug-in cache live here.
+    #[arg(long, default_value = "sluice-data")]
+    data: PathBuf,
+    /// The configuration file (TOML); defaults apply without one.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the sample plug-ins are, for the demo load and --import.
+    #[arg(long, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
+    plugins: PathBuf,
+    /// Run the demo load: a steady tenant, a runaway workflow (deactivated after 15 s)
+    /// and an always-failing plug-in.
+    #[arg(long)]
+    demo_load: bool,
+    /// Import this many accounts into the `importer` org, each triggering a workflow
+    /// that numbers it; prints `acknowledged N` as events are committed.
+    #[arg(long)]
+    import: Option<u32>,
+    /// Exit once the loads are done and no job is left to run.
+    #[arg(long)]
+    until_idle: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
+    let Some(path) = path else { return Ok(ServeConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ServeConfig::parse(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+}
+
+async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
+    let store = Arc::new(SqliteStore::open(&data.join("sluice.db"))?);
+    let engine = Engine::new(config.engine.clone(), Some(&data.join("artifacts")))?;
+    let options = Options {
+        slots: config.slots,
+        limits: config.engine.default_limits.clone(),
+        default_quotas: config.default_quotas,
+    };
+    let service = Service::open(store.clone(), engine, Arc::new(SystemClock), options)?;
+    for org in &config.orgs {
+        let id = org_named(&service, &org.name)?;
+        for (lane, quotas) in [(Lane::Priority, org.priority), (Lane::Regular, org.regular)] {
+            if let Some(quotas) = quotas {
+                service.set_quotas(id, lane, quotas)?;
+            }
+        }
+    }
+    Ok(service)
+}
+
+/// The org of that name, created if missing.
+fn org_named(service: &Service, name: &str) -> anyhow::Result<OrgId> {
+    if let Some((id, _)) = service.store().orgs()?.into_iter().find(|(_, n)| n == name) {
+        return Ok(id);
+    }
+    Ok(service.create_org(name)?)
+}
+
+/// The definition of that name in the org, saved from `make` if missing.
+fn definition_named(
+    service: &Service,
+    org: OrgId,
+    name: &str,
+    make: impl FnOnce() -> anyhow::Result<Definition>,
+) -> anyhow::Result<DefinitionId> {
+    if let Some(d) = service.store().definitions()?.into_iter().find(|d| d.org == org && d.name == name) {
+        return Ok(d.id);
+    }
+    Ok(service.save_definition(make()?)?)
+}
+
+fn plugin(service: &Service, org: OrgId, dir: &Path, name: &str) -> anyhow::Result<u64> {
+    let path = dir.join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read {} (build the samples first)", path.display()))?;
+    Ok(service.upload_plugin(org, name, &bytes)?.id)
+}
+
+fn on(message: &str, entity: &str) -> Trigger {
+    Trigger { message: message.into(), entity: entity.into(), filtering_attributes: vec![] }
+}
+
+fn step(org: OrgId, name: &str, plugin: u64, trigger: Trigger, config: Option<&str>) -> Definition {
+    Definition {
+        id: DefinitionId(0),
+        org,
+        name: name.into(),
+        trigger,
+        kind: DefinitionKind::Step {
+            plugin,
+            stage: Stage::PostOperation,
+            mode: Mode::Asynchronous,
+            rank: 1,
+            unsecure_config: config.map(Into::into),
+            secure_config: None,
+        },
+        active: true,
+        auto_delete: false,
+    }
+}
+
+fn workflow(org: OrgId, name: &str, plugin: u64, trigger: Trigger) -> Definition {
+    Definition {
+        id: DefinitionId(0),
+        org,
+        name: name.into(),
+        trigger,
+        kind: DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] },
+        active: true,
+        auto_delete: false,
+    }
+}
+
+fn create(entity: &str, id: String, attributes: &[(&str, Value)]) -> Event {
+    let attributes: Attributes = attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    Event { message: "Create".into(), entity: entity.into(), record_id: Some(id), attributes }
+}
+
+/// The demo tenants and their load: watch the runaway being contained.
+async fn demo_load(service: Service, plugins: PathBuf) -> anyhow::Result<()> {
+    let steady = org_named(&service, "fabrikam")?;
+    let runaway = org_named(&service, "contoso")?;
+    let failing = org_named(&service, "northwind")?;
+    let router = plugin(&service, steady, &plugins, "lead_router")?;
+    definition_named(&service, steady, "route leads", || {
+        Ok(step(steady, "route leads", router, on("Create", "lead"), Some("US=alice;DE=bertha;*=carol")))
+    })?;
+    let echo = plugin(&service, runaway, &plugins, "echo")?;
+    let flow = definition_named(&service, runaway, "sync to ERP (runaway)", || {
+        Ok(workflow(runaway, "sync to ERP (runaway)", echo, on("Create", "account")))
+    })?;
+    service.set_active(runaway, flow, true)?;
+    let audit = plugin(&service, runaway, &plugins, "audit_trail")?;
+    definition_named(&service, runaway, "audit contacts", || {
+        Ok(step(runaway, "audit contacts", audit, on("Create", "contact"), None))
+    })?;
+    let flaky = plugin(&service, failing, &plugins, "flaky_sync")?;
+    definition_named(&service, failing, "always busy", || {
+        Ok(step(failing, "always busy", flaky, on("Create", "task"), Some("1000000")))
+    })?;
+
+    let started = Instant::now();
+    let mut deactivated = false;
+    for tick in 0u64.. {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        service.fire(steady, create("lead", format!("lead-{run}"), &[("country", "DE".into())])).await?;
+        service.fire(runaway, create("contact", format!("contact-{run}"), &[])).await?;
+        if started.elapsed() < Duration::from_secs(15) {
+            for n in 0..20 {
+                service.fire(runaway, create("account", format!("acc-{run}-{n}"), &[])).await?;
+            }
+        } else if !deactivated {
+            service.set_active(runaway, flow, false)?;
+            println!(
+                "demo: deactivated contoso's runaway workflow; its queued jobs are canceled as they are picked up"
+            );
+            deactivated = true;
+        }
+        if tick % 50 == 0 {
+            service.fire(failing, create("task", format!("task-{run}"), &[])).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The crash-test load: N account creates, each triggering the numbering workflow.
+async fn import(service: Service, plugins: PathBuf, accounts: u32) -> anyhow::Result<()> {
+    let org = org_named(&service, "importer")?;
+    let numbering = plugin(&service, org, &plugins, "account_number")?;
+    definition_named(&service, org, "number accounts", || {
+        Ok(workflow(org, "number accounts", numbering, on("Create", "account")))
+    })?;
+    for n in 1..=accounts {
+        service.fire(org, create("account", format!("import-{n:06}"), &[])).await?;
+        if n % 100 == 0 || n == accounts {
+            println!("acknowledged {n}");
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One line per org: jobs by status and the pickup latency of recent jobs.
+pub fn report(service: &Service) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (org, name) in service.store().orgs()? {
+        let counts = service.job_counts(org)?;
+        let of =
+            |status: Status| counts.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| *n).sum::<u64>();
+        let mut latencies: Vec<i64> = service
+            .store()
+            .jobs(org, None, None, 2_000)?
+            .iter()
+            .filter_map(|j| Some(j.started_at? - j.created_at))
+            .collect();
+        latencies.sort_unstable();
+        out.push_str(&format!(
+            "{name:>10}: waiting {:>6} · running {:>3} · succeeded {:>7} · failed {:>5} · postponed {:>4} · canceled {:>6} · pickup p50 {} p99 {}\n",
+            count(of(Status::WaitingForResources)),
+            of(Status::InProgress),
+            count(of(Status::Succeeded)),
+            count(of(Status::Failed)),
+            of(Status::Waiting),
+            count(of(Status::Canceled)),
+            micros(percentile(&latencies, 0.5) as u64 * 1000),
+            micros(percentile(&latencies, 0.99) as u64 * 1000),
+        ));
+    }
+    Ok(out)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_deref())?;
+    let service = open(&args.data, &config).await?;
+    println!("sluice: serving {} ({} slots per lane)", args.data.join("sluice.db").display(), config.slots);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
+    };
+    let mut loads = Vec::new();
+    if args.demo_load {
+        loads.push(tokio::spawn(demo_load(service.clone(), args.plugins.clone())));
+    }
+    if let Some(accounts) = args.import {
+        loads.push(tokio::spawn(import(service.clone(), args.plugins.clone(), accounts)));
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if let Some(failed) = loads.iter().position(|l| l.is_finished()) {
+            let load = loads.remove(failed);
+            load.await?.context("the load failed")?;
+        }
+        if args.seconds.is_some_and(|s| started.elapsed() >= Duration::from_secs(s)) {
+            break;
+        }
+        if args.until_idle
+            && loads.is_empty()
+            && service.store().unfinished_jobs()?.iter().all(|j| j.status == Status::Waiting)
+        {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            print!("{}", report(&service)?);
+            last_report = Instant::now();
+        }
+    }
+    for load in loads {
+        load.abort();
+    }
+    let _ = stop_tx.send(());
+    driver.await??;
+    print!("{}", report(&service)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice demo`: the demo load on a fresh data directory for a while, then a report.
+pub async fn demo(plugins: PathBuf, seconds: u64) -> anyhow::Result<ExitCode> {
+    let data = tempfile_dir()?;
+    let args = ServeArgs {
+        data: data.clone(),
+        config: None,
+        plugins,
+        demo_load: true,
+        import: None,
+        until_idle: false,
+        seconds: Some(seconds),
+    };
+    let code = serve(args).await;
+    let _ = std::fs::remove_dir_all(&data);
+    code
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,78 @@
+//! The configuration file of `sluice serve` (TOML, kebab-case keys, unknown keys are an
+//! error). Every field has a default; an empty file is a valid configuration.
+//!
+//! ```toml
+//! slots = 16                       # executions at once, per lane
+//! [default-quotas]                 # every org and lane the file does not name
+//! max-threads = 4
+//! [engine.default-limits]
+//! fuel = 10_000_000_000
+//! [[org]]
+//! name = "contoso"
+//! [org.regular]                    # this org's regular-lane quotas
+//! max-threads = 2
+//! max-throughput = 100
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineSettings;
+use crate::jobs::Quotas;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServeConfig {
+    /// Executions this node runs at once, per lane. Default 16.
+    pub slots: usize,
+    /// Quotas of every org and lane not set below (see [`Quotas`] for each default).
+    pub default_quotas: Quotas,
+    /// The sandbox: stack, plug-in size, pool size, and the default execution limits.
+    pub engine: EngineSettings,
+    /// Organisations to create at start (if missing), with their quotas.
+    #[serde(rename = "org")]
+    pub orgs: Vec<OrgConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            slots: 16,
+            default_quotas: Quotas::default(),
+            engine: EngineSettings::default(),
+            orgs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OrgConfig {
+    pub name: String,
+    #[serde(default)]
+    pub priority: Option<Quotas>,
+    #[serde(default)]
+    pub regular: Option<Quotas>,
+}
+
+impl ServeConfig {
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_unknown_keys_are_refused() {
+        assert_eq!(ServeConfig::parse("").unwrap(), ServeConfig::default());
+        let config =
+            ServeConfig::parse("slots = 4\n[[org]]\nname = \"contoso\"\n[org.regular]\nmax-threads = 2\n")
+                .unwrap();
+        assert_eq!(config.orgs[0].regular.unwrap().max_threads, 2);
+        assert_eq!(config.orgs[0].regular.unwrap().max_throughput, Quotas::default().max_throughput);
+        let error = ServeConfig::parse("slotz = 4").unwrap_err().to_string();
+        assert!(error.contains("unknown field `slotz`"), "{error}");
+    }
+}
