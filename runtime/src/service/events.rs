@@ -16,7 +16,7 @@ use super::{Error, Result, Service, State, loops};
 use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
 use crate::jobs::{JobId, Millis, OrgId, Status};
 use crate::records::{Attributes, Entity, OrgRecords, Overlay, RecordChange, RecordStore, Value};
-use crate::store::{Definition, DefinitionKind, NewJob, Operation, Store};
+use crate::store::{Batch, Definition, DefinitionKind, NewJob, Operation, Store};
 
 /// A message on a record, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,8 +156,6 @@ impl Service {
             sync_outputs.push((step.name.clone(), output));
         }
         let changes = overlay.changes();
-        self.shared.store.apply_changes(org, &changes)?;
-
         let mut triggers: Vec<Trigger> = changes
             .iter()
             .enumerate()
@@ -166,7 +164,19 @@ impl Service {
         if let Some(core) = triggers.get_mut(before_core) {
             core.pre_image = pre_image;
         }
-        let jobs = self.create_jobs(org, triggers, &correlation_id)?;
+        // The change, its sync steps' writes and the jobs it starts commit together.
+        let jobs = {
+            let mut state = self.state();
+            let planned = self.plan_jobs(&mut state, org, &triggers, &correlation_id, overlay.as_ref());
+            let batch = Batch {
+                changes: changes.into_iter().map(|c| (org, c)).collect(),
+                jobs: planned,
+                updates: vec![],
+            };
+            let ids = self.shared.store.commit(&batch)?;
+            submit_jobs(&mut state, &ids, &batch.jobs);
+            ids
+        };
         self.shared.work.notify_one();
         Ok(EventOutcome { record_id: id, correlation_id, sync_outputs, jobs })
     }
@@ -216,20 +226,22 @@ impl Service {
         execution.outcome.map_err(|error| Error::StepFailed { step: step.name.clone(), error })
     }
 
-    /// Creates the jobs that `triggers` start, with loop detection, and queues them.
-    pub(super) fn create_jobs(
+    /// Plans the jobs that `triggers` start, with loop detection; `reader` shows the
+    /// records as they are after the triggering writes (they may not be committed yet).
+    pub(super) fn plan_jobs(
         &self,
+        state: &mut State,
         org: OrgId,
-        triggers: Vec<Trigger>,
+        triggers: &[Trigger],
         correlation: &str,
-    ) -> Result<Vec<JobId>> {
+        reader: &dyn RecordStore,
+    ) -> Vec<NewJob> {
         let now = self.now();
-        let mut state = self.state();
         let mut new_jobs = Vec::new();
-        for trigger in &triggers {
+        for trigger in triggers {
             let post_image = match trigger.message {
                 "Delete" => None,
-                _ => self.shared.store.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
+                _ => reader.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
             };
             let definitions: Vec<Definition> = state
                 .definitions
@@ -239,7 +251,7 @@ impl Service {
                 .collect();
             for definition in definitions {
                 new_jobs.push(new_job(
-                    &mut state,
+                    state,
                     org,
                     &definition,
                     trigger,
@@ -249,22 +261,22 @@ impl Service {
                 ));
             }
         }
-        if new_jobs.is_empty() {
-            return Ok(Vec::new());
+        new_jobs
+    }
+}
+
+/// Queues committed jobs (those not refused at creation) with the scheduler.
+pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
+    for (id, job) in ids.iter().zip(jobs) {
+        if job.status == Status::WaitingForResources {
+            state.scheduler.submit(crate::scheduler::JobSpec {
+                id: *id,
+                org: job.org,
+                lane: job.lane,
+                definition: job.definition,
+                dependency_token: job.dependency_token.clone(),
+            });
         }
-        let ids = self.shared.store.insert_jobs(&new_jobs)?;
-        for (id, job) in ids.iter().zip(&new_jobs) {
-            if job.status == Status::WaitingForResources {
-                state.scheduler.submit(crate::scheduler::JobSpec {
-                    id: *id,
-                    org,
-                    lane: job.lane,
-                    definition: job.definition,
-                    dependency_token: job.dependency_token.clone(),
-                });
-            }
-        }
-        Ok(ids)
     }
 }
 

@@ -5,15 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::Trigger;
+use super::events::{Trigger, submit_jobs};
 use super::{Error, Result, Service};
 use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
 };
 use crate::jobs::{JobId, Lane, OrgId, Status};
-use crate::records::{OrgRecords, Overlay, RecordChange, RecordStore};
+use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
-use crate::store::{Definition, DefinitionKind, JobUpdate, Store};
+use crate::store::{Batch, Definition, DefinitionKind, JobUpdate, Store};
 
 /// A job's execution, done.
 pub(super) struct Finished {
@@ -25,7 +25,8 @@ pub(super) struct Finished {
     outcome: std::result::Result<PluginOutput, ExecutionError>,
     accounting: Accounting,
     trace: String,
-    changes: Vec<RecordChange>,
+    /// The execution's writes, buffered: committed with the completion if it succeeded.
+    overlay: Option<Arc<Overlay>>,
     auto_delete: bool,
 }
 
@@ -179,7 +180,7 @@ impl Service {
             outcome,
             accounting,
             trace: trace.join("\n"),
-            changes: overlay.changes(),
+            overlay: Some(overlay),
             auto_delete: definition.auto_delete,
         }
     }
@@ -195,74 +196,80 @@ impl Service {
             outcome: Err(ExecutionError::Trap { code: why.to_owned() }),
             accounting: Accounting::default(),
             trace: String::new(),
-            changes: Vec::new(),
+            overlay: None,
             auto_delete: false,
         }
     }
 
-    /// Records a round of finished jobs in one transaction, then creates the jobs their
-    /// record writes trigger.
+    /// Records a round of finished jobs in one transaction, with their record writes
+    /// and the jobs those writes trigger.
     fn handle_finished(&self, batch: Vec<Finished>) -> Result<()> {
         let now = self.now();
-        let mut updates = Vec::with_capacity(batch.len());
-        let mut cascades = Vec::new();
-        {
-            let mut state = self.state();
-            for finished in batch {
-                state.running[finished.lane.index()] -= 1;
-                let outcome = match &finished.outcome {
-                    Ok(_) => Outcome::Succeeded,
-                    Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
-                    Err(_) => Outcome::Exception,
-                };
-                let after = state.scheduler.finished(finished.job, now, outcome)?;
-                let previous = state.postponements.get(&finished.job).copied().unwrap_or(0);
-                let (status, postpone_until, postponements) = match after {
-                    After::Succeeded => (Status::Succeeded, None, previous),
-                    After::Failed => (Status::Failed, None, previous),
-                    After::Canceled => (Status::Canceled, None, previous),
-                    After::Retry | After::Requeued => (Status::WaitingForResources, None, previous),
-                    After::Postponed { until, count } => (Status::Waiting, Some(until), count),
-                    After::PostponedForever { count } => (Status::Waiting, None, count),
-                    After::Paused => (Status::Waiting, None, previous),
-                };
-                if status.is_terminal() {
-                    state.scheduler.forget(finished.job);
-                    state.postponements.remove(&finished.job);
-                } else {
-                    state.postponements.insert(finished.job, postponements);
-                }
-                let succeeded = status == Status::Succeeded;
-                let (error, output) = match &finished.outcome {
-                    Ok(output) => (None, serde_json::to_string(output).ok()),
-                    Err(e) => (Some((e.code().to_owned(), e.to_string())), None),
-                };
-                if succeeded && !finished.changes.is_empty() {
-                    let triggers: Vec<Trigger> =
-                        finished.changes.iter().map(|c| Trigger::of_change(c, finished.depth + 1)).collect();
-                    cascades.push((finished.org, triggers, finished.correlation.clone()));
-                }
-                updates.push(JobUpdate::Finished {
-                    id: finished.job,
-                    org: finished.org,
-                    at: now,
-                    status,
-                    postpone_until,
-                    retried: after == After::Retry,
-                    postponement_count: postponements,
-                    error,
-                    output,
-                    accounting: finished.accounting,
-                    trace: (!finished.trace.is_empty()).then_some(finished.trace),
-                    changes: if succeeded { finished.changes } else { Vec::new() },
-                    delete: succeeded && finished.auto_delete,
-                });
+        let mut commit = Batch::default();
+        let mut state = self.state();
+        for finished in batch {
+            state.running[finished.lane.index()] -= 1;
+            let outcome = match &finished.outcome {
+                Ok(_) => Outcome::Succeeded,
+                Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
+                Err(_) => Outcome::Exception,
+            };
+            let after = state.scheduler.finished(finished.job, now, outcome)?;
+            let previous = state.postponements.get(&finished.job).copied().unwrap_or(0);
+            let (status, postpone_until, postponements) = match after {
+                After::Succeeded => (Status::Succeeded, None, previous),
+                After::Failed => (Status::Failed, None, previous),
+                After::Canceled => (Status::Canceled, None, previous),
+                After::Retry | After::Requeued => (Status::WaitingForResources, None, previous),
+                After::Postponed { until, count } => (Status::Waiting, Some(until), count),
+                After::PostponedForever { count } => (Status::Waiting, None, count),
+                After::Paused => (Status::Waiting, None, previous),
+            };
+            if status.is_terminal() {
+                state.scheduler.forget(finished.job);
+                state.postponements.remove(&finished.job);
+            } else {
+                state.postponements.insert(finished.job, postponements);
             }
+            let succeeded = status == Status::Succeeded;
+            let (error, output) = match &finished.outcome {
+                Ok(output) => (None, serde_json::to_string(output).ok()),
+                Err(e) => (Some((e.code().to_owned(), e.to_string())), None),
+            };
+            let changes = match (&finished.overlay, succeeded) {
+                (Some(overlay), true) => overlay.changes(),
+                _ => Vec::new(),
+            };
+            if let Some(overlay) = finished.overlay.as_ref().filter(|_| succeeded && !changes.is_empty()) {
+                let triggers: Vec<Trigger> =
+                    changes.iter().map(|c| Trigger::of_change(c, finished.depth + 1)).collect();
+                let planned = self.plan_jobs(
+                    &mut state,
+                    finished.org,
+                    &triggers,
+                    &finished.correlation,
+                    overlay.as_ref(),
+                );
+                commit.jobs.extend(planned);
+            }
+            commit.updates.push(JobUpdate::Finished {
+                id: finished.job,
+                org: finished.org,
+                at: now,
+                status,
+                postpone_until,
+                retried: after == After::Retry,
+                postponement_count: postponements,
+                error,
+                output,
+                accounting: finished.accounting,
+                trace: (!finished.trace.is_empty()).then_some(finished.trace),
+                changes,
+                delete: succeeded && finished.auto_delete,
+            });
         }
-        self.shared.store.apply(&updates)?;
-        for (org, triggers, correlation) in cascades {
-            self.create_jobs(org, triggers, &correlation)?;
-        }
+        let ids = self.shared.store.commit(&commit)?;
+        submit_jobs(&mut state, &ids, &commit.jobs);
         Ok(())
     }
 

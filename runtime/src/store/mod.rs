@@ -35,6 +35,15 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What one transaction commits (see [`Store::commit`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Record changes of an event, applied first, in order.
+    pub changes: Vec<(OrgId, crate::records::RecordChange)>,
+    pub updates: Vec<JobUpdate>,
+    pub jobs: Vec<NewJob>,
+}
+
 /// What every backend provides. Records come through [`RecordStore`].
 pub trait Store: RecordStore {
     fn create_org(&self, name: &str) -> Result<OrgId>;
@@ -50,10 +59,20 @@ pub trait Store: RecordStore {
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()>;
     fn definitions(&self) -> Result<Vec<Definition>>;
 
+    /// Commits a batch in one transaction: an event's record changes, job transitions
+    /// (with their record writes) and new jobs; returns the new jobs' ids, in order.
+    /// Either all of it is durable or none of it.
+    fn commit(&self, batch: &Batch) -> Result<Vec<JobId>>;
+
     /// Inserts jobs in one transaction and returns their ids, in order.
-    fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
+    fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        self.commit(&Batch { jobs: jobs.to_vec(), ..Batch::default() })
+    }
+
     /// Applies state transitions in one transaction.
-    fn apply(&self, updates: &[JobUpdate]) -> Result<()>;
+    fn apply(&self, updates: &[JobUpdate]) -> Result<()> {
+        self.commit(&Batch { updates: updates.to_vec(), ..Batch::default() }).map(drop)
+    }
     /// Jobs not in a terminal status, to rebuild the scheduler after a restart.
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;

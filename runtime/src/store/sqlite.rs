@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger};
 use super::schema::MIGRATIONS;
-use super::{Error, Result, Store};
+use super::{Batch, Error, Result, Store};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use crate::records::{
@@ -197,22 +197,6 @@ fn apply_change(tx: &Connection, org: i64, change: &RecordChange) -> std::result
 /// Record-service calls name the org by its number, as text.
 fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
     org.parse().map_err(|_| RecordError::Invalid(format!("unknown organisation '{org}'")))
-}
-
-impl SqliteStore {
-    /// Applies record changes for one org in one transaction (an event's writes).
-    pub fn apply_changes(
-        &self,
-        org: OrgId,
-        changes: &[RecordChange],
-    ) -> std::result::Result<(), RecordError> {
-        let mut connection = self.lock();
-        let tx = connection.transaction().map_err(record_error)?;
-        for change in changes {
-            apply_change(&tx, i64::from(org.0), change)?;
-        }
-        tx.commit().map_err(record_error)
-    }
 }
 
 impl RecordStore for SqliteStore {
@@ -432,54 +416,18 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    fn commit(&self, batch: &Batch) -> Result<Vec<JobId>> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        let mut ids = Vec::with_capacity(jobs.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
-                    record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-                    error_code, error_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            for job in jobs {
-                let (entity, id) = job.record.clone().unzip();
-                let (code, message) = job.error.clone().unzip();
-                let completed = job.status.is_terminal().then_some(job.created_at);
-                insert.execute(params![
-                    job.org.0,
-                    job.lane.index() as i64,
-                    operation_name(job.operation),
-                    job.definition.0 as i64,
-                    job.definition_version,
-                    job.correlation_id,
-                    job.depth,
-                    entity,
-                    id,
-                    job.payload,
-                    job.dependency_token,
-                    job.status.code(),
-                    job.created_at,
-                    completed,
-                    code,
-                    message,
-                ])?;
-                ids.push(JobId(tx.last_insert_rowid() as u64));
-            }
+        for (org, change) in &batch.changes {
+            apply_change(&tx, i64::from(org.0), change).map_err(|e| Error::Corrupt(e.to_string()))?;
         }
-        tx.commit()?;
-        Ok(ids)
-    }
-
-    fn apply(&self, updates: &[JobUpdate]) -> Result<()> {
-        let mut connection = self.lock();
-        let tx = connection.transaction()?;
-        for update in updates {
+        for update in &batch.updates {
             apply_update(&tx, update)?;
         }
+        let ids = insert_jobs(&tx, &batch.jobs)?;
         tx.commit()?;
-        Ok(())
+        Ok(ids)
     }
 
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
@@ -530,6 +478,43 @@ impl SqliteStore {
         let rows = statement.query_map(parameters, job_from_row)?;
         rows.map(|row| finish_job(row?)).collect()
     }
+}
+
+fn insert_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    {
+        let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
+                    record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
+                    error_code, error_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+        for job in jobs {
+            let (entity, id) = job.record.clone().unzip();
+            let (code, message) = job.error.clone().unzip();
+            let completed = job.status.is_terminal().then_some(job.created_at);
+            insert.execute(params![
+                job.org.0,
+                job.lane.index() as i64,
+                operation_name(job.operation),
+                job.definition.0 as i64,
+                job.definition_version,
+                job.correlation_id,
+                job.depth,
+                entity,
+                id,
+                job.payload,
+                job.dependency_token,
+                job.status.code(),
+                job.created_at,
+                completed,
+                code,
+                message,
+            ])?;
+            ids.push(JobId(tx.last_insert_rowid() as u64));
+        }
+    }
+    Ok(ids)
 }
 
 fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
