@@ -2,6 +2,7 @@
 //! Guest plug-ins come from `sample-plugins/`, built by `sluice-sample-plugins`.
 
 mod cli;
+mod crash_recovery;
 mod hostile_plugins;
 mod isolation;
 mod job_service;
