@@ -26,6 +26,11 @@ impl Overlay {
         Overlay { base, pending: Mutex::default() }
     }
 
+    /// How many writes are buffered.
+    pub fn changes_len(&self) -> usize {
+        self.lock().changes.len()
+    }
+
     /// The buffered writes, in order.
     pub fn changes(&self) -> Vec<RecordChange> {
         self.lock().changes.clone()

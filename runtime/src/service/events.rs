@@ -88,7 +88,63 @@ fn is_sync(definition: &Definition) -> bool {
 impl Service {
     /// Fires an event through the API (depth 1, a new correlation).
     pub async fn fire(&self, org: OrgId, event: Event) -> Result<EventOutcome> {
+        let mut outcomes = self.fire_batch(org, vec![event]).await?;
+        Ok(outcomes.pop().expect("one event, one outcome"))
+    }
+
+    /// Fires many events as one transaction (bulk import): each is handled as `fire`
+    /// handles one, later events see earlier ones' writes, and all commit together or
+    /// not at all. One commit instead of one per event is what makes imports fast.
+    pub async fn fire_batch(&self, org: OrgId, events: Vec<Event>) -> Result<Vec<EventOutcome>> {
         let store: Arc<dyn RecordStore> = self.shared.store.clone();
+        let overlay = Arc::new(Overlay::new(store));
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            let start = overlay.changes_len();
+            let (outcome, core, pre_image) = self.prepare(org, event, &overlay).await?;
+            prepared.push((outcome, start, core, pre_image, overlay.changes_len()));
+        }
+        let changes = overlay.changes();
+        let mut state = self.state();
+        let mut planned = Vec::new();
+        let mut ranges = Vec::with_capacity(prepared.len());
+        for (outcome, start, core, pre_image, end) in &mut prepared {
+            let mut triggers: Vec<Trigger> = changes[*start..*end]
+                .iter()
+                .enumerate()
+                .map(|(n, change)| Trigger::of_change(change, if *start + n == *core { 1 } else { 2 }))
+                .collect();
+            if let Some(trigger) = triggers.get_mut(*core - *start) {
+                trigger.pre_image = pre_image.take();
+            }
+            let jobs = self.plan_jobs(&mut state, org, &triggers, &outcome.correlation_id, overlay.as_ref());
+            ranges.push(planned.len()..planned.len() + jobs.len());
+            planned.extend(jobs);
+        }
+        // The changes, the sync steps' writes and the jobs they start commit together.
+        let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs: planned, updates: vec![] };
+        let ids = self.shared.store.commit(&batch)?;
+        submit_jobs(&mut state, &ids, &batch.jobs);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(prepared
+            .into_iter()
+            .zip(ranges)
+            .map(|((mut outcome, ..), range)| {
+                outcome.jobs = ids[range].to_vec();
+                outcome
+            })
+            .collect())
+    }
+
+    /// Applies one event to the overlay with its sync steps; returns its outcome (jobs
+    /// not yet known), the index of its core change, and its pre-image.
+    async fn prepare(
+        &self,
+        org: OrgId,
+        event: Event,
+        overlay: &Arc<Overlay>,
+    ) -> Result<(EventOutcome, usize, Option<Entity>)> {
         let org_key = org.0.to_string();
         let message = match event.message.to_ascii_lowercase().as_str() {
             "create" => "Create",
@@ -111,9 +167,8 @@ impl Service {
         };
         let pre_image = match message {
             "Create" => None,
-            _ => Some(store.retrieve(&org_key, &event.entity, &id, &[])?),
+            _ => Some(overlay.retrieve(&org_key, &event.entity, &id, &[])?),
         };
-        let overlay = Arc::new(Overlay::new(store));
         let correlation_id = uuid::Uuid::new_v4().to_string();
         let steps = self.sync_steps(org, message, &event);
         let mut context = ExecutionContext::new(message, &event.entity);
@@ -129,11 +184,11 @@ impl Service {
             .iter()
             .filter(|s| matches!(s.kind, DefinitionKind::Step { stage, .. } if stage != Stage::PostOperation))
         {
-            let output = self.run_sync_step(org, step, &context, &overlay).await?;
+            let output = self.run_sync_step(org, step, &context, overlay).await?;
             context.shared_variables.extend(output.shared_variables.clone());
             sync_outputs.push((step.name.clone(), output));
         }
-        let before_core = overlay.changes().len();
+        let core = overlay.changes_len();
         match message {
             "Create" => {
                 let mut attributes = event.attributes.clone();
@@ -151,34 +206,12 @@ impl Service {
             .iter()
             .filter(|s| matches!(s.kind, DefinitionKind::Step { stage: Stage::PostOperation, .. }))
         {
-            let output = self.run_sync_step(org, step, &context, &overlay).await?;
+            let output = self.run_sync_step(org, step, &context, overlay).await?;
             context.shared_variables.extend(output.shared_variables.clone());
             sync_outputs.push((step.name.clone(), output));
         }
-        let changes = overlay.changes();
-        let mut triggers: Vec<Trigger> = changes
-            .iter()
-            .enumerate()
-            .map(|(n, change)| Trigger::of_change(change, if n == before_core { 1 } else { 2 }))
-            .collect();
-        if let Some(core) = triggers.get_mut(before_core) {
-            core.pre_image = pre_image;
-        }
-        // The change, its sync steps' writes and the jobs it starts commit together.
-        let jobs = {
-            let mut state = self.state();
-            let planned = self.plan_jobs(&mut state, org, &triggers, &correlation_id, overlay.as_ref());
-            let batch = Batch {
-                changes: changes.into_iter().map(|c| (org, c)).collect(),
-                jobs: planned,
-                updates: vec![],
-            };
-            let ids = self.shared.store.commit(&batch)?;
-            submit_jobs(&mut state, &ids, &batch.jobs);
-            ids
-        };
-        self.shared.work.notify_one();
-        Ok(EventOutcome { record_id: id, correlation_id, sync_outputs, jobs })
+        let outcome = EventOutcome { record_id: id, correlation_id, sync_outputs, jobs: Vec::new() };
+        Ok((outcome, core, pre_image))
     }
 
     fn sync_steps(&self, org: OrgId, message: &'static str, event: &Event) -> Vec<Definition> {
