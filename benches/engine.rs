@@ -16,119 +16,8 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use sluice::engine::{Engine, EngineSettings, ExecutionContext, ExecutionRequest, Limits, StepConfig};
 use sluice::records::{MemoryRecords, OrgRecords, Value};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-mod bare {
-    //! Bindings for the bare loop: synchronous, no fuel, stub host services.
-    wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
-}
-
-use bare::sluice::plugin::{config, context, records, tracing, types};
-
-struct BareState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for BareState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl types::Host for BareState {}
-impl context::Host for BareState {}
-impl tracing::Host for BareState {
-    fn trace(&mut self, _: String) {}
-}
-impl config::Host for BareState {
-    fn unsecure(&mut self) -> Option<String> {
-        None
-    }
-    fn secure(&mut self) -> Option<String> {
-        None
-    }
-}
-impl records::Host for BareState {
-    fn create(&mut self, _: String, _: Vec<types::Attribute>) -> Result<String, records::RecordError> {
-        Err(records::RecordError::Invalid("bare".into()))
-    }
-    fn retrieve(
-        &mut self,
-        _: String,
-        _: String,
-        _: Vec<String>,
-    ) -> Result<types::Entity, records::RecordError> {
-        Err(records::RecordError::Invalid("bare".into()))
-    }
-    fn update(&mut self, _: String, _: String, _: Vec<types::Attribute>) -> Result<(), records::RecordError> {
-        Err(records::RecordError::Invalid("bare".into()))
-    }
-    fn delete(&mut self, _: String, _: String) -> Result<(), records::RecordError> {
-        Err(records::RecordError::Invalid("bare".into()))
-    }
-    fn query(&mut self, _: records::Filter) -> Result<Vec<types::Entity>, records::RecordError> {
-        Err(records::RecordError::Invalid("bare".into()))
-    }
-}
-
-/// The bare-wasmtime baseline: what one sandboxed call costs with nothing around it.
-struct Bare {
-    engine: wasmtime::Engine,
-    pre: bare::PluginPre<BareState>,
-    fuel: bool,
-}
-
-impl Bare {
-    /// `fuel` turns on wasmtime's fuel metering alone, to tell its cost from Sluice's.
-    fn new(path: &str, fuel: bool) -> Bare {
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(64).total_core_instances(1024).total_memories(128).total_tables(512);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(fuel)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&config).unwrap();
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-        bare::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
-        let component = Component::from_file(&engine, Path::new(path)).unwrap();
-        let pre = bare::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        Bare { engine, pre, fuel }
-    }
-
-    fn call(&self, context: &context::ExecutionContext) {
-        let state = BareState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
-        let mut store = Store::new(&self.engine, state);
-        if self.fuel {
-            store.set_fuel(u64::MAX / 2).unwrap();
-        }
-        let plugin = self.pre.instantiate(&mut store).unwrap();
-        let output = plugin.sluice_plugin_handler().call_execute(&mut store, context).unwrap();
-        assert!(output.is_ok());
-    }
-}
-
-fn bare_context(parameters: Vec<types::Attribute>) -> context::ExecutionContext {
-    context::ExecutionContext {
-        org_id: "local".into(),
-        user_id: "local".into(),
-        message: "sample_Bench".into(),
-        entity: "none".into(),
-        record_id: None,
-        stage: context::Stage::PostOperation,
-        mode: context::Mode::Asynchronous,
-        depth: 1,
-        correlation_id: "bench".into(),
-        input_parameters: parameters,
-        pre_image: None,
-        post_image: None,
-        shared_variables: Vec::new(),
-    }
-}
+use sluice::engine::baseline::{Bare, context as bare_context, types};
 
 /// Sluice's side: the engine as the job service uses it.
 struct Sluice {
@@ -189,7 +78,7 @@ fn main() {
         context.input_parameters.insert("ping".into(), Value::from("pong"));
         context
     };
-    let bare_echo = Bare::new(sluice_sample_plugins::ECHO, false);
+    let bare_echo = Bare::new(sluice_sample_plugins::ECHO, false).unwrap();
     let bare_echo_context = bare_context(vec![types::Attribute {
         name: "ping".into(),
         value: types::Value::String("pong".into()),
@@ -199,8 +88,8 @@ fn main() {
     trivial.bench_function("sluice", |b| b.iter_custom(|n| sluice_echo.run(n, &echo_context)));
     trivial.finish();
 
-    let bare_burn = Bare::new(sluice_sample_plugins::CPU_BURN, false);
-    let bare_fuel_burn = Bare::new(sluice_sample_plugins::CPU_BURN, true);
+    let bare_burn = Bare::new(sluice_sample_plugins::CPU_BURN, false).unwrap();
+    let bare_fuel_burn = Bare::new(sluice_sample_plugins::CPU_BURN, true).unwrap();
     let sluice_burn = Sluice::new(sluice_sample_plugins::CPU_BURN);
     for (workload, limit) in WORKLOADS {
         let mut cpu = criterion.benchmark_group(format!("cpu-bound-{workload}"));

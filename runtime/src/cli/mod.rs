@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod bench;
 mod format;
 mod plugin;
 mod serve;
@@ -27,6 +28,13 @@ enum Command {
     Plugin(PluginCommand),
     /// Run the asynchronous service on an embedded SQLite file.
     Serve(serve::ServeArgs),
+    /// Load generators: throughput, noisy-neighbour, backlog.
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+        #[arg(long, global = true, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
+        plugins: PathBuf,
+    },
     /// Run the demo load on a fresh data directory for a while and report per org.
     Demo {
         #[arg(long, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
@@ -108,5 +116,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => plugin::run(command).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Demo { plugins, seconds } => serve::demo(plugins, seconds).await,
+        Command::Bench { scenario, plugins } => {
+            bench::run(scenario, &plugins).await.map(|()| ExitCode::SUCCESS)
+        }
     }
 }

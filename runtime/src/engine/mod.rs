@@ -8,6 +8,7 @@
 //! quotas): it turns one call into an [`Execution`] with an outcome, a trace log and
 //! accounting.
 
+pub mod baseline;
 mod cache;
 mod context;
 mod convert;

@@ -122,7 +122,11 @@ impl Service {
             planned.extend(jobs);
         }
         // The changes, the sync steps' writes and the jobs they start commit together.
-        let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs: planned, updates: vec![] };
+        let batch = Batch {
+            changes: changes.into_iter().map(|c| (org, c)).collect(),
+            jobs: planned,
+            updates: vec![],
+        };
         let ids = self.shared.store.commit(&batch)?;
         submit_jobs(&mut state, &ids, &batch.jobs);
         drop(state);

@@ -38,6 +38,9 @@ pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
     }
 }
 
+/// How long a round waits for more executions to finish before committing.
+const COMMIT_WINDOW: Duration = Duration::from_millis(1);
+
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
 
@@ -55,14 +58,15 @@ impl Service {
     }
 
     /// Starts every job that may start now (within this node's slots); returns how many.
+    /// The transitions are committed with the next round's completions, or now if no
+    /// execution will follow to carry them.
     fn start_ready(&self) -> Result<usize> {
         let now = self.now();
-        let mut updates = Vec::new();
         let mut to_run = Vec::new();
-        {
+        let flush = {
             let mut state = self.state();
             for id in state.scheduler.wake(now) {
-                updates.push(JobUpdate::Status {
+                state.pending.push(JobUpdate::Status {
                     id,
                     at: now,
                     status: Status::WaitingForResources,
@@ -75,12 +79,17 @@ impl Service {
                         None => break,
                         Some(Decision::CanceledOnPickup(id)) => {
                             let error = Some((DEACTIVATED_CODE.to_owned(), DEACTIVATED_MESSAGE.to_owned()));
-                            updates.push(JobUpdate::Status { id, at: now, status: Status::Canceled, error });
+                            state.pending.push(JobUpdate::Status {
+                                id,
+                                at: now,
+                                status: Status::Canceled,
+                                error,
+                            });
                             state.scheduler.forget(id);
                             state.postponements.remove(&id);
                         }
                         Some(Decision::Start(id)) => {
-                            updates.push(JobUpdate::Started { id, at: now });
+                            state.pending.push(JobUpdate::Started { id, at: now });
                             let org =
                                 state.scheduler.spec(id).map(|s| s.org).expect("a started job is known");
                             to_run.push((org, id));
@@ -89,9 +98,10 @@ impl Service {
                     }
                 }
             }
-        }
-        if !updates.is_empty() {
-            self.shared.store.apply(&updates)?;
+            if state.running == [0; 3] { std::mem::take(&mut state.pending) } else { Vec::new() }
+        };
+        if !flush.is_empty() {
+            self.shared.store.apply(&flush)?;
         }
         let started = to_run.len();
         for (org, id) in to_run {
@@ -205,8 +215,8 @@ impl Service {
     /// and the jobs those writes trigger.
     fn handle_finished(&self, batch: Vec<Finished>) -> Result<()> {
         let now = self.now();
-        let mut commit = Batch::default();
         let mut state = self.state();
+        let mut commit = Batch { updates: std::mem::take(&mut state.pending), ..Batch::default() };
         for finished in batch {
             state.running[finished.lane.index()] -= 1;
             let outcome = match &finished.outcome {
@@ -278,8 +288,15 @@ impl Service {
         let mut receiver = self.shared.finished_rx.lock().await;
         let Some(first) = receiver.recv().await else { return Ok(()) };
         let mut batch = vec![first];
-        while let Ok(more) = receiver.try_recv() {
-            batch.push(more);
+        // Group commit: gather what else finishes within a millisecond, so one
+        // transaction (one fsync) covers many jobs.
+        let running: usize = self.state().running.iter().sum();
+        let window = tokio::time::Instant::now() + COMMIT_WINDOW;
+        while batch.len() < running {
+            match tokio::time::timeout_at(window, receiver.recv()).await {
+                Ok(Some(more)) => batch.push(more),
+                _ => break,
+            }
         }
         drop(receiver);
         self.handle_finished(batch)

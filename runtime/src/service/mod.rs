@@ -105,6 +105,10 @@ struct State {
     loops: LoopDetector,
     /// Postponements so far, per unfinished job (the scheduler decides the next).
     postponements: HashMap<JobId, u32>,
+    /// Transitions decided but not yet committed: they ride along with the next round's
+    /// commit (group commit). Losing them in a crash is harmless: a job the store still
+    /// shows as waiting is simply picked up again.
+    pending: Vec<JobUpdate>,
 }
 
 impl Service {
@@ -139,6 +143,7 @@ impl Service {
             running: [0; 3],
             loops: LoopDetector::default(),
             postponements,
+            pending: Vec::new(),
         };
         Ok(Service {
             shared: Arc::new(Shared {

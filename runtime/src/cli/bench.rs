@@ -1,0 +1,320 @@
+//! `sluice bench SCENARIO`: load generators for an operator, like redis-benchmark. Each
+//! prints a readable summary and, as its last line, one JSON object with the figures.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::engine::baseline::{self, Bare, types};
+use sluice::engine::{Engine, EngineSettings, Mode, Stage};
+use sluice::jobs::{DefinitionId, Lane, Millis, OrgId, Quotas, Status};
+use sluice::records::Attributes;
+use sluice::service::{Event, Options, Service, SystemClock};
+use sluice::store::{Definition, DefinitionKind, SqliteStore, Store, Trigger, WorkflowStep};
+
+use super::format::{bytes, count, micros};
+
+#[derive(clap::Subcommand)]
+pub enum Scenario {
+    /// N trivial jobs enqueued, then run to completion on the durable store; against a
+    /// bare-wasmtime instantiate+call loop in the same run.
+    Throughput {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+    },
+    /// Org A floods the regular lane with a runaway workflow while org B submits at a
+    /// steady rate on the same lane; B's pickup latency and rate against B alone.
+    NoisyNeighbour {
+        #[arg(long, default_value_t = 1_000_000)]
+        flood: u64,
+        /// B's events per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Dequeue-and-run throughput with a large backlog waiting against a small one;
+    /// bytes on disk per waiting job.
+    Backlog {
+        #[arg(long, default_value_t = 1_000_000)]
+        large: u64,
+        #[arg(long, default_value_t = 10_000)]
+        small: u64,
+        /// Jobs run from each backlog.
+        #[arg(long, default_value_t = 5_000)]
+        run: u64,
+    },
+}
+
+/// Quotas that never throttle: the benchmarks measure the machinery, not the caps.
+const OPEN: Quotas = Quotas {
+    max_threads: 64,
+    max_throughput: u32::MAX,
+    throughput_window_minutes: 1,
+    max_exceptions: 3,
+    exception_window_minutes: 5,
+    max_postponements: 5,
+};
+
+struct Bench {
+    service: Service,
+    _dir: tempfile_guard::Guard,
+}
+
+mod tempfile_guard {
+    /// Removes the benchmark's data directory when dropped.
+    pub struct Guard(pub std::path::PathBuf);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn fresh(name: &str) -> anyhow::Result<Bench> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
+    let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
+    let options = Options { slots: 128, default_quotas: OPEN, ..Options::default() };
+    let service = Service::open(store, engine, Arc::new(SystemClock), options)?;
+    Ok(Bench { service, _dir: tempfile_guard::Guard(dir) })
+}
+
+fn echo_path(plugins: &Path) -> String {
+    plugins.join("echo.wasm").display().to_string()
+}
+
+/// An org with the echo plug-in registered on Create of `entity`, as a step (priority
+/// lane) or a workflow (regular lane).
+fn tenant(service: &Service, name: &str, plugins: &Path, entity: &str, lane: Lane) -> anyhow::Result<OrgId> {
+    let org = service.create_org(name)?;
+    let bytes = std::fs::read(echo_path(plugins))?;
+    let plugin = service.upload_plugin(org, "echo", &bytes)?.id;
+    let kind = match lane {
+        Lane::Regular => {
+            DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] }
+        }
+        _ => DefinitionKind::Step {
+            plugin,
+            stage: Stage::PostOperation,
+            mode: Mode::Asynchronous,
+            rank: 1,
+            unsecure_config: None,
+            secure_config: None,
+        },
+    };
+    service.save_definition(Definition {
+        id: DefinitionId(0),
+        org,
+        name: format!("echo on {entity}"),
+        trigger: Trigger { message: "Create".into(), entity: entity.into(), filtering_attributes: vec![] },
+        kind,
+        active: true,
+        auto_delete: false,
+    })?;
+    Ok(org)
+}
+
+fn create(entity: &str, n: u64) -> Event {
+    Event {
+        message: "Create".into(),
+        entity: entity.into(),
+        record_id: Some(format!("{entity}-{n}")),
+        attributes: Attributes::new(),
+    }
+}
+
+/// Enqueues `n` events in batches of 1,000, with progress; returns events per second.
+async fn enqueue(service: &Service, org: OrgId, entity: &str, n: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let progress = indicatif::ProgressBar::new(n).with_message(format!("enqueueing {entity} events"));
+    let mut next = 0;
+    while next < n {
+        let batch: Vec<Event> = (next..(next + 1_000).min(n)).map(|i| create(entity, i)).collect();
+        next += batch.len() as u64;
+        service.fire_batch(org, batch).await?;
+        progress.set_position(next);
+    }
+    progress.finish_and_clear();
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
+    let bare = Bare::new(&echo_path(plugins), false).map_err(|e| anyhow::anyhow!("baseline: {e}"))?;
+    let context =
+        baseline::context(vec![types::Attribute { name: "n".into(), value: types::Value::Integer(1) }]);
+    let started = Instant::now();
+    for _ in 0..calls {
+        bare.call(&context);
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::Throughput { jobs } => throughput(plugins, jobs).await,
+        Scenario::NoisyNeighbour { flood, rate, seconds } => {
+            noisy_neighbour(plugins, flood, rate, seconds).await
+        }
+        Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
+    }
+}
+
+async fn throughput(plugins: &Path, jobs: u64) -> anyhow::Result<()> {
+    let bench = fresh("throughput")?;
+    let org = tenant(&bench.service, "bench", plugins, "account", Lane::Priority)?;
+    let enqueue_rate = enqueue(&bench.service, org, "account", jobs).await?;
+    let started = Instant::now();
+    bench.service.run_until_idle().await?;
+    let sluice = jobs as f64 / started.elapsed().as_secs_f64();
+    let succeeded = bench
+        .service
+        .store()
+        .job_counts(org)?
+        .iter()
+        .filter(|(_, s, _)| *s == Status::Succeeded)
+        .map(|c| c.2)
+        .sum::<u64>();
+    anyhow::ensure!(succeeded == jobs, "{succeeded} of {jobs} jobs succeeded");
+    let bare = bare_rate(plugins, jobs)?;
+    println!("throughput: {} jobs enqueued at {} events/s", count(jobs), count(enqueue_rate as u64));
+    println!("  sluice (durable SQLite, batched commits): {} jobs/s", count(sluice as u64));
+    println!("  bare wasmtime instantiate+call loop:      {} jobs/s", count(bare as u64));
+    println!("  ratio: {:.3}", sluice / bare);
+    println!(
+        "{}",
+        json!({"scenario": "throughput", "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
+    );
+    Ok(())
+}
+
+/// B fires `rate` events a second for `seconds` while the driver runs; returns B's
+/// pickup latencies (ms) and completed jobs per second.
+async fn steady(
+    service: &Service,
+    org: OrgId,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Millis>, f64)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
+    };
+    let started = Instant::now();
+    let total = rate * seconds;
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    let mut fired = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        interval.tick().await;
+        fired.extend(service.fire(org, create("contact", n)).await?.jobs);
+    }
+    // Let the last ones finish.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = service
+            .store()
+            .job_counts(org)?
+            .iter()
+            .filter(|(_, s, _)| s.is_terminal())
+            .map(|c| c.2)
+            .sum::<u64>();
+        if done >= fired.len() as u64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    driver.await??;
+    let jobs = service.store().jobs(org, None, None, u32::MAX)?;
+    let completed = jobs.iter().filter(|j| j.status == Status::Succeeded).count() as f64;
+    let latencies = jobs.iter().filter_map(|j| Some(j.started_at? - j.created_at)).collect();
+    Ok((latencies, completed / elapsed))
+}
+
+fn p99(mut latencies: Vec<Millis>) -> Millis {
+    latencies.sort_unstable();
+    latencies.get(((latencies.len().max(1) - 1) as f64 * 0.99) as usize).copied().unwrap_or(0)
+}
+
+async fn noisy_neighbour(plugins: &Path, flood: u64, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let alone = fresh("alone")?;
+    let b = tenant(&alone.service, "steady", plugins, "contact", Lane::Regular)?;
+    let (latencies, alone_rate) = steady(&alone.service, b, rate, seconds).await?;
+    let alone_p99 = p99(latencies);
+    drop(alone);
+
+    let noisy = fresh("noisy")?;
+    let a = tenant(&noisy.service, "runaway", plugins, "account", Lane::Regular)?;
+    let b = tenant(&noisy.service, "steady", plugins, "contact", Lane::Regular)?;
+    let enqueue_rate = enqueue(&noisy.service, a, "account", flood).await?;
+    let (latencies, noisy_rate) = steady(&noisy.service, b, rate, seconds).await?;
+    let noisy_p99 = p99(latencies);
+    let a_done = noisy
+        .service
+        .store()
+        .job_counts(a)?
+        .iter()
+        .filter(|(_, s, _)| *s == Status::Succeeded)
+        .map(|c| c.2)
+        .sum::<u64>();
+    // Pickup latency is measured in whole milliseconds: compare with a floor of 1 ms.
+    let ratio = noisy_p99.max(1) as f64 / alone_p99.max(1) as f64;
+    println!(
+        "noisy neighbour: org A flooded {} runaway jobs (enqueued at {} events/s); org B fired {rate}/s for {seconds} s",
+        count(flood),
+        count(enqueue_rate as u64)
+    );
+    println!("  B alone:        p99 pickup {} · {:.1} jobs/s", micros(alone_p99 as u64 * 1000), alone_rate);
+    println!(
+        "  B beside flood: p99 pickup {} · {:.1} jobs/s (A ran {} of its jobs meanwhile)",
+        micros(noisy_p99 as u64 * 1000),
+        noisy_rate,
+        count(a_done)
+    );
+    println!("  p99 ratio: {ratio:.2} · rate ratio: {:.3}", noisy_rate / alone_rate);
+    println!(
+        "{}",
+        json!({"scenario": "noisy-neighbour", "flood": flood, "b_rate": rate, "alone_p99_ms": alone_p99, "noisy_p99_ms": noisy_p99, "p99_ratio": ratio, "alone_jobs_per_s": alone_rate, "noisy_jobs_per_s": noisy_rate, "rate_ratio": noisy_rate / alone_rate, "a_completed_meanwhile": a_done})
+    );
+    Ok(())
+}
+
+/// Runs `jobs` jobs out of the backlog; returns jobs per second.
+async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut begun = 0;
+    while begun < jobs {
+        begun += service.run_once().await? as u64;
+    }
+    Ok(begun as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn backlog(plugins: &Path, large: u64, small: u64, run: u64) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    let mut per_job = 0.0;
+    for waiting in [small, large] {
+        let bench = fresh(&format!("backlog-{waiting}"))?;
+        let org = tenant(&bench.service, "bench", plugins, "account", Lane::Priority)?;
+        enqueue(&bench.service, org, "account", waiting).await?;
+        per_job = bench.service.store().size_on_disk()? as f64 / waiting as f64;
+        rates.push(run_some(&bench.service, run.min(waiting)).await?);
+    }
+    let ratio = rates[1] / rates[0];
+    println!("backlog: running {} jobs", count(run));
+    println!("  with {} waiting: {} jobs/s", count(small), count(rates[0] as u64));
+    println!("  with {} waiting: {} jobs/s", count(large), count(rates[1] as u64));
+    println!(
+        "  ratio: {ratio:.3} · {} on disk per waiting job (event record + job row + indexes)",
+        bytes(per_job as u64)
+    );
+    println!(
+        "{}",
+        json!({"scenario": "backlog", "small": small, "large": large, "small_jobs_per_s": rates[0], "large_jobs_per_s": rates[1], "ratio": ratio, "bytes_per_waiting_job": per_job})
+    );
+    Ok(())
+}
