@@ -328,3 +328,32 @@ async fn another_orgs_job_ids_are_not_found() {
     assert!(matches!(h.service.cancel(b, job), Err(sluice::service::Error::NotFound("job"))));
     assert!(h.service.job(a, job).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_loses_no_finished_execution_while_events_keep_arriving() {
+    let h = harness(Options { slots: 4, ..Options::default() });
+    let org = h.service.create_org("contoso").unwrap();
+    h.service
+        .set_quotas(org, Lane::Priority, Quotas { max_throughput: 100_000, ..Quotas::default() })
+        .unwrap();
+    h.async_step(org, samples::ECHO, trigger("Create", "account"), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = h.service.clone();
+        tokio::spawn(async move { service.run(async { stopped.await.unwrap_or(()) }).await })
+    };
+    // Every event wakes the driver while executions are finishing: the race that must
+    // not drop a finished execution on the floor.
+    for n in 0..300 {
+        h.create(org, "account", &format!("a{n}")).await;
+        tokio::task::yield_now().await;
+    }
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+    // If an execution had been lost, its slot would never free and this would hang.
+    tokio::time::timeout(std::time::Duration::from_secs(120), h.service.run_until_idle())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.service.store().job_counts(org).unwrap(), vec![(Lane::Priority, Status::Succeeded, 300)]);
+}

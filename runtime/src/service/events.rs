@@ -130,6 +130,9 @@ impl Service {
         let ids = self.shared.store.commit(&batch)?;
         submit_jobs(&mut state, &ids, &batch.jobs);
         drop(state);
+        // Start what may start now rather than when the driver's current round ends: a
+        // tenant's pickup latency must not depend on another tenant's round of work.
+        self.start_ready()?;
         self.shared.work.notify_one();
         Ok(prepared
             .into_iter()

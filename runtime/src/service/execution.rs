@@ -60,7 +60,7 @@ impl Service {
     /// Starts every job that may start now (within this node's slots); returns how many.
     /// The transitions are committed with the next round's completions, or now if no
     /// execution will follow to carry them.
-    fn start_ready(&self) -> Result<usize> {
+    pub(super) fn start_ready(&self) -> Result<usize> {
         let now = self.now();
         let mut to_run = Vec::new();
         let flush = {
@@ -283,15 +283,21 @@ impl Service {
         Ok(())
     }
 
-    /// Waits for at least one execution to finish and records every one finished so far.
-    async fn collect_finished(&self) -> Result<()> {
-        let mut receiver = self.shared.finished_rx.lock().await;
-        let Some(first) = receiver.recv().await else { return Ok(()) };
+    /// Waits for one execution to finish. Cancel-safe: nothing is lost if the wait is
+    /// abandoned (the driver selects over it).
+    async fn next_finished(&self) -> Option<Finished> {
+        self.shared.finished_rx.lock().await.recv().await
+    }
+
+    /// Gathers what else finishes within the commit window and records the round.
+    /// Not cancel-safe (received executions are in hand): never raced against anything.
+    async fn complete_round(&self, first: Finished) -> Result<()> {
         let mut batch = vec![first];
         // Group commit: gather what else finishes within a millisecond, so one
         // transaction (one fsync) covers many jobs.
         let running: usize = self.state().running.iter().sum();
         let window = tokio::time::Instant::now() + COMMIT_WINDOW;
+        let mut receiver = self.shared.finished_rx.lock().await;
         while batch.len() < running {
             match tokio::time::timeout_at(window, receiver.recv()).await {
                 Ok(Some(more)) => batch.push(more),
@@ -300,6 +306,14 @@ impl Service {
         }
         drop(receiver);
         self.handle_finished(batch)
+    }
+
+    /// Waits for at least one execution to finish and records the round.
+    async fn collect_finished(&self) -> Result<()> {
+        match self.next_finished().await {
+            Some(first) => self.complete_round(first).await,
+            None => Ok(()),
+        }
     }
 
     /// One round: starts what may start, then records at least one finished execution
@@ -339,7 +353,11 @@ impl Service {
             let running = self.state().running != [0; 3];
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                result = self.collect_finished(), if running => result?,
+                finished = self.next_finished(), if running => {
+                    if let Some(first) = finished {
+                        self.complete_round(first).await?;
+                    }
+                }
                 _ = self.shared.work.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
