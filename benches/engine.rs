@@ -45,6 +45,7 @@ impl Sluice {
                     records: OrgRecords::new("local", self.records.clone()),
                     config: StepConfig::default(),
                     limits: Limits::default(),
+                    stop: None,
                 };
                 let execution = self.engine.execute(&self.plugin, request).await;
                 assert!(execution.outcome.is_ok(), "{:?}", execution.outcome);

@@ -357,3 +357,20 @@ async fn the_driver_loses_no_finished_execution_while_events_keep_arriving() {
         .unwrap();
     assert_eq!(h.service.store().job_counts(org).unwrap(), vec![(Lane::Priority, Status::Succeeded, 300)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_a_running_job_stops_its_execution_at_the_next_yield() {
+    use sluice::engine::Limits;
+    // Fuel and deadline far beyond the test: only the cancel can end this run.
+    let limits = Limits { fuel: u64::MAX / 2, deadline_ms: 10 * 60 * 1000, ..Limits::default() };
+    let h = harness(Options { limits, ..Options::default() });
+    let org = h.service.create_org("contoso").unwrap();
+    h.async_step(org, samples::HOSTILE_INFINITE_LOOP, trigger("Create", "account"), None);
+    let job = h.create(org, "account", "a1").await[0];
+    assert_eq!(h.service.cancel(org, job).unwrap(), Status::Canceling, "the event started it at once");
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(60), h.service.run_until_idle()).await;
+    ran.expect("the execution stopped").unwrap();
+    let row = h.job(org, job);
+    assert_eq!(row.status, Status::Canceled);
+    assert_eq!(row.error_code.as_deref(), Some("stopped"));
+}

@@ -62,6 +62,7 @@ pub async fn run_with(
         context,
         config: StepConfig { unsecure: config.map(Into::into), secure: None },
         limits,
+        stop: None,
     };
     engine().execute(&plugin(path), request).await
 }

@@ -78,6 +78,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 records: OrgRecords::new(org, store.clone()),
                 config: StepConfig { unsecure: config, secure: secure_config },
                 limits,
+                stop: None,
             };
             let execution = engine.execute(&plugin, request).await;
             if json {

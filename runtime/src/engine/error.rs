@@ -61,6 +61,9 @@ pub enum ExecutionError {
     /// The guest trapped: `unreachable` (a Rust panic), out-of-bounds access, ...
     #[error("trap: {code}")]
     Trap { code: String },
+    /// The run was stopped on request (its job was canceled or paused).
+    #[error("stopped on request")]
+    Stopped,
     /// Every execution slot of this process is in use.
     #[error("busy: all {slots} execution slots are in use")]
     Busy { slots: u32 },
@@ -82,12 +85,13 @@ impl ExecutionError {
             ExecutionError::InvalidHostCall { .. } => "invalid-host-call",
             ExecutionError::Trap { .. } => "trap",
             ExecutionError::Busy { .. } => "busy",
+            ExecutionError::Stopped => "stopped",
         }
     }
 
     /// Whether the job service retries after this error. A business error never is;
     /// everything else counts as an exception (retried, then postponed).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ExecutionError::Business { .. })
+        !matches!(self, ExecutionError::Business { .. } | ExecutionError::Stopped)
     }
 }

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,30 @@ pub struct ExecutionRequest {
     pub records: OrgRecords,
     pub config: StepConfig,
     pub limits: Limits,
+    /// Raised to stop the run at its next yield (a cancel or pause of its job).
+    pub stop: Option<StopSignal>,
+}
+
+/// Asks a running execution to stop; it ends with [`ExecutionError::Stopped`] at its
+/// next yield (within `fuel-yield-interval` units of fuel).
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a guarded run ended.
+enum Ended<T> {
+    Done(T),
+    Deadline,
+    Stopped,
 }
 
 /// Resources one execution used.
@@ -90,18 +116,21 @@ fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiC
         .build()
 }
 
-/// Polls `work` until it finishes or `deadline` passes. Fuel yields make a running
+/// Polls `work` until it finishes, `deadline` passes or `stop` is raised. Fuel yields make a running
 /// guest return `Pending` regularly, so the clock is checked even in a tight loop; the
 /// tokio timer covers a guest parked in an async host call.
-async fn before<F: Future>(deadline: Instant, work: F) -> Option<F::Output> {
+async fn guarded<F: Future>(deadline: Instant, stop: Option<&StopSignal>, work: F) -> Ended<F::Output> {
     let mut work = pin!(work);
     let checked = std::future::poll_fn(|cx| {
-        if Instant::now() >= deadline {
-            return Poll::Ready(None);
+        if stop.is_some_and(StopSignal::is_stopped) {
+            return Poll::Ready(Ended::Stopped);
         }
-        work.as_mut().poll(cx).map(Some)
+        if Instant::now() >= deadline {
+            return Poll::Ready(Ended::Deadline);
+        }
+        work.as_mut().poll(cx).map(Ended::Done)
     });
-    tokio::time::timeout_at(deadline.into(), checked).await.ok().flatten()
+    tokio::time::timeout_at(deadline.into(), checked).await.unwrap_or(Ended::Deadline)
 }
 
 impl Engine {
@@ -136,7 +165,7 @@ impl Engine {
 
         let context = context_to_wit(&request.context);
         let deadline = started + limits.deadline();
-        let ran = before(deadline, async {
+        let ran = guarded(deadline, request.stop.as_ref(), async {
             let instance = self.instantiate(plugin, &mut store, &limits).await?;
             Ok(instance.sluice_plugin_handler().call_execute(&mut store, &context).await)
         })
@@ -144,9 +173,10 @@ impl Engine {
 
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let outcome = match ran {
-            None => Err(ExecutionError::DeadlineExceeded { limit: limits.deadline() }),
-            Some(Err(instantiation)) => Err(instantiation),
-            Some(Ok(call)) => self.outcome(call, store.data(), &limits),
+            Ended::Deadline => Err(ExecutionError::DeadlineExceeded { limit: limits.deadline() }),
+            Ended::Stopped => Err(ExecutionError::Stopped),
+            Ended::Done(Err(instantiation)) => Err(instantiation),
+            Ended::Done(Ok(call)) => self.outcome(call, store.data(), &limits),
         };
 
         let state = store.into_data();

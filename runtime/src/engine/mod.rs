@@ -29,7 +29,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use cache::sha256_hex;
 pub use context::{ExecutionContext, Mode, PluginOutput, Stage};
 pub use error::{ExecutionError, LoadError};
-pub use execute::{Accounting, Execution, ExecutionRequest};
+pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
 pub use host::StepConfig;
 pub use limits::{EngineSettings, Limits};
 pub use plugin::{HANDLER_EXPORT, Plugin, PluginInfo};

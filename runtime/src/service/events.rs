@@ -261,6 +261,7 @@ impl Service {
             records,
             config,
             limits: self.shared.options.limits.clone(),
+            stop: None,
         };
         let execution = self.shared.engine.execute(&compiled, request).await;
         execution.outcome.map_err(|error| Error::StepFailed { step: step.name.clone(), error })

@@ -9,6 +9,7 @@ use super::events::{Trigger, submit_jobs};
 use super::{Error, Result, Service};
 use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
+    StopSignal,
 };
 use crate::jobs::{JobId, Lane, OrgId, Status};
 use crate::records::{OrgRecords, Overlay, RecordStore};
@@ -92,7 +93,9 @@ impl Service {
                             state.pending.push(JobUpdate::Started { id, at: now });
                             let org =
                                 state.scheduler.spec(id).map(|s| s.org).expect("a started job is known");
-                            to_run.push((org, id));
+                            let stop = StopSignal::default();
+                            state.stops.insert(id, stop.clone());
+                            to_run.push((org, id, stop));
                             state.running[lane.index()] += 1;
                         }
                     }
@@ -104,10 +107,10 @@ impl Service {
             self.shared.store.apply(&flush)?;
         }
         let started = to_run.len();
-        for (org, id) in to_run {
+        for (org, id, stop) in to_run {
             let service = self.clone();
             tokio::spawn(async move {
-                let finished = service.execute_job(org, id).await;
+                let finished = service.execute_job(org, id, stop).await;
                 // The receiver lives as long as the service.
                 let _ = service.shared.finished_tx.send(finished);
             });
@@ -116,7 +119,7 @@ impl Service {
     }
 
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
-    async fn execute_job(&self, org: OrgId, id: JobId) -> Finished {
+    async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal) -> Finished {
         let job = self.shared.store.job(org, id);
         let (job, definition) = match job {
             Ok(Some(job)) => {
@@ -162,6 +165,7 @@ impl Service {
                 records: OrgRecords::new(org.0.to_string(), overlay.clone() as Arc<dyn RecordStore>),
                 config,
                 limits: self.shared.options.limits.clone(),
+                stop: Some(stop.clone()),
             };
             let execution = self.shared.engine.execute(&compiled, request).await;
             accounting.fuel_used += execution.accounting.fuel_used;
@@ -219,9 +223,11 @@ impl Service {
         let mut commit = Batch { updates: std::mem::take(&mut state.pending), ..Batch::default() };
         for finished in batch {
             state.running[finished.lane.index()] -= 1;
+            state.stops.remove(&finished.job);
             let outcome = match &finished.outcome {
                 Ok(_) => Outcome::Succeeded,
                 Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
+                Err(ExecutionError::Stopped) => Outcome::Stopped,
                 Err(_) => Outcome::Exception,
             };
             let after = state.scheduler.finished(finished.job, now, outcome)?;

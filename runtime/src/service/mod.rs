@@ -20,7 +20,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventOutcome};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 
-use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin};
+use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
@@ -109,6 +109,8 @@ struct State {
     /// commit (group commit). Losing them in a crash is harmless: a job the store still
     /// shows as waiting is simply picked up again.
     pending: Vec<JobUpdate>,
+    /// The stop signal of each running execution (raised by cancel and pause).
+    stops: HashMap<JobId, StopSignal>,
 }
 
 impl Service {
@@ -144,6 +146,7 @@ impl Service {
             loops: LoopDetector::default(),
             postponements,
             pending: Vec::new(),
+            stops: HashMap::new(),
         };
         Ok(Service {
             shared: Arc::new(Shared {
@@ -274,6 +277,11 @@ impl Service {
         }
         let mut state = self.state();
         let status = act(&mut state.scheduler)?;
+        if matches!(status, Status::Canceling | Status::Pausing)
+            && let Some(stop) = state.stops.get(&id)
+        {
+            stop.stop();
+        }
         let now = self.now();
         self.shared.store.apply(&[JobUpdate::Status { id, at: now, status, error: None }])?;
         if status.is_terminal() {
