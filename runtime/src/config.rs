@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub default_quotas: Quotas,
     /// The sandbox: stack, plug-in size, pool size, and the default execution limits.
     pub engine: EngineSettings,
+    /// How long finished jobs and trace logs are kept.
+    pub retention: crate::service::Retention,
     /// Organisations to create at start (if missing), with their quotas.
     #[serde(rename = "org")]
     pub orgs: Vec<OrgConfig>,
@@ -39,6 +41,7 @@ impl Default for ServeConfig {
             slots: 16,
             default_quotas: Quotas::default(),
             engine: EngineSettings::default(),
+            retention: crate::service::Retention::default(),
             orgs: Vec::new(),
         }
     }

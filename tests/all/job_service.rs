@@ -374,3 +374,36 @@ async fn canceling_a_running_job_stops_its_execution_at_the_next_yield() {
     assert_eq!(row.status, Status::Canceled);
     assert_eq!(row.error_code.as_deref(), Some("stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_traces_after_a_day_succeeded_jobs_after_30_days_failed_after_60() {
+    const HOUR: i64 = 60 * MINUTE;
+    let h = harness(Options::default());
+    let org = h.service.create_org("contoso").unwrap();
+    h.async_step(org, samples::AUDIT_TRAIL, trigger("Create", "contact"), None);
+    h.async_step(org, samples::CREDIT_VALIDATOR, trigger("Create", "account"), None);
+    let traced = h.create(org, "contact", "c1").await[0];
+    let nameless = Event {
+        message: "Create".into(),
+        entity: "account".into(),
+        record_id: Some("a1".into()),
+        attributes: attrs(&[]),
+    };
+    let failed = h.service.fire(org, nameless).await.unwrap().jobs[0];
+    h.service.run_until_idle().await.unwrap();
+    assert!(h.job(org, traced).trace.is_some());
+    assert_eq!(h.job(org, failed).status, Status::Failed);
+
+    h.clock.advance(25 * HOUR);
+    assert_eq!(h.service.purge().unwrap(), (0, 1), "the trace log is gone after 24 hours");
+    assert_eq!(h.job(org, traced).trace, None);
+
+    h.clock.advance(30 * 24 * HOUR);
+    assert_eq!(h.service.purge().unwrap(), (1, 0));
+    assert!(h.service.job(org, traced).is_err(), "succeeded: kept 30 days");
+    assert_eq!(h.job(org, failed).status, Status::Failed, "failed: kept 60 days");
+
+    h.clock.advance(30 * 24 * HOUR);
+    assert_eq!(h.service.purge().unwrap(), (1, 0));
+    assert!(h.service.job(org, failed).is_err());
+}

@@ -56,6 +56,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         slots: config.slots,
         limits: config.engine.default_limits.clone(),
         default_quotas: config.default_quotas,
+        retention: config.retention,
     };
     let service = Service::open(store.clone(), engine, Arc::new(SystemClock), options)?;
     for org in &config.orgs {

@@ -348,6 +348,7 @@ impl Service {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            self.purge_if_due()?;
             self.start_ready()?;
             let now = self.now();
             let wake = {

@@ -24,7 +24,7 @@ use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSigna
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
-use crate::store::{Definition, JobRow, JobUpdate, SqliteStore, Store, StoredPlugin};
+use crate::store::{Cutoffs, Definition, JobRow, JobUpdate, SqliteStore, Store, StoredPlugin};
 use execution::Finished;
 use loops::LoopDetector;
 
@@ -70,13 +70,43 @@ pub struct Options {
     pub limits: Limits,
     /// Quotas of orgs and lanes the operator has not set.
     pub default_quotas: Quotas,
+    pub retention: Retention,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { slots: 16, limits: Limits::default(), default_quotas: Quotas::default() }
+        Options {
+            slots: 16,
+            limits: Limits::default(),
+            default_quotas: Quotas::default(),
+            retention: Retention::default(),
+        }
     }
 }
+
+/// How long finished jobs and trace logs are kept (auto-delete-on-success definitions
+/// delete their jobs at once). The driver purges once an hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Retention {
+    /// Days a succeeded job is kept. Default 30.
+    pub succeeded_days: u32,
+    /// Days a failed job is kept. Default 60.
+    pub failed_days: u32,
+    /// Days a canceled job is kept. Default 60.
+    pub canceled_days: u32,
+    /// Hours a job's plug-in trace log is kept. Default 24.
+    pub trace_hours: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { succeeded_days: 30, failed_days: 60, canceled_days: 60, trace_hours: 24 }
+    }
+}
+
+const HOUR: Millis = 60 * 60 * 1000;
+const DAY: Millis = 24 * HOUR;
 
 /// A handle on the service; cheap to clone.
 #[derive(Clone)]
@@ -111,6 +141,8 @@ struct State {
     pending: Vec<JobUpdate>,
     /// The stop signal of each running execution (raised by cancel and pause).
     stops: HashMap<JobId, StopSignal>,
+    /// When the retention policy last ran.
+    last_purge: Millis,
 }
 
 impl Service {
@@ -147,6 +179,7 @@ impl Service {
             postponements,
             pending: Vec::new(),
             stops: HashMap::new(),
+            last_purge: Millis::MIN / 2,
         };
         Ok(Service {
             shared: Arc::new(Shared {
@@ -289,6 +322,35 @@ impl Service {
             state.postponements.remove(&id);
         }
         Ok(status)
+    }
+
+    /// Applies the retention policy now; returns (jobs deleted, trace logs cleared).
+    pub fn purge(&self) -> Result<(u64, u64)> {
+        let (now, r) = (self.now(), self.shared.options.retention);
+        let cutoffs = Cutoffs {
+            succeeded: now - Millis::from(r.succeeded_days) * DAY,
+            failed: now - Millis::from(r.failed_days) * DAY,
+            canceled: now - Millis::from(r.canceled_days) * DAY,
+            trace: now - Millis::from(r.trace_hours) * HOUR,
+        };
+        Ok(self.shared.store.purge(&cutoffs)?)
+    }
+
+    /// Purges if the last purge was an hour ago or more.
+    pub(super) fn purge_if_due(&self) -> Result<()> {
+        let now = self.now();
+        {
+            let mut state = self.state();
+            if now - state.last_purge < HOUR {
+                return Ok(());
+            }
+            state.last_purge = now;
+        }
+        let (deleted, cleared) = self.purge()?;
+        if deleted + cleared > 0 {
+            tracing::info!(deleted, cleared, "retention purge");
+        }
+        Ok(())
     }
 
     /// Counts of the org's jobs per lane and status.

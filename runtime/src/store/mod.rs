@@ -86,4 +86,16 @@ pub trait Store: RecordStore {
     ) -> Result<Vec<JobRow>>;
     /// Counts of the org's jobs per lane and status.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
+    /// Deletes finished jobs completed before their status's cutoff and clears trace
+    /// logs of jobs completed before `trace_before`; returns (jobs deleted, traces cleared).
+    fn purge(&self, cutoffs: &Cutoffs) -> Result<(u64, u64)>;
+}
+
+/// Completion times before which finished jobs (and trace logs) are purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    pub succeeded: crate::jobs::Millis,
+    pub failed: crate::jobs::Millis,
+    pub canceled: crate::jobs::Millis,
+    pub trace: crate::jobs::Millis,
 }

@@ -72,4 +72,9 @@ pub const MIGRATIONS: &[&str] = &[
     -- Unfinished jobs, for the restart scan, without touching the finished ones.
     CREATE INDEX jobs_unfinished ON jobs (status) WHERE status < 30;
     ",
+    // 2: retention deletes finished jobs by age, and clears old trace logs.
+    "
+    CREATE INDEX jobs_finished ON jobs (status, completed_at) WHERE status >= 30;
+    CREATE INDEX jobs_traced ON jobs (completed_at) WHERE trace IS NOT NULL;
+    ",
 ];

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger};
 use super::schema::MIGRATIONS;
-use super::{Batch, Error, Result, Store};
+use super::{Batch, Cutoffs, Error, Result, Store};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use crate::records::{
@@ -455,6 +455,10 @@ impl Store for SqliteStore {
         self.select_jobs(&sql, params![org.0, status, definition, limit])
     }
 
+    fn purge(&self, cutoffs: &Cutoffs) -> Result<(u64, u64)> {
+        self.purge_now(cutoffs)
+    }
+
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
@@ -472,6 +476,26 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    fn purge_now(&self, c: &Cutoffs) -> Result<(u64, u64)> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut deleted = 0;
+        for (status, before) in
+            [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
+        {
+            deleted += tx.execute(
+                "DELETE FROM jobs WHERE status = ?1 AND completed_at < ?2",
+                params![status.code(), before],
+            )? as u64;
+        }
+        let cleared = tx.execute(
+            "UPDATE jobs SET trace = NULL WHERE trace IS NOT NULL AND completed_at < ?1",
+            params![c.trace],
+        )? as u64;
+        tx.commit()?;
+        Ok((deleted, cleared))
+    }
+
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(sql)?;
