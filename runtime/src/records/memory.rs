@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::filter::project;
-use super::{Attributes, Entity, Filter, RecordError, RecordStore, Value, check_entity_name};
+use super::{
+    Attributes, Entity, Filter, RecordError, RecordStore, Value, check_entity_name, merge, take_record_id,
+};
 
 /// The most records one query returns.
 pub const MAX_QUERY_RECORDS: usize = 5_000;
@@ -70,15 +72,7 @@ fn not_found(entity: &str, id: &str) -> RecordError {
 
 impl RecordStore for MemoryRecords {
     fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> Result<String, RecordError> {
-        let id = match attributes.remove("id") {
-            Some(Value::String(id)) if !id.is_empty() => id,
-            None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-            Some(other) => {
-                return Err(RecordError::Invalid(format!(
-                    "a record id is a non-empty string, not {other:?}"
-                )));
-            }
-        };
+        let id = take_record_id(&mut attributes)?;
         self.with_table(org, entity, |table| {
             if table.contains_key(&id) {
                 return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
@@ -105,12 +99,7 @@ impl RecordStore for MemoryRecords {
         }
         self.with_table(org, entity, |table| {
             let record = table.get_mut(id).ok_or_else(|| not_found(entity, id))?;
-            for (name, value) in attributes {
-                match value {
-                    Value::Null => record.remove(&name),
-                    value => record.insert(name, value),
-                };
-            }
+            merge(record, &attributes);
             Ok(())
         })?
     }

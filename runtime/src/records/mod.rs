@@ -84,6 +84,26 @@ impl OrgRecords {
     }
 }
 
+/// Takes the record id out of a create's attributes: the `id` attribute if given, else a
+/// new UUID. Shared by every store so that ids are chosen the same way everywhere.
+pub fn take_record_id(attributes: &mut Attributes) -> Result<String, RecordError> {
+    match attributes.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id),
+        None | Some(Value::Null) => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(other) => Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}"))),
+    }
+}
+
+/// Applies an update's attributes to a record: a `null` value clears one.
+pub fn merge(record: &mut Attributes, changes: &Attributes) {
+    for (name, value) in changes {
+        match value {
+            Value::Null => record.remove(name),
+            value => record.insert(name.clone(), value.clone()),
+        };
+    }
+}
+
 /// Checks an entity's logical name: 1–64 characters of `a-z`, `0-9` and `_`.
 pub fn check_entity_name(entity: &str) -> Result<(), RecordError> {
     let valid = !entity.is_empty()

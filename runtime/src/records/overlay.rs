@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::filter::project;
-use super::{Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name};
+use super::{
+    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
+    take_record_id,
+};
 
 pub struct Overlay {
     base: Arc<dyn RecordStore>,
@@ -63,15 +66,7 @@ impl Overlay {
 impl RecordStore for Overlay {
     fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> Result<String, RecordError> {
         check_entity_name(entity)?;
-        let id = match attributes.remove("id") {
-            Some(Value::String(id)) if !id.is_empty() => id,
-            None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-            Some(other) => {
-                return Err(RecordError::Invalid(format!(
-                    "a record id is a non-empty string, not {other:?}"
-                )));
-            }
-        };
+        let id = take_record_id(&mut attributes)?;
         if self.current(org, entity, &id).is_ok() {
             return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
         }
@@ -93,12 +88,7 @@ impl RecordStore for Overlay {
             return Err(RecordError::Invalid("a record's id cannot be updated".into()));
         }
         let mut record = self.current(org, entity, id)?;
-        for (name, value) in &attributes {
-            match value {
-                Value::Null => record.remove(name),
-                value => record.insert(name.clone(), value.clone()),
-            };
-        }
+        merge(&mut record, &attributes);
         let change = RecordChange::Update { entity: entity.into(), id: id.into(), attributes };
         self.write(org, entity, id, Some(record), change);
         Ok(())
@@ -146,7 +136,7 @@ impl RecordStore for Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::MemoryRecords;
+    use crate::records::{MemoryRecords, Value};
 
     #[test]
     fn writes_are_buffered_and_visible_to_reads_only_through_the_overlay() {

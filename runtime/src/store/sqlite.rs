@@ -13,7 +13,8 @@ use super::{Batch, Cutoffs, Error, Result, Store};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use crate::records::{
-    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, Value, check_entity_name,
+    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
+    take_record_id,
 };
 
 pub struct SqliteStore {
@@ -167,12 +168,7 @@ fn apply_change(tx: &Connection, org: i64, change: &RecordChange) -> std::result
         RecordChange::Update { entity, id, attributes } => {
             let mut record = read_attributes(tx, org, entity, id)?
                 .ok_or_else(|| RecordError::NotFound { entity: entity.clone(), id: id.clone() })?;
-            for (name, value) in attributes {
-                match value {
-                    Value::Null => record.remove(name),
-                    value => record.insert(name.clone(), value.clone()),
-                };
-            }
+            merge(&mut record, attributes);
             tx.execute(
                 "UPDATE records SET attributes = ?4 WHERE org_id = ?1 AND entity = ?2 AND id = ?3",
                 params![org, entity, id, json(&record)],
@@ -206,15 +202,7 @@ impl RecordStore for SqliteStore {
         entity: &str,
         mut attributes: Attributes,
     ) -> std::result::Result<String, RecordError> {
-        let id = match attributes.remove("id") {
-            Some(Value::String(id)) if !id.is_empty() => id,
-            None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-            Some(other) => {
-                return Err(RecordError::Invalid(format!(
-                    "a record id is a non-empty string, not {other:?}"
-                )));
-            }
-        };
+        let id = take_record_id(&mut attributes)?;
         let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes };
         apply_change(&self.lock(), org_number(org)?, &change)?;
         Ok(id)
