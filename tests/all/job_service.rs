@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use sluice::engine::{Mode, Stage};
+use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
 use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
-use sluice::store::{Definition, DefinitionKind, JobRow, SqliteStore, Store, Trigger, WorkflowStep};
+use sluice::store::{Definition, JobRow, SqliteStore, Store, Trigger};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, engine};
@@ -31,7 +31,7 @@ fn harness(options: Options) -> Harness {
 }
 
 fn trigger(message: &str, entity: &str) -> Trigger {
-    Trigger { message: message.into(), entity: entity.into(), filtering_attributes: vec![] }
+    Trigger::on(message, entity)
 }
 
 impl Harness {
@@ -41,42 +41,15 @@ impl Harness {
 
     fn async_step(&self, org: OrgId, path: &str, on: Trigger, config: Option<&str>) -> DefinitionId {
         let plugin = self.plugin(org, path);
+        let name = path.rsplit('/').next().unwrap();
         self.service
-            .save_definition(Definition {
-                id: DefinitionId(0),
-                org,
-                name: path.rsplit('/').next().unwrap().into(),
-                trigger: on,
-                kind: DefinitionKind::Step {
-                    plugin,
-                    stage: Stage::PostOperation,
-                    mode: Mode::Asynchronous,
-                    rank: 1,
-                    unsecure_config: config.map(Into::into),
-                    secure_config: None,
-                },
-                active: true,
-                auto_delete: false,
-            })
+            .save_definition(Definition::step(org, name, plugin, on, Mode::Asynchronous, config))
             .unwrap()
     }
 
     fn workflow(&self, org: OrgId, path: &str, on: Trigger) -> DefinitionId {
         let plugin = self.plugin(org, path);
-        self.service
-            .save_definition(Definition {
-                id: DefinitionId(0),
-                org,
-                name: "runaway".into(),
-                trigger: on,
-                kind: DefinitionKind::Workflow {
-                    version: 1,
-                    steps: vec![WorkflowStep { plugin, config: None }],
-                },
-                active: true,
-                auto_delete: false,
-            })
-            .unwrap()
+        self.service.save_definition(Definition::workflow(org, "runaway", plugin, on)).unwrap()
     }
 
     async fn create(&self, org: OrgId, entity: &str, id: &str) -> Vec<JobId> {
@@ -278,24 +251,9 @@ async fn a_failing_sync_step_rolls_the_event_back_and_returns_its_error() {
     let h = harness(Options::default());
     let org = h.service.create_org("contoso").unwrap();
     let plugin = h.plugin(org, samples::CREDIT_VALIDATOR);
-    h.service
-        .save_definition(Definition {
-            id: DefinitionId(0),
-            org,
-            name: "credit check".into(),
-            trigger: trigger("Create", "account"),
-            kind: DefinitionKind::Step {
-                plugin,
-                stage: Stage::PostOperation,
-                mode: Mode::Synchronous,
-                rank: 1,
-                unsecure_config: None,
-                secure_config: None,
-            },
-            active: true,
-            auto_delete: false,
-        })
-        .unwrap();
+    let check =
+        Definition::step(org, "credit check", plugin, trigger("Create", "account"), Mode::Synchronous, None);
+    h.service.save_definition(check).unwrap();
     let bad = Event {
         message: "Create".into(),
         entity: "account".into(),

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice::engine::baseline::{self, Bare, types};
-use sluice::engine::{Engine, EngineSettings, Mode, Stage};
-use sluice::jobs::{DefinitionId, Lane, Millis, OrgId, Quotas, Status};
+use sluice::engine::{Engine, EngineSettings, Mode};
+use sluice::jobs::{Lane, Millis, OrgId, Quotas, Status};
 use sluice::records::Attributes;
 use sluice::service::{Event, Options, Service, SystemClock};
-use sluice::store::{Definition, DefinitionKind, SqliteStore, Store, Trigger, WorkflowStep};
+use sluice::store::{Definition, SqliteStore, Store, Trigger};
 
 use super::format::{bytes, count, micros};
 
@@ -93,27 +93,11 @@ fn tenant(service: &Service, name: &str, plugins: &Path, entity: &str, lane: Lan
     let org = service.create_org(name)?;
     let bytes = std::fs::read(echo_path(plugins))?;
     let plugin = service.upload_plugin(org, "echo", &bytes)?.id;
-    let kind = match lane {
-        Lane::Regular => {
-            DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] }
-        }
-        _ => DefinitionKind::Step {
-            plugin,
-            stage: Stage::PostOperation,
-            mode: Mode::Asynchronous,
-            rank: 1,
-            unsecure_config: None,
-            secure_config: None,
-        },
-    };
-    service.save_definition(Definition {
-        id: DefinitionId(0),
-        org,
-        name: format!("echo on {entity}"),
-        trigger: Trigger { message: "Create".into(), entity: entity.into(), filtering_attributes: vec![] },
-        kind,
-        active: true,
-        auto_delete: false,
+    let trigger = Trigger::on("Create", entity);
+    let name = format!("echo on {entity}");
+    service.save_definition(match lane {
+        Lane::Regular => Definition::workflow(org, &name, plugin, trigger),
+        _ => Definition::step(org, &name, plugin, trigger, Mode::Asynchronous, None),
     })?;
     Ok(org)
 }

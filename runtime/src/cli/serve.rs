@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sluice::config::ServeConfig;
-use sluice::engine::{Engine, Mode, Stage};
+use sluice::engine::{Engine, Mode};
 use sluice::jobs::{DefinitionId, Lane, OrgId, Status};
 use sluice::records::{Attributes, Value};
 use sluice::service::{Event, Options, Service, SystemClock};
-use sluice::store::{Definition, DefinitionKind, SqliteStore, Store, Trigger, WorkflowStep};
+use sluice::store::{Definition, SqliteStore, Store, Trigger};
 
 use super::format::{count, micros};
 
@@ -99,38 +99,11 @@ fn plugin(service: &Service, org: OrgId, dir: &Path, name: &str) -> anyhow::Resu
 }
 
 fn on(message: &str, entity: &str) -> Trigger {
-    Trigger { message: message.into(), entity: entity.into(), filtering_attributes: vec![] }
+    Trigger::on(message, entity)
 }
 
 fn step(org: OrgId, name: &str, plugin: u64, trigger: Trigger, config: Option<&str>) -> Definition {
-    Definition {
-        id: DefinitionId(0),
-        org,
-        name: name.into(),
-        trigger,
-        kind: DefinitionKind::Step {
-            plugin,
-            stage: Stage::PostOperation,
-            mode: Mode::Asynchronous,
-            rank: 1,
-            unsecure_config: config.map(Into::into),
-            secure_config: None,
-        },
-        active: true,
-        auto_delete: false,
-    }
-}
-
-fn workflow(org: OrgId, name: &str, plugin: u64, trigger: Trigger) -> Definition {
-    Definition {
-        id: DefinitionId(0),
-        org,
-        name: name.into(),
-        trigger,
-        kind: DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] },
-        active: true,
-        auto_delete: false,
-    }
+    Definition::step(org, name, plugin, trigger, Mode::Asynchronous, config)
 }
 
 fn create(entity: &str, id: String, attributes: &[(&str, Value)]) -> Event {
@@ -149,7 +122,7 @@ async fn demo_load(service: Service, plugins: PathBuf) -> anyhow::Result<()> {
     })?;
     let echo = plugin(&service, runaway, &plugins, "echo")?;
     let flow = definition_named(&service, runaway, "sync to ERP (runaway)", || {
-        Ok(workflow(runaway, "sync to ERP (runaway)", echo, on("Create", "account")))
+        Ok(Definition::workflow(runaway, "sync to ERP (runaway)", echo, on("Create", "account")))
     })?;
     service.set_active(runaway, flow, true)?;
     let audit = plugin(&service, runaway, &plugins, "audit_trail")?;
@@ -191,7 +164,7 @@ async fn import(service: Service, plugins: PathBuf, accounts: u32) -> anyhow::Re
     let org = org_named(&service, "importer")?;
     let numbering = plugin(&service, org, &plugins, "account_number")?;
     definition_named(&service, org, "number accounts", || {
-        Ok(workflow(org, "number accounts", numbering, on("Create", "account")))
+        Ok(Definition::workflow(org, "number accounts", numbering, on("Create", "account")))
     })?;
     for n in 1..=accounts {
         service.fire(org, create("account", format!("import-{n:06}"), &[])).await?;

@@ -88,6 +88,56 @@ pub struct Definition {
     pub auto_delete: bool,
 }
 
+impl Trigger {
+    /// A trigger on any change of `message` on `entity`.
+    pub fn on(message: &str, entity: &str) -> Trigger {
+        Trigger { message: message.into(), entity: entity.into(), filtering_attributes: Vec::new() }
+    }
+}
+
+impl Definition {
+    /// A new (unsaved) step registration: post-operation, rank 1, with its unsecure
+    /// configuration; `mode` says whether it runs inside the event or as a job.
+    pub fn step(
+        org: OrgId,
+        name: &str,
+        plugin: u64,
+        trigger: Trigger,
+        mode: Mode,
+        config: Option<&str>,
+    ) -> Self {
+        Definition {
+            id: DefinitionId(0),
+            org,
+            name: name.into(),
+            trigger,
+            kind: DefinitionKind::Step {
+                plugin,
+                stage: Stage::PostOperation,
+                mode,
+                rank: 1,
+                unsecure_config: config.map(Into::into),
+                secure_config: None,
+            },
+            active: true,
+            auto_delete: false,
+        }
+    }
+
+    /// A new (unsaved), activated workflow of one step, version 1.
+    pub fn workflow(org: OrgId, name: &str, plugin: u64, trigger: Trigger) -> Self {
+        Definition {
+            id: DefinitionId(0),
+            org,
+            name: name.into(),
+            trigger,
+            kind: DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] },
+            active: true,
+            auto_delete: false,
+        }
+    }
+}
+
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
