@@ -27,8 +27,6 @@ pub enum LoadError {
     MissingExport { expected: &'static str },
     #[error("the component's `{expected}` export has the wrong type: {reason}")]
     ExportMismatch { expected: &'static str, reason: String },
-    #[error("cannot use the compiled-artifact cache: {0}")]
-    Cache(#[from] std::io::Error),
 }
 
 /// How an execution failed. Business and transient errors come from the plug-in; the

@@ -50,6 +50,15 @@ impl LoopDetector {
     }
 }
 
+impl LoopDetector {
+    /// Forgets correlations and workflow runs older than the hour the rules look at, so
+    /// a long-running node does not keep every correlation it ever saw.
+    pub fn prune(&mut self, now: Millis) {
+        self.correlations.retain(|_, started| now - *started < HOUR);
+        self.workflow_runs.retain(|_, runs| runs.back().is_some_and(|at| now - at < HOUR));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +70,8 @@ mod tests {
         assert!(!loops.too_deep("c", 8, 1000));
         assert!(loops.too_deep("c", 9, 2000));
         assert!(!loops.too_deep("c", 9, HOUR), "an hour after the correlation began, depth is allowed");
+        loops.prune(2 * HOUR);
+        assert!(loops.correlations.is_empty(), "old correlations are forgotten");
     }
 
     #[test]

@@ -345,6 +345,7 @@ impl Service {
                 return Ok(());
             }
             state.last_purge = now;
+            state.loops.prune(now);
         }
         let (deleted, cleared) = self.purge()?;
         if deleted + cleared > 0 {

@@ -443,28 +443,7 @@ impl Store for SqliteStore {
         self.select_jobs(&sql, params![org.0, status, definition, limit])
     }
 
-    fn purge(&self, cutoffs: &Cutoffs) -> Result<(u64, u64)> {
-        self.purge_now(cutoffs)
-    }
-
-    fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare_cached(
-            "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status",
-        )?;
-        let rows = statement.query_map(params![org.0], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        })?;
-        rows.map(|row| {
-            let (lane, status, count) = row?;
-            Ok((lane_of(lane)?, status_of(status)?, count as u64))
-        })
-        .collect()
-    }
-}
-
-impl SqliteStore {
-    fn purge_now(&self, c: &Cutoffs) -> Result<(u64, u64)> {
+    fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let mut deleted = 0;
@@ -484,6 +463,23 @@ impl SqliteStore {
         Ok((deleted, cleared))
     }
 
+    fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status",
+        )?;
+        let rows = statement.query_map(params![org.0], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })?;
+        rows.map(|row| {
+            let (lane, status, count) = row?;
+            Ok((lane_of(lane)?, status_of(status)?, count as u64))
+        })
+        .collect()
+    }
+}
+
+impl SqliteStore {
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(sql)?;
