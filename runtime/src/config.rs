@@ -7,6 +7,10 @@
 //! max-threads = 4
 //! [engine.default-limits]
 //! fuel = 10_000_000_000
+//! [api]
+//! listen = "127.0.0.1:7878"
+//! [callbacks]
+//! allow-networks = ["10.20.0.0/16"]   # private targets the operator trusts
 //! [[org]]
 //! name = "contoso"
 //! [org.regular]                    # this org's regular-lane quotas
@@ -30,6 +34,10 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     /// How long finished jobs and trace logs are kept.
     pub retention: crate::service::Retention,
+    /// The HTTP API: address, public URL, body limit.
+    pub api: crate::api::ApiSettings,
+    /// Background operations' callbacks: tries, backoff, timeout, allowed networks.
+    pub callbacks: crate::callbacks::CallbackSettings,
     /// Organisations to create at start (if missing), with their quotas.
     #[serde(rename = "org")]
     pub orgs: Vec<OrgConfig>,
@@ -42,6 +50,8 @@ impl Default for ServeConfig {
             default_quotas: Quotas::default(),
             engine: EngineSettings::default(),
             retention: crate::service::Retention::default(),
+            api: crate::api::ApiSettings::default(),
+            callbacks: crate::callbacks::CallbackSettings::default(),
             orgs: Vec::new(),
         }
     }

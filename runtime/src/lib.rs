@@ -3,12 +3,16 @@
 //! - [`engine`]: the sandbox that validates, compiles and runs plug-ins under limits;
 //! - [`records`]: organisations' record data and the store trait plug-ins reach it by;
 //! - [`jobs`]: system jobs, lanes, status codes and quotas;
-//! - [`scheduler`]: which job runs next and what happens after (pure, clock injected).
+//! - [`scheduler`]: which job runs next and what happens after (pure, clock injected);
+//! - [`store`]: durable storage (SQLite); [`service`]: the asynchronous service;
+//! - [`api`]: the HTTP API; [`callbacks`]: signed, SSRF-checked operation callbacks.
 
 // Unsafe code is denied everywhere but the one place that loads compiled artifacts
 // (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod callbacks;
 pub mod config;
 pub mod engine;
 pub mod jobs;

@@ -45,7 +45,7 @@ fn a_killed_server_loses_no_acknowledged_job_and_runs_each_exactly_once() {
 
     let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
     let (org, _) = store.orgs().unwrap().into_iter().find(|(_, name)| name == "importer").unwrap();
-    let at_kill = store.jobs(org, None, None, 1_000_000).unwrap();
+    let at_kill = store.jobs(org, &sluice::store::JobFilter::all(1_000_000)).unwrap();
     let unfinished = at_kill.iter().filter(|j| !j.status.is_terminal()).count();
     assert!(unfinished > 0, "the kill caught jobs in flight");
     drop(store);
@@ -54,7 +54,7 @@ fn a_killed_server_loses_no_acknowledged_job_and_runs_each_exactly_once() {
     assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
 
     let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
-    let jobs = store.jobs(org, None, None, 1_000_000).unwrap();
+    let jobs = store.jobs(org, &sluice::store::JobFilter::all(1_000_000)).unwrap();
     assert!(
         jobs.len() >= acknowledged as usize,
         "{} jobs for {acknowledged} acknowledged events",

@@ -9,7 +9,7 @@ use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
 use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
-use sluice::store::{Definition, JobRow, SqliteStore, Store, Trigger};
+use sluice::store::{Definition, JobFilter, JobRow, SqliteStore, Store, Trigger};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, engine};
@@ -67,7 +67,10 @@ impl Harness {
     }
 
     fn jobs_of(&self, org: OrgId, definition: DefinitionId) -> Vec<JobRow> {
-        self.service.store().jobs(org, None, Some(definition), 1_000_000).unwrap()
+        self.service
+            .store()
+            .jobs(org, &JobFilter { definition: Some(definition), ..JobFilter::all(1_000_000) })
+            .unwrap()
     }
 }
 
@@ -142,7 +145,7 @@ async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9() {
         .unwrap();
     h.service.run_until_idle().await.unwrap();
 
-    let mut jobs = h.service.store().jobs(org, None, None, 100).unwrap();
+    let mut jobs = h.service.store().jobs(org, &JobFilter::all(100)).unwrap();
     jobs.retain(|j| j.correlation_id == first.correlation_id);
     jobs.sort_by_key(|j| j.depth);
     let depths: Vec<(u32, Status)> = jobs.iter().map(|j| (j.depth, j.status)).collect();

@@ -7,7 +7,7 @@ use sluice::engine::{Accounting, Mode, Stage};
 use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
 use sluice::store::{
-    Definition, DefinitionKind, Error, JobUpdate, NewJob, Operation, SqliteStore, Store, Trigger,
+    Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, SqliteStore, Store, Trigger,
 };
 
 use crate::support::attrs;
@@ -27,6 +27,7 @@ fn new_job(org: OrgId, n: u32) -> NewJob {
         created_at: 1_000 + i64::from(n),
         status: Status::WaitingForResources,
         error: None,
+        background: None,
     }
 }
 
@@ -161,7 +162,10 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
             (Lane::Priority, Status::Canceled, 1)
         ]
     );
-    assert_eq!(store.jobs(a, Some(Status::Canceled), None, 10).unwrap().len(), 1);
+    assert_eq!(
+        store.jobs(a, &JobFilter { status: Some(Status::Canceled), ..JobFilter::all(10) }).unwrap().len(),
+        1
+    );
 
     // Auto-delete on success removes the row.
     let mut auto_delete = finished(ids[1], a, Status::Succeeded, vec![]);

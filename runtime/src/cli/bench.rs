@@ -214,7 +214,7 @@ async fn steady(
     let elapsed = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     driver.await??;
-    let jobs = service.store().jobs(org, None, None, u32::MAX)?;
+    let jobs = service.store().jobs(org, &sluice::store::JobFilter::all(u32::MAX))?;
     let completed = jobs.iter().filter(|j| j.status == Status::Succeeded).count() as f64;
     let latencies = jobs.iter().filter_map(|j| Some(j.started_at? - j.created_at)).collect();
     Ok((latencies, completed / elapsed))

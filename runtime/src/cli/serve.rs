@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use sluice::callbacks::Deliverer;
 use sluice::config::ServeConfig;
 use sluice::engine::{Engine, Mode};
 use sluice::jobs::{DefinitionId, Lane, OrgId, Status};
@@ -41,6 +42,61 @@ pub struct ServeArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Where the HTTP API listens (overrides the configuration; port 0 picks a free
+    /// port, printed at start).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+/// The operator token: `$SLUICE_OPERATOR_TOKEN`, else the data directory's
+/// `operator-token` file, made (readable by its owner only) at first start.
+fn operator_token(data: &Path) -> anyhow::Result<(String, String)> {
+    if let Some(token) = std::env::var("SLUICE_OPERATOR_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return Ok((token.trim().to_owned(), "$SLUICE_OPERATOR_TOKEN".into()));
+    }
+    let path = data.join("operator-token");
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+        let token = format!("sluop_{}", hex::encode(bytes));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())?;
+    }
+    let token = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((token.trim().to_owned(), path.display().to_string()))
+}
+
+/// Starts the HTTP API and the callback deliverer; returns the API's base URL.
+async fn start_api(
+    service: &Service,
+    config: &ServeConfig,
+    data: &Path,
+    listen: Option<&str>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let address = listen.unwrap_or(&config.api.listen);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let local = listener.local_addr()?;
+    let base_url = config.api.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let (token, token_source) = operator_token(data)?;
+    let app = sluice::api::router(service.clone(), &token, &config.api, &base_url);
+    println!("sluice: API on http://{local}/api/v1 (operator token: {token_source})");
+    let deliverer = Deliverer::new(service.clone(), config.callbacks.clone(), base_url.clone());
+    tokio::spawn(deliverer.run());
+    let mut stop = stop;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok((base_url, server))
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
@@ -191,7 +247,7 @@ pub fn report(service: &Service) -> anyhow::Result<String> {
             |status: Status| counts.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| *n).sum::<u64>();
         let mut latencies: Vec<i64> = service
             .store()
-            .jobs(org, None, None, 2_000)?
+            .jobs(org, &sluice::store::JobFilter::all(2_000))?
             .iter()
             .filter_map(|j| Some(j.started_at? - j.created_at))
             .collect();
@@ -220,6 +276,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let service = service.clone();
         tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
     };
+    let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
+    let (_, api) = start_api(&service, &config, &args.data, args.listen.as_deref(), api_stopped).await?;
     let mut loads = Vec::new();
     if args.demo_load {
         loads.push(tokio::spawn(demo_load(service.clone(), args.plugins.clone())));
@@ -255,8 +313,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for load in loads {
         load.abort();
     }
+    let _ = api_stop.send(true);
     let _ = stop_tx.send(());
     driver.await??;
+    api.await??;
     print!("{}", report(&service)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -272,6 +332,7 @@ pub async fn demo(plugins: PathBuf, seconds: u64) -> anyhow::Result<ExitCode> {
         import: None,
         until_idle: false,
         seconds: Some(seconds),
+        listen: Some("127.0.0.1:0".into()),
     };
     let code = serve(args).await;
     let _ = std::fs::remove_dir_all(&data);

@@ -29,6 +29,23 @@ pub enum LoadError {
     ExportMismatch { expected: &'static str, reason: String },
 }
 
+impl LoadError {
+    /// A stable, kebab-case name for the refusal (the HTTP API's error code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::Empty => "empty-plugin",
+            LoadError::TooLarge { .. } => "plugin-too-large",
+            LoadError::NotWasm => "not-wasm",
+            LoadError::CoreModule => "core-module",
+            LoadError::Malformed { .. } => "malformed-component",
+            LoadError::UnknownImport { .. } => "unknown-import",
+            LoadError::ImportMismatch { .. } => "import-mismatch",
+            LoadError::MissingExport { .. } => "missing-export",
+            LoadError::ExportMismatch { .. } => "export-mismatch",
+        }
+    }
+}
+
 /// How an execution failed. Business and transient errors come from the plug-in; the
 /// rest are limits and faults the host enforced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! further events, one level deeper, with the same correlation id; those create jobs
 //! only (their synchronous steps are not run).
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,7 @@ fn matches(definition: &Definition, org: OrgId, trigger: &Trigger) -> bool {
     let t = &definition.trigger;
     definition.org == org
         && definition.active
+        && !matches!(definition.kind, DefinitionKind::CustomApi { .. })
         && t.message.eq_ignore_ascii_case(trigger.message)
         && t.entity == trigger.entity
         && (t.filtering_attributes.is_empty()
@@ -127,13 +128,7 @@ impl Service {
             jobs: planned,
             updates: vec![],
         };
-        let ids = self.shared.store.commit(&batch)?;
-        submit_jobs(&mut state, &ids, &batch.jobs);
-        drop(state);
-        // Start what may start now rather than when the driver's current round ends: a
-        // tenant's pickup latency must not depend on another tenant's round of work.
-        self.start_ready()?;
-        self.shared.work.notify_one();
+        let ids = self.commit_and_start(state, &batch)?;
         Ok(prepared
             .into_iter()
             .zip(ranges)
@@ -142,6 +137,22 @@ impl Service {
                 outcome
             })
             .collect())
+    }
+
+    /// Commits a request's batch, queues its jobs and starts what may start now rather
+    /// than when the driver's current round ends: a tenant's pickup latency must not
+    /// depend on another tenant's round of work. Returns the new jobs' ids.
+    pub(super) fn commit_and_start(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        batch: &Batch,
+    ) -> Result<Vec<JobId>> {
+        let ids = self.shared.store.commit(batch)?;
+        submit_jobs(&mut state, &ids, &batch.jobs);
+        drop(state);
+        self.start_ready()?;
+        self.shared.work.notify_one();
+        Ok(ids)
     }
 
     /// Applies one event to the overlay with its sync steps; returns its outcome (jobs
@@ -235,23 +246,33 @@ impl Service {
             state.definitions.values().filter(|d| is_sync(d) && matches(d, org, &probe)).cloned().collect();
         steps.sort_by_key(|d| match d.kind {
             DefinitionKind::Step { stage, rank, .. } => (stage.number(), rank, d.id),
-            DefinitionKind::Workflow { .. } => (u32::MAX, 0, d.id),
+            DefinitionKind::Workflow { .. } | DefinitionKind::CustomApi { .. } => (u32::MAX, 0, d.id),
         });
         steps
     }
 
-    async fn run_sync_step(
+    /// Runs a synchronous step or a custom API inside the caller's request, against
+    /// `overlay`; its error goes back to the caller.
+    pub(super) async fn run_sync_step(
         &self,
         org: OrgId,
         step: &Definition,
         context: &ExecutionContext,
         overlay: &Arc<Overlay>,
     ) -> Result<PluginOutput> {
-        let DefinitionKind::Step { plugin, stage, unsecure_config, secure_config, .. } = &step.kind else {
-            return Err(Error::Invalid("a workflow cannot run synchronously".into()));
+        let (plugin, stage, unsecure_config, secure_config) = match &step.kind {
+            DefinitionKind::Step { plugin, stage, unsecure_config, secure_config, .. } => {
+                (plugin, *stage, unsecure_config, secure_config)
+            }
+            DefinitionKind::CustomApi { plugin, unsecure_config, secure_config, .. } => {
+                (plugin, Stage::PostOperation, unsecure_config, secure_config)
+            }
+            DefinitionKind::Workflow { .. } => {
+                return Err(Error::Invalid("a workflow cannot run synchronously".into()));
+            }
         };
         let mut context = context.clone();
-        context.stage = *stage;
+        context.stage = stage;
         let compiled = self.plugin(org, *plugin)?;
         let records = OrgRecords::new(org.0.to_string(), overlay.clone() as Arc<dyn RecordStore>);
         let config =
@@ -309,6 +330,9 @@ impl Service {
 /// Queues committed jobs (those not refused at creation) with the scheduler.
 pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
     for (id, job) in ids.iter().zip(jobs) {
+        if job.background.is_some() {
+            state.background.insert(*id, job.org);
+        }
         if job.status == Status::WaitingForResources {
             state.scheduler.submit(crate::scheduler::JobSpec {
                 id: *id,
@@ -333,6 +357,7 @@ fn new_job(
     let (operation, version) = match &definition.kind {
         DefinitionKind::Step { .. } => (Operation::AsyncPlugin, 1),
         DefinitionKind::Workflow { version, .. } => (Operation::Workflow, *version),
+        DefinitionKind::CustomApi { .. } => (Operation::BackgroundOperation, 1),
     };
     let mut context = ExecutionContext::new(trigger.message, &trigger.entity);
     context.org_id = org.0.to_string();
@@ -366,5 +391,6 @@ fn new_job(
         created_at: now,
         status,
         error,
+        background: None,
     }
 }

@@ -34,7 +34,7 @@ pub(super) struct Finished {
 /// The plug-ins a definition runs.
 pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
     match &definition.kind {
-        DefinitionKind::Step { plugin, .. } => vec![*plugin],
+        DefinitionKind::Step { plugin, .. } | DefinitionKind::CustomApi { plugin, .. } => vec![*plugin],
         DefinitionKind::Workflow { steps, .. } => steps.iter().map(|s| s.plugin).collect(),
     }
 }
@@ -86,8 +86,7 @@ impl Service {
                                 status: Status::Canceled,
                                 error,
                             });
-                            state.scheduler.forget(id);
-                            state.postponements.remove(&id);
+                            state.forget(id);
                         }
                         Some(Decision::Start(id)) => {
                             state.pending.push(JobUpdate::Started { id, at: now });
@@ -101,11 +100,13 @@ impl Service {
                     }
                 }
             }
-            if state.running == [0; 3] { std::mem::take(&mut state.pending) } else { Vec::new() }
+            if state.running == [0; 3] { state.take_pending() } else { (Vec::new(), Vec::new()) }
         };
+        let (flush, ended) = flush;
         if !flush.is_empty() {
             self.shared.store.apply(&flush)?;
         }
+        self.announce_ended(ended);
         let started = to_run.len();
         for (org, id, stop) in to_run {
             let service = self.clone();
@@ -136,7 +137,8 @@ impl Service {
             Err(e) => return self.failed_early(org, id, &format!("corrupt payload: {e}")),
         };
         let steps: Vec<(u64, StepConfig)> = match &definition.kind {
-            DefinitionKind::Step { plugin, unsecure_config, secure_config, .. } => {
+            DefinitionKind::Step { plugin, unsecure_config, secure_config, .. }
+            | DefinitionKind::CustomApi { plugin, unsecure_config, secure_config, .. } => {
                 vec![(
                     *plugin,
                     StepConfig { unsecure: unsecure_config.clone(), secure: secure_config.clone() },
@@ -220,7 +222,8 @@ impl Service {
     fn handle_finished(&self, batch: Vec<Finished>) -> Result<()> {
         let now = self.now();
         let mut state = self.state();
-        let mut commit = Batch { updates: std::mem::take(&mut state.pending), ..Batch::default() };
+        let (updates, mut ended) = state.take_pending();
+        let mut commit = Batch { updates, ..Batch::default() };
         for finished in batch {
             state.running[finished.lane.index()] -= 1;
             state.stops.remove(&finished.job);
@@ -242,8 +245,7 @@ impl Service {
                 After::Paused => (Status::Waiting, None, previous),
             };
             if status.is_terminal() {
-                state.scheduler.forget(finished.job);
-                state.postponements.remove(&finished.job);
+                state.forget(finished.job);
             } else {
                 state.postponements.insert(finished.job, postponements);
             }
@@ -286,6 +288,9 @@ impl Service {
         }
         let ids = self.shared.store.commit(&commit)?;
         submit_jobs(&mut state, &ids, &commit.jobs);
+        ended.append(&mut state.ended);
+        drop(state);
+        self.announce_ended(ended);
         Ok(())
     }
 

@@ -10,6 +10,8 @@ mod clock;
 mod events;
 mod execution;
 mod loops;
+mod operations;
+mod tenancy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,12 +21,16 @@ use tokio::sync::{Notify, mpsc};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventOutcome};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
+pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
+pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 
 use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
-use crate::store::{Cutoffs, Definition, JobRow, JobUpdate, SqliteStore, Store, StoredPlugin};
+use crate::store::{
+    Cutoffs, Definition, JobFilter, JobRow, JobUpdate, Operation, PluginRow, SqliteStore, Store, StoredPlugin,
+};
 use execution::Finished;
 use loops::LoopDetector;
 
@@ -45,6 +51,12 @@ pub enum Error {
     StepFailed { step: String, error: ExecutionError },
     #[error("the job is {0:?}, which does not allow this")]
     NotAllowed(Status),
+    /// A background operation cannot be canceled any more (the message says why).
+    #[error("{0}")]
+    CancelRefused(&'static str),
+    /// The object exists already (an org or custom API of that name).
+    #[error("{0} already exists")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }
@@ -97,11 +109,19 @@ pub struct Retention {
     pub canceled_days: u32,
     /// Hours a job's plug-in trace log is kept. Default 24.
     pub trace_hours: u32,
+    /// Days a background operation is kept, whatever its status (its TTL). Default 90.
+    pub operation_days: u32,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { succeeded_days: 30, failed_days: 60, canceled_days: 60, trace_hours: 24 }
+        Retention {
+            succeeded_days: 30,
+            failed_days: 60,
+            canceled_days: 60,
+            trace_hours: 24,
+            operation_days: 90,
+        }
     }
 }
 
@@ -124,6 +144,9 @@ struct Shared {
     finished_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
     /// Woken when there may be new work (an event, a resume, a quota change).
     work: Notify,
+    /// Background operations that ended, once their end is committed (for callbacks).
+    ended_tx: mpsc::UnboundedSender<(OrgId, JobId)>,
+    ended_rx: Mutex<Option<mpsc::UnboundedReceiver<(OrgId, JobId)>>>,
 }
 
 struct State {
@@ -143,6 +166,27 @@ struct State {
     stops: HashMap<JobId, StopSignal>,
     /// When the retention policy last ran.
     last_purge: Millis,
+    /// Unfinished background operations: their end is announced for the callback.
+    background: HashMap<JobId, OrgId>,
+    /// Background operations that ended in `pending`: announced when it commits.
+    ended: Vec<(OrgId, JobId)>,
+}
+
+impl State {
+    /// Forgets a job that reached a terminal status; a background operation among them
+    /// is remembered in `ended` until the status is committed.
+    fn forget(&mut self, id: JobId) {
+        self.scheduler.forget(id);
+        self.postponements.remove(&id);
+        if let Some(org) = self.background.remove(&id) {
+            self.ended.push((org, id));
+        }
+    }
+
+    /// Takes the pending transitions with the background operations they end.
+    fn take_pending(&mut self) -> (Vec<JobUpdate>, Vec<(OrgId, JobId)>) {
+        (std::mem::take(&mut self.pending), std::mem::take(&mut self.ended))
+    }
 }
 
 impl Service {
@@ -165,11 +209,20 @@ impl Service {
             scheduler.deactivate(definition.id);
         }
         let mut postponements = HashMap::new();
+        let mut background = HashMap::new();
         for job in store.unfinished_jobs()? {
             postponements.insert(job.id, job.postponement_count);
+            if job.operation == Operation::BackgroundOperation {
+                background.insert(job.id, job.org);
+            }
             scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
         }
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        // Operations that ended before a restart and whose callback never went out.
+        for ended in store.undelivered_callbacks()? {
+            let _ = ended_tx.send(ended);
+        }
         let state = State {
             scheduler,
             definitions,
@@ -180,6 +233,8 @@ impl Service {
             pending: Vec::new(),
             stops: HashMap::new(),
             last_purge: Millis::MIN / 2,
+            background,
+            ended: Vec::new(),
         };
         Ok(Service {
             shared: Arc::new(Shared {
@@ -191,6 +246,8 @@ impl Service {
                 finished_tx,
                 finished_rx: tokio::sync::Mutex::new(finished_rx),
                 work: Notify::new(),
+                ended_tx,
+                ended_rx: Mutex::new(Some(ended_rx)),
             }),
         })
     }
@@ -205,6 +262,35 @@ impl Service {
 
     pub fn now(&self) -> Millis {
         self.shared.clock.now()
+    }
+
+    /// The background operations that end from now on (and those whose callback was
+    /// not delivered before a restart), once each end is durable. One taker per
+    /// service: the callback deliverer.
+    pub fn take_ended_operations(&self) -> Option<mpsc::UnboundedReceiver<(OrgId, JobId)>> {
+        self.shared.ended_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Announces committed ends of background operations.
+    fn announce_ended(&self, ended: Vec<(OrgId, JobId)>) {
+        for operation in ended {
+            // Nobody listening (no API server) is fine: the store keeps the operation.
+            let _ = self.shared.ended_tx.send(operation);
+        }
+    }
+
+    /// Records how a background operation's callback delivery went.
+    pub fn record_delivery(&self, id: JobId, delivery: &crate::store::Delivery) -> Result<()> {
+        Ok(self.shared.store.record_delivery(id, delivery)?)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// The largest plug-in upload the engine accepts.
+    pub fn max_plugin_bytes(&self) -> u64 {
+        self.shared.engine.settings().max_plugin_bytes
     }
 
     // ---- the operator ----
@@ -318,8 +404,12 @@ impl Service {
         let now = self.now();
         self.shared.store.apply(&[JobUpdate::Status { id, at: now, status, error: None }])?;
         if status.is_terminal() {
-            state.scheduler.forget(id);
-            state.postponements.remove(&id);
+            state.forget(id);
+            if let Some(n) = state.ended.iter().position(|(_, e)| *e == id) {
+                let ended = state.ended.swap_remove(n);
+                drop(state);
+                self.announce_ended(vec![ended]);
+            }
         }
         Ok(status)
     }
@@ -332,6 +422,7 @@ impl Service {
             failed: now - Millis::from(r.failed_days) * DAY,
             canceled: now - Millis::from(r.canceled_days) * DAY,
             trace: now - Millis::from(r.trace_hours) * HOUR,
+            operations: now,
         };
         Ok(self.shared.store.purge(&cutoffs)?)
     }
@@ -357,6 +448,49 @@ impl Service {
     /// Counts of the org's jobs per lane and status.
     pub fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         Ok(self.shared.store.job_counts(org)?)
+    }
+
+    /// The org's jobs that pass `filter`, newest first.
+    pub fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>> {
+        Ok(self.shared.store.jobs(org, filter)?)
+    }
+
+    // ---- definitions, read and deleted ----
+
+    pub fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>> {
+        Ok(self.shared.store.plugins(org)?)
+    }
+
+    /// The org's definitions (steps, workflows, custom APIs), by id.
+    pub fn definitions(&self, org: OrgId) -> Vec<Definition> {
+        let mut list: Vec<Definition> =
+            self.state().definitions.values().filter(|d| d.org == org).cloned().collect();
+        list.sort_by_key(|d| d.id);
+        list
+    }
+
+    pub fn definition(&self, org: OrgId, id: DefinitionId) -> Result<Definition> {
+        self.state()
+            .definitions
+            .get(&id)
+            .filter(|d| d.org == org)
+            .cloned()
+            .ok_or(Error::NotFound("definition"))
+    }
+
+    /// Deletes a definition: no new jobs; its queued jobs are canceled when picked up,
+    /// as for a deactivated workflow; running ones finish.
+    pub fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
+        let mut state = self.state();
+        if !state.definitions.get(&id).is_some_and(|d| d.org == org) {
+            return Err(Error::NotFound("definition"));
+        }
+        self.shared.store.delete_definition(org, id)?;
+        state.definitions.remove(&id);
+        state.scheduler.deactivate(id);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
     }
 }
 

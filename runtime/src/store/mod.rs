@@ -11,11 +11,12 @@ mod schema;
 mod sqlite;
 
 pub use model::{
-    Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger, WorkflowStep,
+    ApiParameter, Background, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
+    JobUpdate, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStep,
 };
 pub use sqlite::SqliteStore;
 
-use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordStore;
 
 /// A storage failure: the database could not do what was asked.
@@ -50,14 +51,28 @@ pub trait Store: RecordStore {
     fn orgs(&self) -> Result<Vec<(OrgId, String)>>;
     fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()>;
     fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>>;
+    /// The org's callback signing secret: the stored one, or `fresh`, stored now.
+    fn webhook_secret(&self, org: OrgId, fresh: &str) -> Result<String>;
+
+    /// Stores a tenant token by its hash.
+    fn create_token(&self, org: OrgId, label: &str, prefix: &str, hash: &str, at: Millis)
+    -> Result<TokenRow>;
+    fn tokens(&self, org: OrgId) -> Result<Vec<TokenRow>>;
+    /// Revokes one of the org's tokens; revoking twice is harmless.
+    fn revoke_token(&self, org: OrgId, id: u64, at: Millis) -> Result<()>;
+    /// The org a live (unrevoked) token belongs to, found by the token's hash.
+    fn token_org(&self, hash: &str) -> Result<Option<OrgId>>;
 
     /// Stores a plug-in version (content-addressed: the same bytes are stored once per org).
     fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin>;
     fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>>;
+    fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>>;
 
     fn save_definition(&self, definition: &Definition) -> Result<DefinitionId>;
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()>;
     fn definitions(&self) -> Result<Vec<Definition>>;
+    /// Deletes a definition; its jobs stay (and are canceled when picked up).
+    fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()>;
 
     /// Commits a batch in one transaction: an event's record changes, job transitions
     /// (with their record writes) and new jobs; returns the new jobs' ids, in order.
@@ -76,18 +91,20 @@ pub trait Store: RecordStore {
     /// Jobs not in a terminal status, to rebuild the scheduler after a restart.
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;
-    /// The org's jobs, newest first, optionally of one status and definition.
-    fn jobs(
-        &self,
-        org: OrgId,
-        status: Option<Status>,
-        definition: Option<DefinitionId>,
-        limit: u32,
-    ) -> Result<Vec<JobRow>>;
+    /// The org's jobs that pass `filter`, newest first.
+    fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>>;
+    /// A background operation of the org.
+    fn operation(&self, org: OrgId, job: JobId) -> Result<Option<OperationRow>>;
+    /// Records how a callback's delivery went.
+    fn record_delivery(&self, job: JobId, delivery: &Delivery) -> Result<()>;
+    /// Ended background operations whose callback is still to be delivered (after a
+    /// restart).
+    fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>>;
     /// Counts of the org's jobs per lane and status.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
-    /// Deletes finished jobs completed before their status's cutoff and clears trace
-    /// logs of jobs completed before `trace_before`; returns (jobs deleted, traces cleared).
+    /// Deletes finished jobs completed before their status's cutoff (background
+    /// operations: past their expiry instead) and clears trace logs of jobs completed
+    /// before `trace`; returns (jobs deleted, traces cleared).
     fn purge(&self, cutoffs: &Cutoffs) -> Result<(u64, u64)>;
 }
 
@@ -98,4 +115,6 @@ pub struct Cutoffs {
     pub failed: crate::jobs::Millis,
     pub canceled: crate::jobs::Millis,
     pub trace: crate::jobs::Millis,
+    /// Background operations that expired before this time are deleted.
+    pub operations: crate::jobs::Millis,
 }

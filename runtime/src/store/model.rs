@@ -72,6 +72,29 @@ pub enum DefinitionKind {
     },
     /// A workflow: ordered steps run as one job on the regular lane.
     Workflow { version: u32, steps: Vec<WorkflowStep> },
+    /// A custom API: a plug-in behind a message of its own (the trigger's message),
+    /// run synchronously or as a background operation with declared parameters.
+    CustomApi {
+        plugin: u64,
+        parameters: Vec<ApiParameter>,
+        #[serde(default)]
+        unsecure_config: Option<String>,
+        #[serde(default)]
+        secure_config: Option<String>,
+    },
+}
+
+/// A declared input parameter of a custom API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiParameter {
+    pub name: String,
+    /// The value type: `string`, `integer`, `decimal`, `boolean`, `date-time`, `money`,
+    /// `option-set` or `entity-reference`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// A step registration or a workflow.
@@ -157,6 +180,93 @@ pub struct NewJob {
     /// WaitingForResources, or a terminal status for a job refused at creation.
     pub status: Status,
     pub error: Option<(String, String)>,
+    /// A background operation's callback and expiry, stored with the job.
+    pub background: Option<Background>,
+}
+
+/// What a background operation adds to its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Background {
+    pub callback_uri: Option<String>,
+    /// When the operation (and its job) is deleted: its TTL.
+    pub expires_at: Millis,
+}
+
+/// Where a background operation's callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryState {
+    /// No callback was asked for.
+    None,
+    /// The operation has not ended yet, or its callback is being delivered.
+    Waiting,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every try failed (error, timeout, non-2xx answer or a redirect, never followed).
+    Failed,
+    /// The target is not allowed (loopback, private, link-local, …): never contacted.
+    Refused,
+}
+
+/// A stored background operation: its job's id, callback and delivery record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRow {
+    pub job: JobId,
+    pub org: OrgId,
+    pub callback_uri: Option<String>,
+    pub expires_at: Millis,
+    pub delivery: Delivery,
+}
+
+/// The delivery record of a callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// Why the last try failed, or why the target was refused.
+    pub error: Option<String>,
+    /// When the delivery ended.
+    pub at: Option<Millis>,
+}
+
+/// A tenant token, as stored: the token itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: u64,
+    pub org: OrgId,
+    pub label: String,
+    /// The token's first characters, to recognise it in a list.
+    pub prefix: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A stored plug-in version (its bytes are fetched separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRow {
+    pub id: u64,
+    pub name: String,
+    pub content_hash: String,
+    pub size: u64,
+}
+
+/// Which jobs to list; every field narrows the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<Status>,
+    pub lane: Option<Lane>,
+    pub definition: Option<DefinitionId>,
+    pub correlation_id: Option<String>,
+    /// Only jobs older than this one (pages through a long list, newest first).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+impl JobFilter {
+    /// Every job, up to `limit`.
+    pub fn all(limit: u32) -> Self {
+        JobFilter { status: None, lane: None, definition: None, correlation_id: None, before: None, limit }
+    }
 }
 
 /// A stored job.

@@ -77,4 +77,30 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_finished ON jobs (status, completed_at) WHERE status >= 30;
     CREATE INDEX jobs_traced ON jobs (completed_at) WHERE trace IS NOT NULL;
     ",
+    // 3: the HTTP API: tenant tokens (hashed), callback secrets, background operations.
+    "
+    ALTER TABLE orgs ADD COLUMN webhook_secret TEXT;
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES orgs(id),
+        label TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE operations (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        org_id INTEGER NOT NULL,
+        callback_uri TEXT,
+        expires_at INTEGER NOT NULL,
+        delivery_state TEXT NOT NULL,
+        delivery_attempts INTEGER NOT NULL DEFAULT 0,
+        delivery_error TEXT,
+        delivered_at INTEGER
+    );
+    CREATE INDEX operations_by_expiry ON operations (expires_at);
+    CREATE INDEX operations_waiting ON operations (job_id) WHERE delivery_state = 'waiting';
+    CREATE INDEX jobs_by_correlation ON jobs (org_id, correlation_id);
+    ",
 ];

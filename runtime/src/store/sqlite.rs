@@ -7,11 +7,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::model::{Definition, DefinitionKind, JobRow, JobUpdate, NewJob, Operation, StoredPlugin, Trigger};
+use super::model::{
+    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
+    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
+};
 use super::schema::MIGRATIONS;
 use super::{Batch, Cutoffs, Error, Result, Store};
 use crate::engine::Accounting;
-use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::{
     Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
     take_record_id,
@@ -39,6 +42,21 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 
 fn operation_name(operation: Operation) -> String {
     json(&operation).trim_matches('"').to_owned()
+}
+
+fn delivery_state_name(state: DeliveryState) -> String {
+    json(&state).trim_matches('"').to_owned()
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: row.get::<_, i64>(0)? as u64,
+        org: OrgId(row.get::<_, i64>(1)? as u32),
+        label: row.get(2)?,
+        prefix: row.get(3)?,
+        created_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
 }
 
 const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
@@ -327,6 +345,71 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn webhook_secret(&self, org: OrgId, fresh: &str) -> Result<String> {
+        let connection = self.lock();
+        connection.execute(
+            "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, ?2) WHERE id = ?1",
+            params![org.0, fresh],
+        )?;
+        connection
+            .query_row("SELECT webhook_secret FROM orgs WHERE id = ?1", params![org.0], |row| row.get(0))
+            .optional()?
+            .ok_or(Error::NotFound("organisation"))
+    }
+
+    fn create_token(
+        &self,
+        org: OrgId,
+        label: &str,
+        prefix: &str,
+        hash: &str,
+        at: Millis,
+    ) -> Result<TokenRow> {
+        let connection = self.lock();
+        let known: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
+            params![org.0],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(Error::NotFound("organisation"));
+        }
+        connection.execute(
+            "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![org.0, label, prefix, hash, at],
+        )?;
+        let id = connection.last_insert_rowid() as u64;
+        Ok(TokenRow { id, org, label: label.into(), prefix: prefix.into(), created_at: at, revoked_at: None })
+    }
+
+    fn tokens(&self, org: OrgId) -> Result<Vec<TokenRow>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, org_id, label, prefix, created_at, revoked_at FROM tokens WHERE org_id = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![org.0], token_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn revoke_token(&self, org: OrgId, id: u64, at: Millis) -> Result<()> {
+        let changed = self.lock().execute(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE org_id = ?1 AND id = ?2",
+            params![org.0, id as i64, at],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound("token"));
+        }
+        Ok(())
+    }
+
+    fn token_org(&self, hash: &str) -> Result<Option<OrgId>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT org_id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?;
+        let org: Option<i64> = statement.query_row(params![hash], |row| row.get(0)).optional()?;
+        Ok(org.map(|o| OrgId(o as u32)))
+    }
+
     fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin> {
         let connection = self.lock();
         connection.execute(
@@ -350,6 +433,22 @@ impl Store for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?)
+    }
+
+    fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, name, content_hash, length(bytes) FROM plugins WHERE org_id = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![org.0], |row| {
+            Ok(PluginRow {
+                id: row.get::<_, i64>(0)? as u64,
+                name: row.get(1)?,
+                content_hash: row.get(2)?,
+                size: row.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn save_definition(&self, d: &Definition) -> Result<DefinitionId> {
@@ -404,6 +503,16 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
+        let changed = self
+            .lock()
+            .execute("DELETE FROM definitions WHERE org_id = ?1 AND id = ?2", params![org.0, id.0 as i64])?;
+        if changed == 0 {
+            return Err(Error::NotFound("definition"));
+        }
+        Ok(())
+    }
+
     fn commit(&self, batch: &Batch) -> Result<Vec<JobId>> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
@@ -427,20 +536,71 @@ impl Store for SqliteStore {
         Ok(self.select_jobs(&sql, params![org.0, id.0 as i64])?.pop())
     }
 
-    fn jobs(
-        &self,
-        org: OrgId,
-        status: Option<Status>,
-        definition: Option<DefinitionId>,
-        limit: u32,
-    ) -> Result<Vec<JobRow>> {
+    fn jobs(&self, org: OrgId, f: &JobFilter) -> Result<Vec<JobRow>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND (?2 IS NULL OR status = ?2)
-             AND (?3 IS NULL OR definition_id = ?3) ORDER BY id DESC LIMIT ?4"
+             AND (?3 IS NULL OR definition_id = ?3) AND (?4 IS NULL OR lane = ?4)
+             AND (?5 IS NULL OR correlation_id = ?5) AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC LIMIT ?7"
         );
-        let status = status.map(Status::code);
-        let definition = definition.map(|d| d.0 as i64);
-        self.select_jobs(&sql, params![org.0, status, definition, limit])
+        self.select_jobs(
+            &sql,
+            params![
+                org.0,
+                f.status.map(Status::code),
+                f.definition.map(|d| d.0 as i64),
+                f.lane.map(|l| l.index() as i64),
+                f.correlation_id,
+                f.before.map(|j| j.0 as i64),
+                f.limit
+            ],
+        )
+    }
+
+    fn operation(&self, org: OrgId, job: JobId) -> Result<Option<OperationRow>> {
+        let connection = self.lock();
+        let row = connection
+            .query_row(
+                "SELECT callback_uri, expires_at, delivery_state, delivery_attempts, delivery_error, delivered_at
+                 FROM operations WHERE org_id = ?1 AND job_id = ?2",
+                params![org.0, job.0 as i64],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<String>>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, Option<String>>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((callback_uri, expires_at, state, attempts, error, at)) = row else { return Ok(None) };
+        let delivery =
+            Delivery { state: from_json(&format!("\"{state}\""))?, attempts: attempts as u32, error, at };
+        Ok(Some(OperationRow { job, org, callback_uri, expires_at, delivery }))
+    }
+
+    fn record_delivery(&self, job: JobId, d: &Delivery) -> Result<()> {
+        self.lock().execute(
+            "UPDATE operations SET delivery_state = ?2, delivery_attempts = ?3, delivery_error = ?4,
+                delivered_at = ?5 WHERE job_id = ?1",
+            params![job.0 as i64, delivery_state_name(d.state), d.attempts, d.error, d.at],
+        )?;
+        Ok(())
+    }
+
+    fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
+             WHERE o.delivery_state = 'waiting' AND j.status >= 30 ORDER BY o.job_id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((OrgId(row.get::<_, i64>(0)? as u32), JobId(row.get::<_, i64>(1)? as u64)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
@@ -451,10 +611,16 @@ impl Store for SqliteStore {
             [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
         {
             deleted += tx.execute(
-                "DELETE FROM jobs WHERE status = ?1 AND completed_at < ?2",
-                params![status.code(), before],
+                "DELETE FROM jobs WHERE status = ?1 AND completed_at < ?2 AND operation != ?3",
+                params![status.code(), before, operation_name(Operation::BackgroundOperation)],
             )? as u64;
         }
+        // Background operations live for their TTL, whatever their status.
+        deleted += tx.execute(
+            "DELETE FROM jobs WHERE status >= 30
+             AND id IN (SELECT job_id FROM operations WHERE expires_at < ?1)",
+            params![c.operations],
+        )? as u64;
         let cleared = tx.execute(
             "UPDATE jobs SET trace = NULL WHERE trace IS NOT NULL AND completed_at < ?1",
             params![c.trace],
@@ -519,7 +685,25 @@ fn insert_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
                 code,
                 message,
             ])?;
-            ids.push(JobId(tx.last_insert_rowid() as u64));
+            let id = tx.last_insert_rowid();
+            ids.push(JobId(id as u64));
+            if let Some(background) = &job.background {
+                let state = match background.callback_uri {
+                    Some(_) => DeliveryState::Waiting,
+                    None => DeliveryState::None,
+                };
+                tx.prepare_cached(
+                    "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    id,
+                    job.org.0,
+                    background.callback_uri,
+                    background.expires_at,
+                    delivery_state_name(state)
+                ])?;
+            }
         }
     }
     Ok(ids)

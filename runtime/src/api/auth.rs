@@ -1,0 +1,78 @@
+//! Who is calling: a tenant token (`Authorization: Bearer slu_…`, looked up by its
+//! SHA-256) names one org; the operator token is compared by digest in constant time.
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::jobs::OrgId;
+
+/// A request made with a tenant token: everything it touches is in this org.
+pub struct Tenant(pub OrgId);
+
+/// A request made with the operator token.
+pub struct Operator;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("send `Authorization: Bearer <token>`"))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// Constant-time equality of two digests.
+fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AppState {
+    fn is_operator(&self, token: &str) -> bool {
+        same_digest(&Sha256::digest(token.as_bytes()), &self.operator_digest)
+    }
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        match state.service.authenticate(token)? {
+            Some(org) => Ok(Tenant(org)),
+            None if state.is_operator(token) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant-token-required",
+                "this route acts inside one organisation: use a tenant token of that org",
+            )),
+            None => Err(unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.is_operator(token) {
+            return Ok(Operator);
+        }
+        match state.service.authenticate(token)? {
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "operator-token-required",
+                "this route is the operator's; tenants read their quotas at /api/v1/quotas",
+            )),
+            None => Err(unauthorized("unknown or revoked token")),
+        }
+    }
+}

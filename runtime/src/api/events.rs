@@ -1,0 +1,71 @@
+//! Events and synchronous custom API calls: work done inside the request.
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::AppState;
+use super::auth::Tenant;
+use super::error::{ApiError, Body, ErrorBody};
+use super::views::{EventBatch, EventView, OutputView, RunRequest, SyncOutputView};
+use crate::service::{Event, EventOutcome};
+
+/// At most this many events in one batch.
+const MAX_BATCH: usize = 5_000;
+
+fn view(outcome: EventOutcome) -> EventView {
+    EventView {
+        record_id: outcome.record_id,
+        correlation_id: outcome.correlation_id,
+        sync_outputs: outcome
+            .sync_outputs
+            .into_iter()
+            .map(|(step, output)| SyncOutputView { step, output: output.into() })
+            .collect(),
+        jobs: outcome.jobs.into_iter().map(|j| j.0).collect(),
+    }
+}
+
+/// Fires an event: applies the change, runs the synchronous steps inline (a failing
+/// one rolls the whole event back and its error is the answer), and queues jobs for
+/// the asynchronous steps and activated workflows.
+#[utoipa::path(post, path = "/events", tag = "tenant",
+    request_body(content = Object, description = "{message, entity, record_id?, attributes?}"),
+    responses((status = 200, body = EventView), (status = "4XX", body = ErrorBody)))]
+pub async fn fire_event(
+    Tenant(org): Tenant,
+    State(state): State<AppState>,
+    Body(event): Body<Event>,
+) -> Result<Json<EventView>, ApiError> {
+    Ok(Json(view(state.service.fire(org, event).await?)))
+}
+
+/// Fires many events in one transaction (bulk upload): all or nothing.
+#[utoipa::path(post, path = "/events/batch", tag = "tenant", request_body = EventBatch,
+    responses((status = 200, body = Vec<EventView>), (status = "4XX", body = ErrorBody)))]
+pub async fn fire_batch(
+    Tenant(org): Tenant,
+    State(state): State<AppState>,
+    Body(batch): Body<EventBatch>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    if batch.events.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch-too-large",
+            format!("at most {MAX_BATCH} events per batch"),
+        ));
+    }
+    let outcomes = state.service.fire_batch(org, batch.events).await?;
+    Ok(Json(outcomes.into_iter().map(view).collect()))
+}
+
+/// Runs a custom API synchronously and answers its output parameters.
+#[utoipa::path(post, path = "/custom-apis/{name}/run", tag = "tenant", params(("name" = String, Path)),
+    request_body = RunRequest,
+    responses((status = 200, body = OutputView), (status = "4XX", body = ErrorBody)))]
+pub async fn run_custom_api(
+    Tenant(org): Tenant,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Body(request): Body<RunRequest>,
+) -> Result<Json<OutputView>, ApiError> {
+    Ok(Json(state.service.run_custom_api(org, &name, request.parameters).await?.into()))
+}

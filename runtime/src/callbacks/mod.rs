@@ -1,0 +1,12 @@
+//! Callbacks of background operations: when an operation ends, Sluice POSTs
+//! {location, id, state, status, error code, error message} to its callback URI,
+//! signed Standard Webhooks style with the org's secret, retried with exponential
+//! backoff, never following a redirect, and only to targets the SSRF policy allows.
+
+mod deliver;
+mod signature;
+mod target;
+
+pub use deliver::{CallbackSettings, Deliverer};
+pub use signature::{sign, verify};
+pub use target::{Refused, TargetPolicy, forbidden_kind, parse as parse_uri};
