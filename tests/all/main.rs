@@ -1,12 +1,16 @@
 //! Sluice's integration tests: one binary, one module per behaviour users care about.
 //! Guest plug-ins come from `sample-plugins/`, built by `sluice-sample-plugins`.
 
+mod api;
+mod callbacks;
 mod cli;
 mod crash_recovery;
 mod hostile_plugins;
+mod http;
 mod isolation;
 mod job_service;
 mod limits;
+mod readme_sessions;
 mod sample_plugins;
 mod scheduler_simulation;
 mod store_conformance;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::signature::sign;
-use super::target::TargetPolicy;
+use super::target::{Refused, TargetPolicy};
 use crate::jobs::{JobId, OrgId};
 use crate::service::Service;
 use crate::store::{Delivery, DeliveryState};
@@ -92,16 +92,6 @@ impl Deliverer {
         let body = serde_json::to_vec(&body).expect("plain data serialises");
         let mut delivery = Delivery { state: DeliveryState::Waiting, attempts: 0, error: None, at: None };
         let policy = TargetPolicy { allow: self.settings.allow_networks.clone() };
-        let (url, addresses) = match policy.resolve(&uri).await {
-            Ok(target) => target,
-            Err(refused) => {
-                tracing::warn!(job = id.0, %refused, "callback target refused");
-                delivery.state = DeliveryState::Refused;
-                delivery.error = Some(refused.to_string());
-                delivery.at = Some(self.service.now());
-                return self.record(id, &delivery);
-            }
-        };
         let secret = match self.service.webhook_secret(org) {
             Ok(secret) => secret,
             Err(e) => {
@@ -113,7 +103,25 @@ impl Deliverer {
         let mut backoff = Duration::from_millis(self.settings.first_retry_ms);
         for attempt in 1..=self.settings.tries.max(1) {
             delivery.attempts = attempt;
-            match self.try_once(&url, &addresses, &secret, &message_id, &body).await {
+            // Resolved and checked at every try: a name that does not resolve now may
+            // later, and one that resolves elsewhere later is checked again.
+            let tried = match policy.resolve(&uri).await {
+                Ok((url, addresses)) => self.try_once(&url, &addresses, &secret, &message_id, &body).await,
+                Err(Refused::Unresolved { host, reason }) => {
+                    Err(format!("{host} does not resolve: {reason}"))
+                }
+                Err(refused) => {
+                    tracing::warn!(job = id.0, %refused, "callback target refused");
+                    delivery = Delivery {
+                        state: DeliveryState::Refused,
+                        attempts: 0,
+                        error: Some(refused.to_string()),
+                        at: Some(self.service.now()),
+                    };
+                    return self.record(id, &delivery);
+                }
+            };
+            match tried {
                 Ok(()) => {
                     delivery.state = DeliveryState::Delivered;
                     delivery.error = None;
@@ -167,7 +175,7 @@ impl Deliverer {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| format!("{}", error_chain(&e)))?;
+            .map_err(|e| error_chain(&e))?;
         let status = response.status();
         if status.is_success() {
             Ok(())

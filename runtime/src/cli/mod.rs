@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod bench;
+mod client;
 mod format;
 mod plugin;
 mod serve;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use client::Remote;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,69 @@ enum Command {
         plugins: PathBuf,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// Organisations and tenant tokens (operator), your own org (tenant).
+    Org {
+        #[command(subcommand)]
+        command: client::OrgCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Quotas and throttling state.
+    Quotas {
+        #[command(subcommand)]
+        command: client::QuotasCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Step registrations.
+    Step {
+        #[command(subcommand)]
+        command: client::StepCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Workflows: create, version, activate, deactivate, delete.
+    Workflow {
+        #[command(subcommand)]
+        command: client::WorkflowCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Custom APIs: register, run synchronously, delete.
+    Api {
+        #[command(subcommand)]
+        command: client::ApiCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Fire events.
+    Event {
+        #[command(subcommand)]
+        command: client::EventCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Bulk record upload.
+    Records {
+        #[command(subcommand)]
+        command: client::RecordsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// System jobs: list, show, trace, cancel, pause, resume.
+    Job {
+        #[command(subcommand)]
+        command: client::JobCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Background operations: start, show, wait, cancel.
+    Operation {
+        #[command(subcommand)]
+        command: client::OperationCommand,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -84,6 +149,20 @@ pub enum PluginCommand {
         #[command(flatten)]
         common: CommonOptions,
     },
+    /// Upload a plug-in to a server (content-addressed: the same bytes, the same id).
+    Upload {
+        file: PathBuf,
+        /// Its name (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the plug-ins uploaded to a server.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,6 +197,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Demo { plugins, seconds } => serve::demo(plugins, seconds).await,
         Command::Bench { scenario, plugins } => {
             bench::run(scenario, &plugins).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Org { command, remote } => {
+            client::run_org(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Quotas { command, remote } => {
+            client::run_quotas(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Step { command, remote } => {
+            client::run_step(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Workflow { command, remote } => {
+            client::run_workflow(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Api { command, remote } => {
+            client::run_api(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Event { command, remote } => {
+            client::run_event(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Records { command, remote } => {
+            client::run_records(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Job { command, remote } => {
+            client::run_job(command, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Operation { command, remote } => {
+            client::run_operation(command, &remote).await.map(|()| ExitCode::SUCCESS)
         }
     }
 }

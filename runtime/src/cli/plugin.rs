@@ -32,6 +32,12 @@ fn load(engine: &Engine, file: &Path) -> anyhow::Result<Result<Plugin, LoadError
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
+        PluginCommand::Upload { file, name, remote } => {
+            super::client::run_plugin_remote(Some((file, name)), &remote).await.map(|()| ExitCode::SUCCESS)
+        }
+        PluginCommand::List { remote } => {
+            super::client::run_plugin_remote(None, &remote).await.map(|()| ExitCode::SUCCESS)
+        }
         PluginCommand::Check { file, common } => {
             let engine = engine(&common)?;
             let plugin = match load(&engine, &file)? {

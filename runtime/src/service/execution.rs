@@ -294,6 +294,17 @@ impl Service {
         Ok(())
     }
 
+    /// Commits the pending transitions now. Only the driver's task calls it (as it
+    /// alone commits rounds), so a start is never committed after its completion.
+    fn flush_pending(&self) -> Result<()> {
+        let (updates, ended) = self.state().take_pending();
+        if !updates.is_empty() {
+            self.shared.store.apply(&updates)?;
+        }
+        self.announce_ended(ended);
+        Ok(())
+    }
+
     /// Waits for one execution to finish. Cancel-safe: nothing is lost if the wait is
     /// abandoned (the driver selects over it).
     async fn next_finished(&self) -> Option<Finished> {
@@ -362,9 +373,16 @@ impl Service {
             };
             let pause = wake
                 .map_or(Duration::from_secs(1), |at| Duration::from_millis((at - now).clamp(1, 1000) as u64));
-            let running = self.state().running != [0; 3];
+            let (running, pending) = {
+                let state = self.state();
+                (state.running != [0; 3], !state.pending.is_empty())
+            };
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                // Starts ride along with the next round's commit, but not for long: a
+                // long execution's start is committed after the window anyway, so the
+                // store (and the API) shows it InProgress.
+                _ = tokio::time::sleep(COMMIT_WINDOW * 2), if pending => self.flush_pending()?,
                 finished = self.next_finished(), if running => {
                     if let Some(first) = finished {
                         self.complete_round(first).await?;

@@ -364,8 +364,21 @@ impl Service {
 
     // ---- jobs ----
 
+    /// A job of the org, with its live status: a start not yet committed (group
+    /// commit) already shows as InProgress.
     pub fn job(&self, org: OrgId, id: JobId) -> Result<JobRow> {
-        self.shared.store.job(org, id)?.ok_or(Error::NotFound("job"))
+        let mut job = self.shared.store.job(org, id)?.ok_or(Error::NotFound("job"))?;
+        self.live_status(std::slice::from_mut(&mut job));
+        Ok(job)
+    }
+
+    fn live_status(&self, jobs: &mut [JobRow]) {
+        let state = self.state();
+        for job in jobs.iter_mut().filter(|j| !j.status.is_terminal()) {
+            if let Some(status) = state.scheduler.status(job.id) {
+                job.status = status;
+            }
+        }
     }
 
     /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
@@ -452,7 +465,9 @@ impl Service {
 
     /// The org's jobs that pass `filter`, newest first.
     pub fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>> {
-        Ok(self.shared.store.jobs(org, filter)?)
+        let mut jobs = self.shared.store.jobs(org, filter)?;
+        self.live_status(&mut jobs);
+        Ok(jobs)
     }
 
     // ---- definitions, read and deleted ----
@@ -482,7 +497,7 @@ impl Service {
     /// as for a deactivated workflow; running ones finish.
     pub fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
         let mut state = self.state();
-        if !state.definitions.get(&id).is_some_and(|d| d.org == org) {
+        if state.definitions.get(&id).is_none_or(|d| d.org != org) {
             return Err(Error::NotFound("definition"));
         }
         self.shared.store.delete_definition(org, id)?;

@@ -1,0 +1,98 @@
+//! The README's curl and CLI sessions, run as written against a real `sluice serve`
+//! (only its address is changed to the test server's free port).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use sluice_sample_plugins as samples;
+
+/// The shell blocks of the README that follow `<!-- session: NAME -->`.
+fn session(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- session: {name} -->");
+    let after = readme.split(&marker).nth(1).unwrap_or_else(|| panic!("the README has no {name} session"));
+    let block = after.split("```sh\n").nth(1).expect("a sh block follows the marker");
+    block.split("\n```").next().expect("the block ends").to_owned()
+}
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &Path) -> Server {
+    std::fs::write(dir.join("sluice.toml"), "[callbacks]\nfirst-retry-ms = 20\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--data", "sluice-data", "--config", "sluice.toml", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("SLUICE_OPERATOR_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("API on http://").nth(1) {
+            let address = rest.split('/').next().unwrap().to_owned();
+            return Server { child, address };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sluice serve never said where its API is");
+}
+
+fn run_session(name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    // The sessions name the sample plug-ins by their path in the repository.
+    let samples_dir = Path::new(samples::ECHO).ancestors().nth(3).unwrap();
+    std::fs::create_dir_all(dir.path().join("target")).unwrap();
+    std::os::unix::fs::symlink(samples_dir, dir.path().join("target/sample-plugins")).unwrap();
+    let server = start_server(dir.path());
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let script = session(&readme, name).replace("127.0.0.1:7878", &server.address);
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sluice")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("SLUICE_CLIENT_CONFIG", dir.path().join("no-client-config.toml"))
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_SERVER")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the {name} session failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(server);
+    stdout
+}
+
+#[test]
+fn the_curl_session_runs() {
+    let out = run_session("curl");
+    assert!(out.contains("\"kind\": \"step\""), "{out}");
+    assert!(out.contains("\"fuel_used\""), "{out}");
+    assert!(out.contains("\"callback\""), "{out}");
+}
+
+#[test]
+fn the_cli_session_runs() {
+    let out = run_session("cli");
+    assert!(out.contains("number accounts"), "{out}");
+    assert!(out.contains("async-plugin"), "{out}");
+    assert!(out.contains("status_name                 succeeded"), "{out}");
+    assert!(out.contains("callback.delivery.state"), "{out}");
+    assert!(out.contains("priority"), "{out}");
+}
