@@ -9,7 +9,7 @@ use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
 use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
-use sluice::store::{Definition, JobFilter, JobRow, SqliteStore, Store, Trigger};
+use sluice::store::{ApiParameter, Definition, JobFilter, JobRow, SqliteStore, Store, Trigger};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, engine};
@@ -367,4 +367,27 @@ async fn retention_drops_traces_after_a_day_succeeded_jobs_after_30_days_failed_
     h.clock.advance(30 * 24 * HOUR);
     assert_eq!(h.service.purge().unwrap(), (1, 0));
     assert!(h.service.job(org, failed).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_operation_is_kept_for_its_90_day_ttl_whatever_its_status() {
+    const DAY: i64 = 24 * 60 * MINUTE;
+    let h = harness(Options::default());
+    let org = h.service.create_org("contoso").unwrap();
+    let echo = h.plugin(org, samples::ECHO);
+    let parameter = ApiParameter { name: "Text".into(), kind: "string".into(), optional: false };
+    h.service.register_custom_api(org, "Echo", echo, vec![parameter], None, None).unwrap();
+    let parameters = attrs(&[("Text", Value::from("hi"))]);
+    let operation = h.service.start_background_operation(org, "Echo", parameters, None).unwrap();
+    h.service.run_until_idle().await.unwrap();
+    let (job, row) = h.service.operation(org, operation).unwrap();
+    assert_eq!(job.status, Status::Succeeded);
+    assert_eq!(row.expires_at, T0 + 90 * DAY);
+
+    h.clock.advance(60 * DAY);
+    assert_eq!(h.service.purge().unwrap().0, 0, "a succeeded operation outlives the 30-day job retention");
+    assert!(h.service.operation(org, operation).is_ok());
+    h.clock.advance(31 * DAY);
+    assert_eq!(h.service.purge().unwrap().0, 1);
+    assert!(matches!(h.service.operation(org, operation), Err(sluice::service::Error::NotFound(_))));
 }

@@ -4,13 +4,13 @@
 mod api;
 mod callbacks;
 mod cli;
+mod client;
 mod crash_recovery;
 mod hostile_plugins;
 mod http;
 mod isolation;
 mod job_service;
 mod limits;
-mod readme_sessions;
 mod sample_plugins;
 mod scheduler_simulation;
 mod store_conformance;

@@ -1,5 +1,5 @@
-//! The README's curl and CLI sessions, run as written against a real `sluice serve`
-//! (only its address is changed to the test server's free port).
+//! The `sluice` client and the README's curl and CLI sessions, run as written against a
+//! real `sluice serve` (only its address is changed to the test server's free port).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -49,15 +49,16 @@ fn start_server(dir: &Path) -> Server {
     panic!("sluice serve never said where its API is");
 }
 
-fn run_session(name: &str) -> String {
+/// Runs `script` with bash in a directory holding the server's data and the sample
+/// plug-ins at their repository path; returns (success, stdout, stderr).
+fn run_script(script: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     // The sessions name the sample plug-ins by their path in the repository.
     let samples_dir = Path::new(samples::ECHO).ancestors().nth(3).unwrap();
     std::fs::create_dir_all(dir.path().join("target")).unwrap();
     std::os::unix::fs::symlink(samples_dir, dir.path().join("target/sample-plugins")).unwrap();
     let server = start_server(dir.path());
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let script = session(&readme, name).replace("127.0.0.1:7878", &server.address);
+    let script = script.replace("127.0.0.1:7878", &server.address);
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_sluice")).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let output = Command::new("bash")
@@ -69,13 +70,15 @@ fn run_session(name: &str) -> String {
         .env_remove("SLUICE_SERVER")
         .output()
         .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the {name} session failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     drop(server);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+fn run_session(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let (ok, stdout, stderr) = run_script(&session(&readme, name));
+    assert!(ok, "the {name} session failed:\n{stdout}\n{stderr}");
     stdout
 }
 
@@ -95,4 +98,28 @@ fn the_cli_session_runs() {
     assert!(out.contains("status_name                 succeeded"), "{out}");
     assert!(out.contains("callback.delivery.state"), "{out}");
     assert!(out.contains("priority"), "{out}");
+}
+
+#[test]
+fn the_client_imports_records_in_batches_and_names_errors() {
+    let script = r#"
+export SLUICE_SERVER=http://127.0.0.1:7878
+export SLUICE_TOKEN=$(cat sluice-data/operator-token)
+ORG=$(sluice org create contoso --json | jq .id)
+export SLUICE_TOKEN=$(sluice org token "$ORG")
+ECHO=$(sluice plugin upload target/sample-plugins/wasm32-wasip2/plugin/echo.wasm --json | jq .id)
+sluice workflow create --name copy --message Create --entity account --step "$ECHO" --activate
+for n in $(seq 1 1200); do echo "{\"name\": \"account $n\"}"; done > accounts.jsonl
+sluice records import accounts.jsonl --entity account --batch 500
+sluice job list --lane regular --limit 1000 --json | jq length
+if sluice job show 424242 2> error.txt; then exit 1; fi
+cat error.txt
+SLUICE_TOKEN=slu_wrong sluice job list 2>&1 || true
+"#;
+    let (ok, out, err) = run_script(script);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("created 1200 records · 1200 jobs queued"), "{out}");
+    assert!(out.contains("\n1000\n"), "{out}");
+    assert!(out.contains("404 Not Found not-found: job not found"), "{out}");
+    assert!(out.contains("401 Unauthorized unauthorized"), "{out}");
 }
