@@ -14,8 +14,10 @@
 pub mod api;
 pub mod callbacks;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod jobs;
+pub mod metrics;
 pub mod records;
 pub mod scheduler;
 pub mod service;

@@ -16,14 +16,66 @@ pub struct Tenant(pub OrgId);
 /// A request made with the operator token.
 pub struct Operator;
 
+/// The dashboard keeps the token in this cookie (HttpOnly, SameSite=Strict).
+pub const TOKEN_COOKIE: &str = "sluice_token";
+
+/// The request's token: the bearer token, else the dashboard's cookie.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    parts
+    let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| unauthorized("send `Authorization: Bearer <token>`"))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = || {
+        parts.headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(
+            |v| {
+                v.split(';')
+                    .filter_map(|c| c.trim().split_once('='))
+                    .find(|(k, _)| *k == TOKEN_COOKIE)
+                    .map(|(_, t)| t)
+            },
+        )
+    };
+    header.or_else(cookie).map(str::trim).ok_or_else(|| unauthorized("send `Authorization: Bearer <token>`"))
+}
+
+/// Who is looking: the operator (every org) or one org's tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Operator,
+    Tenant(OrgId),
+}
+
+impl Viewer {
+    /// The org the viewer is confined to (`None`: every org).
+    pub fn scope(self) -> Option<OrgId> {
+        match self {
+            Viewer::Operator => None,
+            Viewer::Tenant(org) => Some(org),
+        }
+    }
+
+    pub fn sees(self, org: OrgId) -> bool {
+        self.scope().is_none_or(|o| o == org)
+    }
+}
+
+impl AppState {
+    /// Who a token belongs to, if anyone.
+    pub fn viewer_of(&self, token: &str) -> Result<Option<Viewer>, ApiError> {
+        if self.is_operator(token) {
+            return Ok(Some(Viewer::Operator));
+        }
+        Ok(self.service.authenticate(token)?.map(Viewer::Tenant))
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.viewer_of(bearer(parts)?)?.ok_or_else(|| unauthorized("unknown or revoked token"))
+    }
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -10,6 +10,7 @@ mod auth;
 mod definitions;
 mod error;
 mod events;
+mod health;
 mod jobs;
 mod operations;
 mod operator;
@@ -26,7 +27,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use auth::{TOKEN_COOKIE, Viewer};
 pub use error::{ApiError, ErrorBody};
+pub use operator::lane as lane_by_name;
 
 use crate::service::Service;
 
@@ -51,7 +54,7 @@ impl Default for ApiSettings {
 
 #[derive(Clone)]
 pub struct AppState {
-    service: Service,
+    pub(crate) service: Service,
     operator_digest: Arc<[u8]>,
     base_url: Arc<str>,
     max_upload_bytes: usize,
@@ -112,6 +115,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::resume_job))
         .routes(routes!(operations::start))
         .routes(routes!(operations::get, operations::cancel))
+        .routes(routes!(health::health))
         .split_for_parts()
 }
 
@@ -133,6 +137,8 @@ pub fn router(service: Service, operator_token: &str, settings: &ApiSettings, ba
     let api = api.route("/openapi.json", get(move || async move { axum::Json(document.as_ref().clone()) }));
     Router::new()
         .nest("/api/v1", api)
+        .route("/metrics", get(health::metrics))
+        .merge(crate::dashboard::routes())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

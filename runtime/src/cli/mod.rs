@@ -21,6 +21,10 @@ use client::Remote;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Log as JSON lines (one object per event, with the span's org, lane, job and
+    /// definition) instead of text. `RUST_LOG` sets the level (default `info`).
+    #[arg(long, global = true)]
+    pub log_json: bool,
 }
 
 #[derive(Subcommand)]

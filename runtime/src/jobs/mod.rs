@@ -82,6 +82,17 @@ impl Status {
         self as u32
     }
 
+    pub const ALL: [Status; 8] = [
+        Status::WaitingForResources,
+        Status::Waiting,
+        Status::InProgress,
+        Status::Pausing,
+        Status::Canceling,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Canceled,
+    ];
+
     pub fn from_code(code: u32) -> Option<Status> {
         Some(match code {
             0 => Status::WaitingForResources,

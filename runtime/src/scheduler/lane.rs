@@ -73,11 +73,22 @@ impl LaneQueue {
         self.queues.get(definition)?.iter().copied().find(|job| live(*job))
     }
 
-    /// Whether the thread cap and the throughput window allow one more start.
-    pub fn may_start(&self, quotas: &Quotas, now: Millis) -> bool {
+    /// The quota that forbids one more start now, if one does.
+    pub fn held_back_by(&self, quotas: &Quotas, now: Millis) -> Option<&'static str> {
         let window = now.div_euclid(quotas.throughput_window());
         let starts = if window == self.window { self.starts } else { 0 };
-        self.running < quotas.max_threads && starts < quotas.max_throughput
+        if self.running >= quotas.max_threads {
+            Some("max-threads")
+        } else if starts >= quotas.max_throughput {
+            Some("max-throughput")
+        } else {
+            None
+        }
+    }
+
+    /// Queued jobs per definition (canceled slots included until their turn comes).
+    pub fn queued_by_definition(&self) -> impl Iterator<Item = (DefinitionId, usize)> + '_ {
+        self.queues.iter().map(|(d, q)| (*d, q.len()))
     }
 
     pub fn count_start(&mut self, quotas: &Quotas, now: Millis) {

@@ -117,9 +117,31 @@ pub struct Scheduler {
     /// Jobs per dependency token, in submission order; the first may run.
     chains: HashMap<String, VecDeque<JobId>>,
     deactivated: HashSet<DefinitionId>,
+    /// Orgs and lanes whose ready job a quota held back since the last `take_held_back`,
+    /// with the quota (for the throttling metrics; one entry per refusal).
+    held_back: Vec<(OrgId, Lane, &'static str)>,
 }
 
 impl Scheduler {
+    /// The quota refusals since the last call.
+    pub fn take_held_back(&mut self) -> Vec<(OrgId, Lane, &'static str)> {
+        std::mem::take(&mut self.held_back)
+    }
+
+    /// Jobs of the org and lane postponed until a time (not paused or postponed forever).
+    pub fn postponed(&self, org: OrgId, lane: Lane) -> u64 {
+        self.timers
+            .iter()
+            .filter_map(|(at, id)| self.jobs.get(id).filter(|e| e.postpone_until == Some(*at)))
+            .filter(|e| e.status == Status::Waiting && e.spec.org == org && e.spec.lane == lane)
+            .count() as u64
+    }
+
+    /// Queued jobs of one org and lane per definition.
+    pub fn queued_by_definition(&self, org: OrgId, lane: Lane) -> Vec<(DefinitionId, usize)> {
+        self.lanes.get(&(org, lane)).map(|q| q.queued_by_definition().collect()).unwrap_or_default()
+    }
+
     pub fn new(default_quotas: Quotas) -> Self {
         Scheduler { default_quotas, ..Default::default() }
     }
@@ -284,7 +306,11 @@ impl Scheduler {
                     .and_then(|id| jobs.get(&id))
                     .is_some_and(|e| deactivated.contains(&e.spec.definition))
             };
-            if lane != Lane::Exempt && !queue.may_start(&quotas, now) && !cancelable() {
+            if lane != Lane::Exempt
+                && let Some(quota) = queue.held_back_by(&quotas, now)
+                && !cancelable()
+            {
+                self.held_back.push((org, lane, quota));
                 self.rings[lane.index()].push_back(org);
                 continue;
             }

@@ -16,7 +16,7 @@ use super::{Error, Result, Service, State, loops};
 use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
 use crate::jobs::{JobId, Millis, OrgId, Status};
 use crate::records::{Attributes, Entity, OrgRecords, Overlay, RecordChange, RecordStore, Value};
-use crate::store::{Batch, Definition, DefinitionKind, NewJob, Operation, Store};
+use crate::store::{Batch, Definition, DefinitionKind, NewJob, Operation};
 
 /// A message on a record, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ impl Service {
         mut state: MutexGuard<'_, State>,
         batch: &Batch,
     ) -> Result<Vec<JobId>> {
-        let ids = self.shared.store.commit(batch)?;
+        let ids = self.commit(batch)?;
         submit_jobs(&mut state, &ids, &batch.jobs);
         drop(state);
         self.start_ready()?;
@@ -157,6 +157,7 @@ impl Service {
 
     /// Applies one event to the overlay with its sync steps; returns its outcome (jobs
     /// not yet known), the index of its core change, and its pre-image.
+    #[tracing::instrument(name = "event", skip_all, fields(org = org.0, message = %event.message, entity = %event.entity))]
     async fn prepare(
         &self,
         org: OrgId,

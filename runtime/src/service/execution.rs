@@ -5,13 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use super::events::{Trigger, submit_jobs};
 use super::{Error, Result, Service};
 use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
     StopSignal,
 };
-use crate::jobs::{JobId, Lane, OrgId, Status};
+use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Status};
 use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
 use crate::store::{Batch, Definition, DefinitionKind, JobUpdate, Store};
@@ -20,6 +22,7 @@ use crate::store::{Batch, Definition, DefinitionKind, JobUpdate, Store};
 pub(super) struct Finished {
     job: JobId,
     lane: Lane,
+    definition: DefinitionId,
     org: OrgId,
     correlation: String,
     depth: u32,
@@ -64,7 +67,7 @@ impl Service {
     pub(super) fn start_ready(&self) -> Result<usize> {
         let now = self.now();
         let mut to_run = Vec::new();
-        let flush = {
+        let (flush, held_back) = {
             let mut state = self.state();
             for id in state.scheduler.wake(now) {
                 state.pending.push(JobUpdate::Status {
@@ -90,31 +93,53 @@ impl Service {
                         }
                         Some(Decision::Start(id)) => {
                             state.pending.push(JobUpdate::Started { id, at: now });
-                            let org =
-                                state.scheduler.spec(id).map(|s| s.org).expect("a started job is known");
+                            let spec = state.scheduler.spec(id).expect("a started job is known");
+                            let span = tracing::info_span!(
+                                "job",
+                                org = spec.org.0,
+                                lane = ?spec.lane,
+                                job = id.0,
+                                definition = spec.definition.0
+                            );
+                            let org = spec.org;
                             let stop = StopSignal::default();
                             state.stops.insert(id, stop.clone());
-                            to_run.push((org, id, stop));
+                            to_run.push((org, id, stop, span));
                             state.running[lane.index()] += 1;
                         }
                     }
                 }
             }
-            if state.running == [0; 3] { state.take_pending() } else { (Vec::new(), Vec::new()) }
+            let mut held_back = state.scheduler.take_held_back();
+            held_back.sort();
+            held_back.dedup();
+            let flush = if state.running == [0; 3] { state.take_pending() } else { (Vec::new(), Vec::new()) };
+            (flush, held_back)
         };
+        for (org, lane, quota) in held_back {
+            self.shared.metrics.throttled(org, lane, quota);
+        }
         let (flush, ended) = flush;
         if !flush.is_empty() {
-            self.shared.store.apply(&flush)?;
+            self.apply(flush)?;
         }
         self.announce_ended(ended);
         let started = to_run.len();
-        for (org, id, stop) in to_run {
+        for (org, id, stop, span) in to_run {
             let service = self.clone();
-            tokio::spawn(async move {
-                let finished = service.execute_job(org, id, stop).await;
-                // The receiver lives as long as the service.
-                let _ = service.shared.finished_tx.send(finished);
-            });
+            tokio::spawn(
+                async move {
+                    let finished = service.execute_job(org, id, stop).await;
+                    tracing::debug!(
+                        ok = finished.outcome.is_ok(),
+                        fuel = finished.accounting.fuel_used,
+                        "executed"
+                    );
+                    // The receiver lives as long as the service.
+                    let _ = service.shared.finished_tx.send(finished);
+                }
+                .instrument(span),
+            );
         }
         Ok(started)
     }
@@ -129,6 +154,14 @@ impl Service {
             }
             _ => return self.failed_early(org, id, "the job vanished from the store"),
         };
+        if job.retry_count == 0 && job.postponement_count == 0 {
+            let latency = (self.now() - job.created_at).max(0) as f64 / 1000.0;
+            self.shared
+                .metrics
+                .pickup_latency
+                .get_or_create(&crate::metrics::org_lane(org, job.lane))
+                .observe(latency);
+        }
         let Some(definition) = definition else {
             return self.failed_early(org, id, "its definition was deleted");
         };
@@ -190,6 +223,7 @@ impl Service {
         Finished {
             job: id,
             lane: job.lane,
+            definition: job.definition,
             org,
             correlation: job.correlation_id,
             depth: job.depth,
@@ -206,6 +240,7 @@ impl Service {
         Finished {
             job: id,
             lane,
+            definition: DefinitionId(0),
             org,
             correlation: String::new(),
             depth: 0,
@@ -234,6 +269,24 @@ impl Service {
                 Err(_) => Outcome::Exception,
             };
             let after = state.scheduler.finished(finished.job, now, outcome)?;
+            let labels = crate::metrics::org_lane(finished.org, finished.lane);
+            self.shared
+                .metrics
+                .run_time
+                .get_or_create(&labels)
+                .observe(finished.accounting.wall_time_us as f64 / 1e6);
+            self.shared.metrics.fuel.get_or_create(&labels).inc_by(finished.accounting.fuel_used);
+            let counters = state.counters.definitions.entry(finished.definition).or_default();
+            counters.runs += 1;
+            counters.fuel += finished.accounting.fuel_used;
+            if finished.outcome.is_err() && outcome != Outcome::Stopped {
+                counters.failures += 1;
+            }
+            if outcome == Outcome::Exception {
+                let quotas = state.scheduler.quotas(finished.org, finished.lane);
+                let window = quotas.exception_window_minutes as crate::jobs::Millis * crate::jobs::MINUTE;
+                state.counters.exception(finished.org, finished.lane, now, window);
+            }
             let previous = state.postponements.get(&finished.job).copied().unwrap_or(0);
             let (status, postpone_until, postponements) = match after {
                 After::Succeeded => (Status::Succeeded, None, previous),
@@ -246,6 +299,7 @@ impl Service {
             };
             if status.is_terminal() {
                 state.forget(finished.job);
+                *state.counters.finished.entry(finished.org).or_default() += 1;
             } else {
                 state.postponements.insert(finished.job, postponements);
             }
@@ -286,7 +340,7 @@ impl Service {
                 delete: succeeded && finished.auto_delete,
             });
         }
-        let ids = self.shared.store.commit(&commit)?;
+        let ids = self.commit(&commit)?;
         submit_jobs(&mut state, &ids, &commit.jobs);
         ended.append(&mut state.ended);
         drop(state);
@@ -299,7 +353,7 @@ impl Service {
     fn flush_pending(&self) -> Result<()> {
         let (updates, ended) = self.state().take_pending();
         if !updates.is_empty() {
-            self.shared.store.apply(&updates)?;
+            self.apply(updates)?;
         }
         self.announce_ended(ended);
         Ok(())
@@ -365,6 +419,7 @@ impl Service {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             self.purge_if_due()?;
+            self.sample_if_due();
             self.start_ready()?;
             let now = self.now();
             let wake = {

@@ -9,6 +9,7 @@
 mod clock;
 mod events;
 mod execution;
+mod health;
 mod loops;
 mod operations;
 mod tenancy;
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventOutcome};
+pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
 pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
@@ -147,6 +149,7 @@ struct Shared {
     /// Background operations that ended, once their end is committed (for callbacks).
     ended_tx: mpsc::UnboundedSender<(OrgId, JobId)>,
     ended_rx: Mutex<Option<mpsc::UnboundedReceiver<(OrgId, JobId)>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 struct State {
@@ -170,6 +173,8 @@ struct State {
     background: HashMap<JobId, OrgId>,
     /// Background operations that ended in `pending`: announced when it commits.
     ended: Vec<(OrgId, JobId)>,
+    /// What the health view counts and samples.
+    counters: health::Counters,
 }
 
 impl State {
@@ -235,6 +240,7 @@ impl Service {
             last_purge: Millis::MIN / 2,
             background,
             ended: Vec::new(),
+            counters: health::Counters::default(),
         };
         Ok(Service {
             shared: Arc::new(Shared {
@@ -248,6 +254,7 @@ impl Service {
                 work: Notify::new(),
                 ended_tx,
                 ended_rx: Mutex::new(Some(ended_rx)),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
@@ -277,6 +284,27 @@ impl Service {
             // Nobody listening (no API server) is fine: the store keeps the operation.
             let _ = self.shared.ended_tx.send(operation);
         }
+    }
+
+    /// The Prometheus metrics, with the job gauges read from the store now.
+    pub fn metrics_text(&self) -> Result<String> {
+        for (org, _) in self.orgs()? {
+            self.shared.metrics.set_job_counts(org, &self.job_counts(org)?);
+        }
+        Ok(self.shared.metrics.encode())
+    }
+
+    /// Commits a batch, timing it for the metrics.
+    fn commit(&self, batch: &crate::store::Batch) -> Result<Vec<JobId>> {
+        let started = std::time::Instant::now();
+        let ids = self.shared.store.commit(batch)?;
+        self.shared.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+        Ok(ids)
+    }
+
+    /// Applies job transitions in one timed transaction.
+    fn apply(&self, updates: Vec<JobUpdate>) -> Result<()> {
+        self.commit(&crate::store::Batch { updates, ..Default::default() }).map(drop)
     }
 
     /// Records how a background operation's callback delivery went.
@@ -415,7 +443,7 @@ impl Service {
             stop.stop();
         }
         let now = self.now();
-        self.shared.store.apply(&[JobUpdate::Status { id, at: now, status, error: None }])?;
+        self.apply(vec![JobUpdate::Status { id, at: now, status, error: None }])?;
         if status.is_terminal() {
             state.forget(id);
             if let Some(n) = state.ended.iter().position(|(_, e)| *e == id) {
