@@ -413,6 +413,7 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         "GET /background-operations/{id}",
         "GET /custom-apis",
         "GET /custom-apis/{name}",
+        "GET /health",
         "GET /jobs",
         "GET /jobs/{id}",
         "GET /jobs/{id}/trace",
