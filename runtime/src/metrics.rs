@@ -31,7 +31,7 @@ pub struct QuotaLabels {
     pub quota: String,
 }
 
-fn lane_name(lane: Lane) -> String {
+pub fn lane_name(lane: Lane) -> String {
     serde_json::to_value(lane).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 

@@ -86,6 +86,7 @@ async fn start_api(
     let (token, token_source) = operator_token(data)?;
     let app = sluice::api::router(service.clone(), &token, &config.api, &base_url);
     println!("sluice: API on http://{local}/api/v1 (operator token: {token_source})");
+    println!("sluice: dashboard on {base_url}/dashboard, metrics on {base_url}/metrics");
     let deliverer = Deliverer::new(service.clone(), config.callbacks.clone(), base_url.clone());
     tokio::spawn(deliverer.run());
     let mut stop = stop;

@@ -229,6 +229,7 @@ impl Service {
             context.shared_variables.extend(output.shared_variables.clone());
             sync_outputs.push((step.name.clone(), output));
         }
+        tracing::debug!(record = %id, correlation = %correlation_id, sync_steps = sync_outputs.len(), "event applied");
         let outcome = EventOutcome { record_id: id, correlation_id, sync_outputs, jobs: Vec::new() };
         Ok((outcome, core, pre_image))
     }

@@ -97,7 +97,7 @@ impl Service {
                             let span = tracing::info_span!(
                                 "job",
                                 org = spec.org.0,
-                                lane = ?spec.lane,
+                                lane = %crate::metrics::lane_name(spec.lane),
                                 job = id.0,
                                 definition = spec.definition.0
                             );
