@@ -150,6 +150,16 @@ async fn the_runaway_is_flagged_charted_and_one_click_drains_it() {
     );
     until(&client, "the backlog drained", &format!("{{ {drained} }}")).await;
     std::fs::write(artifacts().join("dashboard-drained.png"), client.screenshot().await.unwrap()).unwrap();
+
+    // The job list, filtered to the runaway's canceled jobs, and one job's page.
+    client
+        .goto(&format!("{}/dashboard/jobs?org={org}&definition={workflow}&status=32", server.base))
+        .await
+        .unwrap();
+    let first = client.find(Locator::Css("table.jobs tbody a")).await.unwrap();
+    first.click().await.unwrap();
+    let page = client.source().await.unwrap();
+    assert!(page.contains("Trace log") && page.contains("definition-deactivated"), "{page}");
     client.close().await.unwrap();
     flood.abort();
 
@@ -160,4 +170,50 @@ async fn the_runaway_is_flagged_charted_and_one_click_drains_it() {
     assert_eq!(waiting.json, json!([]));
     let lead = server.post("/events", &runaway.token, json!({"message": "Create", "entity": "lead"})).await;
     assert_eq!(lead.json["jobs"], json!([]));
+}
+
+/// A tenant's dashboard shows its org only; another org's job page is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_its_own_org_only() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let a = server.tenant("contoso").await;
+    let b = server.tenant("fabrikam").await;
+    let echo = server.upload(&b, samples::ECHO, "echo").await;
+    let step = json!({"name": "echo", "plugin": echo, "message": "Create", "entity": "lead"});
+    server.post("/steps", &b.token, step).await;
+    let job =
+        server.post("/events", &b.token, json!({"message": "Create", "entity": "lead"})).await.json["jobs"]
+            [0]
+        .clone();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = client
+        .post(format!("{}/dashboard/login", server.base))
+        .form(&[("token", a.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let get =
+        |path: String| client.get(format!("{}{path}", server.base)).header("cookie", cookie.clone()).send();
+    let panel = get("/dashboard/panel".into()).await.unwrap().text().await.unwrap();
+    assert!(panel.contains("contoso") && !panel.contains("fabrikam"), "{panel}");
+    let other = get(format!("/dashboard/orgs/{}/jobs/{job}", b.org)).await.unwrap();
+    assert_eq!(other.status(), 404);
+    let deactivate = client
+        .post(format!("{}/dashboard/orgs/{}/workflows/1/deactivate", server.base, b.org))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deactivate.status(), 404);
+    let refused = client
+        .post(format!("{}/dashboard/login", server.base))
+        .form(&[("token", "slu_nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
 }
