@@ -36,11 +36,12 @@ fn start_server(dir: &Path) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .expect("sluice serve starts");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
-        let line = line.unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = stdout.next() {
         if let Some(rest) = line.split("API on http://").nth(1) {
             let address = rest.split('/').next().unwrap().to_owned();
+            // Keep reading what the server prints, so that it never writes to a closed pipe.
+            std::thread::spawn(move || stdout.for_each(drop));
             return Server { child, address };
         }
     }

@@ -92,6 +92,35 @@ impl TestServer {
         reply(request.send().await.unwrap()).await
     }
 
+    /// Sends only the head of a request whose `Content-Length` is `length`, over a raw
+    /// connection, and reads the answer: an oversize body is refused from its length,
+    /// before it is sent (sending it would race the server's early answer).
+    pub async fn announce_oversize(
+        &self,
+        path: &str,
+        content_type: &str,
+        length: usize,
+        token: &str,
+    ) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST /api/v1{path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\
+             content-type: {content_type}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server answers without waiting for the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        Reply { status, json: serde_json::from_str(body).unwrap_or(Json::Null), headers: Default::default() }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.send(Method::GET, path, token, None).await
     }

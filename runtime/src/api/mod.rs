@@ -58,6 +58,28 @@ pub struct AppState {
     operator_digest: Arc<[u8]>,
     base_url: Arc<str>,
     max_upload_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// Refuses a request whose announced length is over its route's limit before reading
+/// any of it (a body without a length is still cut off at the limit while read).
+async fn refuse_oversize(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let limit =
+        if request.uri().path() == "/api/v1/plugins" { state.max_upload_bytes } else { state.max_body_bytes };
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return error::too_large().into_response();
+    }
+    next.run(request).await
 }
 
 #[derive(utoipa::OpenApi)]
@@ -131,6 +153,7 @@ pub fn router(service: Service, operator_token: &str, settings: &ApiSettings, ba
         service,
         operator_digest: Sha256::digest(operator_token.as_bytes()).to_vec().into(),
         base_url: base_url.trim_end_matches('/').into(),
+        max_body_bytes: settings.max_body_bytes,
     };
     let (api, document) = api();
     let document = Arc::new(document);
@@ -142,5 +165,6 @@ pub fn router(service: Service, operator_token: &str, settings: &ApiSettings, ba
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_oversize))
         .with_state(state)
 }

@@ -42,6 +42,46 @@ pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
     }
 }
 
+/// What a job's start needs: kept in memory from its enqueue (bounded by
+/// [`QUEUED_KEPT`]) so that a first start does not read its row back.
+pub(super) struct Queued {
+    lane: Lane,
+    definition: DefinitionId,
+    correlation: String,
+    depth: u32,
+    payload: String,
+    /// The job's creation time, if this is its first start (for the pickup latency).
+    first_start_of: Option<crate::jobs::Millis>,
+}
+
+/// At most this many waiting jobs keep their payload in memory (~0.5 KB each).
+pub(super) const QUEUED_KEPT: usize = 65_536;
+
+impl Queued {
+    pub(super) fn of_new(job: &crate::store::NewJob) -> Queued {
+        Queued {
+            lane: job.lane,
+            definition: job.definition,
+            correlation: job.correlation_id.clone(),
+            depth: job.depth,
+            payload: job.payload.clone(),
+            first_start_of: Some(job.created_at),
+        }
+    }
+
+    fn of_row(row: crate::store::JobRow) -> Queued {
+        let first = row.retry_count == 0 && row.postponement_count == 0;
+        Queued {
+            lane: row.lane,
+            definition: row.definition,
+            correlation: row.correlation_id,
+            depth: row.depth,
+            payload: row.payload,
+            first_start_of: first.then_some(row.created_at),
+        }
+    }
+}
+
 /// How long a round waits for more executions to finish before committing.
 const COMMIT_WINDOW: Duration = Duration::from_millis(1);
 
@@ -146,16 +186,19 @@ impl Service {
 
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
     async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal) -> Finished {
-        let job = self.shared.store.job(org, id);
-        let (job, definition) = match job {
-            Ok(Some(job)) => {
-                let definition = self.state().definitions.get(&job.definition).cloned();
-                (job, definition)
-            }
-            _ => return self.failed_early(org, id, "the job vanished from the store"),
+        // A first start finds what it needs kept from the enqueue; a retry (or a start
+        // after a restart, or past the cache's bound) reads the job back.
+        let cached = self.state().queued.remove(&id);
+        let job = match cached {
+            Some(queued) => queued,
+            None => match self.shared.store.job(org, id) {
+                Ok(Some(row)) => Queued::of_row(row),
+                _ => return self.failed_early(org, id, "the job vanished from the store"),
+            },
         };
-        if job.retry_count == 0 && job.postponement_count == 0 {
-            let latency = (self.now() - job.created_at).max(0) as f64 / 1000.0;
+        let definition = self.state().definitions.get(&job.definition).cloned();
+        if let Some(created_at) = job.first_start_of {
+            let latency = (self.now() - created_at).max(0) as f64 / 1000.0;
             self.shared
                 .metrics
                 .pickup_latency
@@ -225,7 +268,7 @@ impl Service {
             lane: job.lane,
             definition: job.definition,
             org,
-            correlation: job.correlation_id,
+            correlation: job.correlation,
             depth: job.depth,
             outcome,
             accounting,

@@ -175,6 +175,8 @@ struct State {
     ended: Vec<(OrgId, JobId)>,
     /// What the health view counts and samples.
     counters: health::Counters,
+    /// What waiting jobs need at their first start, kept from their enqueue (bounded).
+    queued: HashMap<JobId, execution::Queued>,
 }
 
 impl State {
@@ -183,6 +185,7 @@ impl State {
     fn forget(&mut self, id: JobId) {
         self.scheduler.forget(id);
         self.postponements.remove(&id);
+        self.queued.remove(&id);
         if let Some(org) = self.background.remove(&id) {
             self.ended.push((org, id));
         }
@@ -241,6 +244,7 @@ impl Service {
             background,
             ended: Vec::new(),
             counters: health::Counters::default(),
+            queued: HashMap::new(),
         };
         Ok(Service {
             shared: Arc::new(Shared {
