@@ -31,12 +31,8 @@ pub struct QuotaLabels {
     pub quota: String,
 }
 
-pub fn lane_name(lane: Lane) -> String {
-    serde_json::to_value(lane).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 pub fn org_lane(org: OrgId, lane: Lane) -> OrgLane {
-    OrgLane { org: org.0.to_string(), lane: lane_name(lane) }
+    OrgLane { org: org.0.to_string(), lane: lane.name().to_owned() }
 }
 
 /// Every metric Sluice keeps; one per service.
@@ -95,15 +91,19 @@ impl Metrics {
         for lane in Lane::ALL {
             for status in Status::ALL {
                 let n = counts.iter().find(|(l, s, _)| *l == lane && *s == status).map_or(0, |c| c.2);
-                let labels =
-                    JobLabels { org: org.0.to_string(), lane: lane_name(lane), status: status_name(status) };
+                let labels = JobLabels {
+                    org: org.0.to_string(),
+                    lane: lane.name().to_owned(),
+                    status: status.name().to_owned(),
+                };
                 self.jobs.get_or_create(&labels).set(n as i64);
             }
         }
     }
 
     pub fn throttled(&self, org: OrgId, lane: Lane, quota: &str) {
-        let labels = QuotaLabels { org: org.0.to_string(), lane: lane_name(lane), quota: quota.to_owned() };
+        let labels =
+            QuotaLabels { org: org.0.to_string(), lane: lane.name().to_owned(), quota: quota.to_owned() };
         self.throttled.get_or_create(&labels).inc();
     }
 
@@ -114,8 +114,4 @@ impl Metrics {
             .expect("writing to a String never fails");
         text
     }
-}
-
-fn status_name(status: Status) -> String {
-    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }

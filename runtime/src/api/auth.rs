@@ -20,23 +20,24 @@ pub struct Operator;
 pub const TOKEN_COOKIE: &str = "sluice_token";
 
 /// The request's token: the bearer token, else the dashboard's cookie.
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let cookie = || {
-        parts.headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(
-            |v| {
-                v.split(';')
-                    .filter_map(|c| c.trim().split_once('='))
-                    .find(|(k, _)| *k == TOKEN_COOKIE)
-                    .map(|(_, t)| t)
-            },
-        )
+        headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+            v.split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| *k == TOKEN_COOKIE)
+                .map(|(_, t)| t)
+        })
     };
-    header.or_else(cookie).map(str::trim).ok_or_else(|| unauthorized("send `Authorization: Bearer <token>`"))
+    header.or_else(cookie).map(str::trim)
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    token_of(&parts.headers).ok_or_else(|| unauthorized("send `Authorization: Bearer <token>`"))
 }
 
 /// Who is looking: the operator (every org) or one org's tenant.

@@ -10,7 +10,7 @@ use super::auth::Tenant;
 use super::error::{ApiError, Body, ErrorBody, Query, parse_id, too_large};
 use super::views::{
     CustomApiRequest, DefinitionView, OwnOrgView, PluginView, StepRequest, UploadQuery, WorkflowRequest,
-    WorkflowStepView, WorkflowVersion, kind_name,
+    WorkflowStepView, WorkflowVersion,
 };
 use crate::jobs::{DefinitionId, OrgId};
 use crate::service::{LaneHealth, Service};
@@ -70,12 +70,7 @@ pub async fn list_plugins(
 }
 
 fn of_kind(service: &Service, org: OrgId, kind: &'static str) -> Vec<DefinitionView> {
-    service
-        .definitions(org)
-        .into_iter()
-        .filter(|d| kind_name(&d.kind) == kind)
-        .map(DefinitionView::from)
-        .collect()
+    service.definitions(org).into_iter().filter(|d| d.kind.name() == kind).map(DefinitionView::from).collect()
 }
 
 /// The org's definition of that kind; any other id (another kind, another org) is 404.
@@ -84,7 +79,7 @@ fn find(service: &Service, org: OrgId, id: &str, kind: &'static str) -> Result<D
     service
         .definition(org, id)
         .ok()
-        .filter(|d| kind_name(&d.kind) == kind)
+        .filter(|d| d.kind.name() == kind)
         .ok_or_else(|| ApiError::not_found(kind))
 }
 

@@ -7,18 +7,13 @@ use super::AppState;
 use super::auth::Tenant;
 use super::error::{ApiError, ErrorBody, Query, parse_id};
 use super::operator::lane;
-use super::views::{AccountingView, JobQuery, JobView, TraceView, status_name};
+use super::views::{JobQuery, JobView, TraceView};
 use crate::jobs::{DefinitionId, JobId, OrgId, Status};
 use crate::store::{JobFilter, JobRow};
 
 fn status(text: &str) -> Result<Status, ApiError> {
     let by_code = text.parse::<u32>().ok().and_then(Status::from_code);
-    let by_name = || {
-        [0, 10, 20, 21, 22, 30, 31, 32]
-            .into_iter()
-            .filter_map(Status::from_code)
-            .find(|s| status_name(*s) == text)
-    };
+    let by_name = || Status::ALL.into_iter().find(|s| s.name() == text);
     by_code
         .or_else(by_name)
         .ok_or_else(|| ApiError::bad_request("invalid-query", format!("unknown status '{text}'")))
@@ -75,17 +70,7 @@ pub async fn job_trace(
     Path(id): Path<String>,
 ) -> Result<Json<TraceView>, ApiError> {
     let job = job(&state, org, &id)?;
-    let a = job.accounting;
-    Ok(Json(TraceView {
-        job: job.id.0,
-        trace: job.trace,
-        accounting: AccountingView {
-            fuel_used: a.fuel_used,
-            wall_time_us: a.wall_time_us,
-            host_time_us: a.host_time_us,
-            peak_memory_bytes: a.peak_memory_bytes,
-        },
-    }))
+    Ok(Json(TraceView { job: job.id.0, trace: job.trace, accounting: job.accounting.into() }))
 }
 
 async fn command(

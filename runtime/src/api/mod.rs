@@ -27,7 +27,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{TOKEN_COOKIE, Viewer};
+pub use auth::{TOKEN_COOKIE, Viewer, token_of};
 pub use error::{ApiError, ErrorBody};
 pub use operator::lane as lane_by_name;
 

@@ -18,12 +18,7 @@ fn org_id(service: &crate::service::Service, text: &str) -> Result<OrgId, ApiErr
 }
 
 pub fn lane(text: &str) -> Result<Lane, ApiError> {
-    match text {
-        "priority" => Ok(Lane::Priority),
-        "regular" => Ok(Lane::Regular),
-        "exempt" => Ok(Lane::Exempt),
-        _ => Err(ApiError::not_found("lane")),
-    }
+    Lane::from_name(text).ok_or_else(|| ApiError::not_found("lane"))
 }
 
 /// Creates an organisation.

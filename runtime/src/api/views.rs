@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::engine::{Mode, PluginOutput, Stage};
-use crate::jobs::Status;
 use crate::records::Attributes;
 use crate::service::Event;
 use crate::store::{
@@ -189,20 +188,12 @@ pub struct DefinitionView {
     pub spec: DefinitionKind,
 }
 
-pub fn kind_name(kind: &DefinitionKind) -> &'static str {
-    match kind {
-        DefinitionKind::Step { .. } => "step",
-        DefinitionKind::Workflow { .. } => "workflow",
-        DefinitionKind::CustomApi { .. } => "custom-api",
-    }
-}
-
 impl From<Definition> for DefinitionView {
     fn from(d: Definition) -> Self {
         DefinitionView {
             id: d.id.0,
             name: d.name,
-            kind: kind_name(&d.kind),
+            kind: d.kind.name(),
             trigger: TriggerView {
                 message: d.trigger.message,
                 entity: d.trigger.entity,
@@ -269,6 +260,17 @@ pub struct AccountingView {
     pub peak_memory_bytes: u64,
 }
 
+impl From<crate::engine::Accounting> for AccountingView {
+    fn from(a: crate::engine::Accounting) -> Self {
+        AccountingView {
+            fuel_used: a.fuel_used,
+            wall_time_us: a.wall_time_us,
+            host_time_us: a.host_time_us,
+            peak_memory_bytes: a.peak_memory_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecordRef {
     pub entity: String,
@@ -310,15 +312,11 @@ fn name_of<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-pub fn status_name(status: Status) -> String {
-    name_of(&status)
-}
-
 impl From<JobRow> for JobView {
     fn from(j: JobRow) -> Self {
         JobView {
             id: j.id.0,
-            lane: name_of(&j.lane),
+            lane: j.lane.name().into(),
             operation: name_of(&j.operation),
             definition: j.definition.0,
             definition_version: j.definition_version,
@@ -327,7 +325,7 @@ impl From<JobRow> for JobView {
             record: j.record.map(|(entity, id)| RecordRef { entity, id }),
             state: j.status.state() as u32,
             status: j.status.code(),
-            status_name: status_name(j.status),
+            status_name: j.status.name().into(),
             created_at: j.created_at,
             started_at: j.started_at,
             completed_at: j.completed_at,
@@ -337,12 +335,7 @@ impl From<JobRow> for JobView {
             error_code: j.error_code,
             error_message: j.error_message,
             output: j.output.and_then(|o| serde_json::from_str(&o).ok()),
-            accounting: AccountingView {
-                fuel_used: j.accounting.fuel_used,
-                wall_time_us: j.accounting.wall_time_us,
-                host_time_us: j.accounting.host_time_us,
-                peak_memory_bytes: j.accounting.peak_memory_bytes,
-            },
+            accounting: j.accounting.into(),
         }
     }
 }
@@ -434,7 +427,7 @@ impl OperationView {
             location,
             state: job.status.state() as u32,
             status: job.status.code(),
-            status_name: status_name(job.status),
+            status_name: job.status.name().into(),
             error_code: job.error_code,
             error_message: job.error_message,
             output_parameters: output,

@@ -102,15 +102,7 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Respons
 
 /// The viewer of a browser request (cookie or bearer), if signed in.
 fn viewer_from(state: &AppState, headers: &HeaderMap) -> Option<Viewer> {
-    let token = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == TOKEN_COOKIE)
-        .map(|(_, t)| t.to_owned())?;
-    state.viewer_of(&token).ok().flatten()
+    state.viewer_of(crate::api::token_of(headers)?).ok().flatten()
 }
 
 async fn panel(viewer: Viewer, State(state): State<AppState>) -> Result<Html<String>, ApiError> {
@@ -127,14 +119,6 @@ async fn series(
         .map(|h| serde_json::json!({"org": h.org, "name": h.name, "series": h.series}))
         .collect();
     Ok(axum::Json(serde_json::Value::Array(series)))
-}
-
-fn lane_name(lane: Lane) -> &'static str {
-    match lane {
-        Lane::Priority => "priority",
-        Lane::Regular => "regular",
-        Lane::Exempt => "exempt",
-    }
 }
 
 /// The panel: the flagged definitions of every org first (the script moves that box to
@@ -192,7 +176,7 @@ fn render_org(org: &OrgHealth) -> String {
             let cap =
                 |used: u64, cap: u32| if exempt { format!("{used}") } else { format!("{used} / {cap}") };
             vec![
-                lane_name(h.lane).to_owned(),
+                h.lane.name().to_owned(),
                 count(l, Status::WaitingForResources).to_string(),
                 cap(u64::from(h.in_progress), h.quotas.max_threads),
                 cap(u64::from(h.starts_in_window), h.quotas.max_throughput),
@@ -315,7 +299,7 @@ async fn jobs(
         .map(|j| {
             vec![
                 format!("<a href=\"/dashboard/orgs/{}/jobs/{}\">{}</a>", org.0, j.id.0, j.id.0),
-                lane_name(j.lane).to_owned(),
+                j.lane.name().to_owned(),
                 j.definition.0.to_string(),
                 format!("{} {:?}", j.status.code(), j.status),
                 j.depth.to_string(),
@@ -366,7 +350,7 @@ async fn job(
     }
     let j = state.service.job(org, JobId(id))?;
     let fields: Vec<Vec<String>> = [
-        ("lane", lane_name(j.lane).to_owned()),
+        ("lane", j.lane.name().to_owned()),
         ("operation", format!("{:?}", j.operation)),
         ("definition", format!("{} (version {})", j.definition.0, j.definition_version)),
         ("status", format!("{} {:?} (state {})", j.status.code(), j.status, j.status.state() as u32)),

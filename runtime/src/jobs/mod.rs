@@ -38,6 +38,19 @@ impl Lane {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The lane's name, as in JSON and configuration (`priority`, `regular`, `exempt`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Priority => "priority",
+            Lane::Regular => "regular",
+            Lane::Exempt => "exempt",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|l| l.name() == name)
+    }
 }
 
 /// A job's status; its state follows from it. Numbers as Dataverse's.
@@ -92,6 +105,20 @@ impl Status {
         Status::Failed,
         Status::Canceled,
     ];
+
+    /// The status's name, as in JSON (`waiting-for-resources`, `in-progress`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::WaitingForResources => "waiting-for-resources",
+            Status::Waiting => "waiting",
+            Status::InProgress => "in-progress",
+            Status::Pausing => "pausing",
+            Status::Canceling => "canceling",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+        }
+    }
 
     pub fn from_code(code: u32) -> Option<Status> {
         Some(match code {

@@ -137,7 +137,7 @@ impl Service {
                             let span = tracing::info_span!(
                                 "job",
                                 org = spec.org.0,
-                                lane = %crate::metrics::lane_name(spec.lane),
+                                lane = spec.lane.name(),
                                 job = id.0,
                                 definition = spec.definition.0
                             );

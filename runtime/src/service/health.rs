@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::{Result, Service, State};
 use crate::jobs::{DefinitionId, Lane, MINUTE, Millis, OrgId};
-use crate::store::DefinitionKind;
 
 /// How often the driver samples, and how many samples are kept.
 pub const SAMPLE_EVERY: Millis = 1_000;
@@ -225,11 +224,7 @@ fn worst_definitions(state: &State, org: OrgId, now: Millis) -> Vec<DefinitionHe
             DefinitionHealth {
                 id: d.id.0,
                 name: d.name.clone(),
-                kind: match d.kind {
-                    DefinitionKind::Step { .. } => "step",
-                    DefinitionKind::Workflow { .. } => "workflow",
-                    DefinitionKind::CustomApi { .. } => "custom-api",
-                },
+                kind: d.kind.name(),
                 active: d.active,
                 backlog,
                 growth,

@@ -97,6 +97,17 @@ pub struct ApiParameter {
     pub optional: bool,
 }
 
+impl DefinitionKind {
+    /// `step`, `workflow` or `custom-api`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DefinitionKind::Step { .. } => "step",
+            DefinitionKind::Workflow { .. } => "workflow",
+            DefinitionKind::CustomApi { .. } => "custom-api",
+        }
+    }
+}
+
 /// A step registration or a workflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
