@@ -28,6 +28,9 @@ use crate::jobs::Quotas;
 pub struct ServeConfig {
     /// Executions this node runs at once, per lane. Default 16.
     pub slots: usize,
+    /// Synchronous executions (sync steps, custom-API runs) one org may run at once.
+    /// Default 8; one more answers 429 `sync-quota-exceeded`.
+    pub sync_per_org: u32,
     /// Quotas of every org and lane not set below (see [`Quotas`] for each default).
     pub default_quotas: Quotas,
     /// The sandbox: stack, plug-in size, pool size, and the default execution limits.
@@ -47,6 +50,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             slots: 16,
+            sync_per_org: 8,
             default_quotas: Quotas::default(),
             engine: EngineSettings::default(),
             retention: crate::service::Retention::default(),

@@ -1,6 +1,6 @@
 //! Conveniences on the generated types, so plug-in code reads like business logic.
 
-use crate::{Attribute, Context, Entity, Error, Output, Value};
+use crate::{Attribute, Context, Entity, Error, Output, Stage, Value};
 
 impl Error {
     /// A business error: the job fails and is not retried.
@@ -53,9 +53,14 @@ impl Context {
         find(&self.shared_variables, name)
     }
 
-    /// The record as it is after the operation (the post-image), when the step has one.
+    /// The record the step is about, as Dataverse hands it: before the operation
+    /// (pre-validation, pre-operation) the Target, the attributes being written; after
+    /// it, the post-image (the whole record), or the Target when there is none.
     pub fn target(&self) -> Option<&Entity> {
-        self.post_image.as_ref()
+        match self.stage {
+            Stage::PreValidation | Stage::PreOperation => self.target.as_ref(),
+            Stage::PostOperation => self.post_image.as_ref().or(self.target.as_ref()),
+        }
     }
 }
 

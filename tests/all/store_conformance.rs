@@ -46,6 +46,7 @@ fn finished(id: JobId, org: OrgId, status: Status, changes: Vec<RecordChange>) -
         trace: Some("line".into()),
         changes,
         delete: false,
+        exception_times: vec![4_000, 4_500],
     }
 }
 

@@ -69,6 +69,8 @@ fn a_mistyped_host_import_is_refused() {
     let bytes = component(
         r#"(component
             (import "sluice:plugin/tracing@0.1.0" (instance (export "trace" (func (param "n" u32)))))
+            (instance $handler)
+            (export "sluice:plugin/handler@0.1.0" (instance $handler))
         )"#,
     );
     match refused(&bytes) {

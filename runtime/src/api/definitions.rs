@@ -53,7 +53,7 @@ pub async fn upload_plugin(
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     let bytes = axum::body::to_bytes(body, state.max_upload_bytes).await.map_err(|_| too_large())?;
     let name = query.name.unwrap_or_else(|| "plugin".into());
-    let stored = state.service.upload_plugin(org, &name, &bytes)?;
+    let stored = state.service.upload_plugin_bounded(org, &name, bytes.to_vec()).await?;
     let view =
         PluginView { id: stored.id, name, content_hash: stored.content_hash, size: bytes.len() as u64 };
     Ok((StatusCode::CREATED, Json(view)))

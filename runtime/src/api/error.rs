@@ -68,6 +68,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
+            StoreError::WriteConflict(why) => ApiError::new(
+                StatusCode::CONFLICT,
+                "write-conflict",
+                format!("a record changed while the request ran; nothing was written: {why}"),
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(
@@ -104,6 +109,13 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "cancel-not-allowed", message)
             }
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::SyncBusy(refusal) => {
+                let code = match refusal {
+                    crate::service::SyncRefusal::OrgLimit { .. } => "sync-quota-exceeded",
+                    crate::service::SyncRefusal::NodeCapacity { .. } => "sync-capacity-exhausted",
+                };
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            }
             ServiceError::Store(store) => store.into(),
         }
     }

@@ -24,3 +24,15 @@ pub async fn metrics(_: Operator, State(state): State<AppState>) -> Result<impl 
     let text = state.service.metrics_text()?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }
+
+/// Liveness for load balancers and supervisors, without a token: 200 while the node
+/// runs jobs, 503 with the reason once its driver has stopped (the process then exits).
+pub async fn liveness(State(state): State<AppState>) -> impl IntoResponse {
+    match state.service.failure() {
+        None => (axum::http::StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+        Some(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unhealthy", "reason": reason })),
+        ),
+    }
+}

@@ -161,6 +161,7 @@ pub fn router(service: Service, operator_token: &str, settings: &ApiSettings, ba
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(health::metrics))
+        .route("/health", get(health::liveness))
         .merge(crate::dashboard::routes())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -45,6 +45,20 @@ pub enum Scenario {
         #[arg(long, default_value_t = 5_000)]
         run: u64,
     },
+    /// A victim org's steady load beside one hostile org at a time (conflicting writes,
+    /// compile bombs, a query storm, a sync-step flood, a full pool, a write storm): the
+    /// victim's p99 end-to-end latency against the victim alone.
+    Isolation {
+        /// The victim's events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Seconds of victim load per attack.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Attacks to run (comma-separated); all by default.
+        #[arg(long, value_delimiter = ',')]
+        attacks: Vec<String>,
+    },
 }
 
 /// Quotas that never throttle: the benchmarks measure the machinery, not the caps.
@@ -77,7 +91,9 @@ fn fresh(name: &str) -> anyhow::Result<Bench> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
-    let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
+    // 128 slots on each of three lanes, and room for synchronous work beside them.
+    let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
+    let engine = Engine::new(settings, Some(&dir.join("artifacts")))?;
     let options = Options { slots: 128, default_quotas: OPEN, ..Options::default() };
     let service = Service::open(store, engine, Arc::new(SystemClock), options)?;
     Ok(Bench { service, _dir: tempfile_guard::Guard(dir) })
@@ -144,6 +160,14 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
+        Scenario::Isolation { rate, seconds, attacks } => {
+            let attacks = if attacks.is_empty() {
+                super::bench_isolation::ATTACKS.iter().map(|a| a.to_string()).collect()
+            } else {
+                attacks
+            };
+            super::bench_isolation::isolation(plugins, &attacks, rate, seconds).await
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod bench;
+mod bench_isolation;
 mod client;
 mod format;
 mod plugin;

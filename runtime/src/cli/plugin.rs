@@ -63,6 +63,10 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             common,
         } => {
             let context: ExecutionContext = read_json(&input)?;
+            // The stage's view, by the rules the server applies (no post-image before
+            // the operation; the Target instead).
+            let stage = context.stage;
+            let context = context.for_stage(stage);
             let initial: Vec<Entity> = match &records {
                 Some(path) => read_json(path)?,
                 None => Vec::new(),

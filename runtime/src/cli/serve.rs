@@ -114,6 +114,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         limits: config.engine.default_limits.clone(),
         default_quotas: config.default_quotas,
         retention: config.retention,
+        sync_per_org: config.sync_per_org,
     };
     let service = Service::open(store.clone(), engine, Arc::new(SystemClock), options)?;
     for org in &config.orgs {
@@ -292,6 +293,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if driver.is_finished() || service.failure().is_some() {
+            // A node that no longer runs jobs must not keep acknowledging them: stop
+            // serving and exit non-zero so that a supervisor restarts it (the restart
+            // rebuilds the scheduler from the store).
+            let reason = service.failure().unwrap_or_else(|| "the driver stopped".into());
+            eprintln!("sluice: {reason}; exiting");
+            for load in loads {
+                load.abort();
+            }
+            let _ = api_stop.send(true);
+            let _ = api.await;
+            return Ok(ExitCode::FAILURE);
         }
         if let Some(failed) = loads.iter().position(|l| l.is_finished()) {
             let load = loads.remove(failed);

@@ -117,6 +117,7 @@ pub fn context(parameters: Vec<types::Attribute>) -> context::ExecutionContext {
         depth: 1,
         correlation_id: "bench".into(),
         input_parameters: parameters,
+        target: None,
         pre_image: None,
         post_image: None,
         shared_variables: Vec::new(),

@@ -58,6 +58,10 @@ pub struct ExecutionContext {
     pub correlation_id: String,
     #[serde(default)]
     pub input_parameters: Attributes,
+    /// The record being written (Dataverse's `Target`): the attributes a Create or
+    /// Update sets; none for Delete.
+    #[serde(default)]
+    pub target: Option<Entity>,
     #[serde(default)]
     pub pre_image: Option<Entity>,
     #[serde(default)]
@@ -92,10 +96,53 @@ impl ExecutionContext {
             depth: 1,
             correlation_id: new_correlation_id(),
             input_parameters: Attributes::new(),
+            target: None,
             pre_image: None,
             post_image: None,
             shared_variables: Attributes::new(),
         }
+    }
+}
+
+impl ExecutionContext {
+    /// The context of a step triggered by a write on a record, as Dataverse hands it:
+    /// the `Target` is what the caller writes (Create, Update), the pre-image the
+    /// record before (Update, Delete), the post-image the record after (Create,
+    /// Update). Built by this one function for the service's sync steps and jobs; the
+    /// stage rules are [`ExecutionContext::for_stage`], which the local harness applies too.
+    pub fn for_write(
+        message: &str,
+        entity: &str,
+        record_id: &str,
+        written: Option<Attributes>,
+        pre_image: Option<Entity>,
+        post_image: Option<Entity>,
+    ) -> Self {
+        let mut context = ExecutionContext::new(message, entity);
+        context.record_id = Some(record_id.to_owned());
+        context.input_parameters.insert("Target".into(), crate::records::Value::String(record_id.to_owned()));
+        context.target = written.map(|attributes| Entity {
+            logical_name: entity.to_owned(),
+            id: record_id.to_owned(),
+            attributes,
+        });
+        context.pre_image = pre_image;
+        context.post_image = post_image;
+        context
+    }
+
+    /// The same context as a step of `stage` sees it: before the operation there is no
+    /// post-image yet (a context file that gives one for an early stage has it taken as
+    /// the Target, if it has none).
+    pub fn for_stage(mut self, stage: Stage) -> Self {
+        self.stage = stage;
+        if stage != Stage::PostOperation {
+            let post_image = self.post_image.take();
+            if self.target.is_none() && self.message != "Delete" {
+                self.target = post_image;
+            }
+        }
+        self
     }
 }
 

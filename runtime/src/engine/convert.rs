@@ -74,7 +74,9 @@ pub(crate) fn entity_to_wit(entity: Entity) -> types::Entity {
 pub(crate) fn record_error_to_wit(error: &RecordError) -> wit_records::RecordError {
     match error {
         RecordError::NotFound { .. } => wit_records::RecordError::NotFound(error.to_string()),
-        RecordError::Invalid(_) => wit_records::RecordError::Invalid(error.to_string()),
+        RecordError::Invalid(_) | RecordError::QueryTooBroad { .. } => {
+            wit_records::RecordError::Invalid(error.to_string())
+        }
     }
 }
 
@@ -123,6 +125,7 @@ pub(crate) fn context_to_wit(ctx: &ExecutionContext) -> context::ExecutionContex
         depth: ctx.depth,
         correlation_id: ctx.correlation_id.clone(),
         input_parameters: attributes_to_wit(ctx.input_parameters.clone()),
+        target: ctx.target.clone().map(entity_to_wit),
         pre_image: ctx.pre_image.clone().map(entity_to_wit),
         post_image: ctx.post_image.clone().map(entity_to_wit),
         shared_variables: attributes_to_wit(ctx.shared_variables.clone()),

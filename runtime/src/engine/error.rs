@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Why an uploaded plug-in was refused. Each is found before any of its code runs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error("the file is empty")]
     Empty,
@@ -27,6 +27,9 @@ pub enum LoadError {
     MissingExport { expected: &'static str },
     #[error("the component's `{expected}` export has the wrong type: {reason}")]
     ExportMismatch { expected: &'static str, reason: String },
+    /// Over a bound on what compiling it would cost (see `[engine.complexity]`).
+    #[error("the plug-in is too complex to compile: {what}")]
+    TooComplex { what: String },
 }
 
 impl LoadError {
@@ -42,6 +45,7 @@ impl LoadError {
             LoadError::ImportMismatch { .. } => "import-mismatch",
             LoadError::MissingExport { .. } => "missing-export",
             LoadError::ExportMismatch { .. } => "export-mismatch",
+            LoadError::TooComplex { .. } => "plugin-too-complex",
         }
     }
 }
@@ -82,6 +86,11 @@ pub enum ExecutionError {
     /// Every execution slot of this process is in use.
     #[error("busy: all {slots} execution slots are in use")]
     Busy { slots: u32 },
+    /// The execution's record writes no longer apply when its job completes (another
+    /// job or event created, changed or deleted the same record meanwhile). Its writes
+    /// are dropped and the job runs again: retryable.
+    #[error("write conflict: {message}")]
+    WriteConflict { message: String },
 }
 
 impl ExecutionError {
@@ -101,6 +110,7 @@ impl ExecutionError {
             ExecutionError::Trap { .. } => "trap",
             ExecutionError::Busy { .. } => "busy",
             ExecutionError::Stopped => "stopped",
+            ExecutionError::WriteConflict { .. } => "write-conflict",
         }
     }
 

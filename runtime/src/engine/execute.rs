@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{CallHook, Store, StoreContextMut, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx};
 
@@ -139,6 +139,7 @@ impl Engine {
     pub async fn execute(&self, plugin: &Plugin, request: ExecutionRequest) -> Execution {
         let started = Instant::now();
         let limits = request.limits;
+        let org = request.records.org().to_owned();
         let trace_limit = usize::try_from(limits.trace_log_bytes).unwrap_or(usize::MAX);
         let stdout = MemoryOutputPipe::new(trace_limit);
         let stderr = MemoryOutputPipe::new(trace_limit);
@@ -152,9 +153,18 @@ impl Engine {
             host_time: Duration::ZERO,
             changes: Vec::new(),
             record_write_limit: limits.record_writes,
+            write_attempts: 0,
+            fuel_debt: 0,
+            record_gate: self.record_gate(&org),
         };
         let mut store = Store::new(&self.inner.wasmtime, state);
         store.limiter(|state| &mut state.limiter);
+        // wasmtime 48 (feature `call-hook`): the hook runs as every host call returns to
+        // the guest, with the store in hand, so what the call cost is taken from the fuel.
+        store.call_hook(|mut store, hook| match hook {
+            CallHook::ReturningFromHost => pay_host_fuel(&mut store),
+            _ => Ok(()),
+        });
         let fuel_ready = store
             .set_fuel(limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(self.inner.settings.fuel_yield_interval)));
@@ -237,10 +247,42 @@ impl Engine {
     }
 }
 
+/// Takes what the host calls since the guest last ran cost from its fuel; past what is
+/// left, the execution ends as out of fuel.
+fn pay_host_fuel(store: &mut StoreContextMut<'_, ExecutionState>) -> wasmtime::Result<()> {
+    let debt = std::mem::take(&mut store.data_mut().fuel_debt);
+    if debt == 0 {
+        return Ok(());
+    }
+    let fuel = store.get_fuel()?;
+    if debt > fuel {
+        store.set_fuel(0)?;
+        return Err(Trap::OutOfFuel.into());
+    }
+    store.set_fuel(fuel - debt)
+}
+
+impl Engine {
+    /// The record-call turn of one org on this node, made at its first use.
+    fn record_gate(&self, org: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut gates = self.inner.record_gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry(org.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(super::host::RECORD_CALLS_PER_ORG)))
+            .clone()
+    }
+}
+
 /// Names a fault raised while instantiating or running the guest.
 fn classify_fault(fault: wasmtime::Error, state: &ExecutionState, limits: &Limits) -> ExecutionError {
-    if let Some(HostTrap::RecordWriteLimit { limit }) = fault.downcast_ref::<HostTrap>() {
-        return ExecutionError::RecordWriteLimitExceeded { limit: *limit };
+    match fault.downcast_ref::<HostTrap>() {
+        Some(HostTrap::RecordWriteLimit { limit }) => {
+            return ExecutionError::RecordWriteLimitExceeded { limit: *limit };
+        }
+        Some(failure @ HostTrap::HostFailure(_)) => {
+            return ExecutionError::Transient { message: failure.to_string() };
+        }
+        None => {}
     }
     let memory_exceeded = ExecutionError::MemoryLimitExceeded { limit: limits.memory_bytes };
     if let Some(trap) = fault.downcast_ref::<Trap>() {

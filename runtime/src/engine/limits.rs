@@ -85,6 +85,8 @@ pub struct EngineSettings {
     pub fuel_yield_interval: u64,
     /// The limits executions get unless told otherwise.
     pub default_limits: Limits,
+    /// Bounds on an upload's contents, checked before it is compiled.
+    pub complexity: super::Complexity,
 }
 
 impl Default for EngineSettings {
@@ -96,6 +98,7 @@ impl Default for EngineSettings {
             max_memory_bytes: 1024 * MIB,
             fuel_yield_interval: 1_000_000,
             default_limits: Limits::default(),
+            complexity: super::Complexity::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod convert;
 mod error;
 mod execute;
 mod host;
+mod inspect;
 mod limiter;
 mod limits;
 mod plugin;
@@ -31,6 +32,7 @@ pub use context::{ExecutionContext, Mode, PluginOutput, Stage};
 pub use error::{ExecutionError, LoadError};
 pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
 pub use host::StepConfig;
+pub use inspect::Complexity;
 pub use limits::{EngineSettings, Limits};
 pub use plugin::{HANDLER_EXPORT, Plugin, PluginInfo};
 pub use trace_log::TraceLog;
@@ -47,6 +49,11 @@ pub enum SetupError {
     Cache(#[from] std::io::Error),
 }
 
+/// What one component may hold at most; the pool's totals are these times its slots.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
+
 /// Host stack kept free above the guest's wasm stack on each async fiber, for host calls.
 const HOST_STACK_BYTES: u64 = 1024 * 1024;
 
@@ -61,6 +68,12 @@ struct Inner {
     linker: Linker<ExecutionState>,
     settings: EngineSettings,
     cache: cache::ArtifactCache,
+    /// Uploads refused lately, by content hash.
+    refused: plugin::Refused,
+    /// Components compiled since start (cache hits and cheap refusals not counted).
+    compilations: std::sync::atomic::AtomicU64,
+    /// Each org's turn to make record calls (see `host::RECORD_CALLS_PER_ORG`).
+    record_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Engine {
@@ -79,15 +92,18 @@ impl Engine {
 
         let slots = settings.max_concurrent_executions.max(1);
         let mut pool = PoolingAllocationConfig::new();
+        // Every slot can hold the largest component allowed: a tenant whose components
+        // use the most instances, memories and tables per execution fills its own
+        // executions' slots, never the shared totals that others' executions need.
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(16))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(8))
+            .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(slots.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+            .total_tables(slots.saturating_mul(MAX_TABLES_PER_COMPONENT))
             .total_stacks(slots)
             .max_memory_size(usize_of(settings.max_memory_bytes)?)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16)
-            .max_core_instances_per_component(32)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .table_elements(usize_of(settings.default_limits.table_elements.max(20_000))?);
 
         let mut config = Config::new();
@@ -99,6 +115,9 @@ impl Engine {
             .consume_fuel(true)
             .max_wasm_stack(usize_of(settings.max_wasm_stack)?)
             .async_stack_size(usize_of(settings.max_wasm_stack + HOST_STACK_BYTES)?)
+            // One core per compilation: an upload never takes every core from running
+            // jobs (uploads are rare; their compile time is bounded by `complexity`).
+            .parallel_compilation(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let wasmtime = wasmtime::Engine::new(&config).map_err(invalid)?;
 
@@ -108,10 +127,25 @@ impl Engine {
             .map_err(invalid)?;
 
         let cache = cache::ArtifactCache::new(cache_dir, &wasmtime)?;
-        Ok(Engine { inner: Arc::new(Inner { wasmtime, linker, settings, cache }) })
+        let inner = Inner {
+            wasmtime,
+            linker,
+            settings,
+            cache,
+            refused: Default::default(),
+            compilations: Default::default(),
+            record_gates: Default::default(),
+        };
+        Ok(Engine { inner: Arc::new(inner) })
     }
 
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// How many components this engine has compiled (not loaded from the artifact
+    /// cache, not refused before compiling).
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

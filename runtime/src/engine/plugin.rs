@@ -78,11 +78,36 @@ fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<(), LoadError
 impl Engine {
     /// Validates and compiles an uploaded component. Compiled code is cached by content
     /// hash, so loading the same bytes again (even after a restart) does not recompile.
+    ///
+    /// The order keeps a hostile upload cheap: the envelope, then bytes refused before
+    /// (remembered by hash), then one parse for imports, exports and size bounds
+    /// ([`inspect`](super::inspect)), and only then compilation. Nothing is written to the
+    /// artifact cache unless the plug-in is accepted.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let started = Instant::now();
         self.check_envelope(bytes)?;
         let content_hash = sha256_hex(bytes);
-        let (component, from_cache) = self.compile(bytes, &content_hash)?;
+        if let Some(refusal) = self.inner.refused.get(&content_hash) {
+            return Err(refusal);
+        }
+        let loaded = self.load_checked(bytes, &content_hash, started);
+        if let Err(refusal) = &loaded {
+            self.inner.refused.remember(&content_hash, refusal);
+        }
+        loaded
+    }
+
+    fn load_checked(&self, bytes: &[u8], content_hash: &str, started: Instant) -> Result<Plugin, LoadError> {
+        let shape = super::inspect::inspect(bytes, &self.inner.settings.complexity)?;
+        if let Some(unknown) =
+            shape.imports.iter().find(|name| !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)))
+        {
+            return Err(LoadError::UnknownImport { name: unknown.clone() });
+        }
+        if !shape.exports.iter().any(|name| name == HANDLER_EXPORT) {
+            return Err(LoadError::MissingExport { expected: HANDLER_EXPORT });
+        }
+        let (component, compiled) = self.compile(bytes, content_hash)?;
         let ty = component.component_type();
         let engine = &self.inner.wasmtime;
         let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
@@ -109,8 +134,20 @@ impl Engine {
         check_handler_type(&instance_pre)?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason: format!("{e:#}") })?;
+        // Accepted: only now is newly compiled code kept for the next load.
+        let from_cache = compiled.is_none();
+        if let Some(component) = compiled {
+            match component.serialize() {
+                Ok(artifact) => {
+                    if let Err(e) = self.inner.cache.put(content_hash, &artifact) {
+                        tracing::warn!(%content_hash, "cannot cache the compiled artifact: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(%content_hash, "cannot serialize the compiled artifact: {e}"),
+            }
+        }
         let info = PluginInfo {
-            content_hash,
+            content_hash: content_hash.to_owned(),
             size_bytes: bytes.len() as u64,
             imports,
             exports,
@@ -141,29 +178,48 @@ impl Engine {
         }
     }
 
-    /// Compiles a component, or loads its native code from the artifact cache.
+    /// Compiles a component, or loads its native code from the artifact cache; the
+    /// second value is the component again if it was compiled now (to cache once it is
+    /// accepted).
     #[allow(unsafe_code)]
-    fn compile(&self, bytes: &[u8], content_hash: &str) -> Result<(Component, bool), LoadError> {
+    fn compile(&self, bytes: &[u8], content_hash: &str) -> Result<(Component, Option<Component>), LoadError> {
         let engine = &self.inner.wasmtime;
         if let Some(artifact) = self.inner.cache.get(content_hash) {
             // SAFETY: the artifact was produced by `Component::serialize` of an engine with
             // the same compatibility hash, written by this cache and checked against its
             // SHA-256 just now; no bytes from outside reach the deserializer.
             match unsafe { Component::deserialize(engine, &artifact) } {
-                Ok(component) => return Ok((component, true)),
+                Ok(component) => return Ok((component, None)),
                 Err(e) => tracing::warn!(%content_hash, "recompiling: cached artifact refused: {e}"),
             }
         }
+        self.inner.compilations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let component =
             Component::new(engine, bytes).map_err(|e| LoadError::Malformed { reason: format!("{e:#}") })?;
-        match component.serialize() {
-            Ok(artifact) => {
-                if let Err(e) = self.inner.cache.put(content_hash, &artifact) {
-                    tracing::warn!(%content_hash, "cannot cache the compiled artifact: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(%content_hash, "cannot serialize the compiled artifact: {e}"),
+        Ok((component.clone(), Some(component)))
+    }
+}
+
+/// Refusals remembered by content hash, so the same refused bytes are refused again
+/// without parsing or compiling (the newest [`Refused::KEPT`]).
+#[derive(Default)]
+pub(crate) struct Refused {
+    recent: std::sync::Mutex<std::collections::VecDeque<(String, LoadError)>>,
+}
+
+impl Refused {
+    const KEPT: usize = 1024;
+
+    fn get(&self, content_hash: &str) -> Option<LoadError> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().find(|(hash, _)| hash == content_hash).map(|(_, refusal)| refusal.clone())
+    }
+
+    fn remember(&self, content_hash: &str, refusal: &LoadError) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == Self::KEPT {
+            recent.pop_front();
         }
-        Ok((component, false))
+        recent.push_back((content_hash.to_owned(), refusal.clone()));
     }
 }

@@ -109,19 +109,32 @@ impl RecordStore for MemoryRecords {
     }
 
     fn query(&self, org: &str, filter: &Filter) -> Result<Vec<Entity>, RecordError> {
+        self.query_counted(org, filter).map(|(found, _)| found)
+    }
+
+    fn query_counted(&self, org: &str, filter: &Filter) -> Result<(Vec<Entity>, u64), RecordError> {
         let top = filter.top.map_or(MAX_QUERY_RECORDS, |t| (t as usize).min(MAX_QUERY_RECORDS));
-        self.with_table(org, &filter.entity, |table| {
-            table
-                .iter()
-                .filter(|(_, attributes)| filter.matches(attributes))
-                .take(top)
-                .map(|(id, attributes)| Entity {
-                    logical_name: filter.entity.clone(),
-                    id: id.clone(),
-                    attributes: filter.project(attributes),
-                })
-                .collect()
-        })
+        let (found, read) = self.with_table(org, &filter.entity, |table| {
+            let mut found = Vec::new();
+            let mut read = 0;
+            for (id, attributes) in table.iter() {
+                if found.len() >= top || read >= super::MAX_QUERY_SCAN {
+                    break;
+                }
+                read += 1;
+                if filter.matches(attributes) {
+                    found.push(Entity {
+                        logical_name: filter.entity.clone(),
+                        id: id.clone(),
+                        attributes: filter.project(attributes),
+                    });
+                }
+            }
+            let refused = read >= super::MAX_QUERY_SCAN && found.len() < top && table.len() > read;
+            (if refused { None } else { Some(found) }, read as u64)
+        })?;
+        let found = found.ok_or_else(|| super::query_too_broad(&filter.entity))?;
+        Ok((found, read))
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use filter::{Condition, Filter, Operator, project};
 pub use memory::{MAX_QUERY_RECORDS, MemoryRecords};
 pub use overlay::Overlay;
-pub use value::{Attributes, DateTime, Decimal, Entity, EntityReference, Value};
+pub use value::{Attributes, DateTime, Decimal, Entity, EntityReference, Value, weight};
 
 /// Why a record operation was refused. Returned to the plug-in as a value it can handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +24,12 @@ pub enum RecordError {
     NotFound { entity: String, id: String },
     #[error("invalid record request: {0}")]
     Invalid(String),
+    /// A query read [`MAX_QUERY_SCAN`] records without finding what it asks for.
+    #[error(
+        "the query reads more than {limit} {entity} records without finding what it asks for; \
+         narrow it (conditions that match sooner, or a smaller `top`)"
+    )]
+    QueryTooBroad { entity: String, limit: u64 },
 }
 
 /// What a write did, in order; the job service turns these into events at depth + 1.
@@ -33,6 +39,25 @@ pub enum RecordChange {
     Create { entity: String, id: String, attributes: Attributes },
     Update { entity: String, id: String, attributes: Attributes },
     Delete { entity: String, id: String },
+}
+
+impl RecordChange {
+    /// Applies this change again to `store` (an overlay, to check that it still applies
+    /// after other writes): a create whose id is taken, or an update or delete of a
+    /// record that is gone, is refused as it would be at commit.
+    pub fn replay(&self, store: &dyn RecordStore, org: &str) -> Result<(), RecordError> {
+        match self {
+            RecordChange::Create { entity, id, attributes } => {
+                let mut attributes = attributes.clone();
+                attributes.insert("id".into(), Value::String(id.clone()));
+                store.create(org, entity, attributes).map(drop)
+            }
+            RecordChange::Update { entity, id, attributes } => {
+                store.update(org, entity, id, attributes.clone())
+            }
+            RecordChange::Delete { entity, id } => store.delete(org, entity, id),
+        }
+    }
 }
 
 /// Storage of records, per organisation.
@@ -45,6 +70,25 @@ pub trait RecordStore: Send + Sync {
     fn update(&self, org: &str, entity: &str, id: &str, attributes: Attributes) -> Result<(), RecordError>;
     fn delete(&self, org: &str, entity: &str, id: &str) -> Result<(), RecordError>;
     fn query(&self, org: &str, filter: &Filter) -> Result<Vec<Entity>, RecordError>;
+
+    /// Like [`RecordStore::query`], and says how many records it read to answer: what
+    /// a plug-in's query is charged for. A store that reads only what it returns need
+    /// not override it.
+    fn query_counted(&self, org: &str, filter: &Filter) -> Result<(Vec<Entity>, u64), RecordError> {
+        let found = self.query(org, filter)?;
+        let read = found.len() as u64;
+        Ok((found, read))
+    }
+}
+
+/// The most records one query may read (matching or not) before it is refused: a
+/// query costs at most this much work, whatever the entity's size. Narrow a query
+/// that hits it with `top`.
+pub const MAX_QUERY_SCAN: usize = 10_000;
+
+/// The refusal of a query that reads past [`MAX_QUERY_SCAN`].
+pub fn query_too_broad(entity: &str) -> RecordError {
+    RecordError::QueryTooBroad { entity: entity.into(), limit: MAX_QUERY_SCAN as u64 }
 }
 
 /// One organisation's view of a record store: the only handle a plug-in execution gets.
@@ -81,6 +125,11 @@ impl OrgRecords {
 
     pub fn query(&self, filter: &Filter) -> Result<Vec<Entity>, RecordError> {
         self.store.query(&self.org, filter)
+    }
+
+    /// A query with the number of records it read.
+    pub fn query_counted(&self, filter: &Filter) -> Result<(Vec<Entity>, u64), RecordError> {
+        self.store.query_counted(&self.org, filter)
     }
 }
 

@@ -102,6 +102,10 @@ impl RecordStore for Overlay {
     }
 
     fn query(&self, org: &str, filter: &Filter) -> Result<Vec<Entity>, RecordError> {
+        self.query_counted(org, filter).map(|(found, _)| found)
+    }
+
+    fn query_counted(&self, org: &str, filter: &Filter) -> Result<(Vec<Entity>, u64), RecordError> {
         let touched: HashMap<String, Option<Attributes>> = self
             .lock()
             .records
@@ -111,12 +115,9 @@ impl RecordStore for Overlay {
             .collect();
         // Ask the base for everything matching (then fix up what this overlay touched).
         let base_filter = Filter { columns: Vec::new(), top: None, ..filter.clone() };
-        let mut found: Vec<Entity> = self
-            .base
-            .query(org, &base_filter)?
-            .into_iter()
-            .filter(|e| !touched.contains_key(&e.id))
-            .collect();
+        let (base, read) = self.base.query_counted(org, &base_filter)?;
+        let read = read + touched.len() as u64;
+        let mut found: Vec<Entity> = base.into_iter().filter(|e| !touched.contains_key(&e.id)).collect();
         for (id, record) in touched {
             if let Some(attributes) = record.filter(|a| filter.matches(a)) {
                 found.push(Entity { logical_name: filter.entity.clone(), id, attributes });
@@ -129,7 +130,7 @@ impl RecordStore for Overlay {
         for entity in &mut found {
             entity.attributes = filter.project(&entity.attributes);
         }
-        Ok(found)
+        Ok((found, read))
     }
 }
 

@@ -122,7 +122,22 @@ pub enum Value {
     EntityReference(EntityReference),
 }
 
+/// About how many bytes attributes take in memory and on disk: what the host charges a
+/// plug-in for moving them (see the engine's host-call costs).
+pub fn weight(attributes: &Attributes) -> u64 {
+    attributes.iter().map(|(name, value)| (name.len() + value.weight()) as u64).sum()
+}
+
 impl Value {
+    /// About how many bytes the value takes (strings by length, the rest a few words).
+    pub fn weight(&self) -> usize {
+        match self {
+            Value::String(text) => text.len(),
+            Value::EntityReference(r) => r.entity.len() + r.id.len() + r.name.as_ref().map_or(0, String::len),
+            _ => 16,
+        }
+    }
+
     /// Orders two values of the same type; `None` when they cannot be compared.
     pub fn partial_cmp_value(&self, other: &Value) -> Option<std::cmp::Ordering> {
         use Value::*;

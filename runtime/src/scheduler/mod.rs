@@ -206,6 +206,18 @@ impl Scheduler {
         }
     }
 
+    /// When a job's recent exceptions happened (those still counted), oldest first.
+    pub fn exceptions(&self, job: JobId) -> Vec<Millis> {
+        self.jobs.get(&job).map(|e| e.failures.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Gives a restored job back the exceptions it had (so a restart keeps counting).
+    pub fn restore_exceptions(&mut self, job: JobId, times: &[Millis]) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.failures = times.iter().copied().collect();
+        }
+    }
+
     /// The status the scheduler holds for a job (`None` once forgotten or unknown).
     pub fn status(&self, job: JobId) -> Option<Status> {
         self.jobs.get(&job).map(|e| e.status)

@@ -52,21 +52,27 @@ pub(super) struct Trigger {
     pub id: String,
     pub changed: Vec<String>,
     pub pre_image: Option<Entity>,
+    /// What the change wrote (Create, Update): the jobs' Target.
+    pub written: Option<Attributes>,
     pub depth: u32,
 }
 
 impl Trigger {
     pub fn of_change(change: &RecordChange, depth: u32) -> Trigger {
-        let (message, entity, id, changed) = match change {
-            RecordChange::Create { entity, id, attributes } => {
-                ("Create", entity, id, attributes.keys().cloned().collect())
-            }
-            RecordChange::Update { entity, id, attributes } => {
-                ("Update", entity, id, attributes.keys().cloned().collect())
-            }
-            RecordChange::Delete { entity, id } => ("Delete", entity, id, Vec::new()),
+        let (message, entity, id, written) = match change {
+            RecordChange::Create { entity, id, attributes } => ("Create", entity, id, Some(attributes)),
+            RecordChange::Update { entity, id, attributes } => ("Update", entity, id, Some(attributes)),
+            RecordChange::Delete { entity, id } => ("Delete", entity, id, None),
         };
-        Trigger { message, entity: entity.clone(), id: id.clone(), changed, pre_image: None, depth }
+        Trigger {
+            message,
+            entity: entity.clone(),
+            id: id.clone(),
+            changed: written.map(|w| w.keys().cloned().collect()).unwrap_or_default(),
+            pre_image: None,
+            written: written.cloned(),
+            depth,
+        }
     }
 }
 
@@ -190,13 +196,12 @@ impl Service {
         };
         let correlation_id = uuid::Uuid::new_v4().to_string();
         let steps = self.sync_steps(org, message, &event);
-        let mut context = ExecutionContext::new(message, &event.entity);
+        let written = (message != "Delete").then(|| event.attributes.clone());
+        let mut context =
+            ExecutionContext::for_write(message, &event.entity, &id, written, pre_image.clone(), None);
         context.org_id = org_key.clone();
-        context.record_id = Some(id.clone());
         context.correlation_id = correlation_id.clone();
         context.mode = Mode::Synchronous;
-        context.pre_image = pre_image.clone();
-        context.input_parameters.insert("Target".into(), Value::String(id.clone()));
         let mut sync_outputs = Vec::new();
 
         for step in steps
@@ -241,6 +246,7 @@ impl Service {
             id: String::new(),
             changed: event.attributes.keys().cloned().collect(),
             pre_image: None,
+            written: None,
             depth: 1,
         };
         let state = self.state();
@@ -273,8 +279,8 @@ impl Service {
                 return Err(Error::Invalid("a workflow cannot run synchronously".into()));
             }
         };
-        let mut context = context.clone();
-        context.stage = stage;
+        let context = context.clone().for_stage(stage);
+        let _permit = self.shared.sync_gate.enter(org)?;
         let compiled = self.plugin(org, *plugin)?;
         let records = OrgRecords::new(org.0.to_string(), overlay.clone() as Arc<dyn RecordStore>);
         let config =
@@ -364,14 +370,17 @@ fn new_job(
         DefinitionKind::Workflow { version, .. } => (Operation::Workflow, *version),
         DefinitionKind::CustomApi { .. } => (Operation::BackgroundOperation, 1),
     };
-    let mut context = ExecutionContext::new(trigger.message, &trigger.entity);
+    let mut context = ExecutionContext::for_write(
+        trigger.message,
+        &trigger.entity,
+        &trigger.id,
+        trigger.written.clone(),
+        trigger.pre_image.clone(),
+        post_image,
+    );
     context.org_id = org.0.to_string();
-    context.record_id = Some(trigger.id.clone());
     context.depth = trigger.depth;
     context.correlation_id = correlation.to_owned();
-    context.pre_image = trigger.pre_image.clone();
-    context.post_image = post_image;
-    context.input_parameters.insert("Target".into(), Value::String(trigger.id.clone()));
     let (mut status, mut error) = (Status::WaitingForResources, None);
     if state.loops.too_deep(correlation, trigger.depth, now) {
         status = Status::Failed;

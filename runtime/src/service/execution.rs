@@ -88,6 +88,28 @@ const COMMIT_WINDOW: Duration = Duration::from_millis(1);
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
 
+/// Checks that a succeeded execution's writes still apply after the round's earlier
+/// writes, and if so adds them to the round. A refused write leaves the round as it was.
+fn accept_writes(
+    round: &Arc<Overlay>,
+    finished: &Finished,
+) -> std::result::Result<(), crate::records::RecordError> {
+    let Some(overlay) = finished.overlay.as_ref().filter(|_| finished.outcome.is_ok()) else { return Ok(()) };
+    let changes = overlay.changes();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let org = finished.org.0.to_string();
+    let trial = Overlay::new(round.clone() as Arc<dyn RecordStore>);
+    for change in &changes {
+        change.replay(&trial, &org)?;
+    }
+    for change in &changes {
+        change.replay(round.as_ref(), &org)?;
+    }
+    Ok(())
+}
+
 impl Service {
     /// A compiled plug-in, from the cache or loaded from the store (compiled code comes
     /// from the engine's artifact cache).
@@ -302,16 +324,28 @@ impl Service {
         let mut state = self.state();
         let (updates, mut ended) = state.take_pending();
         let mut commit = Batch { updates, ..Batch::default() };
-        for finished in batch {
+        // The round's accepted writes, in commit order: a job's writes are checked
+        // against the store as earlier jobs of the round leave it. Events commit under
+        // the same state lock, so nothing else writes records between this and the commit.
+        let round = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        for mut finished in batch {
             state.running[finished.lane.index()] -= 1;
             state.stops.remove(&finished.job);
+            if let Err(conflict) = accept_writes(&round, &finished) {
+                finished.outcome = Err(ExecutionError::WriteConflict { message: conflict.to_string() });
+            }
             let outcome = match &finished.outcome {
                 Ok(_) => Outcome::Succeeded,
                 Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
                 Err(ExecutionError::Stopped) => Outcome::Stopped,
+                // The pool was full: not the job's fault, so not its exception. It
+                // goes back to the head of its queue, uncharged. (The lanes own their
+                // part of the pool, so this is rare.)
+                Err(ExecutionError::Busy { .. }) => Outcome::Rescued,
                 Err(_) => Outcome::Exception,
             };
             let after = state.scheduler.finished(finished.job, now, outcome)?;
+            let exception_times = state.scheduler.exceptions(finished.job);
             let labels = crate::metrics::org_lane(finished.org, finished.lane);
             self.shared
                 .metrics
@@ -381,9 +415,25 @@ impl Service {
                 trace: (!finished.trace.is_empty()).then_some(finished.trace),
                 changes,
                 delete: succeeded && finished.auto_delete,
+                exception_times,
             });
         }
         let ids = self.commit(&commit)?;
+        if self.shared.completions.receiver_count() > 0 {
+            let at = std::time::Instant::now();
+            for update in &commit.updates {
+                if let JobUpdate::Finished { id, org, status, .. } = update
+                    && status.is_terminal()
+                {
+                    let _ = self.shared.completions.send(super::Completion {
+                        job: *id,
+                        org: *org,
+                        status: *status,
+                        at,
+                    });
+                }
+            }
+        }
         submit_jobs(&mut state, &ids, &commit.jobs);
         ended.append(&mut state.ended);
         drop(state);
@@ -457,11 +507,28 @@ impl Service {
         }
     }
 
-    /// The node's driver: runs until `shutdown` completes.
+    /// The node's driver: runs until `shutdown` completes. One job's failure never
+    /// ends it; if it ends for any other reason (the store keeps refusing commits, a
+    /// bug), the service reports the failure ([`Service::failure`]) so that the process
+    /// stops accepting work it would never run.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut guard = DriverGuard { service: self, done: false };
+        let result = self.drive(shutdown).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the driver stopped");
+            self.set_failure(format!("the driver stopped: {e}"));
+        }
+        guard.done = true;
+        result
+    }
+
+    async fn drive(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            self.purge_if_due()?;
+            if let Err(e) = self.purge_if_due() {
+                // Retention is housekeeping: the next hour's purge tries again.
+                tracing::warn!(error = %e, "retention purge failed");
+            }
             self.sample_if_due();
             self.start_ready()?;
             let now = self.now();
@@ -489,6 +556,21 @@ impl Service {
                 _ = self.shared.work.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+}
+
+/// Marks the service failed if the driver's future is dropped or panics before it
+/// returns (a panic in the driver must not leave a node that accepts work silently).
+struct DriverGuard<'a> {
+    service: &'a Service,
+    done: bool,
+}
+
+impl Drop for DriverGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done && std::thread::panicking() {
+            self.service.set_failure("the driver panicked".into());
         }
     }
 }

@@ -12,6 +12,7 @@ mod execution;
 mod health;
 mod loops;
 mod operations;
+mod sync_gate;
 mod tenancy;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub use events::{Event, EventOutcome};
 pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
+pub use sync_gate::SyncRefusal;
 pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 
 use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
@@ -59,6 +61,10 @@ pub enum Error {
     /// The object exists already (an org or custom API of that name).
     #[error("{0} already exists")]
     Conflict(String),
+    /// Synchronous work (a sync step, a custom-API run) over its org's limit or the
+    /// node's capacity: refused at once, nothing done.
+    #[error(transparent)]
+    SyncBusy(#[from] SyncRefusal),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }
@@ -85,6 +91,11 @@ pub struct Options {
     /// Quotas of orgs and lanes the operator has not set.
     pub default_quotas: Quotas,
     pub retention: Retention,
+    /// Synchronous executions (sync steps, custom-API runs) one org may have running at
+    /// once on this node. Default 8; one more is refused (HTTP 429
+    /// `sync-quota-exceeded`). The node's capacity for them is the engine's pool less
+    /// the job lanes' `3 × slots`.
+    pub sync_per_org: u32,
 }
 
 impl Default for Options {
@@ -94,6 +105,7 @@ impl Default for Options {
             limits: Limits::default(),
             default_quotas: Quotas::default(),
             retention: Retention::default(),
+            sync_per_org: 8,
         }
     }
 }
@@ -128,6 +140,16 @@ impl Default for Retention {
 }
 
 const HOUR: Millis = 60 * 60 * 1000;
+
+/// Completions a slow watcher may fall behind by.
+pub const COMPLETIONS_KEPT: usize = 1 << 16;
+
+/// Pauses between tries of a failed commit (then the error is returned).
+const COMMIT_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(1000),
+];
 const DAY: Millis = 24 * HOUR;
 
 /// A handle on the service; cheap to clone.
@@ -150,6 +172,23 @@ struct Shared {
     ended_tx: mpsc::UnboundedSender<(OrgId, JobId)>,
     ended_rx: Mutex<Option<mpsc::UnboundedReceiver<(OrgId, JobId)>>>,
     metrics: crate::metrics::Metrics,
+    sync_gate: Arc<sync_gate::SyncGate>,
+    /// Compilations at once on this node, and each org's one turn.
+    compile_gate: Arc<tokio::sync::Semaphore>,
+    compile_turns: Mutex<HashMap<OrgId, Arc<tokio::sync::Semaphore>>>,
+    /// Why the driver stopped, once it has.
+    failure: Mutex<Option<String>>,
+    /// Jobs that reached a terminal status, as their round commits (for watchers).
+    completions: tokio::sync::broadcast::Sender<Completion>,
+}
+
+/// A job that reached a terminal status, and when its status was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub job: JobId,
+    pub org: OrgId,
+    pub status: Status,
+    pub at: std::time::Instant,
 }
 
 struct State {
@@ -218,13 +257,53 @@ impl Service {
         }
         let mut postponements = HashMap::new();
         let mut background = HashMap::new();
-        for job in store.unfinished_jobs()? {
+        // A cancel or pause asked of a running job whose node died is carried out now:
+        // the job does not run again.
+        let mut settled = Vec::new();
+        let now = clock.now();
+        for mut job in store.unfinished_jobs()? {
+            match job.status {
+                Status::Canceling => {
+                    settled.push(JobUpdate::Status {
+                        id: job.id,
+                        at: now,
+                        status: Status::Canceled,
+                        error: None,
+                    });
+                    continue;
+                }
+                Status::Pausing => {
+                    settled.push(JobUpdate::Status {
+                        id: job.id,
+                        at: now,
+                        status: Status::Waiting,
+                        error: None,
+                    });
+                    job.status = Status::Waiting;
+                    job.postpone_until = None;
+                }
+                _ => {}
+            }
             postponements.insert(job.id, job.postponement_count);
             if job.operation == Operation::BackgroundOperation {
                 background.insert(job.id, job.org);
             }
             scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
+            scheduler.restore_exceptions(job.id, &job.exception_times);
         }
+        if !settled.is_empty() {
+            store.apply(&settled)?;
+        }
+        // The job lanes own 3 × slots of the engine's pool, so a job never finds it full;
+        // synchronous work gets the rest.
+        let pool = engine.settings().max_concurrent_executions as usize;
+        let job_slots = options.slots * Lane::ALL.len();
+        if pool <= job_slots {
+            return Err(Error::Invalid(format!(
+                "the engine's pool ({pool} executions) must be larger than the job lanes' {job_slots} slots"
+            )));
+        }
+        let sync_gate = Arc::new(sync_gate::SyncGate::new(options.sync_per_org, (pool - job_slots) as u32));
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         // Operations that ended before a restart and whose callback never went out.
@@ -259,6 +338,11 @@ impl Service {
                 ended_tx,
                 ended_rx: Mutex::new(Some(ended_rx)),
                 metrics: crate::metrics::Metrics::default(),
+                sync_gate,
+                compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
+                compile_turns: Mutex::new(HashMap::new()),
+                failure: Mutex::new(None),
+                completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
             }),
         })
     }
@@ -298,12 +382,43 @@ impl Service {
         Ok(self.shared.metrics.encode())
     }
 
-    /// Commits a batch, timing it for the metrics.
+    /// Commits a batch, timing it for the metrics. A store failure other than a write
+    /// conflict (a busy or failing disk) is tried again a few times before it is
+    /// returned: the batch is plain data, so a retry commits exactly the same.
     fn commit(&self, batch: &crate::store::Batch) -> Result<Vec<JobId>> {
         let started = std::time::Instant::now();
-        let ids = self.shared.store.commit(batch)?;
+        let mut attempt = 0;
+        let ids = loop {
+            match self.shared.store.commit(batch) {
+                Ok(ids) => break ids,
+                Err(e @ crate::store::Error::WriteConflict(_)) => return Err(e.into()),
+                Err(e) if attempt < COMMIT_RETRIES.len() => {
+                    tracing::warn!(error = %e, attempt, "commit failed; trying again");
+                    std::thread::sleep(COMMIT_RETRIES[attempt]);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.shared.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
         Ok(ids)
+    }
+
+    /// Jobs completing from now on, as their completions commit: what a benchmark
+    /// measures end-to-end latency with. A watcher that falls more than
+    /// [`COMPLETIONS_KEPT`] behind misses the oldest (`RecvError::Lagged`).
+    pub fn watch_completions(&self) -> tokio::sync::broadcast::Receiver<Completion> {
+        self.shared.completions.subscribe()
+    }
+
+    /// Why this node stopped running jobs, if it did: the process should report itself
+    /// unhealthy and exit rather than accept work it will not run.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_failure(&self, why: String) {
+        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
     }
 
     /// Applies job transitions in one timed transaction.
@@ -350,6 +465,29 @@ impl Service {
         let stored = self.shared.store.save_plugin(org, name, &plugin.info().content_hash, bytes)?;
         self.state().plugins.insert((org, stored.id), plugin);
         Ok(stored)
+    }
+
+    /// Validates and stores a plug-in as the API does: compiled off the request's
+    /// thread, one compilation per org at a time and at most half the node's cores'
+    /// worth at once, so one tenant's uploads cannot take the compiler or the CPU from
+    /// others (their cost per upload is bounded by the engine's `complexity`).
+    pub async fn upload_plugin_bounded(
+        &self,
+        org: OrgId,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<StoredPlugin> {
+        let org_turn = {
+            let mut turns = self.shared.compile_turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(org).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
+        };
+        let closed = |_| Error::Invalid("the service is shutting down".into());
+        let _org_turn = org_turn.acquire_owned().await.map_err(closed)?;
+        let _node_turn = self.shared.compile_gate.clone().acquire_owned().await.map_err(closed)?;
+        let (service, name) = (self.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || service.upload_plugin(org, &name, &bytes))
+            .await
+            .map_err(|e| Error::Invalid(format!("the compilation failed: {e}")))?
     }
 
     /// Saves a step registration or workflow (a new one when its id is 0).
@@ -539,6 +677,11 @@ impl Service {
         self.shared.work.notify_one();
         Ok(())
     }
+}
+
+/// Half the node's cores (at least one) may compile uploads at once; the rest run jobs.
+fn compilations_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn spec_of(job: &JobRow) -> JobSpec {

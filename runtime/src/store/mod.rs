@@ -32,6 +32,10 @@ pub enum Error {
     NotFound(&'static str),
     #[error("{0} already exists")]
     Conflict(String),
+    /// A record write of the batch no longer applies (the record was created, changed
+    /// or deleted by a commit since it was read). Nothing of the batch was written.
+    #[error("write conflict: {0}")]
+    WriteConflict(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -306,6 +306,9 @@ pub struct JobRow {
     pub output: Option<String>,
     pub accounting: Accounting,
     pub trace: Option<String>,
+    /// When its recent exceptions happened (within its exception window), so a restart
+    /// keeps counting them.
+    pub exception_times: Vec<Millis>,
 }
 
 /// A state transition of a job.
@@ -332,6 +335,8 @@ pub enum JobUpdate {
         changes: Vec<RecordChange>,
         /// Delete the job row instead (auto-delete on success).
         delete: bool,
+        /// Its recent exceptions' times after this run (see [`JobRow::exception_times`]).
+        exception_times: Vec<Millis>,
     },
     /// A status change without a run (cancel, pause request, resume, cancel on pickup).
     Status {

@@ -103,4 +103,36 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX operations_waiting ON operations (job_id) WHERE delivery_state = 'waiting';
     CREATE INDEX jobs_by_correlation ON jobs (org_id, correlation_id);
     ",
+    // 4: ids are never reused (SQLite's rowid would reuse the highest id once its row
+    // is deleted: a deleted step's id would name the next step, a purged job's the next
+    // job). Inserts take max(highest live id, highest deleted id) + 1; the triggers note
+    // a deleted id only when it was the highest. And a job's recent exception times, so
+    // a restart keeps counting A in D.
+    "
+    CREATE TABLE id_high_water (
+        name TEXT PRIMARY KEY,
+        id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TRIGGER definitions_high_water AFTER DELETE ON definitions
+    WHEN old.id > COALESCE((SELECT MAX(id) FROM definitions), 0)
+    BEGIN
+        INSERT INTO id_high_water (name, id) VALUES ('definitions', old.id)
+        ON CONFLICT (name) DO UPDATE SET id = MAX(id, excluded.id);
+    END;
+    CREATE TRIGGER jobs_high_water AFTER DELETE ON jobs
+    WHEN old.id > COALESCE((SELECT MAX(id) FROM jobs), 0)
+    BEGIN
+        INSERT INTO id_high_water (name, id) VALUES ('jobs', old.id)
+        ON CONFLICT (name) DO UPDATE SET id = MAX(id, excluded.id);
+    END;
+    ALTER TABLE jobs ADD COLUMN exception_times TEXT;
+    ",
 ];
+
+/// The id a new row of `table` gets: above every id it ever had (see migration 4).
+pub fn next_id_sql(table: &str) -> String {
+    format!(
+        "MAX(COALESCE((SELECT MAX(id) FROM {table}), 0), \
+         COALESCE((SELECT id FROM id_high_water WHERE name = '{table}'), 0)) + 1"
+    )
+}

@@ -1,8 +1,12 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so an
-//! acknowledged write survives a crash. One connection behind a mutex: SQLite has one
-//! writer anyway, and batches (group commit) make that writer fast.
+//! acknowledged write survives a crash. One writing connection behind a mutex (SQLite
+//! has one writer anyway, and batches — group commit — make that writer fast), and a
+//! small pool of read-only connections: WAL lets readers run beside the writer, so API
+//! reads, authentication and plug-ins' record reads never wait for a commit's fsync, and
+//! a commit never waits for someone's query.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -11,7 +15,7 @@ use super::model::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
     OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
 };
-use super::schema::MIGRATIONS;
+use super::schema::{MIGRATIONS, next_id_sql};
 use super::{Batch, Cutoffs, Error, Result, Store};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -22,7 +26,14 @@ use crate::records::{
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Read-only connections per store: enough that one tenant's slow reads (at most
+/// [`MAX_QUERY_SCAN`](crate::records::MAX_QUERY_SCAN) records each, and at most
+/// two at once per org — the engine's record-call gate) leave readers for the others.
+const READERS: usize = 6;
 
 fn lane_of(n: i64) -> Result<Lane> {
     Lane::ALL.get(n as usize).copied().ok_or_else(|| Error::Corrupt(format!("lane {n}")))
@@ -62,7 +73,7 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
 const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
     depth, record_entity, record_id, payload, dependency_token, status, created_at, started_at, completed_at, \
     postpone_until, retry_count, postponement_count, error_code, error_message, output, fuel_used, wall_time_us, \
-    host_time_us, peak_memory_bytes, trace";
+    host_time_us, peak_memory_bytes, trace, exception_times";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRow, i64, i64, String)> {
     let record = match (row.get::<_, Option<String>>(8)?, row.get::<_, Option<String>>(9)?) {
@@ -98,6 +109,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRow, i64, i64, String)> {
             peak_memory_bytes: row.get::<_, i64>(25)? as u64,
         },
         trace: row.get(26)?,
+        exception_times: row
+            .get::<_, Option<String>>(27)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
     };
     Ok((job, row.get(2)?, row.get(12)?, row.get(3)?))
 }
@@ -128,13 +143,35 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", number as i64 + 1)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { connection: Mutex::new(connection) })
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path)?;
+            reader.pragma_update(None, "query_only", "ON")?;
+            reader.busy_timeout(std::time::Duration::from_secs(10))?;
+            readers.push(Mutex::new(reader));
+        }
+        Ok(SqliteStore { connection: Mutex::new(connection), readers, next_reader: AtomicUsize::new(0) })
     }
 
+    /// The writing connection.
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open (rusqlite rolls
         // back on drop), so the connection is still usable.
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read-only connection: a free one if there is one, else the next in turn. Each
+    /// statement reads the latest committed state (WAL snapshot at its start).
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for n in 0..self.readers.len() {
+            match self.readers[(start + n) % self.readers.len()].try_lock() {
+                Ok(reader) => return reader,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % self.readers.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes of the database file and its write-ahead log.
@@ -234,7 +271,7 @@ impl RecordStore for SqliteStore {
         columns: &[String],
     ) -> std::result::Result<Entity, RecordError> {
         check_entity_name(entity)?;
-        let attributes = read_attributes(&self.lock(), org_number(org)?, entity, id)?
+        let attributes = read_attributes(&self.read(), org_number(org)?, entity, id)?
             .ok_or_else(|| RecordError::NotFound { entity: entity.into(), id: id.into() })?;
         Ok(Entity {
             logical_name: entity.into(),
@@ -266,24 +303,40 @@ impl RecordStore for SqliteStore {
     }
 
     fn query(&self, org: &str, filter: &Filter) -> std::result::Result<Vec<Entity>, RecordError> {
+        self.query_counted(org, filter).map(|(found, _)| found)
+    }
+
+    /// Reads the org's records of the entity in id order (the primary key's range),
+    /// at most `MAX_QUERY_SCAN` of them, on a reader connection.
+    fn query_counted(
+        &self,
+        org: &str,
+        filter: &Filter,
+    ) -> std::result::Result<(Vec<Entity>, u64), RecordError> {
         check_entity_name(&filter.entity)?;
         let org = org_number(org)?;
         let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| {
             (t as usize).min(crate::records::MAX_QUERY_RECORDS)
         });
-        let connection = self.lock();
+        let scan = crate::records::MAX_QUERY_SCAN;
+        let connection = self.read();
         let mut statement = connection
             .prepare_cached(
-                "SELECT id, attributes FROM records WHERE org_id = ?1 AND entity = ?2 ORDER BY id",
+                "SELECT id, attributes FROM records WHERE org_id = ?1 AND entity = ?2 ORDER BY id LIMIT ?3",
             )
             .map_err(record_error)?;
         let rows = statement
-            .query_map(params![org, filter.entity], |row| {
+            .query_map(params![org, filter.entity, scan as i64 + 1], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })
             .map_err(record_error)?;
         let mut found = Vec::new();
+        let mut read = 0;
         for row in rows {
+            if read == scan {
+                return Err(crate::records::query_too_broad(&filter.entity));
+            }
+            read += 1;
             let (id, text) = row.map_err(record_error)?;
             let attributes: Attributes = serde_json::from_str(&text)
                 .map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))?;
@@ -298,7 +351,7 @@ impl RecordStore for SqliteStore {
                 }
             }
         }
-        Ok(found)
+        Ok((found, read as u64))
     }
 }
 
@@ -317,7 +370,7 @@ impl Store for SqliteStore {
     }
 
     fn orgs(&self) -> Result<Vec<(OrgId, String)>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare("SELECT id, name FROM orgs ORDER BY id")?;
         let rows = statement.query_map([], |row| Ok((OrgId(row.get::<_, i64>(0)? as u32), row.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -333,7 +386,7 @@ impl Store for SqliteStore {
     }
 
     fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare("SELECT org_id, lane, quotas FROM quotas")?;
         let rows = statement.query_map([], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
@@ -383,7 +436,7 @@ impl Store for SqliteStore {
     }
 
     fn tokens(&self, org: OrgId) -> Result<Vec<TokenRow>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare(
             "SELECT id, org_id, label, prefix, created_at, revoked_at FROM tokens WHERE org_id = ?1 ORDER BY id",
         )?;
@@ -403,7 +456,7 @@ impl Store for SqliteStore {
     }
 
     fn token_org(&self, hash: &str) -> Result<Option<OrgId>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement =
             connection.prepare_cached("SELECT org_id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?;
         let org: Option<i64> = statement.query_row(params![hash], |row| row.get(0)).optional()?;
@@ -426,7 +479,7 @@ impl Store for SqliteStore {
 
     fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .lock()
+            .read()
             .query_row(
                 "SELECT bytes FROM plugins WHERE org_id = ?1 AND id = ?2",
                 params![org.0, plugin as i64],
@@ -436,7 +489,7 @@ impl Store for SqliteStore {
     }
 
     fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare(
             "SELECT id, name, content_hash, length(bytes) FROM plugins WHERE org_id = ?1 ORDER BY id",
         )?;
@@ -455,10 +508,12 @@ impl Store for SqliteStore {
         let connection = self.lock();
         let (trigger, kind) = (json(&d.trigger), json(&d.kind));
         if d.id.0 == 0 {
-            connection.execute(
-                "INSERT INTO definitions (org_id, name, trigger, kind, active, auto_delete) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![d.org.0, d.name, trigger, kind, d.active, d.auto_delete],
-            )?;
+            let sql = format!(
+                "INSERT INTO definitions (id, org_id, name, trigger, kind, active, auto_delete)
+                 VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6)",
+                next_id_sql("definitions")
+            );
+            connection.execute(&sql, params![d.org.0, d.name, trigger, kind, d.active, d.auto_delete])?;
             return Ok(DefinitionId(connection.last_insert_rowid() as u64));
         }
         let changed = connection.execute(
@@ -484,7 +539,7 @@ impl Store for SqliteStore {
     }
 
     fn definitions(&self) -> Result<Vec<Definition>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection
             .prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")?;
         let rows = statement.query_map([], definition_from_row)?;
@@ -517,7 +572,7 @@ impl Store for SqliteStore {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         for (org, change) in &batch.changes {
-            apply_change(&tx, i64::from(org.0), change).map_err(|e| Error::Corrupt(e.to_string()))?;
+            apply_change(&tx, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
         }
         for update in &batch.updates {
             apply_update(&tx, update)?;
@@ -558,7 +613,7 @@ impl Store for SqliteStore {
     }
 
     fn operation(&self, org: OrgId, job: JobId) -> Result<Option<OperationRow>> {
-        let connection = self.lock();
+        let connection = self.read();
         let row = connection
             .query_row(
                 "SELECT callback_uri, expires_at, delivery_state, delivery_attempts, delivery_error, delivered_at
@@ -592,7 +647,7 @@ impl Store for SqliteStore {
     }
 
     fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare(
             "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
              WHERE o.delivery_state = 'waiting' AND j.status >= 30 ORDER BY o.job_id",
@@ -630,7 +685,7 @@ impl Store for SqliteStore {
     }
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare_cached(
             "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status",
         )?;
@@ -647,22 +702,27 @@ impl Store for SqliteStore {
 
 impl SqliteStore {
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare_cached(sql)?;
         let rows = statement.query_map(parameters, job_from_row)?;
         rows.map(|row| finish_job(row?)).collect()
     }
 }
 
+static INSERT_JOB: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
+            record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
+            error_code, error_message)
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        next_id_sql("jobs")
+    )
+});
+
 fn insert_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     {
-        let mut insert = tx.prepare_cached(
-                "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
-                    record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-                    error_code, error_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
+        let mut insert = tx.prepare_cached(&INSERT_JOB)?;
         for job in jobs {
             let (entity, id) = job.record.clone().unzip();
             let (code, message) = job.error.clone().unzip();
@@ -742,13 +802,14 @@ fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
             trace,
             changes,
             delete,
+            exception_times,
         } => {
             if *status == Status::Succeeded {
                 for change in changes {
-                    // A write that no longer applies (the record vanished meanwhile)
-                    // fails the whole completion: the job runs again.
+                    // The service checks a round's writes before committing them; a
+                    // write that still fails here refuses the batch, never half of it.
                     apply_change(tx, i64::from(org.0), change)
-                        .map_err(|e| Error::Corrupt(format!("record write of job {}: {e}", id.0)))?;
+                        .map_err(|e| Error::WriteConflict(format!("record write of job {}: {e}", id.0)))?;
                 }
             }
             if *delete {
@@ -761,7 +822,8 @@ fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
                 "UPDATE jobs SET status = ?2, completed_at = ?3, postpone_until = ?4,
                     retry_count = retry_count + ?5, postponement_count = ?6, error_code = ?7, error_message = ?8,
                     output = ?9, fuel_used = fuel_used + ?10, wall_time_us = wall_time_us + ?11,
-                    host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14
+                    host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14,
+                    exception_times = ?15
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -779,6 +841,7 @@ fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
                 accounting.host_time_us as i64,
                 accounting.peak_memory_bytes as i64,
                 trace,
+                (!exception_times.is_empty()).then(|| json(exception_times)),
             ])?;
         }
     }

@@ -1,0 +1,234 @@
+//! `sluice bench isolation`: a victim org's steady load beside one hostile org at a
+//! time, at each resource tenants share. For every attack it prints the victim's p99
+//! end-to-end latency (created → completed, µs, measured as the completion commits)
+//! against the victim alone, in the same run; the last line is JSON.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::engine::{Engine, EngineSettings, Mode};
+use sluice::jobs::{JobId, Lane, OrgId, Quotas};
+use sluice::records::{Attributes, Value};
+use sluice::service::{Event, Options, Service, SystemClock};
+use sluice::store::{Definition, SqliteStore, Trigger};
+
+use super::format::micros;
+
+/// The attacks, each against a fresh node; `alone` is the victim by itself.
+pub const ATTACKS: &[&str] =
+    &["alone", "conflicting-writes", "compile-bomb", "query-storm", "sync-flood", "pool-fill", "write-storm"];
+
+/// One node as `sluice serve` runs it by default (16 slots per lane, default quotas).
+fn node(dir: &Path) -> anyhow::Result<Service> {
+    let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
+    let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
+    Ok(Service::open(store, engine, Arc::new(SystemClock), Options::default())?)
+}
+
+fn plugin(service: &Service, org: OrgId, plugins: &Path, name: &str) -> anyhow::Result<u64> {
+    let bytes = std::fs::read(plugins.join(format!("{name}.wasm")))?;
+    Ok(service.upload_plugin(org, name, &bytes)?.id)
+}
+
+fn step(
+    service: &Service,
+    org: OrgId,
+    plugins: &Path,
+    name: &str,
+    entity: &str,
+    mode: Mode,
+    config: Option<&str>,
+) -> anyhow::Result<()> {
+    let plugin = plugin(service, org, plugins, name)?;
+    let definition = Definition::step(org, name, plugin, Trigger::on("Create", entity), mode, config);
+    service.save_definition(definition)?;
+    Ok(())
+}
+
+fn creates(entity: &str, from: u64, n: u64) -> Vec<Event> {
+    (from..from + n)
+        .map(|i| Event {
+            message: "Create".into(),
+            entity: entity.into(),
+            record_id: Some(format!("{entity}-{i}")),
+            attributes: Attributes::from([("subject".to_owned(), Value::String(format!("row {i}")))]),
+        })
+        .collect()
+}
+
+/// A component that passes every check before compilation and then costs the most
+/// to compile within the engine's bounds; `salt` makes each one's bytes (and hash) new.
+pub fn compile_bomb(salt: u64, functions: usize, body_ops: usize) -> Vec<u8> {
+    let body = "local.get 0 i32.const 1 i32.add local.set 0 ".repeat(body_ops);
+    let functions = format!("(func (param i32) {body})").repeat(functions);
+    let text = format!(
+        r#"(component
+            (core module {functions} (@custom "salt" "{salt}"))
+            (instance $handler)
+            (export "sluice:plugin/handler@0.1.0" (instance $handler)))"#
+    );
+    wat::parse_str(text).expect("the bomb is valid text")
+}
+
+/// Starts the attack's load; it runs until `stop` is set.
+async fn attack(
+    name: &str,
+    service: &Service,
+    attacker: OrgId,
+    plugins: &Path,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let hostile = |config: &str| {
+        step(service, attacker, plugins, "hostile_tenant", "lead", Mode::Asynchronous, Some(config))
+    };
+    // A loop firing batches of `entity` events until stopped (refusals are the point).
+    let flood = |entity: &'static str, first: u64, batch: u64, pause: Duration, stop: Arc<AtomicBool>| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut n = first;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = service.fire_batch(attacker, creates(entity, n, batch)).await;
+                n += batch;
+                tokio::time::sleep(pause).await;
+            }
+        })
+    };
+    match name {
+        "alone" => {}
+        "conflicting-writes" => {
+            hostile("conflict")?;
+            service.set_quotas(attacker, Lane::Priority, Quotas { max_threads: 16, ..Quotas::default() })?;
+            tasks.push(flood("lead", 0, 16, Duration::from_millis(5), stop));
+        }
+        "compile-bomb" => {
+            let service = service.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut salt = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let bomb = compile_bomb(salt, 2_000, 200);
+                    let _ = service.upload_plugin_bounded(attacker, "bomb", bomb).await;
+                    salt += 1;
+                }
+            }));
+        }
+        "query-storm" => {
+            // A large entity first, then jobs that query all of it over and over.
+            for from in (0..20_000).step_by(1_000) {
+                service.fire_batch(attacker, creates("task", from, 1_000)).await?;
+            }
+            hostile("query-storm")?;
+            tasks.push(flood("lead", 0, 4, Duration::from_millis(50), stop));
+        }
+        "sync-flood" => {
+            step(service, attacker, plugins, "echo", "lead", Mode::Synchronous, None)?;
+            for worker in 0..32 {
+                tasks.push(flood("lead", worker * 1_000_000, 1, Duration::from_millis(1), stop.clone()));
+            }
+        }
+        "pool-fill" => {
+            // Jobs and sync steps that hold their executions as long as they may.
+            step(service, attacker, plugins, "hostile_infinite_loop", "lead", Mode::Asynchronous, None)?;
+            step(service, attacker, plugins, "hostile_infinite_loop", "task", Mode::Synchronous, None)?;
+            tasks.push(flood("lead", 0, 8, Duration::from_millis(100), stop.clone()));
+            for worker in 0..16 {
+                tasks.push(flood("task", worker * 1_000_000, 1, Duration::from_millis(10), stop.clone()));
+            }
+        }
+        "write-storm" => {
+            step(service, attacker, plugins, "hostile_write_storm", "lead", Mode::Asynchronous, None)?;
+            hostile("failed-writes")?;
+            tasks.push(flood("lead", 0, 8, Duration::from_millis(20), stop));
+        }
+        other => anyhow::bail!("unknown attack '{other}' (one of {})", ATTACKS.join(", ")),
+    }
+    Ok(tasks)
+}
+
+/// The victim's end-to-end latencies (µs) under one attack.
+async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> anyhow::Result<Vec<u64>> {
+    let dir = tempfile::Builder::new().prefix("sluice-bench-isolation-").tempdir()?;
+    let service = node(dir.path())?;
+    let victim = service.create_org("victim")?;
+    let attacker = service.create_org("attacker")?;
+    step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack(name, &service, attacker, plugins, stop.clone()).await?;
+    // Let the attack reach its steady state before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut completions = service.watch_completions();
+    let mut created: HashMap<JobId, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
+    let total = rate * seconds;
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    let mut collect = |completions: &mut tokio::sync::broadcast::Receiver<sluice::service::Completion>,
+                       created: &mut HashMap<JobId, Instant>| {
+        while let Ok(done) = completions.try_recv() {
+            if let Some(at) = created.remove(&done.job) {
+                latencies.push(done.at.saturating_duration_since(at).as_micros() as u64);
+            }
+        }
+    };
+    for n in 0..total {
+        interval.tick().await;
+        let fired = Instant::now();
+        for job in
+            service.fire_batch(victim, creates("contact", n, 1)).await?.into_iter().flat_map(|o| o.jobs)
+        {
+            created.insert(job, fired);
+        }
+        collect(&mut completions, &mut created);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !created.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        collect(&mut completions, &mut created);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in attackers {
+        task.abort();
+    }
+    let _ = stop_tx.send(());
+    driver.await??;
+    if let Some(reason) = service.failure() {
+        anyhow::bail!("the node failed under '{name}': {reason}");
+    }
+    anyhow::ensure!(created.is_empty(), "{} victim jobs did not complete under '{name}'", created.len());
+    Ok(latencies)
+}
+
+fn p99(mut latencies: Vec<u64>) -> u64 {
+    latencies.sort_unstable();
+    latencies.get(((latencies.len().max(1) - 1) as f64 * 0.99) as usize).copied().unwrap_or(0)
+}
+
+pub async fn isolation(plugins: &Path, attacks: &[String], rate: u64, seconds: u64) -> anyhow::Result<()> {
+    println!(
+        "victim: {rate} trivial jobs/s for {seconds} s on the priority lane; 16 slots per lane, default quotas"
+    );
+    let alone = p99(victim_under("alone", plugins, rate, seconds).await?);
+    println!("{:<20} p99 {:>12}", "alone", micros(alone));
+    let mut figures = serde_json::Map::new();
+    for name in attacks.iter().filter(|a| *a != "alone") {
+        let p99 = p99(victim_under(name, plugins, rate, seconds).await?);
+        let ratio = p99 as f64 / alone.max(1) as f64;
+        println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
+        figures
+            .insert(name.clone(), json!({ "victim_p99_us": p99, "ratio": (ratio * 100.0).round() / 100.0 }));
+    }
+    println!(
+        "{}",
+        json!({ "scenario": "isolation", "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds, "attacks": figures })
+    );
+    Ok(())
+}
