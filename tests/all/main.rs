@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod crash_recovery;
 mod dashboard;
+mod hostile_input;
 mod hostile_plugins;
 mod http;
 mod isolation;

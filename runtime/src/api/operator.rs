@@ -11,8 +11,11 @@ use super::views::{CreateOrg, IssueToken, OrgView, TokenView};
 use crate::jobs::{Lane, OrgId, Quotas};
 use crate::service::LaneHealth;
 
+/// The org a path names: an id outside the org id range names none (404), like an
+/// unknown one.
 fn org_id(service: &crate::service::Service, text: &str) -> Result<OrgId, ApiError> {
-    let org = OrgId(parse_id(text, "organisation")? as u32);
+    let id = parse_id(text, "organisation")?;
+    let org = OrgId(u32::try_from(id).map_err(|_| ApiError::not_found("organisation"))?);
     service.org_name(org)?;
     Ok(org)
 }

@@ -1,0 +1,31 @@
+//! Hostile input over HTTP: ids out of range, bodies of the wrong JSON shape, secrets that
+//! must not come back out. Each is refused (or hidden) and leaves nothing changed.
+
+use reqwest::Method;
+use serde_json::json;
+use sluice::callbacks::CallbackSettings;
+
+use crate::http::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_id_out_of_range_names_no_org() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let tenant = server.tenant("contoso").await;
+    assert_eq!(tenant.org, 1);
+    // 2^32 + 1 would be org 1 if it were cut to 32 bits.
+    for id in ["4294967297", "4294967296", "18446744073709551617", "-1"] {
+        for (method, path) in [
+            (Method::GET, format!("/orgs/{id}/quotas")),
+            (Method::PUT, format!("/orgs/{id}/quotas/regular")),
+            (Method::GET, format!("/orgs/{id}/tokens")),
+            (Method::POST, format!("/orgs/{id}/tokens")),
+            (Method::DELETE, format!("/orgs/{id}/tokens/1")),
+        ] {
+            let body = (method == Method::PUT || method == Method::POST).then(|| json!({}));
+            let reply = server.send(method.clone(), &path, &server.operator, body).await;
+            assert_eq!((reply.status, reply.code()), (404, "not-found"), "{method} {path}: {reply:?}");
+        }
+    }
+    // Org 1's token still works: nothing was revoked through the wrapped id.
+    assert_eq!(server.get("/org", &tenant.token).await.status, 200);
+}
