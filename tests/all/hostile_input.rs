@@ -2,7 +2,7 @@
 //! must not come back out. Each is refused (or hidden) and leaves nothing changed.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use sluice::callbacks::CallbackSettings;
 
 use crate::http::TestServer;
@@ -28,4 +28,26 @@ async fn an_org_id_out_of_range_names_no_org() {
     }
     // Org 1's token still works: nothing was revoked through the wrapped id.
     assert_eq!(server.get("/org", &tenant.token).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_the_wrong_json_type_is_refused_and_changes_nothing() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let tenant = server.tenant("contoso").await;
+    let op = server.operator.clone();
+    let quotas = format!("/orgs/{}/quotas/regular", tenant.org);
+    let set = server.send(Method::PUT, &quotas, &op, Some(json!({"max-threads": 3}))).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    let before = server.get(&format!("/orgs/{}/quotas", tenant.org), &op).await.json;
+    for body in [json!([]), json!([3]), json!(7), json!("text"), json!(true), Json::Null] {
+        let reply = server.send(Method::PUT, &quotas, &op, Some(body.clone())).await;
+        assert_eq!((reply.status, reply.code()), (422, "invalid-body"), "PUT quotas {body}: {reply:?}");
+        let reply = server.post("/events", &tenant.token, body.clone()).await;
+        assert_eq!((reply.status, reply.code()), (422, "invalid-body"), "POST events {body}: {reply:?}");
+        let reply = server.post("/orgs", &op, body.clone()).await;
+        assert_eq!((reply.status, reply.code()), (422, "invalid-body"), "POST orgs {body}: {reply:?}");
+    }
+    assert_eq!(server.get(&format!("/orgs/{}/quotas", tenant.org), &op).await.json, before);
+    assert_eq!(server.get("/jobs", &tenant.token).await.json, json!([]));
+    assert_eq!(server.get("/orgs", &op).await.json.as_array().map(Vec::len), Some(1));
 }
