@@ -4,6 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 use sluice::callbacks::CallbackSettings;
+use sluice_sample_plugins as samples;
 
 use crate::http::TestServer;
 
@@ -50,4 +51,47 @@ async fn a_body_of_the_wrong_json_type_is_refused_and_changes_nothing() {
     assert_eq!(server.get(&format!("/orgs/{}/quotas", tenant.org), &op).await.json, before);
     assert_eq!(server.get("/jobs", &tenant.token).await.json, json!([]));
     assert_eq!(server.get("/orgs", &op).await.json.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_configuration_is_never_answered() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let tenant = server.tenant("contoso").await;
+    let token = tenant.token.as_str();
+    let plugin = server.upload(&tenant, samples::ECHO, "echo").await;
+    let secret = "s3cret-api-key";
+    let step = server
+        .post(
+            "/steps",
+            token,
+            json!({"name": "s", "plugin": plugin, "message": "Create", "entity": "account",
+                   "unsecure_config": "public", "secure_config": secret}),
+        )
+        .await;
+    assert_eq!(step.status, 201, "{step:?}");
+    let api = server
+        .post("/custom-apis", token, json!({"name": "Echo", "plugin": plugin, "secure_config": secret}))
+        .await;
+    assert_eq!(api.status, 201, "{api:?}");
+    let id = step.json["id"].as_u64().unwrap();
+    let answers = [
+        step.json.clone(),
+        api.json.clone(),
+        server.get(&format!("/steps/{id}"), token).await.json,
+        server.get("/steps", token).await.json,
+        server.get("/custom-apis/Echo", token).await.json,
+        server.get("/custom-apis", token).await.json,
+    ];
+    for answer in &answers {
+        let text = answer.to_string();
+        assert!(!text.contains(secret), "the secure configuration leaked: {text}");
+        assert!(!text.contains("\"secure_config\""), "no secure_config field: {text}");
+    }
+    let got = server.get(&format!("/steps/{id}"), token).await.json;
+    assert_eq!(got["spec"]["has_secure_config"], true, "{got}");
+    assert_eq!(got["spec"]["unsecure_config"], "public", "{got}");
+    let plain = server
+        .post("/steps", token, json!({"name": "p", "plugin": plugin, "message": "Create", "entity": "lead"}))
+        .await;
+    assert_eq!(plain.json["spec"]["has_secure_config"], false, "{plain:?}");
 }
