@@ -97,7 +97,10 @@ impl records::Host for ExecutionState {
     fn create(&mut self, entity: String, attributes: Vec<types::Attribute>) -> RecordResult<String> {
         self.count_write()?;
         self.timed(|s| {
-            let attributes = attributes_from_wit(attributes);
+            let attributes = match attributes_from_wit(attributes) {
+                Ok(attributes) => attributes,
+                Err(refused) => return reply(Err(refused)),
+            };
             let created = s.records.create(&entity, attributes.clone());
             if let Ok(id) = &created {
                 let mut attributes = attributes;
@@ -115,7 +118,10 @@ impl records::Host for ExecutionState {
     fn update(&mut self, entity: String, id: String, attributes: Vec<types::Attribute>) -> RecordResult<()> {
         self.count_write()?;
         self.timed(|s| {
-            let attributes = attributes_from_wit(attributes);
+            let attributes = match attributes_from_wit(attributes) {
+                Ok(attributes) => attributes,
+                Err(refused) => return reply(Err(refused)),
+            };
             let updated = s.records.update(&entity, &id, attributes.clone());
             if updated.is_ok() {
                 s.changes.push(RecordChange::Update { entity, id, attributes });
@@ -137,7 +143,7 @@ impl records::Host for ExecutionState {
 
     fn query(&mut self, filter: records::Filter) -> RecordResult<Vec<types::Entity>> {
         self.timed(|s| {
-            let found = s.records.query(&filter_from_wit(filter));
+            let found = filter_from_wit(filter).and_then(|filter| s.records.query(&filter));
             reply(found.map(|entities| entities.into_iter().map(entity_to_wit).collect()))
         })
     }
