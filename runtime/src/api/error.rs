@@ -13,6 +13,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::TooLarge;
 use crate::service::Error as ServiceError;
 use crate::store::Error as StoreError;
 
@@ -33,7 +34,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, kebab-case: `not-found`, `unauthorized`, `malformed-json`, `unknown-field`,
-    /// `invalid-body`, `body-too-large`, `unknown-import`, `step-failed`, …
+    /// `invalid-body`, `body-too-large`, `too-large`, `unknown-import`, `step-failed`, …
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +96,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Record(crate::records::RecordError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "record-not-found", message)
             }
+            ServiceError::Record(crate::records::RecordError::TooLarge(too_large)) => too_large.into(),
             ServiceError::Record(_) => ApiError::bad_request("invalid-record", message),
             ServiceError::StepFailed { step, error } => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -109,6 +111,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             ServiceError::Store(store) => store.into(),
         }
+    }
+}
+
+impl From<TooLarge> for ApiError {
+    fn from(error: TooLarge) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too-large", error.to_string())
     }
 }
 

@@ -110,6 +110,7 @@ pub(crate) fn entity_to_wit(entity: Entity) -> types::Entity {
 
 pub(crate) fn record_error_to_wit(error: &RecordError) -> wit_records::RecordError {
     match error {
+        RecordError::TooLarge(_) => wit_records::RecordError::Invalid(error.to_string()),
         RecordError::NotFound { .. } => wit_records::RecordError::NotFound(error.to_string()),
         RecordError::Invalid(_) => wit_records::RecordError::Invalid(error.to_string()),
     }
