@@ -203,3 +203,19 @@ async fn oversize_input_is_refused_by_name_and_nothing_is_stored() {
     let grown = server.post("/events", token, grow).await;
     assert_eq!((grown.status, grown.code()), (422, "too-large"), "{grown:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_name_with_control_characters_is_refused() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    for name in
+        ["\u{1b}[2J\u{1b}[31mcontoso", "line\nbreak", "bell\u{7}", "nul\u{0}", "del\u{7f}", "c1\u{9b}31m"]
+    {
+        let reply = server.post("/orgs", &server.operator, json!({ "name": name })).await;
+        assert_eq!((reply.status, reply.code()), (422, "invalid-name"), "{name:?}: {reply:?}");
+    }
+    assert_eq!(server.get("/orgs", &server.operator).await.json, json!([]));
+    assert_eq!(
+        server.post("/orgs", &server.operator, json!({"name": "Contoso Ltd. — ünïcode"})).await.status,
+        201
+    );
+}

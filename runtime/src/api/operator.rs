@@ -38,6 +38,13 @@ pub async fn create_org(
         return Err(ApiError::bad_request("invalid-request", "an organisation's name is not empty"));
     }
     limits::name("an organisation's name", name)?;
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-name",
+            "an organisation's name has no control characters",
+        ));
+    }
     let id = state.service.create_org(name)?;
     Ok((StatusCode::CREATED, Json(OrgView { id: id.0, name: name.to_owned() })))
 }

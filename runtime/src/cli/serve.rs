@@ -15,7 +15,7 @@ use sluice::records::{Attributes, Value};
 use sluice::service::{Event, Options, Service, SystemClock};
 use sluice::store::{Definition, SqliteStore, Store, Trigger};
 
-use super::format::{count, micros};
+use super::format::{clean, count, micros};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -243,6 +243,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 pub fn report(service: &Service) -> anyhow::Result<String> {
     let mut out = String::new();
     for (org, name) in service.store().orgs()? {
+        let name = clean(&name);
         let counts = service.job_counts(org)?;
         let of =
             |status: Status| counts.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| *n).sum::<u64>();
