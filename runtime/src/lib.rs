@@ -5,7 +5,8 @@
 //! - [`jobs`]: system jobs, lanes, status codes and quotas;
 //! - [`scheduler`]: which job runs next and what happens after (pure, clock injected);
 //! - [`store`]: durable storage (SQLite); [`service`]: the asynchronous service;
-//! - [`api`]: the HTTP API; [`callbacks`]: signed, SSRF-checked operation callbacks.
+//! - [`api`]: the HTTP API; [`callbacks`]: signed, SSRF-checked operation callbacks;
+//! - [`limits`]: how much a tenant may store in one name, record, workflow or API.
 
 // Unsafe code is denied everywhere but the one place that loads compiled artifacts
 // (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
@@ -16,7 +17,9 @@ pub mod callbacks;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
+pub mod files;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod records;
 pub mod scheduler;

@@ -124,3 +124,24 @@ SLUICE_TOKEN=slu_wrong sluice job list 2>&1 || true
     assert!(out.contains("404 Not Found not-found: job not found"), "{out}");
     assert!(out.contains("401 Unauthorized unauthorized"), "{out}");
 }
+
+#[test]
+fn the_client_prints_tenant_text_with_control_characters_escaped() {
+    let script = r#"
+export SLUICE_SERVER=http://127.0.0.1:7878
+export SLUICE_TOKEN=$(cat sluice-data/operator-token)
+ORG=$(sluice org create contoso --json | jq .id)
+TENANT=$(sluice org token "$ORG" --label $'\e[2J\e[31mred\rover\xe2\x80\xaegnp.exe')
+sluice org tokens "$ORG"
+if sluice org create $'bell\a' 2> refused.txt; then exit 1; fi
+cat refused.txt
+SLUICE_TOKEN=$TENANT sluice step register --name s --plugin 1 --message $'\e[31mMerge' --entity account 2>&1 || true
+"#;
+    let (ok, out, err) = run_script(script);
+    assert!(ok, "{out}\n{err}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\r') && !out.contains('\u{7}'), "{out:?}");
+    assert!(!out.contains('\u{202e}'), "{out:?}");
+    assert!(out.contains(r"\u{1b}[2J\u{1b}[31mred\rover\u{202e}gnp.exe"), "{out}");
+    assert!(out.contains("422 Unprocessable Entity invalid-name"), "{out}");
+    assert!(out.contains(r"unknown message '\u{1b}[31mMerge'"), "{out}");
+}

@@ -217,3 +217,40 @@ async fn a_tenant_sees_its_own_org_only() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 }
+
+/// Errors are pages of the dashboard (its frame, HTML, the right status), never bare
+/// JSON or text: an unknown page, another org's job, a bad id, a bad filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_dashboard_pages_with_their_status() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let a = server.tenant("contoso").await;
+    let b = server.tenant("fabrikam").await;
+    let client = reqwest::Client::new();
+    let get = |path: String, token: String| {
+        client.get(format!("{}{path}", server.base)).header("cookie", format!("sluice_token={token}")).send()
+    };
+    let framed = "<a class=\"brand\" href=\"/dashboard\">Sluice</a>";
+    for (path, token, status) in [
+        (format!("/dashboard/orgs/{}/jobs/1", b.org), a.token.clone(), 404),
+        (format!("/dashboard/orgs/{}/jobs/999", a.org), a.token.clone(), 404),
+        ("/dashboard/orgs/4294967297/jobs/1".to_owned(), server.operator.clone(), 404),
+        ("/dashboard/orgs/x/jobs/1".to_owned(), server.operator.clone(), 404),
+        (format!("/dashboard/orgs/{}/jobs/y", a.org), a.token.clone(), 404),
+        ("/dashboard/jobs?status=sideways".to_owned(), a.token.clone(), 400),
+        ("/dashboard/jobs?lane=fast".to_owned(), a.token.clone(), 400),
+        ("/dashboard/jobs".to_owned(), server.operator.clone(), 400),
+        ("/dashboard/jobs?org=999".to_owned(), server.operator.clone(), 404),
+        ("/dashboard/nowhere".to_owned(), a.token.clone(), 404),
+    ] {
+        let reply = get(path.clone(), token).await.unwrap();
+        assert_eq!(reply.status().as_u16(), status, "{path}");
+        let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("text/html"), "{path}: {kind}");
+        let body = reply.text().await.unwrap();
+        assert!(body.starts_with("<!doctype html>") && body.contains(framed), "{path}: {body}");
+    }
+    // Not signed in: the sign-in page, 401.
+    let reply = get("/dashboard/jobs".into(), "slu_nope".into()).await.unwrap();
+    assert_eq!(reply.status().as_u16(), 401);
+    assert!(reply.text().await.unwrap().contains("action=\"/dashboard/login\""));
+}

@@ -174,3 +174,21 @@ async fn an_early_sync_step_sees_the_target_being_written() {
     let records = service.store().as_ref() as &dyn sluice::records::RecordStore;
     assert!(records.retrieve(&org.0.to_string(), "account", "a2", &[]).is_err(), "nothing was written");
 }
+
+/// The store holds every org's records, webhook secrets and secure configurations: its
+/// folder and files are readable by their owner only.
+#[cfg(unix)]
+#[test]
+fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
+    store.create_org("contoso").unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}

@@ -94,3 +94,43 @@ fn settings_that_cannot_work_are_refused() {
     bad.default_limits.memory_bytes = bad.max_memory_bytes + 1;
     assert!(Engine::new(bad, None).is_err());
 }
+
+/// An artifact that this cache did not make — even one whose plain SHA-256 checksum
+/// is right — never reaches wasmtime's deserializer: only the cache's key signs them.
+#[test]
+fn an_artifact_not_signed_by_the_cache_is_never_loaded() {
+    use sha2::Digest as _;
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(samples::ECHO).unwrap();
+    let engine = Engine::new(EngineSettings::default(), Some(cache.path())).unwrap();
+    engine.load(&bytes).unwrap();
+    let mut forged = 0;
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            let mut artifact = std::fs::read(&path).unwrap();
+            let checksum = sha2::Sha256::digest(&artifact[32..]);
+            artifact[..32].copy_from_slice(&checksum);
+            std::fs::write(&path, artifact).unwrap();
+            forged += 1;
+        }
+    }
+    assert_eq!(forged, 1);
+    let restarted = Engine::new(EngineSettings::default(), Some(cache.path())).unwrap();
+    assert!(!restarted.load(&bytes).unwrap().info().from_cache, "a forged artifact is never loaded");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_artifact_cache_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("artifacts");
+    let engine = Engine::new(EngineSettings::default(), Some(&dir)).unwrap();
+    engine.load(&std::fs::read(samples::ECHO).unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(entry.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{:?}", entry.path());
+    }
+}

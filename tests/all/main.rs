@@ -9,6 +9,7 @@ mod crash_recovery;
 mod dashboard;
 mod durable_state;
 mod fuzz;
+mod hostile_input;
 mod hostile_plugins;
 mod hostile_tenants;
 mod http;

@@ -13,6 +13,7 @@ use super::views::{
     WorkflowStepView, WorkflowVersion,
 };
 use crate::jobs::{DefinitionId, OrgId};
+use crate::limits::{self, MAX_API_PARAMETERS, MAX_FILTERING_ATTRIBUTES, MAX_WORKFLOW_STEPS, TooLarge};
 use crate::service::{LaneHealth, Service};
 use crate::store::{Definition, DefinitionKind, Trigger, WorkflowStep};
 
@@ -51,6 +52,7 @@ pub async fn upload_plugin(
     Query(query): Query<UploadQuery>,
     body: RawBody,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
+    limits::name("a plug-in's name", query.name.as_deref().unwrap_or_default())?;
     let bytes = axum::body::to_bytes(body, state.max_upload_bytes).await.map_err(|_| too_large())?;
     let name = query.name.unwrap_or_else(|| "plugin".into());
     let stored = state.service.upload_plugin_bounded(org, &name, bytes.to_vec()).await?;
@@ -91,6 +93,8 @@ pub async fn register_step(
     State(state): State<AppState>,
     Body(r): Body<StepRequest>,
 ) -> Result<(StatusCode, Json<DefinitionView>), ApiError> {
+    limits::name("a step's name", &r.name)?;
+    check_trigger(&r.entity, &r.filtering_attributes)?;
     let message = core_message(&r.message)?;
     let definition = Definition {
         id: DefinitionId(0),
@@ -110,6 +114,14 @@ pub async fn register_step(
     };
     let id = state.service.save_definition(definition)?;
     Ok((StatusCode::CREATED, Json(state.service.definition(org, id)?.into())))
+}
+
+/// Checks a trigger's entity and filtering attributes against the [`limits`].
+fn check_trigger(entity: &str, filtering_attributes: &[String]) -> Result<(), TooLarge> {
+    limits::name("a trigger's entity", entity)?;
+    let count = filtering_attributes.len();
+    limits::check("a trigger's filtering attributes", count, MAX_FILTERING_ATTRIBUTES, "attributes")?;
+    filtering_attributes.iter().try_for_each(|name| limits::name("a filtering attribute", name))
 }
 
 fn core_message(message: &str) -> Result<String, ApiError> {
@@ -157,6 +169,7 @@ fn steps(list: Vec<WorkflowStepView>) -> Result<Vec<WorkflowStep>, ApiError> {
     if list.is_empty() {
         return Err(ApiError::bad_request("invalid-request", "a workflow has at least one step"));
     }
+    limits::check("a workflow", list.len(), MAX_WORKFLOW_STEPS, "steps")?;
     Ok(list.into_iter().map(|s| WorkflowStep { plugin: s.plugin, config: s.config }).collect())
 }
 
@@ -168,6 +181,8 @@ pub async fn create_workflow(
     State(state): State<AppState>,
     Body(r): Body<WorkflowRequest>,
 ) -> Result<(StatusCode, Json<DefinitionView>), ApiError> {
+    limits::name("a workflow's name", &r.name)?;
+    check_trigger(&r.trigger.entity, &r.trigger.filtering_attributes)?;
     let trigger = Trigger {
         message: core_message(&r.trigger.message)?,
         entity: r.trigger.entity,
@@ -214,6 +229,7 @@ pub async fn version_workflow(
     Body(r): Body<WorkflowVersion>,
 ) -> Result<Json<DefinitionView>, ApiError> {
     let mut workflow = find(&state.service, org, &id, "workflow")?;
+    check_trigger(&r.trigger.entity, &r.trigger.filtering_attributes)?;
     let DefinitionKind::Workflow { version, .. } = workflow.kind else {
         return Err(ApiError::not_found("workflow"));
     };
@@ -283,6 +299,9 @@ pub async fn register_custom_api(
     State(state): State<AppState>,
     Body(r): Body<CustomApiRequest>,
 ) -> Result<(StatusCode, Json<DefinitionView>), ApiError> {
+    limits::name("a custom API's name", &r.name)?;
+    limits::check("a custom API's parameters", r.parameters.len(), MAX_API_PARAMETERS, "parameters")?;
+    r.parameters.iter().try_for_each(|p| limits::name("a custom API parameter's name", &p.name))?;
     let id = state.service.register_custom_api(
         org,
         &r.name,

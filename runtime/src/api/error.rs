@@ -7,9 +7,13 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::limits::TooLarge;
 use crate::service::Error as ServiceError;
 use crate::store::Error as StoreError;
 
@@ -30,7 +34,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, kebab-case: `not-found`, `unauthorized`, `malformed-json`, `unknown-field`,
-    /// `invalid-body`, `body-too-large`, `unknown-import`, `step-failed`, …
+    /// `invalid-body`, `body-too-large`, `too-large`, `unknown-import`, `step-failed`, …
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +101,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Record(crate::records::RecordError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "record-not-found", message)
             }
+            ServiceError::Record(crate::records::RecordError::TooLarge(too_large)) => too_large.into(),
             ServiceError::Record(_) => ApiError::bad_request("invalid-record", message),
             ServiceError::StepFailed { step, error } => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -118,6 +123,12 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Store(store) => store.into(),
         }
+    }
+}
+
+impl From<TooLarge> for ApiError {
+    fn from(error: TooLarge) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too-large", error.to_string())
     }
 }
 
@@ -153,14 +164,39 @@ pub fn too_large() -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "the request body is over the size limit")
 }
 
-/// A JSON request body whose refusals are [`ApiError`]s.
+/// A JSON request body whose refusals are [`ApiError`]s. Every body of the API is a
+/// JSON object: an array or a scalar is `invalid-body` (422), even where serde would
+/// read a struct from a sequence.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        Ok(Body(Json::<T>::from_request(request, state).await?.0))
+        Ok(Body(Json::<Object<T>>::from_request(request, state).await?.0.0))
+    }
+}
+
+/// `T` read from a JSON object only.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
     }
 }
 

@@ -9,10 +9,14 @@ use super::auth::Operator;
 use super::error::{ApiError, Body, ErrorBody, parse_id};
 use super::views::{CreateOrg, IssueToken, OrgView, TokenView};
 use crate::jobs::{Lane, OrgId, Quotas};
+use crate::limits;
 use crate::service::LaneHealth;
 
+/// The org a path names: an id outside the org id range names none (404), like an
+/// unknown one.
 fn org_id(service: &crate::service::Service, text: &str) -> Result<OrgId, ApiError> {
-    let org = OrgId(parse_id(text, "organisation")? as u32);
+    let id = parse_id(text, "organisation")?;
+    let org = OrgId(u32::try_from(id).map_err(|_| ApiError::not_found("organisation"))?);
     service.org_name(org)?;
     Ok(org)
 }
@@ -30,10 +34,15 @@ pub async fn create_org(
     Body(request): Body<CreateOrg>,
 ) -> Result<(StatusCode, Json<OrgView>), ApiError> {
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid-request",
-            "an organisation's name is 1 to 100 characters",
+    if name.is_empty() {
+        return Err(ApiError::bad_request("invalid-request", "an organisation's name is not empty"));
+    }
+    limits::name("an organisation's name", name)?;
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-name",
+            "an organisation's name has no control characters",
         ));
     }
     let id = state.service.create_org(name)?;
@@ -59,6 +68,7 @@ pub async fn issue_token(
     Body(request): Body<IssueToken>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
     let org = org_id(&state.service, &org)?;
+    limits::name("a token's label", &request.label)?;
     let issued = state.service.issue_token(org, &request.label)?;
     Ok((StatusCode::CREATED, Json(TokenView::of(issued.row, Some(issued.token)))))
 }

@@ -185,7 +185,64 @@ pub struct DefinitionView {
     pub auto_delete: bool,
     /// The kind's own fields (plug-in, stage, mode, rank, steps, version, parameters).
     #[schema(value_type = Object)]
-    pub spec: DefinitionKind,
+    pub spec: SpecView,
+}
+
+/// A definition's own fields as answered: a secure configuration is write-only (the
+/// plug-in reads it at run time; the API only says whether there is one).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SpecView {
+    Step {
+        plugin: u64,
+        stage: Stage,
+        mode: Mode,
+        rank: i32,
+        unsecure_config: Option<String>,
+        has_secure_config: bool,
+    },
+    Workflow {
+        version: u32,
+        steps: Vec<WorkflowStepView>,
+    },
+    CustomApi {
+        plugin: u64,
+        parameters: Vec<ApiParameter>,
+        unsecure_config: Option<String>,
+        has_secure_config: bool,
+    },
+}
+
+impl From<DefinitionKind> for SpecView {
+    fn from(kind: DefinitionKind) -> Self {
+        match kind {
+            DefinitionKind::Step { plugin, stage, mode, rank, unsecure_config, secure_config } => {
+                SpecView::Step {
+                    plugin,
+                    stage,
+                    mode,
+                    rank,
+                    unsecure_config,
+                    has_secure_config: secure_config.is_some(),
+                }
+            }
+            DefinitionKind::Workflow { version, steps } => SpecView::Workflow {
+                version,
+                steps: steps
+                    .into_iter()
+                    .map(|s| WorkflowStepView { plugin: s.plugin, config: s.config })
+                    .collect(),
+            },
+            DefinitionKind::CustomApi { plugin, parameters, unsecure_config, secure_config } => {
+                SpecView::CustomApi {
+                    plugin,
+                    parameters,
+                    unsecure_config,
+                    has_secure_config: secure_config.is_some(),
+                }
+            }
+        }
+    }
 }
 
 impl From<Definition> for DefinitionView {
@@ -201,7 +258,7 @@ impl From<Definition> for DefinitionView {
             },
             active: d.active,
             auto_delete: d.auto_delete,
-            spec: d.kind,
+            spec: d.kind.into(),
         }
     }
 }

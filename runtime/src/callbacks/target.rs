@@ -1,8 +1,10 @@
 //! Which callback targets Sluice may contact: http(s) URLs whose every resolved address
 //! is public. Loopback, private, link-local, unspecified, shared, multicast, reserved
 //! and documentation ranges are refused (IPv4, IPv6, and IPv4 embedded in IPv6:
-//! mapped, compatible, NAT64, 6to4) unless the operator allow-lists a network. The
-//! checked addresses are the ones connected to, so a name cannot re-resolve elsewhere.
+//! mapped, compatible, NAT64, 6to4) unless the operator allow-lists a network. A host
+//! written as an IP literal is refused outright (DNS names only) unless its network is
+//! allow-listed. The checked addresses are the ones connected to, so a name cannot
+//! re-resolve elsewhere.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -16,6 +18,10 @@ pub enum Refused {
     BadUri(String),
     #[error("callback host {host} resolves to {address}, a {kind} address")]
     Forbidden { host: String, address: IpAddr, kind: &'static str },
+    #[error(
+        "callback URI {uri} names an IP literal ({address}, a {kind} address); callbacks go to DNS names only"
+    )]
+    IpLiteral { uri: String, address: IpAddr, kind: &'static str },
     #[error("callback host {host} does not resolve: {reason}")]
     Unresolved { host: String, reason: String },
 }
@@ -88,6 +94,18 @@ impl TargetPolicy {
         }
     }
 
+    /// An IP-literal host (in any notation the URL parser reads: dotted, decimal, hex,
+    /// octal, short, IPv6) is refused unless the operator allow-listed its network:
+    /// callbacks name DNS names.
+    fn literal(&self, uri: &str, address: IpAddr, port: u16) -> Result<SocketAddr, Refused> {
+        let canonical = address.to_canonical();
+        if self.allow.iter().any(|net| net.contains(&address) || net.contains(&canonical)) {
+            return Ok(SocketAddr::new(address, port));
+        }
+        let kind = forbidden_kind(address).unwrap_or("public");
+        Err(Refused::IpLiteral { uri: uri.to_owned(), address, kind })
+    }
+
     /// Parses the URI, resolves its host and checks every address; returns the URL,
     /// its host name and the addresses to connect to.
     pub async fn resolve(&self, uri: &str) -> Result<(Url, Vec<SocketAddr>), Refused> {
@@ -95,8 +113,8 @@ impl TargetPolicy {
         let port = url.port_or_known_default().ok_or_else(|| Refused::BadUri(uri.to_owned()))?;
         let host = url.host().ok_or_else(|| Refused::BadUri(uri.to_owned()))?;
         let addresses: Vec<SocketAddr> = match host {
-            url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            url::Host::Ipv4(ip) => vec![self.literal(uri, IpAddr::V4(ip), port)?],
+            url::Host::Ipv6(ip) => vec![self.literal(uri, IpAddr::V6(ip), port)?],
             url::Host::Domain(name) => tokio::net::lookup_host((name, port))
                 .await
                 .map_err(|e| Refused::Unresolved { host: name.to_owned(), reason: e.to_string() })?
@@ -112,11 +130,25 @@ impl TargetPolicy {
     }
 }
 
-/// An http or https URL with a host, as a callback URI must be.
+/// An http or https URL with a host, as a callback URI must be: written out as
+/// `scheme://host…` (no `http:host` or backslash forms the URL standard repairs), with
+/// a non-empty host and no userinfo of any shape (`user@`, `:pw@`, a bare `@`), and no
+/// whitespace or control characters.
 pub fn parse(uri: &str) -> Result<Url, Refused> {
+    let bad = || Refused::BadUri(uri.to_owned());
+    if uri.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') {
+        return Err(bad());
+    }
+    let (scheme, rest) = uri.split_once("://").ok_or_else(bad)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") || authority.is_empty() || authority.contains('@') {
+        return Err(bad());
+    }
     let url = Url::parse(uri).map_err(|e| Refused::BadUri(format!("{uri}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !url.username().is_empty() {
-        return Err(Refused::BadUri(uri.to_owned()));
+    let host_is_empty = url.host_str().is_none_or(str::is_empty);
+    if host_is_empty || !url.username().is_empty() || url.password().is_some() {
+        return Err(bad());
     }
     Ok(url)
 }
@@ -161,16 +193,18 @@ mod tests {
     #[tokio::test]
     async fn names_and_literals_are_checked_and_the_allow_list_opens_a_network() {
         let policy = TargetPolicy::default();
-        for uri in [
-            "http://127.0.0.1:9/hook",
-            "http://[::1]/",
-            "http://[::ffff:127.0.0.1]/",
-            "http://localhost:8080/x",
-            "https://10.0.0.1/",
-            "http://169.254.169.254/latest/meta-data",
+        for (uri, expected) in [
+            ("http://127.0.0.1:9/hook", "loopback"),
+            ("http://[::1]/", "loopback"),
+            ("http://[::ffff:127.0.0.1]/", "loopback"),
+            ("https://10.0.0.1/", "private"),
+            ("http://169.254.169.254/latest/meta-data", "link-local"),
         ] {
-            assert!(matches!(policy.resolve(uri).await, Err(Refused::Forbidden { .. })), "{uri}");
+            let refused = policy.resolve(uri).await.map(drop);
+            assert!(matches!(refused, Err(Refused::IpLiteral { kind, .. }) if kind == expected), "{uri}");
         }
+        let named = policy.resolve("http://localhost:8080/x").await.map(drop);
+        assert!(matches!(named, Err(Refused::Forbidden { kind: "loopback", .. })), "{named:?}");
         for uri in ["ftp://example.com/", "not a uri", "http://user:pw@example.com/"] {
             assert!(matches!(policy.resolve(uri).await, Err(Refused::BadUri(_))), "{uri}");
         }
@@ -178,5 +212,60 @@ mod tests {
         assert!(open.resolve("http://127.0.0.1:9/hook").await.is_ok());
         assert!(open.resolve("http://[::ffff:127.0.0.1]:9/hook").await.is_ok());
         assert!(open.resolve("http://10.0.0.1/").await.is_err());
+    }
+
+    #[test]
+    fn userinfo_of_any_shape_and_missing_hosts_are_refused() {
+        for uri in [
+            "http://user@example.com/",
+            "http://user:pw@example.com/",
+            "http://:pw@example.com/",
+            "http://@example.com/",
+            "http://:@example.com/",
+            "https://a%40b@example.com/",
+            "http:///x",
+            "http://",
+            "http:x",
+            "http:/example.com/",
+            "http:\\\\example.com\\",
+            "http://example.com\\@evil.com/",
+            "http://exa mple.com/",
+            "http://example.com/\n",
+        ] {
+            assert!(matches!(parse(uri), Err(Refused::BadUri(_))), "{uri}");
+        }
+        for uri in
+            ["http://example.com/hook", "https://hooks.example.com:8443/a?b=c#d", "HTTPS://Example.COM/x"]
+        {
+            assert!(parse(uri).is_ok(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_refused_unless_allow_listed() {
+        let policy = TargetPolicy::default();
+        for uri in [
+            "http://93.184.215.14/hook",
+            "http://8.8.8.8/",
+            "http://[2606:4700::1111]/",
+            "http://134744072/",
+            "http://0x8.0x8.0x8.0x8/",
+            "http://8.8.2056/",
+            "http://0010.0010.0010.0010/",
+            "http://8.8.8.8./",
+            "http://[::ffff:8.8.8.8]/",
+            "http://[::ffff:808:808]/",
+            "http://2130706433/",
+            "http://127.1/",
+        ] {
+            let refused = policy.resolve(uri).await.map(drop);
+            assert!(matches!(refused, Err(Refused::IpLiteral { .. })), "{uri}: {refused:?}");
+        }
+        let open =
+            TargetPolicy { allow: vec!["8.8.8.0/24".parse().unwrap(), "127.0.0.0/8".parse().unwrap()] };
+        assert!(open.resolve("http://8.8.8.8/").await.is_ok());
+        assert!(open.resolve("http://134744072/").await.is_ok());
+        assert!(open.resolve("http://2130706433:9/").await.is_ok());
+        assert!(matches!(open.resolve("http://9.9.9.9/").await, Err(Refused::IpLiteral { .. })));
     }
 }

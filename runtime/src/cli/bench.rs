@@ -45,6 +45,9 @@ pub enum Scenario {
         #[arg(long, default_value_t = 5_000)]
         run: u64,
     },
+    /// The costliest uploads within the size limit and the complexity bounds: the CPU
+    /// time and memory each costs before it is refused or accepted.
+    UploadBomb,
     /// A victim org's steady load beside one hostile org at a time (conflicting writes,
     /// compile bombs, a query storm, a sync-step flood, a full pool, a write storm): the
     /// victim's p99 end-to-end latency against the victim alone.
@@ -160,6 +163,7 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
+        Scenario::UploadBomb => super::bench_upload::upload_bomb(),
         Scenario::Isolation { rate, seconds, attacks } => {
             let attacks = if attacks.is_empty() {
                 super::bench_isolation::ATTACKS.iter().map(|a| a.to_string()).collect()

@@ -156,6 +156,8 @@ async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> an
     let victim = service.create_org("victim")?;
     let attacker = service.create_org("attacker")?;
     step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
+    // The victim stays within its quotas (a throughput cap would queue it by design).
+    service.set_quotas(victim, Lane::Priority, Quotas { max_throughput: u32::MAX, ..Quotas::default() })?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = {
         let service = service.clone();

@@ -1,4 +1,4 @@
-//! Human-readable numbers with units.
+//! Human-readable numbers with units, and text made safe to print.
 
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -30,4 +30,25 @@ pub fn count(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Text from the server or a tenant, safe to print on a terminal: control characters
+/// (C0, DEL, C1: escape sequences, carriage returns, bells) and the bidirectional
+/// overrides that reorder what is shown are written as escapes (`\u{1b}`, `\r`).
+pub fn clean(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| if unsafe_char(c) { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// Multi-line text (a trace log): each line cleaned, the line breaks kept.
+pub fn clean_lines(text: &str) -> String {
+    text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_isolation;
+mod bench_upload;
 mod client;
 mod format;
 mod plugin;

@@ -12,7 +12,7 @@ use sluice::engine::{
 };
 use sluice::records::{Entity, MemoryRecords, OrgRecords};
 
-use super::format::{bytes, count, micros};
+use super::format::{bytes, clean, count, micros};
 use super::{CommonOptions, PluginCommand};
 
 fn engine(common: &CommonOptions) -> anyhow::Result<Engine> {
@@ -142,7 +142,7 @@ fn print_run(file: &Path, plugin: &Plugin, execution: &Execution) {
             let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
             println!("output      {}", pretty.replace('\n', "\n            "));
         }
-        Err(e) => println!("outcome     failed [{}]: {e}", e.code()),
+        Err(e) => println!("outcome     failed [{}]: {}", e.code(), clean(&e.to_string())),
     }
     if !execution.changes.is_empty() {
         println!("changes     {} record write(s)", execution.changes.len());
@@ -155,7 +155,7 @@ fn print_run(file: &Path, plugin: &Plugin, execution: &Execution) {
         if trace.dropped() > 0 { format!(", {} older dropped", trace.dropped()) } else { String::new() };
     println!("trace       {} line(s), {}{dropped}", trace.len(), bytes(trace.bytes() as u64));
     for line in trace.lines() {
-        println!("  | {line}");
+        println!("  | {}", clean(line));
     }
     let a = &execution.accounting;
     println!(

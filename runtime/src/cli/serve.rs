@@ -15,7 +15,7 @@ use sluice::records::{Attributes, Value};
 use sluice::service::{Event, Options, Service, SystemClock};
 use sluice::store::{Definition, SqliteStore, Store, Trigger};
 
-use super::format::{count, micros};
+use super::format::{clean, count, micros};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -107,6 +107,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
 }
 
 async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
+    sluice::files::private_dir(data).with_context(|| format!("cannot make {} private", data.display()))?;
     let store = Arc::new(SqliteStore::open(&data.join("sluice.db"))?);
     let engine = Engine::new(config.engine.clone(), Some(&data.join("artifacts")))?;
     let options = Options {
@@ -244,6 +245,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 pub fn report(service: &Service) -> anyhow::Result<String> {
     let mut out = String::new();
     for (org, name) in service.store().orgs()? {
+        let name = clean(&name);
         let counts = service.job_counts(org)?;
         let of =
             |status: Status| counts.iter().filter(|(_, s, _)| *s == status).map(|(_, _, n)| *n).sum::<u64>();

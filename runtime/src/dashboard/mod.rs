@@ -8,10 +8,11 @@ mod html;
 
 use axum::Form;
 use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::Deserialize;
 
 use crate::api::{ApiError, AppState, TOKEN_COOKIE, Viewer};
@@ -31,6 +32,50 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/jobs", get(jobs))
         .route("/dashboard/orgs/{org}/jobs/{id}", get(job))
         .route("/dashboard/assets/{file}", get(asset))
+        .route("/dashboard/{*rest}", any(no_page))
+}
+
+/// A refusal or failure as a page of the dashboard, in its frame and with its status:
+/// not signed in is the sign-in page (401); anything else names the error.
+struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        PageError(error)
+    }
+}
+
+impl From<crate::service::Error> for PageError {
+    fn from(error: crate::service::Error) -> Self {
+        PageError(error.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let ApiError { status, code, message, .. } = self.0;
+        if status == StatusCode::UNAUTHORIZED {
+            return (status, Html(login_page(Some(&message)))).into_response();
+        }
+        let title = status.canonical_reason().unwrap_or("Error");
+        let body = format!(
+            "<h2>{} {}</h2><p class=\"error\">{}</p><p class=\"hint\">{}</p><p><a href=\"/dashboard\">Back to the dashboard</a></p>",
+            status.as_u16(),
+            escape(title),
+            escape(&message),
+            escape(code),
+        );
+        (status, Html(page(title, "", &body))).into_response()
+    }
+}
+
+/// An id from a dashboard path: anything else names nothing (404).
+fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, PageError> {
+    text.parse().map_err(|_| PageError(ApiError::not_found(what)))
+}
+
+async fn no_page() -> PageError {
+    PageError(ApiError::new(StatusCode::NOT_FOUND, "no-page", "the dashboard has no such page"))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -61,7 +106,10 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(state): State<AppState>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+    let Ok(Form(form)) = form else {
+        return (StatusCode::BAD_REQUEST, Html(login_page(Some("Send the sign-in form.")))).into_response();
+    };
     let token = form.token.trim();
     match state.viewer_of(token) {
         Ok(Some(_)) => {
@@ -91,7 +139,7 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Respons
     };
     let panel = match render_panel(&state.service, viewer) {
         Ok(panel) => panel,
-        Err(e) => return e.into_response(),
+        Err(e) => return PageError(e).into_response(),
     };
     let body = format!(
         r#"<div id="alerts"></div><div id="charts"></div><div id="panel">{panel}</div>
@@ -251,15 +299,16 @@ fn render_org(org: &OrgHealth) -> String {
 }
 
 async fn deactivate(
-    viewer: Viewer,
+    viewer: Result<Viewer, ApiError>,
     State(state): State<AppState>,
-    Path((org, id)): Path<(u32, u64)>,
-) -> Result<Redirect, ApiError> {
-    let org = OrgId(org);
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Redirect, PageError> {
+    let viewer = viewer?;
+    let org = OrgId(path_id(&org, "workflow")?);
     if !viewer.sees(org) {
-        return Err(ApiError::not_found("workflow"));
+        return Err(ApiError::not_found("workflow").into());
     }
-    state.service.set_active(org, DefinitionId(id), false)?;
+    state.service.set_active(org, DefinitionId(path_id(&id, "workflow")?), false)?;
     Ok(Redirect::to("/dashboard"))
 }
 
@@ -272,19 +321,26 @@ struct JobsQuery {
 }
 
 async fn jobs(
-    viewer: Viewer,
+    viewer: Result<Viewer, ApiError>,
     State(state): State<AppState>,
-    Query(q): Query<JobsQuery>,
-) -> Result<Html<String>, ApiError> {
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Html<String>, PageError> {
+    let viewer = viewer?;
+    let Query(q) = query.map_err(ApiError::from)?;
     let org = match (viewer, q.org) {
         (Viewer::Tenant(org), _) => org,
         (Viewer::Operator, Some(org)) => OrgId(org),
         (Viewer::Operator, None) => {
-            return Err(ApiError::bad_request("invalid-query", "name an org: ?org=ID"));
+            return Err(ApiError::bad_request("invalid-query", "name an org: ?org=ID").into());
         }
     };
     let lane = match q.lane.as_deref().filter(|l| !l.is_empty()) {
-        Some(l) => Some(crate::api::lane_by_name(l)?),
+        Some(l) => Some(crate::api::lane_by_name(l).map_err(|_| {
+            ApiError::bad_request(
+                "invalid-query",
+                format!("unknown lane '{l}' (priority, regular or exempt)"),
+            )
+        })?),
         None => None,
     };
     let filter = JobFilter {
@@ -340,13 +396,15 @@ async fn jobs(
 }
 
 async fn job(
-    viewer: Viewer,
+    viewer: Result<Viewer, ApiError>,
     State(state): State<AppState>,
-    Path((org, id)): Path<(u32, u64)>,
-) -> Result<Html<String>, ApiError> {
-    let org = OrgId(org);
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Html<String>, PageError> {
+    let viewer = viewer?;
+    let org = OrgId(path_id(&org, "job")?);
+    let id: u64 = path_id(&id, "job")?;
     if !viewer.sees(org) {
-        return Err(ApiError::not_found("job"));
+        return Err(ApiError::not_found("job").into());
     }
     let j = state.service.job(org, JobId(id))?;
     let fields: Vec<Vec<String>> = [

@@ -11,8 +11,35 @@ fn decimal_to_wit(d: Decimal) -> types::Decimal {
     types::Decimal { units: d.units, scale: d.scale }
 }
 
-fn decimal_from_wit(d: types::Decimal) -> Decimal {
-    Decimal { units: d.units, scale: d.scale }
+/// A plug-in's decimal, refused past [`Decimal::MAX_SCALE`] (it could not be stored and
+/// read back).
+fn decimal_from_wit(d: types::Decimal) -> Result<Decimal, RecordError> {
+    let decimal = Decimal { units: d.units, scale: d.scale };
+    if !decimal.in_range() {
+        return Err(RecordError::Invalid(format!(
+            "a decimal's scale is at most {}, not {}",
+            Decimal::MAX_SCALE,
+            d.scale
+        )));
+    }
+    Ok(decimal)
+}
+
+/// A plug-in's date-time, refused outside the years 0000 to 9999 or with a second or
+/// more of nanoseconds (the JSON form could not write it and read it back).
+fn date_time_from_wit(t: types::Datetime) -> Result<DateTime, RecordError> {
+    let time = DateTime { seconds: t.seconds, nanoseconds: t.nanoseconds };
+    if !time.in_range() {
+        return Err(RecordError::Invalid(format!(
+            "a date-time is within the years 0000 to 9999 ({} to {} seconds) with under 10^9 \
+             nanoseconds, not {}s {}ns",
+            DateTime::MIN_SECONDS,
+            DateTime::MAX_SECONDS,
+            t.seconds,
+            t.nanoseconds
+        )));
+    }
+    Ok(time)
 }
 
 pub(crate) fn value_to_wit(value: Value) -> types::Value {
@@ -33,22 +60,22 @@ pub(crate) fn value_to_wit(value: Value) -> types::Value {
     }
 }
 
-pub(crate) fn value_from_wit(value: types::Value) -> Value {
-    match value {
+/// A plug-in's value as a host value; one the host could not store and read back is
+/// refused (a named `invalid` record error the plug-in gets back).
+pub(crate) fn value_from_wit(value: types::Value) -> Result<Value, RecordError> {
+    Ok(match value {
         types::Value::Null => Value::Null,
         types::Value::String(s) => Value::String(s),
         types::Value::Integer(i) => Value::Integer(i),
-        types::Value::Decimal(d) => Value::Decimal(decimal_from_wit(d)),
+        types::Value::Decimal(d) => Value::Decimal(decimal_from_wit(d)?),
         types::Value::Boolean(b) => Value::Boolean(b),
-        types::Value::DateTime(t) => {
-            Value::DateTime(DateTime { seconds: t.seconds, nanoseconds: t.nanoseconds })
-        }
-        types::Value::Money(d) => Value::Money(decimal_from_wit(d)),
+        types::Value::DateTime(t) => Value::DateTime(date_time_from_wit(t)?),
+        types::Value::Money(d) => Value::Money(decimal_from_wit(d)?),
         types::Value::OptionSet(o) => Value::OptionSet(o),
         types::Value::EntityReference(r) => {
             Value::EntityReference(EntityReference { entity: r.entity, id: r.id, name: r.name })
         }
-    }
+    })
 }
 
 pub(crate) fn attributes_to_wit(attributes: Attributes) -> Vec<types::Attribute> {
@@ -58,9 +85,19 @@ pub(crate) fn attributes_to_wit(attributes: Attributes) -> Vec<types::Attribute>
         .collect()
 }
 
-/// A list of named values becomes a map; when a name repeats, the last value wins.
-pub(crate) fn attributes_from_wit(attributes: Vec<types::Attribute>) -> Attributes {
-    attributes.into_iter().map(|a| (a.name, value_from_wit(a.value))).collect()
+/// A list of named values becomes a map; when a name repeats, the last value wins. A
+/// value out of range refuses the whole list, naming the attribute.
+pub(crate) fn attributes_from_wit(attributes: Vec<types::Attribute>) -> Result<Attributes, RecordError> {
+    attributes
+        .into_iter()
+        .map(|a| match value_from_wit(a.value) {
+            Ok(value) => Ok((a.name, value)),
+            Err(RecordError::Invalid(why)) => {
+                Err(RecordError::Invalid(format!("attribute '{}': {why}", a.name)))
+            }
+            Err(other) => Err(other),
+        })
+        .collect()
 }
 
 pub(crate) fn entity_to_wit(entity: Entity) -> types::Entity {
@@ -73,6 +110,7 @@ pub(crate) fn entity_to_wit(entity: Entity) -> types::Entity {
 
 pub(crate) fn record_error_to_wit(error: &RecordError) -> wit_records::RecordError {
     match error {
+        RecordError::TooLarge(_) => wit_records::RecordError::Invalid(error.to_string()),
         RecordError::NotFound { .. } => wit_records::RecordError::NotFound(error.to_string()),
         RecordError::Invalid(_) | RecordError::QueryTooBroad { .. } => {
             wit_records::RecordError::Invalid(error.to_string())
@@ -80,30 +118,32 @@ pub(crate) fn record_error_to_wit(error: &RecordError) -> wit_records::RecordErr
     }
 }
 
-pub(crate) fn filter_from_wit(filter: wit_records::Filter) -> Filter {
-    Filter {
+pub(crate) fn filter_from_wit(filter: wit_records::Filter) -> Result<Filter, RecordError> {
+    Ok(Filter {
         entity: filter.entity,
         columns: filter.columns,
         conditions: filter
             .conditions
             .into_iter()
-            .map(|c| Condition {
-                attribute: c.attribute,
-                operator: match c.operator {
-                    wit_records::Operator::Equal => Operator::Equal,
-                    wit_records::Operator::NotEqual => Operator::NotEqual,
-                    wit_records::Operator::GreaterThan => Operator::GreaterThan,
-                    wit_records::Operator::GreaterEqual => Operator::GreaterEqual,
-                    wit_records::Operator::LessThan => Operator::LessThan,
-                    wit_records::Operator::LessEqual => Operator::LessEqual,
-                    wit_records::Operator::IsNull => Operator::IsNull,
-                    wit_records::Operator::IsNotNull => Operator::IsNotNull,
-                },
-                value: value_from_wit(c.value),
+            .map(|c| {
+                Ok(Condition {
+                    attribute: c.attribute,
+                    operator: match c.operator {
+                        wit_records::Operator::Equal => Operator::Equal,
+                        wit_records::Operator::NotEqual => Operator::NotEqual,
+                        wit_records::Operator::GreaterThan => Operator::GreaterThan,
+                        wit_records::Operator::GreaterEqual => Operator::GreaterEqual,
+                        wit_records::Operator::LessThan => Operator::LessThan,
+                        wit_records::Operator::LessEqual => Operator::LessEqual,
+                        wit_records::Operator::IsNull => Operator::IsNull,
+                        wit_records::Operator::IsNotNull => Operator::IsNotNull,
+                    },
+                    value: value_from_wit(c.value)?,
+                })
             })
-            .collect(),
+            .collect::<Result<_, RecordError>>()?,
         top: filter.top,
-    }
+    })
 }
 
 pub(crate) fn context_to_wit(ctx: &ExecutionContext) -> context::ExecutionContext {
@@ -132,9 +172,56 @@ pub(crate) fn context_to_wit(ctx: &ExecutionContext) -> context::ExecutionContex
     }
 }
 
-pub(crate) fn output_from_wit(output: handler::Output) -> PluginOutput {
-    PluginOutput {
-        output_parameters: attributes_from_wit(output.output_parameters),
-        shared_variables: attributes_from_wit(output.shared_variables),
+/// A plug-in's output; a value out of range refuses it.
+pub(crate) fn output_from_wit(output: handler::Output) -> Result<PluginOutput, RecordError> {
+    Ok(PluginOutput {
+        output_parameters: attributes_from_wit(output.output_parameters)?,
+        shared_variables: attributes_from_wit(output.shared_variables)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value a plug-in can send is refused at the boundary or stored in a form
+    /// that reads back the same: nothing out of range reaches the store.
+    #[test]
+    fn values_from_plugins_are_in_range_or_refused() {
+        let decimal = |units, scale| types::Decimal { units, scale };
+        let time = |seconds, nanoseconds| types::Datetime { seconds, nanoseconds };
+        let hostile = [
+            types::Value::Decimal(decimal(1, 19)),
+            types::Value::Decimal(decimal(-5, 255)),
+            types::Value::Money(decimal(i64::MAX, 200)),
+            types::Value::DateTime(time(i64::MAX, 0)),
+            types::Value::DateTime(time(i64::MIN, 0)),
+            types::Value::DateTime(time(253_402_300_800, 0)),
+            types::Value::DateTime(time(-62_167_219_201, 0)),
+            types::Value::DateTime(time(0, 1_000_000_000)),
+            types::Value::DateTime(time(0, u32::MAX)),
+        ];
+        let in_range = [
+            types::Value::Decimal(decimal(i64::MIN, 18)),
+            types::Value::DateTime(time(253_402_300_799, 999_999_999)),
+            types::Value::DateTime(time(-62_167_219_200, 0)),
+        ];
+        for value in in_range {
+            let stored = attributes_from_wit(vec![types::Attribute { name: "x".into(), value }]).unwrap();
+            let json = serde_json::to_string(&stored).unwrap();
+            assert_eq!(serde_json::from_str::<Attributes>(&json).unwrap(), stored, "{json}");
+        }
+        for value in hostile {
+            let attributes = vec![types::Attribute { name: "x".into(), value }];
+            match attributes_from_wit(attributes) {
+                Err(RecordError::Invalid(why)) => assert!(why.starts_with("attribute 'x': a "), "{why}"),
+                Err(other) => panic!("not an invalid-record error: {other}"),
+                Ok(stored) => {
+                    let json = serde_json::to_string(&stored).unwrap();
+                    let read: Result<Attributes, _> = serde_json::from_str(&json);
+                    assert!(read.is_ok_and(|read| read == stored), "{json} does not read back");
+                }
+            }
+        }
     }
 }

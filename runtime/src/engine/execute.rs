@@ -233,7 +233,9 @@ impl Engine {
     ) -> Result<PluginOutput, ExecutionError> {
         match call {
             Ok(Ok(output)) => {
-                let output = output_from_wit(output);
+                // A value the host cannot store is the plug-in's own bug: not retried.
+                let output = output_from_wit(output)
+                    .map_err(|e| ExecutionError::Business { message: format!("invalid output: {e}") })?;
                 let size = output.encoded_len();
                 if size > limits.output_bytes {
                     return Err(ExecutionError::OutputTooLarge { size, limit: limits.output_bytes });

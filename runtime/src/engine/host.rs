@@ -60,9 +60,9 @@ pub mod cost {
 }
 
 /// Record calls of one org that may run at once on this node (the rest of its calls
-/// wait their turn): with the store's readers, what keeps one org's query storm from
-/// holding every reader.
-pub const RECORD_CALLS_PER_ORG: usize = 2;
+/// wait their turn): what keeps one org's query storm from holding the store's readers
+/// and the cores, whatever its thread cap.
+pub const RECORD_CALLS_PER_ORG: usize = 1;
 
 /// A limit enforced inside a host call; raised as a trap and mapped to its
 /// [`ExecutionError`](super::ExecutionError) when the run ends.
@@ -155,7 +155,10 @@ fn reply<T>(result: Result<T, RecordError>) -> RecordResult<T> {
 impl records::Host for ExecutionState {
     async fn create(&mut self, entity: String, attributes: Vec<types::Attribute>) -> RecordResult<String> {
         self.count_write()?;
-        let attributes = attributes_from_wit(attributes);
+        let attributes = match attributes_from_wit(attributes) {
+            Ok(attributes) => attributes,
+            Err(refused) => return reply(Err(refused)),
+        };
         self.charge(cost::RECORD_CALL + cost::BYTE * weight(&attributes));
         let (name, written) = (entity.clone(), attributes.clone());
         let created = self.record_call(move |records| records.create(&name, written)).await?;
@@ -188,7 +191,10 @@ impl records::Host for ExecutionState {
         attributes: Vec<types::Attribute>,
     ) -> RecordResult<()> {
         self.count_write()?;
-        let attributes = attributes_from_wit(attributes);
+        let attributes = match attributes_from_wit(attributes) {
+            Ok(attributes) => attributes,
+            Err(refused) => return reply(Err(refused)),
+        };
         self.charge(cost::RECORD_CALL + cost::BYTE * weight(&attributes));
         let (name, record, written) = (entity.clone(), id.clone(), attributes.clone());
         let updated = self.record_call(move |records| records.update(&name, &record, written)).await?;
@@ -211,7 +217,10 @@ impl records::Host for ExecutionState {
 
     async fn query(&mut self, filter: records::Filter) -> RecordResult<Vec<types::Entity>> {
         self.charge(cost::RECORD_CALL);
-        let filter = filter_from_wit(filter);
+        let filter = match filter_from_wit(filter) {
+            Ok(filter) => filter,
+            Err(refused) => return reply(Err(refused)),
+        };
         let found = self.record_call(move |records| records.query_counted(&filter)).await?;
         if let Err(RecordError::QueryTooBroad { limit, .. }) = &found {
             self.charge(cost::RECORD_READ * limit);

@@ -80,8 +80,10 @@ pub struct EngineSettings {
     /// The highest memory limit any execution may be given, in bytes. Default 1 GiB.
     pub max_memory_bytes: u64,
     /// Fuel between two yields of a running guest to the host, where the deadline is
-    /// checked. Default 1,000,000 (well under a millisecond of work): the deadline is
-    /// precise to about that much.
+    /// checked and other executions get the thread. Default 100,000 (about a tenth of a
+    /// millisecond of work): the deadline is precise to about that much, and a CPU-bound
+    /// plug-in holds a runtime thread no longer than that before others' turn (a
+    /// yield costs well under a microsecond).
     pub fuel_yield_interval: u64,
     /// The limits executions get unless told otherwise.
     pub default_limits: Limits,
@@ -96,7 +98,7 @@ impl Default for EngineSettings {
             max_plugin_bytes: 8 * MIB,
             max_concurrent_executions: 256,
             max_memory_bytes: 1024 * MIB,
-            fuel_yield_interval: 1_000_000,
+            fuel_yield_interval: 100_000,
             default_limits: Limits::default(),
             complexity: super::Complexity::default(),
         }

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use super::filter::project;
 use super::{
-    Attributes, Entity, Filter, RecordError, RecordStore, Value, check_entity_name, merge, take_record_id,
+    Attributes, Entity, Filter, RecordError, RecordStore, Value, check_attribute_count, check_attributes,
+    check_entity_name, merge, take_record_id,
 };
 
 /// The most records one query returns.
@@ -73,6 +74,7 @@ fn not_found(entity: &str, id: &str) -> RecordError {
 impl RecordStore for MemoryRecords {
     fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> Result<String, RecordError> {
         let id = take_record_id(&mut attributes)?;
+        check_attributes(&attributes)?;
         self.with_table(org, entity, |table| {
             if table.contains_key(&id) {
                 return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
@@ -97,9 +99,13 @@ impl RecordStore for MemoryRecords {
         if attributes.contains_key("id") {
             return Err(RecordError::Invalid("a record's id cannot be updated".into()));
         }
+        check_attributes(&attributes)?;
         self.with_table(org, entity, |table| {
             let record = table.get_mut(id).ok_or_else(|| not_found(entity, id))?;
-            merge(record, &attributes);
+            let mut merged = record.clone();
+            merge(&mut merged, &attributes);
+            check_attribute_count(&merged)?;
+            *record = merged;
             Ok(())
         })?
     }

@@ -12,6 +12,8 @@ mod value;
 
 use std::sync::Arc;
 
+use crate::limits::{self, MAX_ATTRIBUTES, MAX_VALUE_BYTES, TooLarge};
+
 pub use filter::{Condition, Filter, Operator, project};
 pub use memory::{MAX_QUERY_RECORDS, MemoryRecords};
 pub use overlay::Overlay;
@@ -22,6 +24,9 @@ pub use value::{Attributes, DateTime, Decimal, Entity, EntityReference, Value, w
 pub enum RecordError {
     #[error("no {entity} record with id {id}")]
     NotFound { entity: String, id: String },
+    /// Over one of the [`limits`](crate::limits) on what a record holds.
+    #[error("record too large: {0}")]
+    TooLarge(#[from] TooLarge),
     #[error("invalid record request: {0}")]
     Invalid(String),
     /// A query read [`MAX_QUERY_SCAN`] records without finding what it asks for.
@@ -165,4 +170,22 @@ pub fn check_entity_name(entity: &str) -> Result<(), RecordError> {
             "'{entity}' is not an entity logical name (1-64 characters of a-z, 0-9, _)"
         )))
     }
+}
+
+/// Checks what a write sets against the [`limits`]: at most [`MAX_ATTRIBUTES`]
+/// attributes, names within [`limits::MAX_NAME_BYTES`], values within
+/// [`MAX_VALUE_BYTES`]. An update checks the merged record's count again with
+/// [`check_attribute_count`].
+pub fn check_attributes(attributes: &Attributes) -> Result<(), RecordError> {
+    check_attribute_count(attributes)?;
+    for (name, value) in attributes {
+        limits::name("an attribute's name", name)?;
+        limits::check(format!("attribute '{name}'"), value.encoded_len(), MAX_VALUE_BYTES, "bytes")?;
+    }
+    Ok(())
+}
+
+/// Checks a record's (or a write's) number of attributes against [`MAX_ATTRIBUTES`].
+pub fn check_attribute_count(attributes: &Attributes) -> Result<(), RecordError> {
+    Ok(limits::check("a record's attributes", attributes.len(), MAX_ATTRIBUTES, "attributes")?)
 }

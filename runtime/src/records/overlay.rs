@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::filter::project;
 use super::{
-    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
-    take_record_id,
+    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_attribute_count,
+    check_attributes, check_entity_name, merge, take_record_id,
 };
 
 pub struct Overlay {
@@ -67,6 +67,7 @@ impl RecordStore for Overlay {
     fn create(&self, org: &str, entity: &str, mut attributes: Attributes) -> Result<String, RecordError> {
         check_entity_name(entity)?;
         let id = take_record_id(&mut attributes)?;
+        check_attributes(&attributes)?;
         if self.current(org, entity, &id).is_ok() {
             return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
         }
@@ -87,8 +88,10 @@ impl RecordStore for Overlay {
         if attributes.contains_key("id") {
             return Err(RecordError::Invalid("a record's id cannot be updated".into()));
         }
+        check_attributes(&attributes)?;
         let mut record = self.current(org, entity, id)?;
         merge(&mut record, &attributes);
+        check_attribute_count(&record)?;
         let change = RecordChange::Update { entity: entity.into(), id: id.into(), attributes };
         self.write(org, entity, id, Some(record), change);
         Ok(())
@@ -154,5 +157,27 @@ mod tests {
         overlay.delete("o", "account", &created).unwrap();
         assert_eq!(overlay.query("o", &all).unwrap().len(), 1);
         assert_eq!(overlay.changes().len(), 3);
+    }
+
+    /// What plug-ins and events write: at most 256 attributes per record (an update
+    /// cannot grow one past it), names and values within their limits; refused writes
+    /// leave no change behind.
+    #[test]
+    fn writes_past_the_record_limits_are_refused() {
+        let overlay = Overlay::new(Arc::new(MemoryRecords::new()));
+        let attributes =
+            |n: usize| -> Attributes { (0..n).map(|i| (format!("a{i}"), Value::from(1))).collect() };
+        let too_large = |result: Result<(), RecordError>| matches!(result, Err(RecordError::TooLarge(_)));
+        assert!(too_large(overlay.create("o", "account", attributes(257)).map(drop)));
+        let long_name = Attributes::from([("n".repeat(257), Value::Null)]);
+        assert!(too_large(overlay.create("o", "account", long_name).map(drop)));
+        let big = Attributes::from([("big".into(), Value::String("x".repeat(65_537)))]);
+        assert!(too_large(overlay.create("o", "account", big).map(drop)));
+        let id = overlay.create("o", "account", attributes(256)).unwrap();
+        let one_more = Attributes::from([("one_more".into(), Value::from(1))]);
+        assert!(too_large(overlay.update("o", "account", &id, one_more)));
+        let replace = Attributes::from([("a0".into(), Value::Null), ("one_more".into(), Value::from(1))]);
+        overlay.update("o", "account", &id, replace).unwrap();
+        assert_eq!(overlay.changes().len(), 2);
     }
 }

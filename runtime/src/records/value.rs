@@ -21,15 +21,33 @@ pub struct Decimal {
     pub scale: u8,
 }
 
-/// The largest scale a decimal may have (Dataverse allows 10 places).
-const MAX_SCALE: u8 = 18;
-
 impl Decimal {
-    /// Compares by numeric value, whatever the scales.
+    /// The largest scale a decimal may have: 18 places (Dataverse allows 10). A decimal
+    /// with a larger scale is refused where it enters (the JSON form, a plug-in's values).
+    pub const MAX_SCALE: u8 = 18;
+
+    /// Compares by numeric value, whatever the scales (total: any two decimals, even
+    /// past [`Decimal::MAX_SCALE`], compare without overflow).
     pub fn cmp_value(&self, other: &Decimal) -> std::cmp::Ordering {
         let scale = self.scale.max(other.scale);
-        let widen = |d: &Decimal| i128::from(d.units) * 10i128.pow(u32::from(scale - d.scale));
-        widen(self).cmp(&widen(other))
+        let widen = |d: &Decimal| {
+            if d.units == 0 {
+                return Some(0);
+            }
+            10i128.checked_pow(u32::from(scale - d.scale)).and_then(|p| i128::from(d.units).checked_mul(p))
+        };
+        match (widen(self), widen(other)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            // Only the side with the smaller scale is widened, so at most one overflows,
+            // and then its magnitude is past any i64 the other side holds: its sign decides.
+            (None, _) => self.units.cmp(&0),
+            (_, None) => 0.cmp(&other.units),
+        }
+    }
+
+    /// Whether the scale is at most [`Decimal::MAX_SCALE`].
+    pub fn in_range(&self) -> bool {
+        self.scale <= Self::MAX_SCALE
     }
 }
 
@@ -48,9 +66,12 @@ impl FromStr for Decimal {
         {
             return Err(bad());
         }
-        let scale = u8::try_from(fraction.len()).ok().filter(|s| *s <= MAX_SCALE).ok_or_else(bad)?;
-        let magnitude: i64 = format!("{whole}{fraction}").parse().map_err(|_| bad())?;
-        Ok(Decimal { units: if negative { -magnitude } else { magnitude }, scale })
+        let scale = u8::try_from(fraction.len()).ok().filter(|s| *s <= Decimal::MAX_SCALE).ok_or_else(bad)?;
+        // Read wider than i64 so that the most negative units (whose magnitude no i64
+        // holds) read back too.
+        let magnitude: i128 = format!("{whole}{fraction}").parse().map_err(|_| bad())?;
+        let units = i64::try_from(if negative { -magnitude } else { magnitude }).map_err(|_| bad())?;
+        Ok(Decimal { units, scale })
     }
 }
 
@@ -73,6 +94,19 @@ impl fmt::Display for Decimal {
 pub struct DateTime {
     pub seconds: i64,
     pub nanoseconds: u32,
+}
+
+impl DateTime {
+    /// The earliest date-time the JSON form writes: 0000-01-01T00:00:00Z.
+    pub const MIN_SECONDS: i64 = -62_167_219_200;
+    /// The latest whole second the JSON form writes: 9999-12-31T23:59:59Z.
+    pub const MAX_SECONDS: i64 = 253_402_300_799;
+
+    /// Whether the JSON form (RFC 3339, years 0000 to 9999) can write it and read it
+    /// back: seconds in that range, nanoseconds under one second.
+    pub fn in_range(&self) -> bool {
+        (Self::MIN_SECONDS..=Self::MAX_SECONDS).contains(&self.seconds) && self.nanoseconds < 1_000_000_000
+    }
 }
 
 impl FromStr for DateTime {
@@ -268,7 +302,9 @@ mod tests {
 
     #[test]
     fn decimals_round_trip_through_text() {
-        for text in ["0", "12.50", "-0.05", "1000000.125", "-7"] {
+        for text in
+            ["0", "12.50", "-0.05", "1000000.125", "-7", "-9.223372036854775808", "9223372036854775807"]
+        {
             assert_eq!(text.parse::<Decimal>().unwrap().to_string(), text);
         }
         assert!("1.2.3".parse::<Decimal>().is_err());
@@ -309,5 +345,26 @@ mod tests {
         let err = serde_json::from_str::<Value>(r#"{"date-time":"yesterday"}"#).unwrap_err().to_string();
         assert!(err.contains("RFC 3339"), "{err}");
         assert!(serde_json::from_str::<Value>("[1,2]").is_err());
+    }
+
+    #[test]
+    fn decimals_compare_totally_whatever_their_scales() {
+        use std::cmp::Ordering::*;
+        let d = |units: i64, scale: u8| Decimal { units, scale };
+        for (a, b, expected) in [
+            (d(1, 0), d(1, 255), Greater),
+            (d(-1, 0), d(1, 255), Less),
+            (d(0, 0), d(0, 255), Equal),
+            (d(0, 200), d(-1, 0), Greater),
+            (d(i64::MAX, 255), d(i64::MIN, 0), Greater),
+            (d(i64::MIN, 0), d(i64::MAX, 255), Less),
+            (d(i64::MAX, 0), d(i64::MAX, 38), Greater),
+            (d(i64::MIN, 0), d(i64::MIN, 39), Less),
+            (d(5, 1), d(50, 2), Equal),
+            (d(i64::MAX, 18), d(i64::MAX, 0), Less),
+        ] {
+            assert_eq!(a.cmp_value(&b), expected, "{a:?} vs {b:?}");
+            assert_eq!(b.cmp_value(&a), expected.reverse(), "{b:?} vs {a:?}");
+        }
     }
 }

@@ -112,6 +112,7 @@ impl Service {
             prepared.push((outcome, start, core, pre_image, overlay.changes_len()));
         }
         let changes = overlay.changes();
+        let _turn = self.commit_turn(org).await?;
         let mut state = self.state();
         let mut planned = Vec::new();
         let mut ranges = Vec::with_capacity(prepared.len());

@@ -176,6 +176,8 @@ struct Shared {
     /// Compilations at once on this node, and each org's one turn.
     compile_gate: Arc<tokio::sync::Semaphore>,
     compile_turns: Mutex<HashMap<OrgId, Arc<tokio::sync::Semaphore>>>,
+    /// Each org's turn to commit a request (see `Service::commit_turn`).
+    commit_turns: Mutex<HashMap<OrgId, Arc<tokio::sync::Semaphore>>>,
     /// Why the driver stopped, once it has.
     failure: Mutex<Option<String>>,
     /// Jobs that reached a terminal status, as their round commits (for watchers).
@@ -341,6 +343,7 @@ impl Service {
                 sync_gate,
                 compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
                 compile_turns: Mutex::new(HashMap::new()),
+                commit_turns: Mutex::new(HashMap::new()),
                 failure: Mutex::new(None),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
             }),
@@ -465,6 +468,19 @@ impl Service {
         let stored = self.shared.store.save_plugin(org, name, &plugin.info().content_hash, bytes)?;
         self.state().plugins.insert((org, stored.id), plugin);
         Ok(stored)
+    }
+
+    /// Waits for the org's turn to commit a request (an event, a custom-API run). One
+    /// org's requests commit one at a time, so however many it sends at once, the
+    /// queue for the store's one writer holds at most one of its commits ahead of
+    /// anyone else's: an org's request flood costs the others one commit of waiting,
+    /// not the flood. Its sync steps still run side by side before their turn.
+    async fn commit_turn(&self, org: OrgId) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let turn = {
+            let mut turns = self.shared.commit_turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(org).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
+        };
+        turn.acquire_owned().await.map_err(|_| Error::Invalid("the service is shutting down".into()))
     }
 
     /// Validates and stores a plug-in as the API does: compiled off the request's

@@ -165,6 +165,7 @@ impl Service {
         let output = self.run_sync_step(org, &api, &context, &overlay).await?;
         let changes = overlay.changes();
         let triggers: Vec<Change> = changes.iter().map(|c| Change::of_change(c, 2)).collect();
+        let _turn = self.commit_turn(org).await?;
         let mut state = self.state();
         let jobs = self.plan_jobs(&mut state, org, &triggers, &context.correlation_id, overlay.as_ref());
         let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs, updates: vec![] };

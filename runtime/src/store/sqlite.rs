@@ -32,7 +32,7 @@ pub struct SqliteStore {
 
 /// Read-only connections per store: enough that one tenant's slow reads (at most
 /// [`MAX_QUERY_SCAN`](crate::records::MAX_QUERY_SCAN) records each, and at most
-/// two at once per org — the engine's record-call gate) leave readers for the others.
+/// one at a time per org — the engine's record-call gate) leave readers for the others.
 const READERS: usize = 6;
 
 fn lane_of(n: i64) -> Result<Lane> {
@@ -128,8 +128,20 @@ fn finish_job(parts: (JobRow, i64, i64, String)) -> Result<JobRow> {
 impl SqliteStore {
     /// Opens (or creates) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            crate::files::private_dir(parent)?;
+        }
+        // Every org's records and secrets are in this file: its owner's only.
+        crate::files::private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            if Path::new(&side).exists() {
+                crate::files::private_file(Path::new(&side))?;
+            }
         }
         let mut connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Map, Value as Json, json};
 
-use super::table::{fields, table};
+use super::table::{clean, clean_lines, fields, table};
 use super::{Client, Remote};
 
 /// `NAME=VALUE` pairs as a JSON object: a value that parses as JSON is taken as such
@@ -108,7 +108,7 @@ pub async fn run_org(command: OrgCommand, remote: &Remote) -> anyhow::Result<()>
         OrgCommand::List => client.print(&client.get("/orgs").await?, |o| table(o, &["id", "name"])),
         OrgCommand::Token { org, label } => {
             let token = client.post(&format!("/orgs/{org}/tokens"), &json!({ "label": label })).await?;
-            client.print(&token, |t| format!("{}\n", t["token"].as_str().unwrap_or_default()));
+            client.print(&token, |t| format!("{}\n", clean(t["token"].as_str().unwrap_or_default())));
         }
         OrgCommand::Tokens { org } => {
             let tokens = client.get(&format!("/orgs/{org}/tokens")).await?;
@@ -448,7 +448,7 @@ pub async fn run_api(command: ApiCommand, remote: &Remote) -> anyhow::Result<()>
                 .await?;
             client.print(&output, |o| {
                 let out = o["output_parameters"].as_object().cloned().unwrap_or_default();
-                out.iter().map(|(k, v)| format!("{k}  {}\n", super::table::cell(v))).collect()
+                out.iter().map(|(k, v)| format!("{}  {}\n", clean(k), super::table::cell(v))).collect()
             });
         }
         ApiCommand::List => {
@@ -597,7 +597,7 @@ pub async fn run_job(command: JobCommand, remote: &Remote) -> anyhow::Result<()>
         JobCommand::Trace { id } => {
             let trace = client.get(&format!("/jobs/{id}/trace")).await?;
             client.print(&trace, |t| {
-                let log = t["trace"].as_str().unwrap_or("(no trace log)");
+                let log = clean_lines(t["trace"].as_str().unwrap_or("(no trace log)"));
                 format!(
                     "{log}\n{}",
                     fields(
@@ -670,7 +670,7 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<Json> {
         }
         spinner.set_message(format!(
             "background operation {id}: {}",
-            operation["status_name"].as_str().unwrap_or("?")
+            clean(operation["status_name"].as_str().unwrap_or("?"))
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

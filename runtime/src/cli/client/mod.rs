@@ -102,8 +102,8 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Json::String(text))
         };
         if !status.is_success() {
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            let message = body["error"]["message"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            let code = table::clean(body["error"]["code"].as_str().unwrap_or("error"));
+            let message = body["error"]["message"].as_str().map_or_else(|| body.to_string(), table::clean);
             bail!("{status} {code}: {message}");
         }
         Ok(body)

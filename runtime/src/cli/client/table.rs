@@ -2,11 +2,13 @@
 
 use serde_json::Value as Json;
 
-/// A JSON value as a cell: strings bare, null as `-`.
+pub use crate::cli::format::{clean, clean_lines};
+
+/// A JSON value as a cell: strings bare (control characters escaped), null as `-`.
 pub fn cell(value: &Json) -> String {
     match value {
         Json::Null => "-".into(),
-        Json::String(s) => s.clone(),
+        Json::String(s) => clean(s),
         other => other.to_string(),
     }
 }
@@ -40,4 +42,16 @@ pub fn fields(object: &Json, names: &[&str]) -> String {
 
 fn field(object: &Json, path: &str) -> Json {
     path.split('.').fold(object.clone(), |value, key| value.get(key).cloned().unwrap_or(Json::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn cells_escape_control_characters_from_the_server() {
+        assert_eq!(super::cell(&json!("\u{1b}[2Jred\r\n\u{7}\u{9b}")), r"\u{1b}[2Jred\r\n\u{7}\u{9b}");
+        assert_eq!(super::cell(&json!("bidi \u{202e}txt.exe")), r"bidi \u{202e}txt.exe");
+        assert_eq!(super::cell(&json!("Contoso — ünïcode")), "Contoso — ünïcode");
+    }
 }
