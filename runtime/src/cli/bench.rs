@@ -47,7 +47,12 @@ pub enum Scenario {
     },
     /// The costliest uploads within the size limit and the complexity bounds: the CPU
     /// time and memory each costs before it is refused or accepted.
-    UploadBomb,
+    UploadBomb {
+        /// Load this one component in this process and print its figures (what the
+        /// scenario runs in a child process per shape).
+        #[arg(long)]
+        load: Option<std::path::PathBuf>,
+    },
     /// A victim org's steady load beside one hostile org at a time (conflicting writes,
     /// compile bombs, a query storm, a sync-step flood, a full pool, a write storm): the
     /// victim's p99 end-to-end latency against the victim alone.
@@ -163,7 +168,8 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
-        Scenario::UploadBomb => super::bench_upload::upload_bomb(),
+        Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),
+        Scenario::UploadBomb { load: None } => super::bench_upload::upload_bomb(),
         Scenario::Isolation { rate, seconds, attacks } => {
             let attacks = if attacks.is_empty() {
                 super::bench_isolation::ATTACKS.iter().map(|a| a.to_string()).collect()

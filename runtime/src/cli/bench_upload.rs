@@ -1,8 +1,9 @@
 //! `sluice bench upload-bomb`: the costliest uploads we know how to build within the
-//! plug-in size limit and the engine's `complexity` bounds, each loaded once (the
-//! checks, then compilation, single-threaded as the service does it); prints each one's
-//! CPU time and peak memory and, as the last line, JSON with the worst of each. The
-//! budget is 5 s of CPU and 512 MiB per upload. Linux only (it reads `/proc`).
+//! plug-in size limit and the engine's `complexity` bounds, each loaded once in a fresh
+//! process of its own (the checks, then compilation, single-threaded as the service does
+//! it), so its CPU time and peak memory are its own; prints each and, as the last line,
+//! JSON with the worst of each. The budget is 5 s of CPU and 512 MiB per upload. Linux
+//! only (it reads `/proc`).
 
 use std::time::Instant;
 
@@ -24,23 +25,44 @@ fn component(module_fields: &str) -> Vec<u8> {
     .expect("the shape is valid text")
 }
 
-/// Shapes at the bounds: many small functions, a few of the largest, the most locals
-/// (used, so the register allocator sees them), deep nesting, and wide branch tables.
+/// Shapes at the bounds: as much code as allowed in the most functions, in the largest
+/// functions, in wide branch tables; the most locals (used, so the register allocator
+/// sees them); deep nesting. Code size is what compile time follows.
 fn shapes(settings: &EngineSettings) -> Vec<Shape> {
     let limits = &settings.complexity;
-    let budget = settings.max_plugin_bytes as usize - 4096;
+    let code = (limits.max_code_bytes as usize).min(settings.max_plugin_bytes as usize) * 95 / 100;
+    let fill =
+        |one: String, bytes_each: usize, most: usize| component(&one.repeat((code / bytes_each).min(most)));
+    let functions = limits.max_functions as usize;
+    // Each body is measured once, encoded, so the count fills the code bound.
+    let encoded = |one: &str| component(one).len().saturating_sub(component("").len()).max(1);
     let many = {
-        let body = "local.get 0 i32.const 7 i32.mul local.set 0 ".repeat(8);
-        let one = format!("(func (param i32) {body})");
-        let n = (limits.max_functions as usize).min(budget / 50);
-        component(&one.repeat(n))
+        let one = format!("(func (param i32) {})", "local.get 0 i32.const 7 i32.mul local.set 0 ".repeat(4));
+        let each = encoded(&one);
+        fill(one, each, functions)
+    };
+    let both = {
+        // The most functions, each as large as the code bound then allows.
+        let reps = (code / functions.max(1) / 8).max(1);
+        let one =
+            format!("(func (param i32) {})", "local.get 0 i32.const 7 i32.mul local.set 0 ".repeat(reps));
+        let each = encoded(&one);
+        fill(one, each, functions)
     };
     let largest = {
-        let per_function = limits.max_function_bytes as usize - 64;
-        // About 9 bytes per repetition of this body.
-        let body = "local.get 0 i32.const 1000 i32.add local.set 0 ".repeat(per_function / 9);
-        let n = (budget / per_function).max(1);
-        component(&format!("(func (param i32) {body})").repeat(n))
+        let per_function = (limits.max_function_bytes as usize).min(code) * 9 / 10;
+        let one = format!(
+            "(func (param i32) {})",
+            "local.get 0 i32.const 1000 i32.add local.set 0 ".repeat(per_function / 9)
+        );
+        let each = encoded(&one);
+        fill(one, each, functions)
+    };
+    let branches = {
+        let targets = " 0".repeat((limits.max_function_bytes as usize / 2).min(60_000));
+        let one = format!("(func (param i32) (block (br_table {targets} (local.get 0))))");
+        let each = encoded(&one);
+        fill(one, each, functions)
     };
     let locals = {
         let count = limits.max_locals as usize;
@@ -49,84 +71,95 @@ fn shapes(settings: &EngineSettings) -> Vec<Shape> {
             body.push_str(&format!("local.get {i} local.get {} i64.add local.set {i} ", count - 1 - i));
         }
         let one = format!("(func (local {}) {body})", "i64 ".repeat(count));
-        component(&one.repeat(16))
+        let each = encoded(&one);
+        fill(one, each, functions)
     };
     let nested = {
         let depth = 10_000;
-        let body = format!("{}{}", "(block ".repeat(depth), ")".repeat(depth));
-        component(&format!("(func {body})").repeat(16))
-    };
-    let branches = {
-        let targets = " 0".repeat(60_000);
-        let one = format!("(func (param i32) (block (br_table {targets} (local.get 0))))");
-        component(&one.repeat(24))
+        let one = format!("(func {}{})", "(block ".repeat(depth), ")".repeat(depth));
+        let each = encoded(&one);
+        fill(one, each, functions)
     };
     vec![
         ("many-small-functions", many),
+        ("most-functions-and-code", both),
         ("largest-functions", largest),
+        ("wide-branch-tables", branches),
         ("most-locals", locals),
         ("deep-nesting", nested),
-        ("wide-branch-tables", branches),
     ]
 }
 
-/// This thread's CPU time in seconds (utime + stime, in clock ticks of 1/100 s).
-fn thread_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+/// This process's CPU time in seconds (utime + stime, in clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The process's peak resident memory since the last reset, in bytes.
-fn peak_rss() -> u64 {
+/// A `/proc/self/status` figure in bytes (`VmHWM`: the peak resident size so far).
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
 }
 
-fn current_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+/// Loads the component in `file` in this fresh process (whose memory so far is little
+/// more than the file) and prints its figures as JSON.
+pub fn load_one(file: &std::path::Path) -> anyhow::Result<()> {
+    let component = std::fs::read(file)?;
+    let engine = Engine::new(EngineSettings::default(), None)?;
+    let (resident, cpu_before, started) = (status_bytes("VmRSS:"), cpu_seconds(), Instant::now());
+    let outcome = match engine.load(&component) {
+        Ok(_) => "accepted".to_owned(),
+        Err(refusal) => refusal.code().to_owned(),
+    };
+    let figures = json!({
+        "bytes": component.len(),
+        "cpu_s": cpu_seconds() - cpu_before,
+        "wall_s": started.elapsed().as_secs_f64(),
+        "memory_bytes": status_bytes("VmHWM:").saturating_sub(resident),
+        "outcome": outcome,
+    });
+    println!("{figures}");
+    Ok(())
 }
 
 pub fn upload_bomb() -> anyhow::Result<()> {
     let settings = EngineSettings::default();
-    let engine = Engine::new(settings.clone(), None)?;
     println!(
-        "each shape loaded once, single-threaded; limit {} per upload; budget 5 s CPU, 512 MiB",
+        "each shape loaded once in a process of its own, single-threaded; limit {} per upload; \
+         budget 5 s CPU, 512 MiB",
         bytes(settings.max_plugin_bytes)
     );
     let (mut worst_cpu, mut worst_memory) = (0.0f64, 0u64);
     let mut rows = serde_json::Map::new();
+    let dir = tempfile::tempdir()?;
     for (name, component) in shapes(&settings) {
-        // Resets the peak resident size to the current one (Linux `clear_refs` 5).
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let (rss_before, cpu_before, started) = (current_rss(), thread_cpu_seconds(), Instant::now());
-        let outcome = match engine.load(&component) {
-            Ok(_) => "accepted".to_owned(),
-            Err(refusal) => refusal.code().to_owned(),
-        };
-        let (cpu, wall) = (thread_cpu_seconds() - cpu_before, started.elapsed().as_secs_f64());
-        let memory = peak_rss().saturating_sub(rss_before);
+        let file = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&file, component)?;
+        let output = std::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "upload-bomb", "--load"])
+            .arg(&file)
+            .output()?;
+        anyhow::ensure!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout);
+        let figures: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("{}"))?;
+        let cpu = figures["cpu_s"].as_f64().unwrap_or(0.0);
+        let memory = figures["memory_bytes"].as_u64().unwrap_or(0);
         worst_cpu = worst_cpu.max(cpu);
         worst_memory = worst_memory.max(memory);
         println!(
-            "{name:<22} {:>10}  cpu {cpu:>6.2} s  wall {wall:>6.2} s  memory +{:>10}  {outcome}",
-            bytes(component.len() as u64),
-            bytes(memory)
+            "{name:<22} {:>10}  cpu {cpu:>6.2} s  memory +{:>10}  {}",
+            bytes(figures["bytes"].as_u64().unwrap_or(0)),
+            bytes(memory),
+            figures["outcome"].as_str().unwrap_or("?")
         );
-        rows.insert(
-            name.into(),
-            json!({ "bytes": component.len(), "cpu_s": cpu, "wall_s": wall, "memory_bytes": memory, "outcome": outcome }),
-        );
+        rows.insert(name.into(), figures);
     }
     println!(
         "{}",

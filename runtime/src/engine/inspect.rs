@@ -14,17 +14,21 @@ use wasmparser::{Parser, Payload};
 
 use super::LoadError;
 
-/// Bounds on what an upload may contain, checked before compilation. The `[engine.
+/// Bounds on what an upload may contain, checked before it is compiled. The `[engine.
 /// complexity]` table of the configuration file; each field's default is in its doc.
+///
+/// Compiling costs about 4 s of one core per MiB of code and about 0.14 ms per function
+/// (`sluice bench upload-bomb`, BENCHMARKS.md), so the defaults keep the worst upload
+/// near 5 s of CPU. Language runtimes (Python, JavaScript) need them raised, at that
+/// price per upload (paid once: accepted plug-ins are cached compiled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Complexity {
-    /// Functions defined across all of the component's core modules. Default 60,000
-    /// (large language runtimes define tens of thousands).
+    /// Functions defined across all of the component's core modules. Default 15,000.
     pub max_functions: u32,
-    /// Bytes of function bodies across all modules. Default 12 MiB.
+    /// Bytes of function bodies across all modules. Default 640 KiB.
     pub max_code_bytes: u64,
-    /// Bytes of one function body. Default 512 KiB.
+    /// Bytes of one function body. Default 128 KiB.
     pub max_function_bytes: u32,
     /// Locals of one function. Default 50,000.
     pub max_locals: u32,
@@ -39,9 +43,9 @@ pub struct Complexity {
 impl Default for Complexity {
     fn default() -> Self {
         Complexity {
-            max_functions: 60_000,
-            max_code_bytes: 12 << 20,
-            max_function_bytes: 512 << 10,
+            max_functions: 15_000,
+            max_code_bytes: 640 << 10,
+            max_function_bytes: 128 << 10,
             max_locals: 50_000,
             max_data_bytes: 24 << 20,
             max_modules: 64,
