@@ -467,3 +467,13 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         assert!(!["no-route", "method-not-allowed"].contains(&reply.code()), "{method} {path}: {reply:?}");
     }
 }
+
+/// Liveness without a token, for supervisors and load balancers: 200 while the node
+/// runs jobs (503 with the reason once its driver has stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_without_a_token_while_the_node_runs_jobs() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let reply = server.client.get(format!("{}/health", server.base)).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+}

@@ -16,7 +16,7 @@ use crate::support::engine;
 pub struct TestServer {
     pub base: String,
     pub operator: String,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     _data: tempfile::TempDir,
 }
 
