@@ -254,7 +254,7 @@ async fn write_storms_end_at_the_write_limit_even_when_every_write_fails() {
 /// rest are refused at once, 429 over HTTP), and they never take the pool's places
 /// that the job lanes own, so the victim's jobs never see a full pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_flood_is_bounded_per_org_and_never_takes_the_jobs_places() {
+async fn a_sync_flood_is_bounded_per_org_and_cannot_fill_the_pool_the_jobs_need() {
     let slots = 2;
     // The pool: the lanes' 3 × 2 places and 2 for synchronous work.
     let settings = sluice::engine::EngineSettings { max_concurrent_executions: 8, ..Default::default() };

@@ -356,7 +356,7 @@ impl Service {
             let counters = state.counters.definitions.entry(finished.definition).or_default();
             counters.runs += 1;
             counters.fuel += finished.accounting.fuel_used;
-            if finished.outcome.is_err() && outcome != Outcome::Stopped {
+            if matches!(outcome, Outcome::Exception | Outcome::BusinessError) {
                 counters.failures += 1;
             }
             if outcome == Outcome::Exception {
