@@ -140,6 +140,7 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
         (Status::Succeeded, Some(2_000), Some(5_000))
     );
     assert_eq!(done.accounting.fuel_used, 42);
+    assert_eq!(done.exception_times, [4_000, 4_500], "a job's recent exceptions are kept");
     assert_eq!(
         store.retrieve(&org_a, "account", "r1", &[]).unwrap().attributes["done"],
         Value::Boolean(true)

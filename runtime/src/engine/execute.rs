@@ -155,7 +155,7 @@ impl Engine {
             record_write_limit: limits.record_writes,
             write_attempts: 0,
             fuel_debt: 0,
-            record_gate: self.record_gate(&org),
+            record_gate: self.inner.record_turns.of(&org),
         };
         let mut store = Store::new(&self.inner.wasmtime, state);
         store.limiter(|state| &mut state.limiter);
@@ -262,17 +262,6 @@ fn pay_host_fuel(store: &mut StoreContextMut<'_, ExecutionState>) -> wasmtime::R
         return Err(Trap::OutOfFuel.into());
     }
     store.set_fuel(fuel - debt)
-}
-
-impl Engine {
-    /// The record-call turn of one org on this node, made at its first use.
-    fn record_gate(&self, org: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut gates = self.inner.record_gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates
-            .entry(org.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(super::host::RECORD_CALLS_PER_ORG)))
-            .clone()
-    }
 }
 
 /// Names a fault raised while instantiating or running the guest.

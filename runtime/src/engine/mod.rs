@@ -73,7 +73,7 @@ struct Inner {
     /// Components compiled since start (cache hits and cheap refusals not counted).
     compilations: std::sync::atomic::AtomicU64,
     /// Each org's turn to make record calls (see `host::RECORD_CALLS_PER_ORG`).
-    record_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    record_turns: crate::turns::Turns<String>,
 }
 
 impl Engine {
@@ -134,7 +134,7 @@ impl Engine {
             cache,
             refused: Default::default(),
             compilations: Default::default(),
-            record_gates: Default::default(),
+            record_turns: crate::turns::Turns::new(host::RECORD_CALLS_PER_ORG),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }

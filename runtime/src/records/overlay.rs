@@ -39,6 +39,15 @@ impl Overlay {
         self.lock().changes.clone()
     }
 
+    /// Moves this overlay's writes into `target` (the overlay this one was stacked on,
+    /// or one that sees the same records), as if they had been made there.
+    pub fn merge_into(&self, target: &Overlay) {
+        let mine = std::mem::take(&mut *self.lock());
+        let mut theirs = target.lock();
+        theirs.records.extend(mine.records);
+        theirs.changes.extend(mine.changes);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }

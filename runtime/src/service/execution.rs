@@ -104,9 +104,7 @@ fn accept_writes(
     for change in &changes {
         change.replay(&trial, &org)?;
     }
-    for change in &changes {
-        change.replay(round.as_ref(), &org)?;
-    }
+    trial.merge_into(round);
     Ok(())
 }
 
@@ -560,8 +558,9 @@ impl Service {
     }
 }
 
-/// Marks the service failed if the driver's future is dropped or panics before it
-/// returns (a panic in the driver must not leave a node that accepts work silently).
+/// Marks the service failed if the driver panics (a panic in the driver must not leave
+/// a node that accepts work silently). Dropping the driver's future is a shutdown, not
+/// a failure.
 struct DriverGuard<'a> {
     service: &'a Service,
     done: bool,

@@ -175,9 +175,9 @@ struct Shared {
     sync_gate: Arc<sync_gate::SyncGate>,
     /// Compilations at once on this node, and each org's one turn.
     compile_gate: Arc<tokio::sync::Semaphore>,
-    compile_turns: Mutex<HashMap<OrgId, Arc<tokio::sync::Semaphore>>>,
+    compile_turns: crate::turns::Turns<OrgId>,
     /// Each org's turn to commit a request (see `Service::commit_turn`).
-    commit_turns: Mutex<HashMap<OrgId, Arc<tokio::sync::Semaphore>>>,
+    commit_turns: crate::turns::Turns<OrgId>,
     /// Why the driver stopped, once it has.
     failure: Mutex<Option<String>>,
     /// Jobs that reached a terminal status, as their round commits (for watchers).
@@ -342,8 +342,8 @@ impl Service {
                 metrics: crate::metrics::Metrics::default(),
                 sync_gate,
                 compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
-                compile_turns: Mutex::new(HashMap::new()),
-                commit_turns: Mutex::new(HashMap::new()),
+                compile_turns: crate::turns::Turns::new(1),
+                commit_turns: crate::turns::Turns::new(1),
                 failure: Mutex::new(None),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
             }),
@@ -476,11 +476,7 @@ impl Service {
     /// anyone else's: an org's request flood costs the others one commit of waiting,
     /// not the flood. Its sync steps still run side by side before their turn.
     async fn commit_turn(&self, org: OrgId) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        let turn = {
-            let mut turns = self.shared.commit_turns.lock().unwrap_or_else(|e| e.into_inner());
-            turns.entry(org).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
-        };
-        turn.acquire_owned().await.map_err(|_| Error::Invalid("the service is shutting down".into()))
+        self.shared.commit_turns.take(&org).await.ok_or_else(shutting_down)
     }
 
     /// Validates and stores a plug-in as the API does: compiled off the request's
@@ -493,13 +489,9 @@ impl Service {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<StoredPlugin> {
-        let org_turn = {
-            let mut turns = self.shared.compile_turns.lock().unwrap_or_else(|e| e.into_inner());
-            turns.entry(org).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
-        };
-        let closed = |_| Error::Invalid("the service is shutting down".into());
-        let _org_turn = org_turn.acquire_owned().await.map_err(closed)?;
-        let _node_turn = self.shared.compile_gate.clone().acquire_owned().await.map_err(closed)?;
+        let _org_turn = self.shared.compile_turns.take(&org).await.ok_or_else(shutting_down)?;
+        let _node_turn =
+            self.shared.compile_gate.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         let (service, name) = (self.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || service.upload_plugin(org, &name, &bytes))
             .await
@@ -693,6 +685,10 @@ impl Service {
         self.shared.work.notify_one();
         Ok(())
     }
+}
+
+fn shutting_down() -> Error {
+    Error::Invalid("the service is shutting down".into())
 }
 
 /// Half the node's cores (at least one) may compile uploads at once; the rest run jobs.
