@@ -160,8 +160,15 @@ async fn attack(
     Ok(tasks)
 }
 
-/// The victim's end-to-end latencies (µs) under one attack.
-async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> anyhow::Result<Vec<u64>> {
+/// Where one victim job's time went, in µs: the event call (its commit), the wait to
+/// start, the execution, the wait for its round, the round's commit; and the total.
+#[derive(Clone, Copy, Default)]
+struct Stages([u64; 6]);
+
+const STAGES: [&str; 6] = ["event", "to start", "run", "to round", "commit", "total"];
+
+/// The victim's end-to-end latencies under one attack.
+async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> anyhow::Result<Vec<Stages>> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-isolation-").tempdir()?;
     let service = node(dir.path())?;
     let victim = service.create_org("victim")?;
@@ -180,25 +187,31 @@ async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> an
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut completions = service.watch_completions();
-    let mut created: HashMap<JobId, Instant> = HashMap::new();
+    let mut created: HashMap<JobId, (Instant, Instant)> = HashMap::new();
     let mut latencies = Vec::new();
     let total = rate * seconds;
     let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     let mut collect = |completions: &mut tokio::sync::broadcast::Receiver<sluice::service::Completion>,
-                       created: &mut HashMap<JobId, Instant>| {
+                       created: &mut HashMap<JobId, (Instant, Instant)>| {
         while let Ok(done) = completions.try_recv() {
-            if let Some(at) = created.remove(&done.job) {
-                latencies.push(done.at.saturating_duration_since(at).as_micros() as u64);
+            if let Some((fired, returned)) = created.remove(&done.job) {
+                let marks = [fired, returned, done.ran.0, done.ran.1, done.round_began, done.at];
+                let mut stages = Stages::default();
+                for (i, pair) in marks.windows(2).enumerate() {
+                    stages.0[i] = pair[1].saturating_duration_since(pair[0]).as_micros() as u64;
+                }
+                stages.0[5] = done.at.saturating_duration_since(fired).as_micros() as u64;
+                latencies.push(stages);
             }
         }
     };
     for n in 0..total {
         interval.tick().await;
         let fired = Instant::now();
-        for job in
-            service.fire_batch(victim, creates("contact", n, 1)).await?.into_iter().flat_map(|o| o.jobs)
-        {
-            created.insert(job, fired);
+        let outcomes = service.fire_batch(victim, creates("contact", n, 1)).await?;
+        let returned = Instant::now();
+        for job in outcomes.into_iter().flat_map(|o| o.jobs) {
+            created.insert(job, (fired, returned));
         }
         collect(&mut completions, &mut created);
     }
@@ -220,9 +233,22 @@ async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> an
     Ok(latencies)
 }
 
-fn p99(mut latencies: Vec<u64>) -> u64 {
-    latencies.sort_unstable();
-    latencies.get(((latencies.len().max(1) - 1) as f64 * 0.99) as usize).copied().unwrap_or(0)
+fn percentile(samples: &[Stages], stage: usize, p: f64) -> u64 {
+    let mut values: Vec<u64> = samples.iter().map(|s| s.0[stage]).collect();
+    values.sort_unstable();
+    values.get(((values.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0)
+}
+
+fn p99(samples: &[Stages]) -> u64 {
+    percentile(samples, 5, 0.99)
+}
+
+/// Each stage's p50 and p99, for finding where an attack's cost lands.
+fn stages_line(samples: &[Stages]) -> String {
+    (0..STAGES.len() - 1)
+        .map(|i| format!("{} {}/{}", STAGES[i], percentile(samples, i, 0.5), percentile(samples, i, 0.99)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn isolation(plugins: &Path, attacks: &[String], rate: u64, seconds: u64) -> anyhow::Result<()> {
@@ -231,13 +257,17 @@ pub async fn isolation(plugins: &Path, attacks: &[String], rate: u64, seconds: u
          trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
          attacker: default quotas (4 threads per lane)"
     );
-    let alone = p99(victim_under("alone", plugins, rate, seconds).await?);
+    let samples = victim_under("alone", plugins, rate, seconds).await?;
+    let alone = p99(&samples);
     println!("{:<20} p99 {:>12}", "alone", micros(alone));
+    println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
     let mut figures = serde_json::Map::new();
     for name in attacks.iter().filter(|a| *a != "alone") {
-        let p99 = p99(victim_under(name, plugins, rate, seconds).await?);
+        let samples = victim_under(name, plugins, rate, seconds).await?;
+        let p99 = p99(&samples);
         let ratio = p99 as f64 / alone.max(1) as f64;
         println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
+        println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
         figures
             .insert(name.clone(), json!({ "victim_p99_us": p99, "ratio": (ratio * 100.0).round() / 100.0 }));
     }

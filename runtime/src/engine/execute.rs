@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx};
 
 use super::convert::{context_to_wit, output_from_wit};
+use super::cpu::CpuTurn;
 use super::host::bindings::Plugin as Instance;
 use super::host::bindings::exports::sluice::plugin::handler::{Output, PluginError};
 use super::host::{ExecutionState, HostTrap, StepConfig};
@@ -116,10 +117,18 @@ fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiC
         .build()
 }
 
-/// Polls `work` until it finishes, `deadline` passes or `stop` is raised. Fuel yields make a running
-/// guest return `Pending` regularly, so the clock is checked even in a tight loop; the
-/// tokio timer covers a guest parked in an async host call.
-async fn guarded<F: Future>(deadline: Instant, stop: Option<&StopSignal>, work: F) -> Ended<F::Output> {
+/// Polls `work` until it finishes, `deadline` passes or `stop` is raised, each poll in a
+/// CPU turn (`turn`, given back after the poll and charged for it, and for the record
+/// calls made for the guest on other threads meanwhile: `host_ns`). Fuel yields make a
+/// running guest return `Pending` regularly, so the clock is checked, and the turn passes
+/// on, even in a tight loop; the tokio timer covers a guest parked in an async host call.
+async fn guarded<F: Future>(
+    deadline: Instant,
+    stop: Option<&StopSignal>,
+    mut turn: CpuTurn,
+    host_ns: &AtomicU64,
+    work: F,
+) -> Ended<F::Output> {
     let mut work = pin!(work);
     let checked = std::future::poll_fn(|cx| {
         if stop.is_some_and(StopSignal::is_stopped) {
@@ -128,7 +137,10 @@ async fn guarded<F: Future>(deadline: Instant, stop: Option<&StopSignal>, work: 
         if Instant::now() >= deadline {
             return Poll::Ready(Ended::Deadline);
         }
-        work.as_mut().poll(cx).map(Ended::Done)
+        std::task::ready!(turn.poll_take(cx));
+        let polled = work.as_mut().poll(cx);
+        turn.give_back(host_ns.swap(0, Ordering::Relaxed));
+        polled.map(Ended::Done)
     });
     tokio::time::timeout_at(deadline.into(), checked).await.unwrap_or(Ended::Deadline)
 }
@@ -156,6 +168,7 @@ impl Engine {
             write_attempts: 0,
             fuel_debt: 0,
             record_gate: self.inner.record_turns.of(&org),
+            host_ns: Arc::default(),
         };
         let mut store = Store::new(&self.inner.wasmtime, state);
         store.limiter(|state| &mut state.limiter);
@@ -175,7 +188,9 @@ impl Engine {
 
         let context = context_to_wit(&request.context);
         let deadline = started + limits.deadline();
-        let ran = guarded(deadline, request.stop.as_ref(), async {
+        let turn = self.inner.cpu.execution(&org);
+        let host_ns = store.data().host_ns.clone();
+        let ran = guarded(deadline, request.stop.as_ref(), turn, &host_ns, async {
             let instance = self.instantiate(plugin, &mut store, &limits).await?;
             Ok(instance.sluice_plugin_handler().call_execute(&mut store, &context).await)
         })

@@ -92,6 +92,10 @@ pub(crate) struct ExecutionState {
     pub fuel_debt: u64,
     /// This org's turn to make record calls (shared by its executions on this node).
     pub record_gate: Arc<tokio::sync::Semaphore>,
+    /// Time record calls spent on the blocking pool, not yet charged to the org's CPU
+    /// turns (see `execute::guarded`): host work done for a guest counts in its org's
+    /// share like the guest's own code.
+    pub host_ns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ExecutionState {
@@ -131,8 +135,16 @@ impl ExecutionState {
             .await
             .map_err(|e| HostTrap::HostFailure(e.to_string()))?;
         let records = self.records.clone();
-        let done = tokio::task::spawn_blocking(move || call(&records)).await;
+        let done = tokio::task::spawn_blocking(move || {
+            let working = Instant::now();
+            (call(&records), working.elapsed())
+        })
+        .await;
         self.host_time += started.elapsed();
+        let done = done.map(|(result, working)| {
+            self.host_ns.fetch_add(working.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            result
+        });
         done.map_err(|e| wasmtime::Error::new(HostTrap::HostFailure(e.to_string())))
     }
 }

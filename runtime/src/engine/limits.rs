@@ -85,6 +85,12 @@ pub struct EngineSettings {
     /// plug-in holds a runtime thread no longer than that before others' turn (a
     /// yield costs well under a microsecond).
     pub fuel_yield_interval: u64,
+    /// Plug-in executions polled at once, shared across orgs by the CPU each has used
+    /// (its polls and its record calls): the org that used least goes next. Default: one
+    /// per core. Fewer keeps cores free for the host's own work (commits, the API) under a
+    /// CPU-bound flood, at the cost of plug-in capacity (on two cores, one turn halves it;
+    /// it did not measurably lower a victim's p99 there: BENCHMARKS.md, isolation).
+    pub cpu_turns: Option<usize>,
     /// The limits executions get unless told otherwise.
     pub default_limits: Limits,
     /// Bounds on an upload's contents, checked before it is compiled.
@@ -99,6 +105,7 @@ impl Default for EngineSettings {
             max_concurrent_executions: 256,
             max_memory_bytes: 1024 * MIB,
             fuel_yield_interval: 100_000,
+            cpu_turns: None,
             default_limits: Limits::default(),
             complexity: super::Complexity::default(),
         }

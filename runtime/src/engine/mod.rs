@@ -12,6 +12,7 @@ pub mod baseline;
 mod cache;
 mod context;
 mod convert;
+mod cpu;
 mod error;
 mod execute;
 mod host;
@@ -29,6 +30,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::sha256_hex;
 pub use context::{ExecutionContext, Mode, PluginOutput, Stage};
+pub use cpu::{CpuTurn, FairCpu};
 pub use error::{ExecutionError, LoadError};
 pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
 pub use host::StepConfig;
@@ -74,6 +76,8 @@ struct Inner {
     compilations: std::sync::atomic::AtomicU64,
     /// Each org's turn to make record calls (see `host::RECORD_CALLS_PER_ORG`).
     record_turns: crate::turns::Turns<String>,
+    /// Turns on the CPU, shared across orgs by what each used (see `cpu`).
+    cpu: Arc<FairCpu>,
 }
 
 impl Engine {
@@ -127,6 +131,9 @@ impl Engine {
             .map_err(invalid)?;
 
         let cache = cache::ArtifactCache::new(cache_dir, &wasmtime)?;
+        let cpu_turns = settings
+            .cpu_turns
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
         let inner = Inner {
             wasmtime,
             linker,
@@ -135,6 +142,7 @@ impl Engine {
             refused: Default::default(),
             compilations: Default::default(),
             record_turns: crate::turns::Turns::new(host::RECORD_CALLS_PER_ORG),
+            cpu: FairCpu::new(cpu_turns),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }

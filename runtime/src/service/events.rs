@@ -113,6 +113,7 @@ impl Service {
         }
         let changes = overlay.changes();
         let _turn = self.commit_turn(org).await?;
+        let commits = self.commits();
         let mut state = self.state();
         let mut planned = Vec::new();
         let mut ranges = Vec::with_capacity(prepared.len());
@@ -135,7 +136,7 @@ impl Service {
             jobs: planned,
             updates: vec![],
         };
-        let ids = self.commit_and_start(state, &batch)?;
+        let ids = self.commit_and_start(commits, state, &batch)?;
         Ok(prepared
             .into_iter()
             .zip(ranges)
@@ -146,17 +147,20 @@ impl Service {
             .collect())
     }
 
-    /// Commits a request's batch, queues its jobs and starts what may start now rather
-    /// than when the driver's current round ends: a tenant's pickup latency must not
-    /// depend on another tenant's round of work. Returns the new jobs' ids.
+    /// Commits a request's batch (planned under `state`, which is let go for the commit
+    /// itself), queues its jobs and starts what may start now rather than when the
+    /// driver's current round ends: a tenant's pickup latency must not depend on another
+    /// tenant's round of work. Returns the new jobs' ids.
     pub(super) fn commit_and_start(
         &self,
-        mut state: MutexGuard<'_, State>,
+        turn: super::CommitTurn<'_>,
+        state: MutexGuard<'_, State>,
         batch: &Batch,
     ) -> Result<Vec<JobId>> {
-        let ids = self.commit(batch)?;
-        submit_jobs(&mut state, &ids, &batch.jobs);
         drop(state);
+        let ids = self.commit(&turn, batch)?;
+        submit_jobs(&mut self.state(), &ids, &batch.jobs);
+        drop(turn);
         self.start_ready()?;
         self.shared.work.notify_one();
         Ok(ids)

@@ -32,6 +32,8 @@ pub(super) struct Finished {
     /// The execution's writes, buffered: committed with the completion if it succeeded.
     overlay: Option<Arc<Overlay>>,
     auto_delete: bool,
+    /// When the execution began and ended.
+    ran: (std::time::Instant, std::time::Instant),
 }
 
 /// The plug-ins a definition runs.
@@ -82,8 +84,9 @@ impl Queued {
     }
 }
 
-/// How long a round waits for more executions to finish before committing.
-const COMMIT_WINDOW: Duration = Duration::from_millis(1);
+/// How long a start may wait to ride along with a round's commit before it is committed
+/// on its own (so the store and the API show a long execution InProgress).
+const START_COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
@@ -173,17 +176,15 @@ impl Service {
             let mut held_back = state.scheduler.take_held_back();
             held_back.sort();
             held_back.dedup();
-            let flush = if state.running == [0; 3] { state.take_pending() } else { (Vec::new(), Vec::new()) };
+            let flush = state.running == [0; 3] && !(state.pending.is_empty() && state.ended.is_empty());
             (flush, held_back)
         };
         for (org, lane, quota) in held_back {
             self.shared.metrics.throttled(org, lane, quota);
         }
-        let (flush, ended) = flush;
-        if !flush.is_empty() {
-            self.apply(flush)?;
+        if flush {
+            self.flush_pending()?;
         }
-        self.announce_ended(ended);
         let started = to_run.len();
         for (org, id, stop, span) in to_run {
             let service = self.clone();
@@ -206,6 +207,7 @@ impl Service {
 
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
     async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal) -> Finished {
+        let began = std::time::Instant::now();
         // A first start finds what it needs kept from the enqueue; a retry (or a start
         // after a restart, or past the cache's bound) reads the job back.
         let cached = self.state().queued.remove(&id);
@@ -295,6 +297,7 @@ impl Service {
             trace: trace.join("\n"),
             overlay: Some(overlay),
             auto_delete: definition.auto_delete,
+            ran: (began, std::time::Instant::now()),
         }
     }
 
@@ -312,26 +315,33 @@ impl Service {
             trace: String::new(),
             overlay: None,
             auto_delete: false,
+            ran: (std::time::Instant::now(), std::time::Instant::now()),
         }
     }
 
     /// Records a round of finished jobs in one transaction, with their record writes
     /// and the jobs those writes trigger.
-    fn handle_finished(&self, batch: Vec<Finished>) -> Result<()> {
+    fn handle_finished(&self, mut batch: Vec<Finished>) -> Result<()> {
+        let round_began = std::time::Instant::now();
         let now = self.now();
+        // The round's accepted writes, in commit order: a job's writes are checked
+        // against the store as earlier jobs of the round leave it. Every commit takes
+        // the commit turn, held from here to this round's commit, so nothing else writes
+        // records in between; the state lock is not needed for it.
+        let turn = self.commits();
+        let round = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        for finished in &mut batch {
+            if let Err(conflict) = accept_writes(&round, finished) {
+                finished.outcome = Err(ExecutionError::WriteConflict { message: conflict.to_string() });
+            }
+        }
         let mut state = self.state();
         let (updates, mut ended) = state.take_pending();
         let mut commit = Batch { updates, ..Batch::default() };
-        // The round's accepted writes, in commit order: a job's writes are checked
-        // against the store as earlier jobs of the round leave it. Events commit under
-        // the same state lock, so nothing else writes records between this and the commit.
-        let round = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
-        for mut finished in batch {
+        let ran: Vec<_> = batch.iter().map(|f| f.ran).collect();
+        for finished in batch {
             state.running[finished.lane.index()] -= 1;
             state.stops.remove(&finished.job);
-            if let Err(conflict) = accept_writes(&round, &finished) {
-                finished.outcome = Err(ExecutionError::WriteConflict { message: conflict.to_string() });
-            }
             let outcome = match &finished.outcome {
                 Ok(_) => Outcome::Succeeded,
                 Err(ExecutionError::Business { .. }) => Outcome::BusinessError,
@@ -416,10 +426,15 @@ impl Service {
                 exception_times,
             });
         }
-        let ids = self.commit(&commit)?;
+        // The state is let go for the commit: starts, executions and the API go on
+        // while the disk syncs. Jobs this round planned join the scheduler once durable.
+        drop(state);
+        let ids = self.commit(&turn, &commit)?;
         if self.shared.completions.receiver_count() > 0 {
             let at = std::time::Instant::now();
-            for update in &commit.updates {
+            for (update, ran) in
+                commit.updates.iter().filter(|u| matches!(u, JobUpdate::Finished { .. })).zip(ran)
+            {
                 if let JobUpdate::Finished { id, org, status, .. } = update
                     && status.is_terminal()
                 {
@@ -428,24 +443,30 @@ impl Service {
                         org: *org,
                         status: *status,
                         at,
+                        ran,
+                        round_began,
                     });
                 }
             }
         }
+        let mut state = self.state();
         submit_jobs(&mut state, &ids, &commit.jobs);
         ended.append(&mut state.ended);
         drop(state);
+        drop(turn);
         self.announce_ended(ended);
         Ok(())
     }
 
-    /// Commits the pending transitions now. Only the driver's task calls it (as it
-    /// alone commits rounds), so a start is never committed after its completion.
+    /// Commits the pending transitions now. They are taken in the commit turn, so they
+    /// commit in the order they were made: a start never after its completion.
     fn flush_pending(&self) -> Result<()> {
+        let turn = self.commits();
         let (updates, ended) = self.state().take_pending();
         if !updates.is_empty() {
-            self.apply(updates)?;
+            self.apply(&turn, updates)?;
         }
+        drop(turn);
         self.announce_ended(ended);
         Ok(())
     }
@@ -456,20 +477,17 @@ impl Service {
         self.shared.finished_rx.lock().await.recv().await
     }
 
-    /// Gathers what else finishes within the commit window and records the round.
+    /// Gathers what else has finished and records the round.
     /// Not cancel-safe (received executions are in hand): never raced against anything.
     async fn complete_round(&self, first: Finished) -> Result<()> {
         let mut batch = vec![first];
-        // Group commit: gather what else finishes within a millisecond, so one
-        // transaction (one fsync) covers many jobs.
-        let running: usize = self.state().running.iter().sum();
-        let window = tokio::time::Instant::now() + COMMIT_WINDOW;
+        // Group commit without waiting: what finished while the last round was being
+        // committed is all in the channel, so under load one transaction (one fsync)
+        // covers many jobs, and a lone job commits at once. (A fixed window cost every
+        // job its length, and with tokio's 1 ms timer up to twice that.)
         let mut receiver = self.shared.finished_rx.lock().await;
-        while batch.len() < running {
-            match tokio::time::timeout_at(window, receiver.recv()).await {
-                Ok(Some(more)) => batch.push(more),
-                _ => break,
-            }
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
         }
         drop(receiver);
         self.handle_finished(batch)
@@ -545,7 +563,7 @@ impl Service {
                 // Starts ride along with the next round's commit, but not for long: a
                 // long execution's start is committed after the window anyway, so the
                 // store (and the API) shows it InProgress.
-                _ = tokio::time::sleep(COMMIT_WINDOW * 2), if pending => self.flush_pending()?,
+                _ = tokio::time::sleep(START_COMMIT_DELAY), if pending => self.flush_pending()?,
                 finished = self.next_finished(), if running => {
                     if let Some(first) = finished {
                         self.complete_round(first).await?;

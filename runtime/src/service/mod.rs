@@ -164,6 +164,13 @@ struct Shared {
     clock: Arc<dyn Clock>,
     options: Options,
     state: Mutex<State>,
+    /// Held across every commit to the store, and across whatever must happen in commit
+    /// order with it (taking the pending transitions, checking a round's writes). Taken
+    /// before `state`, never while holding it, so the state lock is never held during a
+    /// commit's fsync: starts, executions and API reads do not wait for the disk.
+    /// Handed over first come, first served (`FairMutex`): the driver committing round
+    /// after round cannot starve a request's commit by taking the lock back at once.
+    commits: parking_lot::FairMutex<()>,
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
     /// Woken when there may be new work (an event, a resume, a quota change).
@@ -184,13 +191,24 @@ struct Shared {
     completions: tokio::sync::broadcast::Sender<Completion>,
 }
 
+/// The turn to commit to the store (`Service::commits`): proof, for `Service::commit`,
+/// that commits happen one at a time and in the order their contents were taken.
+struct CommitTurn<'a> {
+    _held: parking_lot::FairMutexGuard<'a, ()>,
+}
+
 /// A job that reached a terminal status, and when its status was committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     pub job: JobId,
     pub org: OrgId,
     pub status: Status,
+    /// When its completion was committed.
     pub at: std::time::Instant,
+    /// Its last execution's start and end (where the time before the commit went).
+    pub ran: (std::time::Instant, std::time::Instant),
+    /// When the round that committed it began (after the commit window).
+    pub round_began: std::time::Instant,
 }
 
 struct State {
@@ -334,6 +352,7 @@ impl Service {
                 clock,
                 options,
                 state: Mutex::new(state),
+                commits: parking_lot::FairMutex::new(()),
                 finished_tx,
                 finished_rx: tokio::sync::Mutex::new(finished_rx),
                 work: Notify::new(),
@@ -352,6 +371,11 @@ impl Service {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The turn to commit (see `Shared::commits`). Never taken while holding `state`.
+    fn commits(&self) -> CommitTurn<'_> {
+        CommitTurn { _held: self.shared.commits.lock() }
     }
 
     pub fn store(&self) -> &Arc<SqliteStore> {
@@ -388,7 +412,7 @@ impl Service {
     /// Commits a batch, timing it for the metrics. A store failure other than a write
     /// conflict (a busy or failing disk) is tried again a few times before it is
     /// returned: the batch is plain data, so a retry commits exactly the same.
-    fn commit(&self, batch: &crate::store::Batch) -> Result<Vec<JobId>> {
+    fn commit(&self, _turn: &CommitTurn<'_>, batch: &crate::store::Batch) -> Result<Vec<JobId>> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         let ids = loop {
@@ -425,8 +449,8 @@ impl Service {
     }
 
     /// Applies job transitions in one timed transaction.
-    fn apply(&self, updates: Vec<JobUpdate>) -> Result<()> {
-        self.commit(&crate::store::Batch { updates, ..Default::default() }).map(drop)
+    fn apply(&self, turn: &CommitTurn<'_>, updates: Vec<JobUpdate>) -> Result<()> {
+        self.commit(turn, &crate::store::Batch { updates, ..Default::default() }).map(drop)
     }
 
     /// Records how a background operation's callback delivery went.
@@ -585,6 +609,9 @@ impl Service {
         if job.status.is_terminal() {
             return Err(Error::NotAllowed(job.status));
         }
+        // The status commits in the order it was decided in, among the job's other
+        // transitions: the commit turn is held from the decision to the commit.
+        let turn = self.commits();
         let mut state = self.state();
         let status = act(&mut state.scheduler)?;
         if matches!(status, Status::Canceling | Status::Pausing)
@@ -592,8 +619,11 @@ impl Service {
         {
             stop.stop();
         }
+        drop(state);
         let now = self.now();
-        self.apply(vec![JobUpdate::Status { id, at: now, status, error: None }])?;
+        self.apply(&turn, vec![JobUpdate::Status { id, at: now, status, error: None }])?;
+        drop(turn);
+        let mut state = self.state();
         if status.is_terminal() {
             state.forget(id);
             if let Some(n) = state.ended.iter().position(|(_, e)| *e == id) {

@@ -166,10 +166,11 @@ impl Service {
         let changes = overlay.changes();
         let triggers: Vec<Change> = changes.iter().map(|c| Change::of_change(c, 2)).collect();
         let _turn = self.commit_turn(org).await?;
+        let commits = self.commits();
         let mut state = self.state();
         let jobs = self.plan_jobs(&mut state, org, &triggers, &context.correlation_id, overlay.as_ref());
         let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs, updates: vec![] };
-        self.commit_and_start(state, &batch)?;
+        self.commit_and_start(commits, state, &batch)?;
         Ok(output)
     }
 
@@ -202,8 +203,9 @@ impl Service {
             error: None,
             background: Some(Background { callback_uri, expires_at: now + ttl }),
         };
+        let commits = self.commits();
         let state = self.state();
-        let ids = self.commit_and_start(state, &Batch { jobs: vec![job], ..Batch::default() })?;
+        let ids = self.commit_and_start(commits, state, &Batch { jobs: vec![job], ..Batch::default() })?;
         Ok(ids[0])
     }
 
