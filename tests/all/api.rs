@@ -477,3 +477,42 @@ async fn health_answers_without_a_token_while_the_node_runs_jobs() {
     assert_eq!(reply.status(), 200);
     assert_eq!(reply.json::<serde_json::Value>().await.unwrap()["status"], "ok");
 }
+
+/// A node whose store keeps refusing commits stops its driver and says so: `/health`
+/// answers 503 with the reason, instead of a node that accepts events it never runs.
+/// The refusal is real: another connection adds a trigger that aborts every job update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_store_refuses_commits_reports_itself_unhealthy() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let tenant = server.tenant("contoso").await;
+    let echo = server.upload(&tenant, samples::ECHO, "echo").await;
+    let step = server
+        .post(
+            "/steps",
+            &tenant.token,
+            json!({"name": "echo", "plugin": echo, "message": "Create", "entity": "lead"}),
+        )
+        .await;
+    assert_eq!(step.status, 201, "{step:?}");
+    let db = rusqlite::Connection::open(server.data_dir().join("sluice.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_job_updates BEFORE UPDATE ON jobs
+         BEGIN SELECT RAISE(ABORT, 'the disk refused the write'); END;",
+    )
+    .unwrap();
+    let event = server.post("/events", &tenant.token, json!({"message": "Create", "entity": "lead"})).await;
+    assert_eq!(event.status, 200, "{event:?}");
+    // The driver retries the commit three times (10 ms, 100 ms, 1 s), then stops.
+    let mut health = None;
+    for _ in 0..100 {
+        let reply = server.client.get(format!("{}/health", server.base)).send().await.unwrap();
+        if reply.status() == 503 {
+            health = Some(reply.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let health = health.expect("the node reports itself unhealthy once its driver has stopped");
+    let reason = health.to_string();
+    assert!(reason.contains("driver stopped") && reason.contains("refused"), "{health}");
+}

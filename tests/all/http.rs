@@ -61,6 +61,11 @@ impl TestServer {
         TestServer { base, operator, client, _data: data }
     }
 
+    /// The server's data directory (its SQLite file is `sluice.db` there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }
