@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
-use sluice::records::{RecordStore, Value};
+use sluice::records::Value;
 use sluice::service::{Event, ManualClock, Options, Service};
 use sluice::store::{Definition, JobFilter, JobRow, SqliteStore, Trigger};
 use sluice_sample_plugins as samples;

@@ -9,7 +9,7 @@ use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
 use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
-use sluice::store::{ApiParameter, Definition, JobFilter, JobRow, SqliteStore, Store, Trigger};
+use sluice::store::{ApiParameter, Definition, JobFilter, JobRow, SqliteStore, Trigger};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, engine};

@@ -11,7 +11,7 @@ use sluice::engine::{Engine, EngineSettings, Mode};
 use sluice::jobs::{Lane, Millis, OrgId, Quotas, Status};
 use sluice::records::Attributes;
 use sluice::service::{Event, Options, Service, SystemClock};
-use sluice::store::{Definition, SqliteStore, Store, Trigger};
+use sluice::store::{Definition, SqliteStore, Trigger};
 
 use super::format::{bytes, count, micros};
 

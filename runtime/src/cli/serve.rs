@@ -13,7 +13,7 @@ use sluice::engine::{Engine, Mode};
 use sluice::jobs::{DefinitionId, Lane, OrgId, Status};
 use sluice::records::{Attributes, Value};
 use sluice::service::{Event, Options, Service, SystemClock};
-use sluice::store::{Definition, SqliteStore, Store, Trigger};
+use sluice::store::{Definition, SqliteStore, Trigger};
 
 use super::format::{clean, count, micros};
 

@@ -16,7 +16,7 @@ use crate::engine::{
 use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Status};
 use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
-use crate::store::{Batch, Definition, DefinitionKind, JobUpdate, Store};
+use crate::store::{Batch, Definition, DefinitionKind, JobUpdate};
 
 /// A job's execution, done.
 pub(super) struct Finished {

@@ -33,7 +33,7 @@ use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
 use crate::store::{
-    Cutoffs, Definition, JobFilter, JobRow, JobUpdate, Operation, PluginRow, SqliteStore, Store, StoredPlugin,
+    Cutoffs, Definition, JobFilter, JobRow, JobUpdate, Operation, PluginRow, Store, StoredPlugin,
 };
 use execution::Finished;
 use loops::LoopDetector;
@@ -159,7 +159,7 @@ pub struct Service {
 }
 
 struct Shared {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     engine: Engine,
     clock: Arc<dyn Clock>,
     options: Options,
@@ -261,7 +261,7 @@ impl Service {
     /// scheduler from the unfinished jobs (a job that was running when the node died
     /// runs again).
     pub fn open(
-        store: Arc<SqliteStore>,
+        store: Arc<dyn Store>,
         engine: Engine,
         clock: Arc<dyn Clock>,
         options: Options,
@@ -378,7 +378,7 @@ impl Service {
         CommitTurn { _held: self.shared.commits.lock() }
     }
 
-    pub fn store(&self) -> &Arc<SqliteStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
     }
 

@@ -11,7 +11,7 @@ use crate::jobs::{DefinitionId, JobId, Millis, OrgId, Status};
 use crate::records::{Attributes, Overlay, RecordStore, Value};
 use crate::store::{
     ApiParameter, Background, Batch, Definition, DefinitionKind, JobRow, NewJob, Operation, OperationRow,
-    Store, Trigger,
+    Trigger,
 };
 
 /// What DELETE on an ended background operation answers (Dataverse's words).

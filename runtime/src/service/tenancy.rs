@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Result, Service};
 use crate::jobs::{Lane, Millis, OrgId, Quotas, Status};
-use crate::store::{Store, TokenRow};
+use crate::store::TokenRow;
 
 /// Every tenant token starts with this, so a leaked one is easy to recognise (and to
 /// find with a secret scanner).

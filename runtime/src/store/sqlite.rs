@@ -185,13 +185,11 @@ impl SqliteStore {
         }
         self.readers[start % self.readers.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Bytes of the database file and its write-ahead log.
-    pub fn size_on_disk(&self) -> Result<u64> {
-        let connection = self.lock();
-        let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
-        let size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
-        Ok((pages * size) as u64)
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Database(e.to_string())
     }
 }
 
@@ -372,6 +370,14 @@ fn definition_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, i64, String, Str
 }
 
 impl Store for SqliteStore {
+    /// Bytes of the database file (its pages).
+    fn size_on_disk(&self) -> Result<u64> {
+        let connection = self.lock();
+        let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        Ok((pages * size) as u64)
+    }
+
     fn create_org(&self, name: &str) -> Result<OrgId> {
         let connection = self.lock();
         let inserted = connection.execute("INSERT OR IGNORE INTO orgs (name) VALUES (?1)", params![name])?;
