@@ -66,6 +66,10 @@ pub enum Scenario {
         /// Attacks to run (comma-separated); all by default.
         #[arg(long, value_delimiter = ',')]
         attacks: Vec<String>,
+        /// Rounds of (alone, every attack), interleaved; the ratio reported is the
+        /// median of the rounds' (each against its own round's victim alone).
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
     },
 }
 
@@ -170,13 +174,13 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
         Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),
         Scenario::UploadBomb { load: None } => super::bench_upload::upload_bomb(),
-        Scenario::Isolation { rate, seconds, attacks } => {
+        Scenario::Isolation { rate, seconds, attacks, runs } => {
             let attacks = if attacks.is_empty() {
                 super::bench_isolation::ATTACKS.iter().map(|a| a.to_string()).collect()
             } else {
                 attacks
             };
-            super::bench_isolation::isolation(plugins, &attacks, rate, seconds).await
+            super::bench_isolation::isolation(plugins, &attacks, rate, seconds, runs).await
         }
     }
 }

@@ -251,29 +251,71 @@ fn stages_line(samples: &[Stages]) -> String {
         .join(", ")
 }
 
-pub async fn isolation(plugins: &Path, attacks: &[String], rate: u64, seconds: u64) -> anyhow::Result<()> {
+pub async fn isolation(
+    plugins: &Path,
+    attacks: &[String],
+    rate: u64,
+    seconds: u64,
+    runs: u32,
+) -> anyhow::Result<()> {
     println!(
         "one node, 16 slots per lane, tokio with one worker thread per core; victim: {rate} \
          trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
-         attacker: default quotas (4 threads per lane)"
+         attacker: default quotas (4 threads per lane); {runs} round(s), interleaved"
     );
-    let samples = victim_under("alone", plugins, rate, seconds).await?;
-    let alone = p99(&samples);
-    println!("{:<20} p99 {:>12}", "alone", micros(alone));
-    println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
-    let mut figures = serde_json::Map::new();
-    for name in attacks.iter().filter(|a| *a != "alone") {
-        let samples = victim_under(name, plugins, rate, seconds).await?;
-        let p99 = p99(&samples);
-        let ratio = p99 as f64 / alone.max(1) as f64;
-        println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
+    let runs = runs.max(1);
+    let attacks: Vec<&String> = attacks.iter().filter(|a| *a != "alone").collect();
+    // Per attack, each round's (victim p99, ratio to that round's victim alone).
+    let mut rounds: Vec<Vec<(u64, f64)>> = vec![Vec::new(); attacks.len()];
+    let mut alone_p99s = Vec::new();
+    for round in 1..=runs {
+        if runs > 1 {
+            println!("round {round}");
+        }
+        let samples = victim_under("alone", plugins, rate, seconds).await?;
+        let alone = p99(&samples);
+        alone_p99s.push(alone);
+        println!("{:<20} p99 {:>12}", "alone", micros(alone));
         println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
-        figures
-            .insert(name.clone(), json!({ "victim_p99_us": p99, "ratio": (ratio * 100.0).round() / 100.0 }));
+        for (n, name) in attacks.iter().enumerate() {
+            let samples = victim_under(name, plugins, rate, seconds).await?;
+            let p99 = p99(&samples);
+            let ratio = p99 as f64 / alone.max(1) as f64;
+            println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
+            println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
+            rounds[n].push((p99, ratio));
+        }
     }
+    let mut figures = serde_json::Map::new();
+    if runs > 1 {
+        println!("median of {runs} rounds");
+    }
+    for (name, results) in attacks.iter().zip(&rounds) {
+        let p99 = median(results.iter().map(|r| r.0 as f64).collect()) as u64;
+        let ratio = median(results.iter().map(|r| r.1).collect());
+        if runs > 1 {
+            println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
+        }
+        let each: Vec<f64> = results.iter().map(|r| (r.1 * 100.0).round() / 100.0).collect();
+        figures.insert(
+            name.to_string(),
+            json!({ "victim_p99_us": p99, "ratio": (ratio * 100.0).round() / 100.0, "ratios": each }),
+        );
+    }
+    let alone = median(alone_p99s.iter().map(|&p| p as f64).collect()) as u64;
     println!(
         "{}",
-        json!({ "scenario": "isolation", "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds, "attacks": figures })
+        json!({ "scenario": "isolation", "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds,
+                "runs": runs, "attacks": figures })
     );
     Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
