@@ -502,7 +502,7 @@ async fn a_node_whose_store_refuses_commits_reports_itself_unhealthy() {
     .unwrap();
     let event = server.post("/events", &tenant.token, json!({"message": "Create", "entity": "lead"})).await;
     assert_eq!(event.status, 200, "{event:?}");
-    // The driver retries the commit three times (10 ms, 100 ms, 1 s), then stops.
+    // The writer retries the commit three times (10 ms, 100 ms, 1 s), then the node stops.
     let mut health = None;
     for _ in 0..100 {
         let reply = server.client.get(format!("{}/health", server.base)).send().await.unwrap();
@@ -514,5 +514,5 @@ async fn a_node_whose_store_refuses_commits_reports_itself_unhealthy() {
     }
     let health = health.expect("the node reports itself unhealthy once its driver has stopped");
     let reason = health.to_string();
-    assert!(reason.contains("driver stopped") && reason.contains("refused"), "{health}");
+    assert!(reason.contains("the store refused a commit"), "{health}");
 }

@@ -378,7 +378,7 @@ async fn a_background_operation_is_kept_for_its_90_day_ttl_whatever_its_status()
     let parameter = ApiParameter { name: "Text".into(), kind: "string".into(), optional: false };
     h.service.register_custom_api(org, "Echo", echo, vec![parameter], None, None).unwrap();
     let parameters = attrs(&[("Text", Value::from("hi"))]);
-    let operation = h.service.start_background_operation(org, "Echo", parameters, None).unwrap();
+    let operation = h.service.start_background_operation(org, "Echo", parameters, None).await.unwrap();
     h.service.run_until_idle().await.unwrap();
     let (job, row) = h.service.operation(org, operation).unwrap();
     assert_eq!(job.status, Status::Succeeded);

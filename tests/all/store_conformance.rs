@@ -7,7 +7,8 @@ use sluice::engine::{Accounting, Mode, Stage};
 use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
 use sluice::store::{
-    Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, SqliteStore, Store, Trigger,
+    Batch, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, SqliteStore, Store,
+    Trigger,
 };
 
 use crate::support::attrs;
@@ -168,6 +169,39 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
         store.jobs(a, &JobFilter { status: Some(Status::Canceled), ..JobFilter::all(10) }).unwrap().len(),
         1
     );
+
+    // Several batches in one transaction (group commit): one whose record write no
+    // longer applies is left out alone, the others commit, ids and all.
+    let good = Batch {
+        changes: vec![(
+            a,
+            RecordChange::Create {
+                entity: "account".into(),
+                id: "grouped".into(),
+                attributes: attrs(&[("name", Value::from("kept"))]),
+            },
+        )],
+        jobs: vec![new_job(a, 20)],
+        ..Batch::default()
+    };
+    let stale = Batch {
+        changes: vec![(a, RecordChange::Delete { entity: "account".into(), id: "never-there".into() })],
+        jobs: vec![new_job(a, 21)],
+        ..Batch::default()
+    };
+    let after = Batch { jobs: vec![new_job(b, 22)], ..Batch::default() };
+    let results = store.commit_each(&[&good, &stale, &after]).unwrap();
+    assert!(matches!(results[1], Err(Error::WriteConflict(_))), "{:?}", results[1]);
+    let (kept, later) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
+    assert_eq!((kept.len(), later.len()), (1, 1));
+    assert!(later[0] > kept[0], "ids in commit order");
+    assert_eq!(
+        store.retrieve(&org_a, "account", "grouped", &[]).unwrap().attributes["name"],
+        Value::from("kept")
+    );
+    assert_eq!(store.job(b, later[0]).unwrap().unwrap().status, Status::WaitingForResources);
+    let all_jobs = store.jobs(a, &JobFilter::all(100)).unwrap();
+    assert!(!all_jobs.iter().any(|j| j.correlation_id == "c21"), "the refused batch left nothing");
 
     // Auto-delete on success removes the row.
     let mut auto_delete = finished(ids[1], a, Status::Succeeded, vec![]);

@@ -35,12 +35,10 @@ pub async fn start(
         crate::callbacks::parse_uri(uri)
             .map_err(|e| ApiError::bad_request("invalid-callback-uri", e.to_string()))?;
     }
-    let id = state.service.start_background_operation(
-        org,
-        &r.request.name,
-        r.request.parameters,
-        r.callback_uri,
-    )?;
+    let id = state
+        .service
+        .start_background_operation(org, &r.request.name, r.request.parameters, r.callback_uri)
+        .await?;
     let location = location(&state, id);
     let body = AcceptedView { id: id.0.to_string(), location: location.clone() };
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())

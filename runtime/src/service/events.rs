@@ -8,7 +8,7 @@
 //! further events, one level deeper, with the same correlation id; those create jobs
 //! only (their synchronous steps are not run).
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,22 +113,24 @@ impl Service {
         }
         let changes = overlay.changes();
         let _turn = self.commit_turn(org).await?;
-        let commits = self.commits();
-        let mut state = self.state();
         let mut planned = Vec::new();
         let mut ranges = Vec::with_capacity(prepared.len());
-        for (outcome, start, core, pre_image, end) in &mut prepared {
-            let mut triggers: Vec<Trigger> = changes[*start..*end]
-                .iter()
-                .enumerate()
-                .map(|(n, change)| Trigger::of_change(change, if *start + n == *core { 1 } else { 2 }))
-                .collect();
-            if let Some(trigger) = triggers.get_mut(*core - *start) {
-                trigger.pre_image = pre_image.take();
+        {
+            let mut state = self.state();
+            for (outcome, start, core, pre_image, end) in &mut prepared {
+                let mut triggers: Vec<Trigger> = changes[*start..*end]
+                    .iter()
+                    .enumerate()
+                    .map(|(n, change)| Trigger::of_change(change, if *start + n == *core { 1 } else { 2 }))
+                    .collect();
+                if let Some(trigger) = triggers.get_mut(*core - *start) {
+                    trigger.pre_image = pre_image.take();
+                }
+                let jobs =
+                    self.plan_jobs(&mut state, org, &triggers, &outcome.correlation_id, overlay.as_ref());
+                ranges.push(planned.len()..planned.len() + jobs.len());
+                planned.extend(jobs);
             }
-            let jobs = self.plan_jobs(&mut state, org, &triggers, &outcome.correlation_id, overlay.as_ref());
-            ranges.push(planned.len()..planned.len() + jobs.len());
-            planned.extend(jobs);
         }
         // The changes, the sync steps' writes and the jobs they start commit together.
         let batch = Batch {
@@ -136,7 +138,7 @@ impl Service {
             jobs: planned,
             updates: vec![],
         };
-        let ids = self.commit_and_start(commits, state, &batch)?;
+        let ids = self.commit_and_start(batch).await?;
         Ok(prepared
             .into_iter()
             .zip(ranges)
@@ -147,20 +149,12 @@ impl Service {
             .collect())
     }
 
-    /// Commits a request's batch (planned under `state`, which is let go for the commit
-    /// itself), queues its jobs and starts what may start now rather than when the
-    /// driver's current round ends: a tenant's pickup latency must not depend on another
-    /// tenant's round of work. Returns the new jobs' ids.
-    pub(super) fn commit_and_start(
-        &self,
-        turn: super::CommitTurn<'_>,
-        state: MutexGuard<'_, State>,
-        batch: &Batch,
-    ) -> Result<Vec<JobId>> {
-        drop(state);
-        let ids = self.commit(&turn, batch)?;
-        submit_jobs(&mut self.state(), &ids, &batch.jobs);
-        drop(turn);
+    /// Commits a request's batch (in the writer's next group), queues its jobs and
+    /// starts what may start now rather than when the driver's current round ends: a
+    /// tenant's pickup latency must not depend on another tenant's round of work.
+    /// Returns the new jobs' ids.
+    pub(super) async fn commit_and_start(&self, batch: Batch) -> Result<Vec<JobId>> {
+        let ids = self.commit_batch(batch).await?;
         self.start_ready()?;
         self.shared.work.notify_one();
         Ok(ids)

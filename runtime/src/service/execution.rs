@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::Instrument as _;
 
-use super::events::{Trigger, submit_jobs};
+use super::events::Trigger;
 use super::{Error, Result, Service};
 use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
@@ -17,6 +17,31 @@ use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Status};
 use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
 use crate::store::{Batch, Definition, DefinitionKind, JobUpdate};
+
+/// A job that reached a terminal status in a round, for watchers of completions.
+pub(super) struct Watched {
+    job: JobId,
+    org: OrgId,
+    status: Status,
+    ran: (std::time::Instant, std::time::Instant),
+}
+
+impl Watched {
+    pub(super) fn committed(
+        self,
+        at: std::time::Instant,
+        round_began: std::time::Instant,
+    ) -> super::Completion {
+        super::Completion {
+            job: self.job,
+            org: self.org,
+            status: self.status,
+            at,
+            ran: self.ran,
+            round_began,
+        }
+    }
+}
 
 /// A job's execution, done.
 pub(super) struct Finished {
@@ -183,7 +208,7 @@ impl Service {
             self.shared.metrics.throttled(org, lane, quota);
         }
         if flush {
-            self.flush_pending()?;
+            self.request_flush()?;
         }
         let started = to_run.len();
         for (org, id, stop, span) in to_run {
@@ -320,30 +345,34 @@ impl Service {
         }
     }
 
-    /// Records a round of finished jobs in one transaction, with their record writes
-    /// and the jobs those writes trigger.
-    fn handle_finished(&self, mut batch: Vec<Finished>) -> Result<()> {
-        let round_began = std::time::Instant::now();
+    /// Decides a round of finished jobs (on the writer, between commits): checks each
+    /// succeeded job's writes against the store and `round_writes`, tells the scheduler,
+    /// and adds the pending transitions, the completions with their record writes and the
+    /// jobs those writes trigger to `commit`.
+    pub(super) fn prepare_round(
+        &self,
+        mut batch: Vec<Finished>,
+        round_writes: &Arc<Overlay>,
+        commit: &mut Batch,
+        ended: &mut Vec<(OrgId, JobId)>,
+        watched: &mut Vec<Watched>,
+    ) {
         let now = self.now();
         // The round's accepted writes, in commit order: a job's writes are checked
-        // against the store as earlier jobs of the round leave it. Every commit takes
-        // the commit turn, held from here to this round's commit, so nothing else writes
-        // records in between; the state lock is not needed for it.
-        let turn = self.commits();
-        let round = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        // against the store as earlier jobs of the group leave it (the writer runs this
+        // between commits, so nothing else writes records in between).
         for finished in &mut batch {
-            if let Err(conflict) = accept_writes(&round, finished) {
+            if let Err(conflict) = accept_writes(round_writes, finished) {
                 finished.outcome = Err(ExecutionError::WriteConflict { message: conflict.to_string() });
             }
         }
         let mut state = self.state();
-        let (updates, mut ended) = state.take_pending();
-        let mut commit = Batch { updates, ..Batch::default() };
+        let (updates, mut more) = state.take_pending();
+        commit.updates.extend(updates);
+        ended.append(&mut more);
         // Execution times, only for watchers of completions (benchmarks).
-        let watched = self.shared.completions.receiver_count() > 0;
-        let ran: Vec<_> = if watched { batch.iter().map(|f| f.ran).collect() } else { Vec::new() };
+        let watching = self.shared.completions.receiver_count() > 0;
         for finished in batch {
-            state.running[finished.lane.index()] -= 1;
             state.stops.remove(&finished.job);
             let outcome = match &finished.outcome {
                 Ok(_) => Outcome::Succeeded,
@@ -355,7 +384,12 @@ impl Service {
                 Err(ExecutionError::Busy { .. }) => Outcome::Rescued,
                 Err(_) => Outcome::Exception,
             };
-            let after = state.scheduler.finished(finished.job, now, outcome)?;
+            let Ok(after) = state.scheduler.finished(finished.job, now, outcome) else {
+                // A job the scheduler no longer knows (it cannot happen: a running job
+                // is known until it finishes); nothing to record.
+                tracing::error!(job = finished.job.0, "a finished job unknown to the scheduler");
+                continue;
+            };
             let exception_times = state.scheduler.exceptions(finished.job);
             let labels = crate::metrics::org_lane(finished.org, finished.lane);
             self.shared
@@ -412,6 +446,9 @@ impl Service {
                 );
                 commit.jobs.extend(planned);
             }
+            if watching && status.is_terminal() {
+                watched.push(Watched { job: finished.job, org: finished.org, status, ran: finished.ran });
+            }
             commit.updates.push(JobUpdate::Finished {
                 id: finished.job,
                 org: finished.org,
@@ -429,49 +466,6 @@ impl Service {
                 exception_times,
             });
         }
-        // The state is let go for the commit: starts, executions and the API go on
-        // while the disk syncs. Jobs this round planned join the scheduler once durable.
-        drop(state);
-        let ids = self.commit(&turn, &commit)?;
-        if watched {
-            let at = std::time::Instant::now();
-            for (update, ran) in
-                commit.updates.iter().filter(|u| matches!(u, JobUpdate::Finished { .. })).zip(ran)
-            {
-                if let JobUpdate::Finished { id, org, status, .. } = update
-                    && status.is_terminal()
-                {
-                    let _ = self.shared.completions.send(super::Completion {
-                        job: *id,
-                        org: *org,
-                        status: *status,
-                        at,
-                        ran,
-                        round_began,
-                    });
-                }
-            }
-        }
-        let mut state = self.state();
-        submit_jobs(&mut state, &ids, &commit.jobs);
-        ended.append(&mut state.ended);
-        drop(state);
-        drop(turn);
-        self.announce_ended(ended);
-        Ok(())
-    }
-
-    /// Commits the pending transitions now. They are taken in the commit turn, so they
-    /// commit in the order they were made: a start never after its completion.
-    fn flush_pending(&self) -> Result<()> {
-        let turn = self.commits();
-        let (updates, ended) = self.state().take_pending();
-        if !updates.is_empty() {
-            self.apply(&turn, updates)?;
-        }
-        drop(turn);
-        self.announce_ended(ended);
-        Ok(())
     }
 
     /// Waits for one execution to finish. Cancel-safe: nothing is lost if the wait is
@@ -480,9 +474,11 @@ impl Service {
         self.shared.finished_rx.lock().await.recv().await
     }
 
-    /// Gathers what else has finished and records the round.
+    /// Gathers what else has finished, frees their slots and hands the round to the
+    /// writer; returns where its commit is answered. The jobs still count against their
+    /// orgs' quotas until the writer has decided them.
     /// Not cancel-safe (received executions are in hand): never raced against anything.
-    async fn complete_round(&self, first: Finished) -> Result<()> {
+    async fn send_round(&self, first: Finished) -> Result<super::writer::Answer> {
         let mut batch = vec![first];
         // Group commit without waiting: what finished while the last round was being
         // committed is all in the channel, so under load one transaction (one fsync)
@@ -493,7 +489,18 @@ impl Service {
             batch.push(more);
         }
         drop(receiver);
-        self.handle_finished(batch)
+        {
+            let mut state = self.state();
+            for finished in &batch {
+                state.running[finished.lane.index()] -= 1;
+            }
+        }
+        self.request_round(batch)
+    }
+
+    /// Gathers what else has finished and records the round; returns once committed.
+    async fn complete_round(&self, first: Finished) -> Result<()> {
+        super::writer::answered(self.send_round(first).await?).await
     }
 
     /// Waits for at least one execution to finish and records the round.
@@ -510,6 +517,8 @@ impl Service {
         let started = self.start_ready()?;
         if self.state().running != [0; 3] {
             self.collect_finished().await?;
+        } else {
+            self.flush()?;
         }
         Ok(started)
     }
@@ -520,7 +529,8 @@ impl Service {
         loop {
             self.start_ready()?;
             if self.state().running == [0; 3] {
-                return Ok(());
+                // Whatever start_ready decided (a cancel on pickup) is durable on return.
+                return self.flush();
             }
             self.collect_finished().await?;
         }
@@ -543,7 +553,14 @@ impl Service {
 
     async fn drive(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
+        // The last round handed to the writer and not yet answered: the next round's
+        // jobs start and run while it commits (at most two rounds are with the writer).
+        let mut committing: Option<super::writer::Answer> = None;
         loop {
+            if let Some(why) = self.failure() {
+                // The writer could not commit (nobody may have been waiting for it).
+                return Err(Error::Store(crate::store::Error::Database(why)));
+            }
             if let Err(e) = self.purge_if_due() {
                 // Retention is housekeeping: the next hour's purge tries again.
                 tracing::warn!(error = %e, "retention purge failed");
@@ -562,20 +579,30 @@ impl Service {
                 (state.running != [0; 3], !state.pending.is_empty())
             };
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => break,
                 // Starts ride along with the next round's commit, but not for long: a
                 // long execution's start is committed after the window anyway, so the
                 // store (and the API) shows it InProgress.
-                _ = tokio::time::sleep(START_COMMIT_DELAY), if pending => self.flush_pending()?,
+                _ = tokio::time::sleep(START_COMMIT_DELAY), if pending => self.request_flush()?,
                 finished = self.next_finished(), if running => {
                     if let Some(first) = finished {
-                        self.complete_round(first).await?;
+                        let answer = self.send_round(first).await?;
+                        // Slots just freed: start their successors while the round commits.
+                        self.start_ready()?;
+                        if let Some(previous) = committing.replace(answer) {
+                            super::writer::answered(previous).await?;
+                        }
                     }
                 }
                 _ = self.shared.work.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        // What was handed to the writer is committed before the driver ends.
+        if let Some(previous) = committing {
+            super::writer::answered(previous).await?;
+        }
+        self.flush()
     }
 }
 

@@ -14,6 +14,7 @@ mod loops;
 mod operations;
 mod sync_gate;
 mod tenancy;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -164,13 +165,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     options: Options,
     state: Mutex<State>,
-    /// Held across every commit to the store, and across whatever must happen in commit
-    /// order with it (taking the pending transitions, checking a round's writes). Taken
-    /// before `state`, never while holding it, so the state lock is never held during a
-    /// commit's fsync: starts, executions and API reads do not wait for the disk.
-    /// Handed over first come, first served (`FairMutex`): the driver committing round
-    /// after round cannot starve a request's commit by taking the lock back at once.
-    commits: parking_lot::FairMutex<()>,
+    /// The store's one writer (`writer.rs`): every commit goes through it, grouped.
+    writer: std::sync::mpsc::Sender<writer::Request>,
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
     /// Woken when there may be new work (an event, a resume, a quota change).
@@ -189,12 +185,6 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Jobs that reached a terminal status, as their round commits (for watchers).
     completions: tokio::sync::broadcast::Sender<Completion>,
-}
-
-/// The turn to commit to the store (`Service::commits`): proof, for `Service::commit`,
-/// that commits happen one at a time and in the order their contents were taken.
-struct CommitTurn<'a> {
-    _held: parking_lot::FairMutexGuard<'a, ()>,
 }
 
 /// A job that reached a terminal status, and when its status was committed.
@@ -345,14 +335,15 @@ impl Service {
             counters: health::Counters::default(),
             queued: HashMap::new(),
         };
-        Ok(Service {
+        let (writer, requests) = std::sync::mpsc::channel();
+        let service = Service {
             shared: Arc::new(Shared {
                 store,
                 engine,
                 clock,
                 options,
                 state: Mutex::new(state),
-                commits: parking_lot::FairMutex::new(()),
+                writer,
                 finished_tx,
                 finished_rx: tokio::sync::Mutex::new(finished_rx),
                 work: Notify::new(),
@@ -366,16 +357,13 @@ impl Service {
                 failure: Mutex::new(None),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
             }),
-        })
+        };
+        writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
+        Ok(service)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The turn to commit (see `Shared::commits`). Never taken while holding `state`.
-    fn commits(&self) -> CommitTurn<'_> {
-        CommitTurn { _held: self.shared.commits.lock() }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -409,28 +397,6 @@ impl Service {
         Ok(self.shared.metrics.encode())
     }
 
-    /// Commits a batch, timing it for the metrics. A store failure other than a write
-    /// conflict (a busy or failing disk) is tried again a few times before it is
-    /// returned: the batch is plain data, so a retry commits exactly the same.
-    fn commit(&self, _turn: &CommitTurn<'_>, batch: &crate::store::Batch) -> Result<Vec<JobId>> {
-        let started = std::time::Instant::now();
-        let mut attempt = 0;
-        let ids = loop {
-            match self.shared.store.commit(batch) {
-                Ok(ids) => break ids,
-                Err(e @ crate::store::Error::WriteConflict(_)) => return Err(e.into()),
-                Err(e) if attempt < COMMIT_RETRIES.len() => {
-                    tracing::warn!(error = %e, attempt, "commit failed; trying again");
-                    std::thread::sleep(COMMIT_RETRIES[attempt]);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        self.shared.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
-        Ok(ids)
-    }
-
     /// Jobs completing from now on, as their completions commit: what a benchmark
     /// measures end-to-end latency with. A watcher that falls more than
     /// [`COMPLETIONS_KEPT`] behind misses the oldest (`RecvError::Lagged`).
@@ -446,11 +412,6 @@ impl Service {
 
     fn set_failure(&self, why: String) {
         self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
-    }
-
-    /// Applies job transitions in one timed transaction.
-    fn apply(&self, turn: &CommitTurn<'_>, updates: Vec<JobUpdate>) -> Result<()> {
-        self.commit(turn, &crate::store::Batch { updates, ..Default::default() }).map(drop)
     }
 
     /// Records how a background operation's callback delivery went.
@@ -609,9 +570,8 @@ impl Service {
         if job.status.is_terminal() {
             return Err(Error::NotAllowed(job.status));
         }
-        // The status commits in the order it was decided in, among the job's other
-        // transitions: the commit turn is held from the decision to the commit.
-        let turn = self.commits();
+        // The status joins the job's other transitions in `pending`, in the order they
+        // were decided, and is flushed: durable when this returns.
         let mut state = self.state();
         let status = act(&mut state.scheduler)?;
         if matches!(status, Status::Canceling | Status::Pausing)
@@ -619,19 +579,14 @@ impl Service {
         {
             stop.stop();
         }
-        drop(state);
         let now = self.now();
-        self.apply(&turn, vec![JobUpdate::Status { id, at: now, status, error: None }])?;
-        drop(turn);
-        let mut state = self.state();
+        state.pending.push(JobUpdate::Status { id, at: now, status, error: None });
         if status.is_terminal() {
+            // A background operation's end is announced once this commits.
             state.forget(id);
-            if let Some(n) = state.ended.iter().position(|(_, e)| *e == id) {
-                let ended = state.ended.swap_remove(n);
-                drop(state);
-                self.announce_ended(vec![ended]);
-            }
         }
+        drop(state);
+        self.flush()?;
         Ok(status)
     }
 

@@ -166,17 +166,16 @@ impl Service {
         let changes = overlay.changes();
         let triggers: Vec<Change> = changes.iter().map(|c| Change::of_change(c, 2)).collect();
         let _turn = self.commit_turn(org).await?;
-        let commits = self.commits();
-        let mut state = self.state();
-        let jobs = self.plan_jobs(&mut state, org, &triggers, &context.correlation_id, overlay.as_ref());
+        let jobs =
+            self.plan_jobs(&mut self.state(), org, &triggers, &context.correlation_id, overlay.as_ref());
         let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs, updates: vec![] };
-        self.commit_and_start(commits, state, &batch)?;
+        self.commit_and_start(batch).await?;
         Ok(output)
     }
 
     /// Starts a custom API as a background operation: a job on the regular lane, kept
     /// for the operation TTL; `callback_uri` is told when it ends.
-    pub fn start_background_operation(
+    pub async fn start_background_operation(
         &self,
         org: OrgId,
         name: &str,
@@ -203,9 +202,7 @@ impl Service {
             error: None,
             background: Some(Background { callback_uri, expires_at: now + ttl }),
         };
-        let commits = self.commits();
-        let state = self.state();
-        let ids = self.commit_and_start(commits, state, &Batch { jobs: vec![job], ..Batch::default() })?;
+        let ids = self.commit_and_start(Batch { jobs: vec![job], ..Batch::default() }).await?;
         Ok(ids[0])
     }
 

@@ -84,10 +84,19 @@ pub trait Store: RecordStore {
     /// Deletes a definition; its jobs stay (and are canceled when picked up).
     fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()>;
 
-    /// Commits a batch in one transaction: an event's record changes, job transitions
+    /// Commits batches in one transaction (one sync to disk for all: group commit),
+    /// each all or nothing. A batch whose record writes no longer apply is left out
+    /// with its own [`Error::WriteConflict`] and the others commit; any other failure
+    /// commits nothing (the outer error). Each batch's result holds its new jobs' ids,
+    /// in order.
+    fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>>;
+
+    /// Commits one batch in one transaction: an event's record changes, job transitions
     /// (with their record writes) and new jobs; returns the new jobs' ids, in order.
     /// Either all of it is durable or none of it.
-    fn commit(&self, batch: &Batch) -> Result<Vec<JobId>>;
+    fn commit(&self, batch: &Batch) -> Result<Vec<JobId>> {
+        self.commit_each(&[batch])?.pop().expect("one batch, one result")
+    }
 
     /// Inserts jobs in one transaction and returns their ids, in order.
     fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::model::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
@@ -586,18 +586,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn commit(&self, batch: &Batch) -> Result<Vec<JobId>> {
+    fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
-        for (org, change) in &batch.changes {
-            apply_change(&tx, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
+        let mut tx = connection.transaction()?;
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            // A savepoint per batch: one whose record writes no longer apply is rolled
+            // back alone and the others commit.
+            let savepoint = tx.savepoint()?;
+            match write_batch(&savepoint, batch) {
+                Ok(ids) => {
+                    savepoint.commit()?;
+                    results.push(Ok(ids));
+                }
+                Err(e @ Error::WriteConflict(_)) => {
+                    // Dropping a savepoint rolls it back.
+                    drop(savepoint);
+                    results.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        for update in &batch.updates {
-            apply_update(&tx, update)?;
-        }
-        let ids = insert_jobs(&tx, &batch.jobs)?;
         tx.commit()?;
-        Ok(ids)
+        Ok(results)
     }
 
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
@@ -737,7 +748,18 @@ static INSERT_JOB: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-fn insert_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+/// Writes one batch: its record changes, its transitions, its new jobs.
+fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
+    for (org, change) in &batch.changes {
+        apply_change(tx, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
+    }
+    for update in &batch.updates {
+        apply_update(tx, update)?;
+    }
+    insert_jobs(tx, &batch.jobs)
+}
+
+fn insert_jobs(tx: &Connection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     {
         let mut insert = tx.prepare_cached(&INSERT_JOB)?;
@@ -787,7 +809,7 @@ fn insert_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     Ok(ids)
 }
 
-fn apply_update(tx: &Transaction<'_>, update: &JobUpdate) -> Result<()> {
+fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
     match update {
         JobUpdate::Started { id, at } => {
             tx.prepare_cached(

@@ -1,0 +1,220 @@
+//! The store's one writer: a thread that commits whatever is waiting, from every tenant
+//! and the driver, in one transaction (group commit).
+//!
+//! Before, each commit held a first-come-first-served turn through its own fsync, so a
+//! victim's event or round waited for every commit queued ahead of it, each a sync to
+//! disk. Now a commit waits at most for the group being written and then rides in the
+//! next one: one sync for everything that arrived meanwhile, however many tenants sent
+//! it. Each request's batch is its own savepoint, so a request whose record writes no
+//! longer apply fails alone (`write-conflict`) and the rest of the group commits.
+//!
+//! Order: job transitions are only ever written from the `pending` list, which the
+//! writer takes at the start of a group, so they reach the store in the order they were
+//! decided (a command's transition is pushed there too, then flushed). A round's record
+//! writes are checked here, between groups, when nothing else is being written; requests'
+//! batches come after the round in the transaction.
+
+use std::sync::{Arc, Weak, mpsc};
+use std::time::Instant;
+
+use super::events::submit_jobs;
+use super::execution::{Finished, Watched};
+use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
+use crate::jobs::{JobId, OrgId};
+use crate::records::{Overlay, RecordStore};
+use crate::store::Batch;
+
+/// What the writer is asked to do.
+pub(super) enum Request {
+    /// A request's batch (an event, a custom-API run, a background operation): record
+    /// changes and new jobs, which join the scheduler once durable.
+    Batch(Batch, Reply<Result<Vec<JobId>>>),
+    /// The pending transitions, made durable (a command's, or starts with no round to
+    /// ride with).
+    Flush(Reply<Result<()>>),
+    /// A round of finished executions: decided, checked and committed here.
+    Round(Vec<Finished>, Reply<Result<()>>),
+}
+
+/// Where a round's or a flush's commit is answered.
+pub(super) type Answer = tokio::sync::oneshot::Receiver<Result<()>>;
+
+/// Waits for a commit's answer.
+pub(super) async fn answered(answer: Answer) -> Result<()> {
+    answer.await.map_err(|_| shutting_down())?
+}
+
+/// Where a request's result goes: an awaiting task or a blocked thread.
+pub(super) enum Reply<T> {
+    Async(tokio::sync::oneshot::Sender<T>),
+    Blocking(mpsc::SyncSender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        // A requester that gave up (a dropped request future) no longer wants it.
+        match self {
+            Reply::Async(sender) => drop(sender.send(value)),
+            Reply::Blocking(sender) => drop(sender.send(value)),
+        }
+    }
+}
+
+/// Starts the writer thread. It holds the service weakly and ends when the service is
+/// dropped (the last sender of `requests` with it).
+pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("sluice-writer".into()).spawn(move || {
+        while let Ok(first) = requests.recv() {
+            let mut group = vec![first];
+            group.extend(requests.try_iter());
+            let Some(shared) = shared.upgrade() else { return };
+            Service { shared }.commit_group(group);
+        }
+    })?;
+    Ok(())
+}
+
+impl Service {
+    fn request(&self, request: Request) -> Result<()> {
+        self.shared.writer.send(request).map_err(|_| shutting_down())
+    }
+
+    /// Commits a request's batch in the next group and queues its jobs; returns their ids.
+    pub(super) async fn commit_batch(&self, batch: Batch) -> Result<Vec<JobId>> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.request(Request::Batch(batch, Reply::Async(sender)))?;
+        receiver.await.map_err(|_| shutting_down())?
+    }
+
+    /// Makes the pending transitions durable; returns once they are. Blocks the thread:
+    /// for the service's synchronous calls (commands, the driver's flush of starts).
+    pub(super) fn flush(&self) -> Result<()> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.request(Request::Flush(Reply::Blocking(sender)))?;
+        receiver.recv().map_err(|_| shutting_down())?
+    }
+
+    /// Asks for the pending transitions to be committed, without waiting (a failure
+    /// stops the node: see `fail_group`).
+    pub(super) fn request_flush(&self) -> Result<()> {
+        let (sender, _unwatched) = tokio::sync::oneshot::channel();
+        self.request(Request::Flush(Reply::Async(sender)))
+    }
+
+    /// Hands a round of finished executions to the writer; returns where its commit is
+    /// answered.
+    pub(super) fn request_round(&self, finished: Vec<Finished>) -> Result<Answer> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.request(Request::Round(finished, Reply::Async(sender)))?;
+        Ok(receiver)
+    }
+
+    /// Commits one group: the rounds' and the pending transitions first (one batch, the
+    /// service's own), then each request's batch in its savepoint.
+    fn commit_group(&self, requests: Vec<Request>) {
+        let began = Instant::now();
+        let mut own = Batch::default();
+        let mut ended: Vec<(OrgId, JobId)> = Vec::new();
+        let mut watched: Vec<Watched> = Vec::new();
+        let mut done: Vec<Reply<Result<()>>> = Vec::new();
+        let mut batches: Vec<(Batch, Reply<Result<Vec<JobId>>>)> = Vec::new();
+        // The writes of this group's rounds, in commit order: each job's writes are
+        // checked against the store and the earlier jobs' (nothing else writes records
+        // until this group commits).
+        let round_writes = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        for request in requests {
+            match request {
+                Request::Round(finished, reply) => {
+                    self.prepare_round(finished, &round_writes, &mut own, &mut ended, &mut watched);
+                    done.push(reply);
+                }
+                Request::Flush(reply) => done.push(reply),
+                Request::Batch(batch, reply) => batches.push((batch, reply)),
+            }
+        }
+        {
+            // Whatever was decided up to now, flushes included.
+            let (updates, mut more) = self.state().take_pending();
+            own.updates.extend(updates);
+            ended.append(&mut more);
+        }
+        let empty = |b: &Batch| b.changes.is_empty() && b.updates.is_empty() && b.jobs.is_empty();
+        if empty(&own) && batches.is_empty() {
+            self.announce_ended(ended);
+            done.into_iter().for_each(|reply| reply.send(Ok(())));
+            return;
+        }
+        let all: Vec<&Batch> = std::iter::once(&own).chain(batches.iter().map(|(b, _)| b)).collect();
+        let mut results = match self.commit_with_retries(&all) {
+            Ok(results) => results.into_iter(),
+            // The store refuses to commit: the node must stop taking work.
+            Err(e) => return self.fail_group(format!("the store refused a commit: {e}"), done, batches),
+        };
+        let at = Instant::now();
+        let own_ids = match results.next().expect("one result per batch") {
+            Ok(ids) => ids,
+            // The round's writes were checked just now; a conflict here is a bug, and
+            // decisions already taken are not durable: stop the node.
+            Err(e) => {
+                return self.fail_group(
+                    format!("a round's commit was refused after its check: {e}"),
+                    done,
+                    batches,
+                );
+            }
+        };
+        for completion in watched {
+            let _ = self.shared.completions.send(completion.committed(at, began));
+        }
+        let mut state = self.state();
+        submit_jobs(&mut state, &own_ids, &own.jobs);
+        let mut replies = Vec::with_capacity(batches.len());
+        for ((batch, reply), result) in batches.into_iter().zip(results) {
+            if let Ok(ids) = &result {
+                submit_jobs(&mut state, ids, &batch.jobs);
+            }
+            replies.push((reply, result.map_err(Error::from)));
+        }
+        ended.append(&mut state.ended);
+        drop(state);
+        self.announce_ended(ended);
+        done.into_iter().for_each(|reply| reply.send(Ok(())));
+        replies.into_iter().for_each(|(reply, result)| reply.send(result));
+        self.shared.work.notify_one();
+    }
+
+    /// Fails every request of a group and the node with it.
+    fn fail_group(
+        &self,
+        why: String,
+        done: Vec<Reply<Result<()>>>,
+        batches: Vec<(Batch, Reply<Result<Vec<JobId>>>)>,
+    ) {
+        tracing::error!(error = %why, "group commit failed");
+        self.set_failure(why.clone());
+        let failed = || Error::Store(crate::store::Error::Database(why.clone()));
+        done.into_iter().for_each(|reply| reply.send(Err(failed())));
+        batches.into_iter().for_each(|(_, reply)| reply.send(Err(failed())));
+    }
+
+    /// Commits the group, timing it for the metrics. A store failure other than a write
+    /// conflict (a busy or failing disk) is tried again a few times before it is
+    /// returned: the batches are plain data, so a retry commits exactly the same.
+    fn commit_with_retries(&self, batches: &[&Batch]) -> Result<Vec<crate::store::Result<Vec<JobId>>>> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let results = loop {
+            match self.shared.store.commit_each(batches) {
+                Ok(results) => break results,
+                Err(e) if attempt < COMMIT_RETRIES.len() => {
+                    tracing::warn!(error = %e, attempt, "commit failed; trying again");
+                    std::thread::sleep(COMMIT_RETRIES[attempt]);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.shared.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+}
