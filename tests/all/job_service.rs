@@ -1,4 +1,4 @@
-//! The MISSION.md scenarios on the real SQLite store and real components: a failing
+//! The MISSION.md scenarios on the real stores (SQLite, and PostgreSQL) and real components: a failing
 //! plug-in postponed D, 2D, … then forever (3), a loop stopped at depth 9 (6), a runaway
 //! workflow deactivated and drained (2), and a bulk import beside a tenant whose
 //! plug-ins keep their pace (1). Time moves by an injected clock.
@@ -9,7 +9,9 @@ use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
 use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
-use sluice::store::{ApiParameter, Definition, JobFilter, JobRow, SqliteStore, Trigger};
+use sluice::store::{
+    ApiParameter, Definition, JobFilter, JobRow, PostgresStore, SqliteStore, Store, Trigger,
+};
 use sluice_sample_plugins as samples;
 
 use crate::support::{attrs, engine};
@@ -22,9 +24,26 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The store a scenario runs on: each MISSION scenario runs on both.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (see `support::fresh_postgres_database`).
+    Postgres,
+}
+
 fn harness(options: Options) -> Harness {
+    harness_on(Backend::Sqlite, options)
+}
+
+fn harness_on(backend: Backend, options: Options) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("sluice.db")).unwrap());
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("sluice.db")).unwrap()),
+        Backend::Postgres => {
+            Arc::new(PostgresStore::open(&crate::support::fresh_postgres_database()).unwrap())
+        }
+    };
     let clock = Arc::new(ManualClock::new(T0));
     let service = Service::open(store, engine().clone(), clock.clone(), options).unwrap();
     Harness { service, clock, _dir: dir }
@@ -74,9 +93,10 @@ impl Harness {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed() {
-    let h = harness(Options::default());
+async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed(
+    backend: Backend,
+) {
+    let h = harness_on(backend, Options::default());
     let org = h.service.create_org("contoso").unwrap();
     let quotas =
         Quotas { max_exceptions: 3, exception_window_minutes: 5, max_postponements: 2, ..Quotas::default() };
@@ -124,9 +144,8 @@ async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever
     assert_eq!(h.job(org, job).status, Status::Canceled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9() {
-    let h = harness(Options::default());
+async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(backend: Backend) {
+    let h = harness_on(backend, Options::default());
     let org = h.service.create_org("contoso").unwrap();
     h.async_step(org, samples::TOUCH_COUNTER, trigger("Update", "contact"), None);
     h.create(org, "contact", "c1").await;
@@ -160,9 +179,8 @@ async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9() {
     assert_eq!(contact.attributes["touches"], Value::Integer(8), "depths 1 to 8 each touched it once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains() {
-    let h = harness(Options { slots: 4, ..Options::default() });
+async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains(backend: Backend) {
+    let h = harness_on(backend, Options { slots: 4, ..Options::default() });
     let runaway_org = h.service.create_org("contoso").unwrap();
     let other_org = h.service.create_org("fabrikam").unwrap();
     let regular = Quotas { max_threads: 2, ..Quotas::default() };
@@ -200,8 +218,7 @@ async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains() {
     assert_eq!(h.jobs_of(runaway_org, own_step)[0].status, Status::Succeeded);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins() {
+async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins(backend: Backend) {
     /// Fires five contact creates for `org`, runs one round of the driver, and counts
     /// how many of the five had started: the pickup latency, in the driver's own terms.
     async fn picked_up_in_one_round(h: &Harness, org: OrgId) -> usize {
@@ -213,7 +230,7 @@ async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins() {
         jobs.iter().filter(|j| h.job(org, **j).started_at.is_some()).count()
     }
     let alone = {
-        let h = harness(Options { slots: 4, ..Options::default() });
+        let h = harness_on(backend, Options { slots: 4, ..Options::default() });
         let org = h.service.create_org("fabrikam").unwrap();
         h.async_step(org, samples::ECHO, trigger("Create", "contact"), None);
         picked_up_in_one_round(&h, org).await
@@ -390,4 +407,48 @@ async fn a_background_operation_is_kept_for_its_90_day_ttl_whatever_its_status()
     h.clock.advance(31 * DAY);
     assert_eq!(h.service.purge().unwrap().0, 1);
     assert!(matches!(h.service.operation(org, operation), Err(sluice::service::Error::NotFound(_))));
+}
+
+// ---- each MISSION scenario on both stores ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed_on_sqlite() {
+    scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed(Backend::Sqlite)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed_on_postgres() {
+    scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed(Backend::Postgres)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9_on_sqlite() {
+    scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9_on_postgres() {
+    scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains_on_sqlite() {
+    scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains_on_postgres() {
+    scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins_on_sqlite() {
+    scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins_on_postgres() {
+    scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins(Backend::Postgres).await
 }

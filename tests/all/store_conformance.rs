@@ -7,8 +7,8 @@ use sluice::engine::{Accounting, Mode, Stage};
 use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
 use sluice::store::{
-    Batch, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, SqliteStore, Store,
-    Trigger,
+    Batch, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, PostgresStore,
+    SqliteStore, Store, Trigger,
 };
 
 use crate::support::attrs;
@@ -225,6 +225,15 @@ fn sqlite_passes_the_conformance_suite() {
     let path = dir.path().join("data").join("sluice.db");
     let open = |path: &Path| -> Box<dyn Store> { Box::new(SqliteStore::open(path).unwrap()) };
     conformance(&|| open(&path), &|| open(&path));
+}
+
+/// The same suite on PostgreSQL: a real server, started on 127.0.0.1 by `scripts/test`
+/// (`SLUICE_TEST_DATABASE_URL`), a database of its own per run.
+#[test]
+fn postgres_passes_the_conformance_suite() {
+    let url = crate::support::fresh_postgres_database();
+    let open = |url: &str| -> Box<dyn Store> { Box::new(PostgresStore::open(url).unwrap()) };
+    conformance(&|| open(&url), &|| open(&url));
 }
 
 #[test]

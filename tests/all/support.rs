@@ -89,3 +89,24 @@ pub fn on_record(message: &str, record: &Entity) -> ExecutionContext {
 pub fn tight_limits() -> Limits {
     Limits { fuel: 200_000_000, deadline_ms: 10_000, ..Limits::default() }
 }
+
+/// A new, empty database on the test PostgreSQL server (`SLUICE_TEST_DATABASE_URL`, the
+/// server `scripts/test` starts on 127.0.0.1 with a throwaway data directory); returns
+/// its URL.
+pub fn fresh_postgres_database() -> String {
+    let base = std::env::var("SLUICE_TEST_DATABASE_URL").expect(
+        "SLUICE_TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    );
+    let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+    // On a thread of its own: the blocking client must not run inside a test's runtime.
+    let (admin_url, create) = (base.clone(), format!("CREATE DATABASE {name}"));
+    std::thread::spawn(move || {
+        let mut admin =
+            postgres::Client::connect(&admin_url, postgres::NoTls).expect("the test server answers");
+        admin.batch_execute(&create).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (server, _) = base.rsplit_once('/').expect("a URL naming a database");
+    format!("{server}/{name}")
+}

@@ -22,6 +22,10 @@ pub enum Scenario {
     Throughput {
         #[arg(long, default_value_t = 20_000)]
         jobs: u64,
+        /// Run on this PostgreSQL database (`postgres://user@host:port/database`, an empty
+        /// one: the benchmark creates its tables) instead of a fresh SQLite file.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Org A floods the regular lane with a runaway workflow while org B submits at a
     /// steady rate on the same lane; B's pickup latency and rate against B alone.
@@ -100,9 +104,17 @@ mod tempfile_guard {
 }
 
 fn fresh(name: &str) -> anyhow::Result<Bench> {
+    fresh_on(name, None)
+}
+
+/// A node on a fresh SQLite file, or on the PostgreSQL database at `database`.
+fn fresh_on(name: &str, database: Option<&str>) -> anyhow::Result<Bench> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
+    let store: Arc<dyn sluice::store::Store> = match database {
+        Some(url) => Arc::new(sluice::store::PostgresStore::open(url)?),
+        None => Arc::new(SqliteStore::open(&dir.join("sluice.db"))?),
+    };
     // 128 slots on each of three lanes, and room for synchronous work beside them.
     let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
     let engine = Engine::new(settings, Some(&dir.join("artifacts")))?;
@@ -167,7 +179,7 @@ fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
 
 pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     match scenario {
-        Scenario::Throughput { jobs } => throughput(plugins, jobs).await,
+        Scenario::Throughput { jobs, database } => throughput(plugins, jobs, database.as_deref()).await,
         Scenario::NoisyNeighbour { flood, rate, seconds } => {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
@@ -185,8 +197,8 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn throughput(plugins: &Path, jobs: u64) -> anyhow::Result<()> {
-    let bench = fresh("throughput")?;
+async fn throughput(plugins: &Path, jobs: u64, database: Option<&str>) -> anyhow::Result<()> {
+    let bench = fresh_on("throughput", database)?;
     let org = tenant(&bench.service, "bench", plugins, "account", Lane::Priority)?;
     let enqueue_rate = enqueue(&bench.service, org, "account", jobs).await?;
     let started = Instant::now();
@@ -203,12 +215,13 @@ async fn throughput(plugins: &Path, jobs: u64) -> anyhow::Result<()> {
     anyhow::ensure!(succeeded == jobs, "{succeeded} of {jobs} jobs succeeded");
     let bare = bare_rate(plugins, jobs)?;
     println!("throughput: {} jobs enqueued at {} events/s", count(jobs), count(enqueue_rate as u64));
-    println!("  sluice (durable SQLite, batched commits): {} jobs/s", count(sluice as u64));
+    let store = if database.is_some() { "PostgreSQL" } else { "SQLite" };
+    println!("  sluice (durable {store}, batched commits): {} jobs/s", count(sluice as u64));
     println!("  bare wasmtime instantiate+call loop:      {} jobs/s", count(bare as u64));
     println!("  ratio: {:.3}", sluice / bare);
     println!(
         "{}",
-        json!({"scenario": "throughput", "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
+        json!({"scenario": "throughput", "store": store, "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
     );
     Ok(())
 }

@@ -2,14 +2,19 @@
 //! definitions (step registrations and workflows), records, and system jobs.
 //!
 //! [`Store`] is the trait a backend implements; [`SqliteStore`] is the embedded
-//! backend (one file, WAL, durable commits). Job state transitions are applied in
-//! batches ([`Store::apply`]): one transaction for many jobs (group commit), with each
-//! finished job's record writes in the same transaction as its completion.
+//! backend (one file, WAL, durable commits), [`PostgresStore`] the one for a database
+//! server; both pass the same conformance suite (`tests/all/store_conformance.rs`). Job
+//! state transitions are applied in batches ([`Store::commit_each`]): one transaction for
+//! many jobs and requests (group commit), with each finished job's record writes in the
+//! same transaction as its completion.
 
+mod columns;
 mod model;
+mod postgres;
 mod schema;
 mod sqlite;
 
+pub use self::postgres::PostgresStore;
 pub use model::{
     ApiParameter, Background, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
     JobUpdate, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStep,

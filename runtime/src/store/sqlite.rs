@@ -11,6 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::columns::{
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+};
 use super::model::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
     OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
@@ -35,30 +38,6 @@ pub struct SqliteStore {
 /// one at a time per org — the engine's record-call gate) leave readers for the others.
 const READERS: usize = 6;
 
-fn lane_of(n: i64) -> Result<Lane> {
-    Lane::ALL.get(n as usize).copied().ok_or_else(|| Error::Corrupt(format!("lane {n}")))
-}
-
-fn status_of(n: i64) -> Result<Status> {
-    Status::from_code(n as u32).ok_or_else(|| Error::Corrupt(format!("status {n}")))
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data serialises")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(e.to_string()))
-}
-
-fn operation_name(operation: Operation) -> String {
-    json(&operation).trim_matches('"').to_owned()
-}
-
-fn delivery_state_name(state: DeliveryState) -> String {
-    json(&state).trim_matches('"').to_owned()
-}
-
 fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
     Ok(TokenRow {
         id: row.get::<_, i64>(0)? as u64,
@@ -69,11 +48,6 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
         revoked_at: row.get(5)?,
     })
 }
-
-const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
-    depth, record_entity, record_id, payload, dependency_token, status, created_at, started_at, completed_at, \
-    postpone_until, retry_count, postponement_count, error_code, error_message, output, fuel_used, wall_time_us, \
-    host_time_us, peak_memory_bytes, trace, exception_times";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRow, i64, i64, String)> {
     let record = match (row.get::<_, Option<String>>(8)?, row.get::<_, Option<String>>(9)?) {
@@ -253,11 +227,6 @@ fn apply_change(tx: &Connection, org: i64, change: &RecordChange) -> std::result
         }
     }
     Ok(())
-}
-
-/// Record-service calls name the org by its number, as text.
-fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
-    org.parse().map_err(|_| RecordError::Invalid(format!("unknown organisation '{org}'")))
 }
 
 impl RecordStore for SqliteStore {

@@ -1,0 +1,1007 @@
+//! The PostgreSQL backend: the same [`Store`] as SQLite, for several nodes on one
+//! database (issue 10). Same tables and meaning as `sqlite.rs`; ids from sequences (never
+//! reused), time as epoch milliseconds in `BIGINT`, structured values as JSON text.
+//!
+//! The driver is `postgres` (the blocking face of `tokio-postgres`). Its client runs
+//! its own small runtime and must not be called from inside another, and the [`Store`]
+//! trait is synchronous and called from the service's tokio threads. So each connection
+//! lives on a thread of its own and is handed work as closures: one writing connection
+//! (commits are the store's writer's anyway) and a few readers, as for SQLite.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use ::postgres::{Client, GenericClient, NoTls, Row};
+
+use super::columns::{
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+};
+use super::model::{
+    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
+    OperationRow, PluginRow, StoredPlugin, TokenRow,
+};
+use super::{Batch, Cutoffs, Error, Result, Store};
+use crate::engine::Accounting;
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use crate::records::{
+    Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
+    take_record_id,
+};
+
+/// Read connections per store (see `sqlite.rs`'s `READERS`).
+const READERS: usize = 4;
+
+/// The schema, as numbered migrations applied in order at open (`schema_version`
+/// records how many have run); a migration is never edited once released.
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema of SQLite's migrations 1–4, in one.
+    "
+    CREATE TABLE orgs (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        webhook_secret TEXT
+    );
+    CREATE TABLE quotas (
+        org_id BIGINT NOT NULL REFERENCES orgs(id),
+        lane BIGINT NOT NULL,
+        quotas TEXT NOT NULL,
+        PRIMARY KEY (org_id, lane)
+    );
+    CREATE TABLE plugins (
+        id BIGSERIAL PRIMARY KEY,
+        org_id BIGINT NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        bytes BYTEA NOT NULL,
+        UNIQUE (org_id, content_hash)
+    );
+    CREATE TABLE definitions (
+        id BIGSERIAL PRIMARY KEY,
+        org_id BIGINT NOT NULL REFERENCES orgs(id),
+        name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        active BOOLEAN NOT NULL,
+        auto_delete BOOLEAN NOT NULL
+    );
+    CREATE TABLE records (
+        org_id BIGINT NOT NULL,
+        entity TEXT NOT NULL,
+        id TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        PRIMARY KEY (org_id, entity, id)
+    );
+    CREATE TABLE jobs (
+        id BIGSERIAL PRIMARY KEY,
+        org_id BIGINT NOT NULL,
+        lane BIGINT NOT NULL,
+        operation TEXT NOT NULL,
+        definition_id BIGINT NOT NULL,
+        definition_version BIGINT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        depth BIGINT NOT NULL,
+        record_entity TEXT,
+        record_id TEXT,
+        payload TEXT NOT NULL,
+        dependency_token TEXT,
+        status BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        started_at BIGINT,
+        completed_at BIGINT,
+        postpone_until BIGINT,
+        retry_count BIGINT NOT NULL DEFAULT 0,
+        postponement_count BIGINT NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        output TEXT,
+        fuel_used BIGINT NOT NULL DEFAULT 0,
+        wall_time_us BIGINT NOT NULL DEFAULT 0,
+        host_time_us BIGINT NOT NULL DEFAULT 0,
+        peak_memory_bytes BIGINT NOT NULL DEFAULT 0,
+        trace TEXT,
+        exception_times TEXT
+    );
+    CREATE INDEX jobs_by_org_lane_status ON jobs (org_id, lane, status, id);
+    CREATE INDEX jobs_unfinished ON jobs (status) WHERE status < 30;
+    CREATE INDEX jobs_finished ON jobs (status, completed_at) WHERE status >= 30;
+    CREATE INDEX jobs_traced ON jobs (completed_at) WHERE trace IS NOT NULL;
+    CREATE INDEX jobs_by_correlation ON jobs (org_id, correlation_id);
+    CREATE TABLE tokens (
+        id BIGSERIAL PRIMARY KEY,
+        org_id BIGINT NOT NULL REFERENCES orgs(id),
+        label TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE operations (
+        job_id BIGINT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        org_id BIGINT NOT NULL,
+        callback_uri TEXT,
+        expires_at BIGINT NOT NULL,
+        delivery_state TEXT NOT NULL,
+        delivery_attempts BIGINT NOT NULL DEFAULT 0,
+        delivery_error TEXT,
+        delivered_at BIGINT
+    );
+    CREATE INDEX operations_by_expiry ON operations (expires_at);
+    CREATE INDEX operations_waiting ON operations (job_id) WHERE delivery_state = 'waiting';
+    ",
+];
+
+type Task = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// One connection on its own thread.
+struct Connection {
+    tasks: mpsc::Sender<Task>,
+}
+
+impl Connection {
+    fn open(url: &str) -> Result<Connection> {
+        let (tasks, inbox) = mpsc::channel::<Task>();
+        let (ready, opened) = mpsc::sync_channel(1);
+        let url = url.to_owned();
+        std::thread::Builder::new().name("sluice-postgres".into()).spawn(move || {
+            let mut client = match Client::connect(&url, NoTls) {
+                Ok(client) => {
+                    let _ = ready.send(Ok(()));
+                    client
+                }
+                Err(e) => return drop(ready.send(Err(database(e)))),
+            };
+            // Ends when the store (the last sender) is dropped.
+            for task in inbox {
+                task(&mut client);
+            }
+        })?;
+        opened.recv().map_err(|_| Error::Database("the connection's thread ended".into()))??;
+        Ok(Connection { tasks })
+    }
+
+    /// Runs `work` on the connection and waits for its result.
+    fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Client) -> T + Send + 'static) -> Result<T> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.tasks
+            .send(Box::new(move |client| drop(reply.send(work(client)))))
+            .map_err(|_| Error::Database("the connection's thread ended".into()))?;
+        result.recv().map_err(|_| Error::Database("the connection's thread ended".into()))
+    }
+}
+
+pub struct PostgresStore {
+    writer: Connection,
+    readers: Vec<Connection>,
+    next_reader: AtomicUsize,
+}
+
+/// The server's own words when it refused (the driver's `Display` says only "db error").
+fn database(e: ::postgres::Error) -> Error {
+    Error::Database(describe(&e))
+}
+
+fn describe(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl From<::postgres::Error> for Error {
+    fn from(e: ::postgres::Error) -> Self {
+        database(e)
+    }
+}
+
+fn record_error(e: ::postgres::Error) -> RecordError {
+    RecordError::Invalid(format!("record storage failed: {}", describe(&e)))
+}
+
+fn store_to_record_error(e: Error) -> RecordError {
+    RecordError::Invalid(format!("record storage failed: {e}"))
+}
+
+fn job_from_row(row: &Row) -> Result<JobRow> {
+    let record = match (row.get::<_, Option<String>>(8), row.get::<_, Option<String>>(9)) {
+        (Some(entity), Some(id)) => Some((entity, id)),
+        _ => None,
+    };
+    let operation: String = row.get(3);
+    Ok(JobRow {
+        id: JobId(row.get::<_, i64>(0) as u64),
+        org: OrgId(row.get::<_, i64>(1) as u32),
+        lane: lane_of(row.get(2))?,
+        operation: from_json(&format!("\"{operation}\""))?,
+        definition: DefinitionId(row.get::<_, i64>(4) as u64),
+        definition_version: row.get::<_, i64>(5) as u32,
+        correlation_id: row.get(6),
+        depth: row.get::<_, i64>(7) as u32,
+        record,
+        payload: row.get(10),
+        dependency_token: row.get(11),
+        status: status_of(row.get(12))?,
+        created_at: row.get(13),
+        started_at: row.get(14),
+        completed_at: row.get(15),
+        postpone_until: row.get(16),
+        retry_count: row.get::<_, i64>(17) as u32,
+        postponement_count: row.get::<_, i64>(18) as u32,
+        error_code: row.get(19),
+        error_message: row.get(20),
+        output: row.get(21),
+        accounting: Accounting {
+            fuel_used: row.get::<_, i64>(22) as u64,
+            wall_time_us: row.get::<_, i64>(23) as u64,
+            host_time_us: row.get::<_, i64>(24) as u64,
+            peak_memory_bytes: row.get::<_, i64>(25) as u64,
+        },
+        trace: row.get(26),
+        exception_times: row
+            .get::<_, Option<String>>(27)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn read_attributes(
+    client: &mut impl GenericClient,
+    org: i64,
+    entity: &str,
+    id: &str,
+) -> std::result::Result<Option<Attributes>, RecordError> {
+    let row = client
+        .query_opt(
+            "SELECT attributes FROM records WHERE org_id = $1 AND entity = $2 AND id = $3",
+            &[&org, &entity, &id],
+        )
+        .map_err(record_error)?;
+    row.map(|row| {
+        serde_json::from_str(row.get::<_, &str>(0))
+            .map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))
+    })
+    .transpose()
+}
+
+/// Applies one record change (see `sqlite.rs`'s `apply_change`).
+fn apply_change(
+    client: &mut impl GenericClient,
+    org: i64,
+    change: &RecordChange,
+) -> std::result::Result<(), RecordError> {
+    match change {
+        RecordChange::Create { entity, id, attributes } => {
+            check_entity_name(entity)?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO records (org_id, entity, id, attributes) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&org, entity, id, &json(attributes)],
+                )
+                .map_err(record_error)?;
+            if inserted == 0 {
+                return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
+            }
+        }
+        RecordChange::Update { entity, id, attributes } => {
+            let mut record = read_attributes(client, org, entity, id)?
+                .ok_or_else(|| RecordError::NotFound { entity: entity.clone(), id: id.clone() })?;
+            merge(&mut record, attributes);
+            client
+                .execute(
+                    "UPDATE records SET attributes = $4 WHERE org_id = $1 AND entity = $2 AND id = $3",
+                    &[&org, entity, id, &json(&record)],
+                )
+                .map_err(record_error)?;
+        }
+        RecordChange::Delete { entity, id } => {
+            let deleted = client
+                .execute(
+                    "DELETE FROM records WHERE org_id = $1 AND entity = $2 AND id = $3",
+                    &[&org, entity, id],
+                )
+                .map_err(record_error)?;
+            if deleted == 0 {
+                return Err(RecordError::NotFound { entity: entity.clone(), id: id.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one batch: its record changes, its transitions, its new jobs.
+fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<JobId>> {
+    for (org, change) in &batch.changes {
+        apply_change(client, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
+    }
+    for update in &batch.updates {
+        apply_update(client, update)?;
+    }
+    insert_jobs(client, &batch.jobs)
+}
+
+fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (entity, record) = job.record.clone().unzip();
+        let (code, message) = job.error.clone().unzip();
+        let completed = job.status.is_terminal().then_some(job.created_at);
+        let row = client.query_one(
+            "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
+                record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
+                error_code, error_message)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+            &[
+                &i64::from(job.org.0),
+                &(job.lane.index() as i64),
+                &operation_name(job.operation),
+                &(job.definition.0 as i64),
+                &i64::from(job.definition_version),
+                &job.correlation_id,
+                &i64::from(job.depth),
+                &entity,
+                &record,
+                &job.payload,
+                &job.dependency_token,
+                &i64::from(job.status.code()),
+                &job.created_at,
+                &completed,
+                &code,
+                &message,
+            ],
+        )?;
+        let id: i64 = row.get(0);
+        ids.push(JobId(id as u64));
+        if let Some(background) = &job.background {
+            let state = match background.callback_uri {
+                Some(_) => DeliveryState::Waiting,
+                None => DeliveryState::None,
+            };
+            client.execute(
+                "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &id,
+                    &i64::from(job.org.0),
+                    &background.callback_uri,
+                    &background.expires_at,
+                    &delivery_state_name(state),
+                ],
+            )?;
+        }
+    }
+    Ok(ids)
+}
+
+fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
+    match update {
+        JobUpdate::Started { id, at } => {
+            client.execute(
+                "UPDATE jobs SET status = 20, started_at = $2, postpone_until = NULL WHERE id = $1",
+                &[&(id.0 as i64), at],
+            )?;
+        }
+        JobUpdate::Status { id, at, status, error } => {
+            let completed = status.is_terminal().then_some(*at);
+            let (code, message) = error.clone().unzip();
+            client.execute(
+                "UPDATE jobs SET status = $2, completed_at = COALESCE($3, completed_at),
+                    error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message),
+                    postpone_until = CASE WHEN $2::BIGINT = 10 THEN postpone_until ELSE NULL END
+                 WHERE id = $1",
+                &[&(id.0 as i64), &i64::from(status.code()), &completed, &code, &message],
+            )?;
+        }
+        JobUpdate::Finished {
+            id,
+            org,
+            at,
+            status,
+            postpone_until,
+            retried,
+            postponement_count,
+            error,
+            output,
+            accounting,
+            trace,
+            changes,
+            delete,
+            exception_times,
+        } => {
+            if *status == Status::Succeeded {
+                for change in changes {
+                    apply_change(client, i64::from(org.0), change)
+                        .map_err(|e| Error::WriteConflict(format!("record write of job {}: {e}", id.0)))?;
+                }
+            }
+            if *delete {
+                client.execute("DELETE FROM jobs WHERE id = $1", &[&(id.0 as i64)])?;
+                return Ok(());
+            }
+            let completed = status.is_terminal().then_some(*at);
+            let (code, message) = error.clone().unzip();
+            client.execute(
+                "UPDATE jobs SET status = $2, completed_at = $3, postpone_until = $4,
+                    retry_count = retry_count + $5, postponement_count = $6, error_code = $7, error_message = $8,
+                    output = $9, fuel_used = fuel_used + $10, wall_time_us = wall_time_us + $11,
+                    host_time_us = host_time_us + $12, peak_memory_bytes = GREATEST(peak_memory_bytes, $13),
+                    trace = $14, exception_times = $15
+                 WHERE id = $1",
+                &[
+                    &(id.0 as i64),
+                    &i64::from(status.code()),
+                    &completed,
+                    postpone_until,
+                    &i64::from(*retried),
+                    &i64::from(*postponement_count),
+                    &code,
+                    &message,
+                    output,
+                    &(accounting.fuel_used as i64),
+                    &(accounting.wall_time_us as i64),
+                    &(accounting.host_time_us as i64),
+                    &(accounting.peak_memory_bytes as i64),
+                    trace,
+                    &(!exception_times.is_empty()).then(|| json(exception_times)),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn definition_from_row(row: &Row) -> Result<Definition> {
+    Ok(Definition {
+        id: DefinitionId(row.get::<_, i64>(0) as u64),
+        org: OrgId(row.get::<_, i64>(1) as u32),
+        name: row.get(2),
+        trigger: from_json(row.get::<_, &str>(3))?,
+        kind: from_json::<DefinitionKind>(row.get::<_, &str>(4))?,
+        active: row.get(5),
+        auto_delete: row.get(6),
+    })
+}
+
+fn token_from_row(row: &Row) -> TokenRow {
+    TokenRow {
+        id: row.get::<_, i64>(0) as u64,
+        org: OrgId(row.get::<_, i64>(1) as u32),
+        label: row.get(2),
+        prefix: row.get(3),
+        created_at: row.get(4),
+        revoked_at: row.get(5),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/database`) and
+    /// brings its schema up to date.
+    pub fn open(url: &str) -> Result<Self> {
+        let writer = Connection::open(url)?;
+        writer.run(|client| -> Result<()> {
+            client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)")?;
+            let mut tx = client.transaction()?;
+            // One migrating node at a time.
+            tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")?;
+            let applied: i64 =
+                tx.query_one("SELECT COALESCE(MAX(applied), 0) FROM schema_version", &[])?.get(0);
+            for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+                tx.batch_execute(migration)?;
+                tx.execute("INSERT INTO schema_version (applied) VALUES ($1)", &[&(number as i64 + 1)])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })??;
+        let readers = (0..READERS).map(|_| Connection::open(url)).collect::<Result<Vec<_>>>()?;
+        Ok(PostgresStore { writer, readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    fn read(&self) -> &Connection {
+        &self.readers[self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len()]
+    }
+
+    fn select_jobs(&self, sql: String, parameters: JobQuery) -> Result<Vec<JobRow>> {
+        self.read().run(move |client| -> Result<Vec<JobRow>> {
+            let rows = match parameters {
+                JobQuery::Unfinished => client.query(&sql, &[])?,
+                JobQuery::One(org, id) => client.query(&sql, &[&org, &id])?,
+                JobQuery::Filtered(org, f) => client.query(
+                    &sql,
+                    &[
+                        &org,
+                        &f.status.map(|s| i64::from(s.code())),
+                        &f.definition.map(|d| d.0 as i64),
+                        &f.lane.map(|l| l.index() as i64),
+                        &f.correlation_id,
+                        &f.before.map(|j| j.0 as i64),
+                        &i64::from(f.limit),
+                    ],
+                )?,
+            };
+            rows.iter().map(job_from_row).collect()
+        })?
+    }
+}
+
+/// The parameters of a jobs query (owned: they travel to the connection's thread).
+enum JobQuery {
+    Unfinished,
+    One(i64, i64),
+    Filtered(i64, JobFilter),
+}
+
+impl RecordStore for PostgresStore {
+    fn create(
+        &self,
+        org: &str,
+        entity: &str,
+        mut attributes: Attributes,
+    ) -> std::result::Result<String, RecordError> {
+        let id = take_record_id(&mut attributes)?;
+        let change = RecordChange::Create { entity: entity.into(), id: id.clone(), attributes };
+        let org = org_number(org)?;
+        self.writer
+            .run(move |client| apply_change(client, org, &change))
+            .map_err(store_to_record_error)??;
+        Ok(id)
+    }
+
+    fn retrieve(
+        &self,
+        org: &str,
+        entity: &str,
+        id: &str,
+        columns: &[String],
+    ) -> std::result::Result<Entity, RecordError> {
+        check_entity_name(entity)?;
+        let (org, owned_entity, owned_id) = (org_number(org)?, entity.to_owned(), id.to_owned());
+        let attributes = self
+            .read()
+            .run(move |client| read_attributes(client, org, &owned_entity, &owned_id))
+            .map_err(store_to_record_error)??
+            .ok_or_else(|| RecordError::NotFound { entity: entity.into(), id: id.into() })?;
+        Ok(Entity {
+            logical_name: entity.into(),
+            id: id.into(),
+            attributes: crate::records::project(&attributes, columns),
+        })
+    }
+
+    fn update(
+        &self,
+        org: &str,
+        entity: &str,
+        id: &str,
+        attributes: Attributes,
+    ) -> std::result::Result<(), RecordError> {
+        if attributes.contains_key("id") {
+            return Err(RecordError::Invalid("a record's id cannot be updated".into()));
+        }
+        let change = RecordChange::Update { entity: entity.into(), id: id.into(), attributes };
+        let org = org_number(org)?;
+        self.writer.run(move |client| apply_change(client, org, &change)).map_err(store_to_record_error)?
+    }
+
+    fn delete(&self, org: &str, entity: &str, id: &str) -> std::result::Result<(), RecordError> {
+        let change = RecordChange::Delete { entity: entity.into(), id: id.into() };
+        let org = org_number(org)?;
+        self.writer.run(move |client| apply_change(client, org, &change)).map_err(store_to_record_error)?
+    }
+
+    fn query(&self, org: &str, filter: &Filter) -> std::result::Result<Vec<Entity>, RecordError> {
+        self.query_counted(org, filter).map(|(found, _)| found)
+    }
+
+    /// Reads the org's records of the entity in id order, at most `MAX_QUERY_SCAN` of
+    /// them, and filters them here (as SQLite does: one meaning of a filter).
+    fn query_counted(
+        &self,
+        org: &str,
+        filter: &Filter,
+    ) -> std::result::Result<(Vec<Entity>, u64), RecordError> {
+        check_entity_name(&filter.entity)?;
+        let org = org_number(org)?;
+        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| {
+            (t as usize).min(crate::records::MAX_QUERY_RECORDS)
+        });
+        let scan = crate::records::MAX_QUERY_SCAN;
+        let entity = filter.entity.clone();
+        let rows: Vec<(String, String)> = self
+            .read()
+            .run(move |client| {
+                client
+                    .query(
+                        "SELECT id, attributes FROM records WHERE org_id = $1 AND entity = $2
+                         ORDER BY id LIMIT $3",
+                        &[&org, &entity, &(scan as i64 + 1)],
+                    )
+                    .map(|rows| rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            })
+            .map_err(store_to_record_error)?
+            .map_err(record_error)?;
+        if rows.len() > scan {
+            return Err(crate::records::query_too_broad(&filter.entity));
+        }
+        let mut found = Vec::new();
+        let mut read = 0;
+        for (id, text) in rows {
+            read += 1;
+            let attributes: Attributes = serde_json::from_str(&text)
+                .map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))?;
+            if filter.matches(&attributes) {
+                found.push(Entity {
+                    logical_name: filter.entity.clone(),
+                    id,
+                    attributes: filter.project(&attributes),
+                });
+                if found.len() >= top {
+                    break;
+                }
+            }
+        }
+        Ok((found, read as u64))
+    }
+}
+
+impl Store for PostgresStore {
+    fn size_on_disk(&self) -> Result<u64> {
+        self.read().run(|client| -> Result<u64> {
+            let size: i64 = client.query_one("SELECT pg_database_size(current_database())", &[])?.get(0);
+            Ok(size as u64)
+        })?
+    }
+
+    fn create_org(&self, name: &str) -> Result<OrgId> {
+        let name = name.to_owned();
+        self.writer.run(move |client| -> Result<OrgId> {
+            let row = client.query_opt(
+                "INSERT INTO orgs (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&name],
+            )?;
+            let row = row.ok_or_else(|| Error::Conflict(format!("organisation '{name}'")))?;
+            Ok(OrgId(row.get::<_, i64>(0) as u32))
+        })?
+    }
+
+    fn orgs(&self) -> Result<Vec<(OrgId, String)>> {
+        self.read().run(|client| -> Result<Vec<(OrgId, String)>> {
+            let rows = client.query("SELECT id, name FROM orgs ORDER BY id", &[])?;
+            Ok(rows.iter().map(|row| (OrgId(row.get::<_, i64>(0) as u32), row.get(1))).collect())
+        })?
+    }
+
+    fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
+        self.writer.run(move |client| -> Result<()> {
+            client.execute(
+                "INSERT INTO quotas (org_id, lane, quotas) VALUES ($1, $2, $3)
+                 ON CONFLICT (org_id, lane) DO UPDATE SET quotas = excluded.quotas",
+                &[&i64::from(org.0), &(lane.index() as i64), &json(&quotas)],
+            )?;
+            Ok(())
+        })?
+    }
+
+    fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>> {
+        self.read().run(|client| -> Result<Vec<(OrgId, Lane, Quotas)>> {
+            let rows = client.query("SELECT org_id, lane, quotas FROM quotas", &[])?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        OrgId(row.get::<_, i64>(0) as u32),
+                        lane_of(row.get(1))?,
+                        from_json(row.get::<_, &str>(2))?,
+                    ))
+                })
+                .collect()
+        })?
+    }
+
+    fn webhook_secret(&self, org: OrgId, fresh: &str) -> Result<String> {
+        let fresh = fresh.to_owned();
+        self.writer.run(move |client| -> Result<String> {
+            let row = client.query_opt(
+                "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, $2) WHERE id = $1
+                 RETURNING webhook_secret",
+                &[&i64::from(org.0), &fresh],
+            )?;
+            row.map(|row| row.get(0)).ok_or(Error::NotFound("organisation"))
+        })?
+    }
+
+    fn create_token(
+        &self,
+        org: OrgId,
+        label: &str,
+        prefix: &str,
+        hash: &str,
+        at: Millis,
+    ) -> Result<TokenRow> {
+        let (label, prefix, hash) = (label.to_owned(), prefix.to_owned(), hash.to_owned());
+        self.writer.run(move |client| -> Result<TokenRow> {
+            let known = client.query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&i64::from(org.0)])?.is_some();
+            if !known {
+                return Err(Error::NotFound("organisation"));
+            }
+            let row = client.query_one(
+                "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)
+                 RETURNING id",
+                &[&i64::from(org.0), &label, &prefix, &hash, &at],
+            )?;
+            Ok(TokenRow {
+                id: row.get::<_, i64>(0) as u64,
+                org,
+                label,
+                prefix,
+                created_at: at,
+                revoked_at: None,
+            })
+        })?
+    }
+
+    fn tokens(&self, org: OrgId) -> Result<Vec<TokenRow>> {
+        self.read().run(move |client| -> Result<Vec<TokenRow>> {
+            let rows = client.query(
+                "SELECT id, org_id, label, prefix, created_at, revoked_at FROM tokens WHERE org_id = $1 ORDER BY id",
+                &[&i64::from(org.0)],
+            )?;
+            Ok(rows.iter().map(token_from_row).collect())
+        })?
+    }
+
+    fn revoke_token(&self, org: OrgId, id: u64, at: Millis) -> Result<()> {
+        self.writer.run(move |client| -> Result<()> {
+            let changed = client.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE org_id = $1 AND id = $2",
+                &[&i64::from(org.0), &(id as i64), &at],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("token"));
+            }
+            Ok(())
+        })?
+    }
+
+    fn token_org(&self, hash: &str) -> Result<Option<OrgId>> {
+        let hash = hash.to_owned();
+        self.read().run(move |client| -> Result<Option<OrgId>> {
+            let row = client
+                .query_opt("SELECT org_id FROM tokens WHERE hash = $1 AND revoked_at IS NULL", &[&hash])?;
+            Ok(row.map(|row| OrgId(row.get::<_, i64>(0) as u32)))
+        })?
+    }
+
+    fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin> {
+        let (name, content_hash, bytes) = (name.to_owned(), content_hash.to_owned(), bytes.to_vec());
+        self.writer.run(move |client| -> Result<StoredPlugin> {
+            client.execute(
+                "INSERT INTO plugins (org_id, name, content_hash, bytes) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (org_id, content_hash) DO NOTHING",
+                &[&i64::from(org.0), &name, &content_hash, &bytes],
+            )?;
+            let row = client.query_one(
+                "SELECT id FROM plugins WHERE org_id = $1 AND content_hash = $2",
+                &[&i64::from(org.0), &content_hash],
+            )?;
+            Ok(StoredPlugin { id: row.get::<_, i64>(0) as u64, content_hash })
+        })?
+    }
+
+    fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>> {
+        self.read().run(move |client| -> Result<Option<Vec<u8>>> {
+            let row = client.query_opt(
+                "SELECT bytes FROM plugins WHERE org_id = $1 AND id = $2",
+                &[&i64::from(org.0), &(plugin as i64)],
+            )?;
+            Ok(row.map(|row| row.get(0)))
+        })?
+    }
+
+    fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>> {
+        self.read().run(move |client| -> Result<Vec<PluginRow>> {
+            let rows = client.query(
+                "SELECT id, name, content_hash, length(bytes)::BIGINT FROM plugins WHERE org_id = $1 ORDER BY id",
+                &[&i64::from(org.0)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| PluginRow {
+                    id: row.get::<_, i64>(0) as u64,
+                    name: row.get(1),
+                    content_hash: row.get(2),
+                    size: row.get::<_, i64>(3) as u64,
+                })
+                .collect())
+        })?
+    }
+
+    fn save_definition(&self, d: &Definition) -> Result<DefinitionId> {
+        let d = d.clone();
+        self.writer.run(move |client| -> Result<DefinitionId> {
+            let (trigger, kind) = (json(&d.trigger), json(&d.kind));
+            if d.id.0 == 0 {
+                let row = client.query_one(
+                    "INSERT INTO definitions (org_id, name, trigger, kind, active, auto_delete)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[&i64::from(d.org.0), &d.name, &trigger, &kind, &d.active, &d.auto_delete],
+                )?;
+                return Ok(DefinitionId(row.get::<_, i64>(0) as u64));
+            }
+            let changed = client.execute(
+                "UPDATE definitions SET name = $3, trigger = $4, kind = $5, active = $6, auto_delete = $7
+                 WHERE org_id = $1 AND id = $2",
+                &[&i64::from(d.org.0), &(d.id.0 as i64), &d.name, &trigger, &kind, &d.active, &d.auto_delete],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("definition"));
+            }
+            Ok(d.id)
+        })?
+    }
+
+    fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
+        self.writer.run(move |client| -> Result<()> {
+            let changed = client.execute(
+                "UPDATE definitions SET active = $3 WHERE org_id = $1 AND id = $2",
+                &[&i64::from(org.0), &(id.0 as i64), &active],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("definition"));
+            }
+            Ok(())
+        })?
+    }
+
+    fn definitions(&self) -> Result<Vec<Definition>> {
+        self.read().run(|client| -> Result<Vec<Definition>> {
+            let rows = client
+                .query("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions", &[])?;
+            rows.iter().map(definition_from_row).collect()
+        })?
+    }
+
+    fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
+        self.writer.run(move |client| -> Result<()> {
+            let changed = client.execute(
+                "DELETE FROM definitions WHERE org_id = $1 AND id = $2",
+                &[&i64::from(org.0), &(id.0 as i64)],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("definition"));
+            }
+            Ok(())
+        })?
+    }
+
+    fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>> {
+        let batches: Vec<Batch> = batches.iter().map(|b| (*b).clone()).collect();
+        self.writer.run(move |client| -> Result<Vec<Result<Vec<JobId>>>> {
+            let mut tx = client.transaction()?;
+            let mut results = Vec::with_capacity(batches.len());
+            for batch in &batches {
+                // A savepoint per batch (a nested transaction): one whose record writes
+                // no longer apply is rolled back alone.
+                let mut savepoint = tx.transaction()?;
+                match write_batch(&mut savepoint, batch) {
+                    Ok(ids) => {
+                        savepoint.commit()?;
+                        results.push(Ok(ids));
+                    }
+                    Err(e @ Error::WriteConflict(_)) => {
+                        savepoint.rollback()?;
+                        results.push(Err(e));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit()?;
+            Ok(results)
+        })?
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
+        self.select_jobs(
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status < 30 ORDER BY id"),
+            JobQuery::Unfinished,
+        )
+    }
+
+    fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2");
+        Ok(self.select_jobs(sql, JobQuery::One(i64::from(org.0), id.0 as i64))?.pop())
+    }
+
+    fn jobs(&self, org: OrgId, f: &JobFilter) -> Result<Vec<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND ($2::BIGINT IS NULL OR status = $2)
+             AND ($3::BIGINT IS NULL OR definition_id = $3) AND ($4::BIGINT IS NULL OR lane = $4)
+             AND ($5::TEXT IS NULL OR correlation_id = $5) AND ($6::BIGINT IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7"
+        );
+        self.select_jobs(sql, JobQuery::Filtered(i64::from(org.0), f.clone()))
+    }
+
+    fn operation(&self, org: OrgId, job: JobId) -> Result<Option<OperationRow>> {
+        self.read().run(move |client| -> Result<Option<OperationRow>> {
+            let Some(row) = client.query_opt(
+                "SELECT callback_uri, expires_at, delivery_state, delivery_attempts, delivery_error, delivered_at
+                 FROM operations WHERE org_id = $1 AND job_id = $2",
+                &[&i64::from(org.0), &(job.0 as i64)],
+            )?
+            else {
+                return Ok(None);
+            };
+            let state: String = row.get(2);
+            let delivery = Delivery {
+                state: from_json(&format!("\"{state}\""))?,
+                attempts: row.get::<_, i64>(3) as u32,
+                error: row.get(4),
+                at: row.get(5),
+            };
+            Ok(Some(OperationRow { job, org, callback_uri: row.get(0), expires_at: row.get(1), delivery }))
+        })?
+    }
+
+    fn record_delivery(&self, job: JobId, d: &Delivery) -> Result<()> {
+        let d = d.clone();
+        self.writer.run(move |client| -> Result<()> {
+            client.execute(
+                "UPDATE operations SET delivery_state = $2, delivery_attempts = $3, delivery_error = $4,
+                    delivered_at = $5 WHERE job_id = $1",
+                &[&(job.0 as i64), &delivery_state_name(d.state), &i64::from(d.attempts), &d.error, &d.at],
+            )?;
+            Ok(())
+        })?
+    }
+
+    fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>> {
+        self.read().run(|client| -> Result<Vec<(OrgId, JobId)>> {
+            let rows = client.query(
+                "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
+                 WHERE o.delivery_state = 'waiting' AND j.status >= 30 ORDER BY o.job_id",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| (OrgId(row.get::<_, i64>(0) as u32), JobId(row.get::<_, i64>(1) as u64)))
+                .collect())
+        })?
+    }
+
+    fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
+        let c = *c;
+        self.writer.run(move |client| -> Result<(u64, u64)> {
+            let mut tx = client.transaction()?;
+            let mut deleted = 0;
+            for (status, before) in
+                [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
+            {
+                deleted += tx.execute(
+                    "DELETE FROM jobs WHERE status = $1 AND completed_at < $2 AND operation != $3",
+                    &[&i64::from(status.code()), &before, &operation_name(Operation::BackgroundOperation)],
+                )?;
+            }
+            deleted += tx.execute(
+                "DELETE FROM jobs WHERE status >= 30
+                 AND id IN (SELECT job_id FROM operations WHERE expires_at < $1)",
+                &[&c.operations],
+            )?;
+            let cleared = tx.execute(
+                "UPDATE jobs SET trace = NULL WHERE trace IS NOT NULL AND completed_at < $1",
+                &[&c.trace],
+            )?;
+            tx.commit()?;
+            Ok((deleted, cleared))
+        })?
+    }
+
+    fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        self.read().run(move |client| -> Result<Vec<(Lane, Status, u64)>> {
+            let rows = client.query(
+                "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = $1 GROUP BY lane, status",
+                &[&i64::from(org.0)],
+            )?;
+            rows.iter()
+                .map(|row| Ok((lane_of(row.get(0))?, status_of(row.get(1))?, row.get::<_, i64>(2) as u64)))
+                .collect()
+        })?
+    }
+}
