@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use ::postgres::{Client, GenericClient, NoTls, Row};
+use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use super::columns::{
     JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
@@ -249,12 +249,10 @@ fn read_attributes(
     entity: &str,
     id: &str,
 ) -> std::result::Result<Option<Attributes>, RecordError> {
-    let row = client
-        .query_opt(
-            "SELECT attributes FROM records WHERE org_id = $1 AND entity = $2 AND id = $3",
-            &[&org, &entity, &id],
-        )
-        .map_err(record_error)?;
+    let statement =
+        prepared(client, "SELECT attributes FROM records WHERE org_id = $1 AND entity = $2 AND id = $3")
+            .map_err(record_error)?;
+    let row = client.query_opt(&statement, &[&org, &entity, &id]).map_err(record_error)?;
     row.map(|row| {
         serde_json::from_str(row.get::<_, &str>(0))
             .map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))
@@ -271,13 +269,14 @@ fn apply_change(
     match change {
         RecordChange::Create { entity, id, attributes } => {
             check_entity_name(entity)?;
-            let inserted = client
-                .execute(
-                    "INSERT INTO records (org_id, entity, id, attributes) VALUES ($1, $2, $3, $4)
+            let statement = prepared(
+                client,
+                "INSERT INTO records (org_id, entity, id, attributes) VALUES ($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
-                    &[&org, entity, id, &json(attributes)],
-                )
-                .map_err(record_error)?;
+            )
+            .map_err(record_error)?;
+            let inserted =
+                client.execute(&statement, &[&org, entity, id, &json(attributes)]).map_err(record_error)?;
             if inserted == 0 {
                 return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
             }
@@ -286,26 +285,45 @@ fn apply_change(
             let mut record = read_attributes(client, org, entity, id)?
                 .ok_or_else(|| RecordError::NotFound { entity: entity.clone(), id: id.clone() })?;
             merge(&mut record, attributes);
-            client
-                .execute(
-                    "UPDATE records SET attributes = $4 WHERE org_id = $1 AND entity = $2 AND id = $3",
-                    &[&org, entity, id, &json(&record)],
-                )
-                .map_err(record_error)?;
+            let statement = prepared(
+                client,
+                "UPDATE records SET attributes = $4 WHERE org_id = $1 AND entity = $2 AND id = $3",
+            )
+            .map_err(record_error)?;
+            client.execute(&statement, &[&org, entity, id, &json(&record)]).map_err(record_error)?;
         }
         RecordChange::Delete { entity, id } => {
-            let deleted = client
-                .execute(
-                    "DELETE FROM records WHERE org_id = $1 AND entity = $2 AND id = $3",
-                    &[&org, entity, id],
-                )
-                .map_err(record_error)?;
+            let statement =
+                prepared(client, "DELETE FROM records WHERE org_id = $1 AND entity = $2 AND id = $3")
+                    .map_err(record_error)?;
+            let deleted = client.execute(&statement, &[&org, entity, id]).map_err(record_error)?;
             if deleted == 0 {
                 return Err(RecordError::NotFound { entity: entity.clone(), id: id.clone() });
             }
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// This thread's connection's prepared statements: a connection has a thread of its
+    /// own, so a thread-local cache is a per-connection one (the job path's statements
+    /// are parsed once, not on every call).
+    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, Statement>> =
+        Default::default();
+}
+
+/// The statement for `sql`, prepared once per connection.
+fn prepared(
+    client: &mut impl GenericClient,
+    sql: &'static str,
+) -> std::result::Result<Statement, ::postgres::Error> {
+    if let Some(statement) = PREPARED.with(|cache| cache.borrow().get(sql).cloned()) {
+        return Ok(statement);
+    }
+    let statement = client.prepare(sql)?;
+    PREPARED.with(|cache| cache.borrow_mut().insert(sql, statement.clone()));
+    Ok(statement)
 }
 
 /// Writes one batch: its record changes, its transitions, its new jobs.
@@ -325,11 +343,12 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<J
         let (entity, record) = job.record.clone().unzip();
         let (code, message) = job.error.clone().unzip();
         let completed = job.status.is_terminal().then_some(job.created_at);
-        let row = client.query_one(
-            "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
+        let statement = prepared(client, "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
                 record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
                 error_code, error_message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id")?;
+        let row = client.query_one(
+            &statement,
             &[
                 &i64::from(job.org.0),
                 &(job.lane.index() as i64),
@@ -356,9 +375,13 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<J
                 Some(_) => DeliveryState::Waiting,
                 None => DeliveryState::None,
             };
-            client.execute(
+            let statement = prepared(
+                client,
                 "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
                  VALUES ($1, $2, $3, $4, $5)",
+            )?;
+            client.execute(
+                &statement,
                 &[
                     &id,
                     &i64::from(job.org.0),
@@ -375,19 +398,24 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<J
 fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
     match update {
         JobUpdate::Started { id, at } => {
-            client.execute(
+            let statement = prepared(
+                client,
                 "UPDATE jobs SET status = 20, started_at = $2, postpone_until = NULL WHERE id = $1",
-                &[&(id.0 as i64), at],
             )?;
+            client.execute(&statement, &[&(id.0 as i64), at])?;
         }
         JobUpdate::Status { id, at, status, error } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
-            client.execute(
+            let statement = prepared(
+                client,
                 "UPDATE jobs SET status = $2, completed_at = COALESCE($3, completed_at),
                     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message),
                     postpone_until = CASE WHEN $2::BIGINT = 10 THEN postpone_until ELSE NULL END
                  WHERE id = $1",
+            )?;
+            client.execute(
+                &statement,
                 &[&(id.0 as i64), &i64::from(status.code()), &completed, &code, &message],
             )?;
         }
@@ -414,18 +442,20 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                 }
             }
             if *delete {
-                client.execute("DELETE FROM jobs WHERE id = $1", &[&(id.0 as i64)])?;
+                let statement = prepared(client, "DELETE FROM jobs WHERE id = $1")?;
+                client.execute(&statement, &[&(id.0 as i64)])?;
                 return Ok(());
             }
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
-            client.execute(
-                "UPDATE jobs SET status = $2, completed_at = $3, postpone_until = $4,
+            let statement = prepared(client, "UPDATE jobs SET status = $2, completed_at = $3, postpone_until = $4,
                     retry_count = retry_count + $5, postponement_count = $6, error_code = $7, error_message = $8,
                     output = $9, fuel_used = fuel_used + $10, wall_time_us = wall_time_us + $11,
                     host_time_us = host_time_us + $12, peak_memory_bytes = GREATEST(peak_memory_bytes, $13),
                     trace = $14, exception_times = $15
-                 WHERE id = $1",
+                 WHERE id = $1")?;
+            client.execute(
+                &statement,
                 &[
                     &(id.0 as i64),
                     &i64::from(status.code()),
