@@ -197,7 +197,7 @@ pub struct Completion {
     pub at: std::time::Instant,
     /// Its last execution's start and end (where the time before the commit went).
     pub ran: (std::time::Instant, std::time::Instant),
-    /// When the round that committed it began (after the commit window).
+    /// When the writer began the group that committed it.
     pub round_began: std::time::Instant,
 }
 

@@ -135,6 +135,8 @@ type Task = Box<dyn FnOnce(&mut Client) + Send>;
 /// One connection on its own thread.
 struct Connection {
     tasks: mpsc::Sender<Task>,
+    /// Calls queued or running on it: reads go to an idle reader when there is one.
+    in_flight: AtomicUsize,
 }
 
 impl Connection {
@@ -156,16 +158,22 @@ impl Connection {
             }
         })?;
         opened.recv().map_err(|_| Error::Database("the connection's thread ended".into()))??;
-        Ok(Connection { tasks })
+        Ok(Connection { tasks, in_flight: AtomicUsize::new(0) })
     }
 
     /// Runs `work` on the connection and waits for its result.
     fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Client) -> T + Send + 'static) -> Result<T> {
         let (reply, result) = mpsc::sync_channel(1);
-        self.tasks
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let answer = self
+            .tasks
             .send(Box::new(move |client| drop(reply.send(work(client)))))
-            .map_err(|_| Error::Database("the connection's thread ended".into()))?;
-        result.recv().map_err(|_| Error::Database("the connection's thread ended".into()))
+            .map_err(|_| Error::Database("the connection's thread ended".into()))
+            .and_then(|()| {
+                result.recv().map_err(|_| Error::Database("the connection's thread ended".into()))
+            });
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        answer
     }
 }
 
@@ -525,8 +533,15 @@ impl PostgresStore {
         Ok(PostgresStore { writer, readers, next_reader: AtomicUsize::new(0) })
     }
 
+    /// A reader: an idle one if there is one (so one tenant's long query queues nobody
+    /// behind it while another reader is free, as with SQLite), else the next in turn.
     fn read(&self) -> &Connection {
-        &self.readers[self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len()]
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        (0..n)
+            .map(|k| &self.readers[(start + k) % n])
+            .find(|reader| reader.in_flight.load(Ordering::Relaxed) == 0)
+            .unwrap_or(&self.readers[start % n])
     }
 
     fn select_jobs(&self, sql: String, parameters: JobQuery) -> Result<Vec<JobRow>> {
