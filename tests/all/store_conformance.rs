@@ -7,8 +7,8 @@ use sluice::engine::{Accounting, Mode, Stage};
 use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
 use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
 use sluice::store::{
-    Batch, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, PostgresStore,
-    SqliteStore, Store, Trigger,
+    Batch, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation,
+    PostgresStore, SqliteStore, Store, Trigger,
 };
 
 use crate::support::attrs;
@@ -219,12 +219,94 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
     assert_eq!(again.definitions().unwrap().len(), 1);
 }
 
+/// What several nodes on one database share: leases with epochs that fence commits,
+/// adoption of jobs created elsewhere, heartbeats, the change log and singletons.
+fn cluster_conformance(store: &dyn Store) {
+    let org = store.create_org("leased").unwrap();
+    let waiting = store.insert_jobs(&[new_job(org, 1)]).unwrap();
+
+    // Clocks and heartbeats.
+    let now = store.database_now().unwrap();
+    let system =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - system).abs() < 60_000, "the database's clock is a wall clock");
+    store.heartbeat("n1", 30_000).unwrap();
+    store.heartbeat("dead", -1).unwrap();
+    assert_eq!(store.heartbeat("n2", 30_000).unwrap(), vec!["n1".to_owned(), "n2".to_owned()]);
+
+    // A lease is taken once, with the org's unfinished jobs.
+    let taken = store.take_lease("n1", org, 30_000).unwrap().expect("a free lease is taken");
+    assert_eq!(taken.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), waiting);
+    let first = taken.fence;
+    assert_eq!(store.take_lease("n2", org, 30_000).unwrap(), None, "a live lease is not taken");
+    assert_eq!(store.renew_leases("n1", &[first], 30_000).unwrap(), vec![org]);
+    let leases = store.leases().unwrap();
+    assert_eq!((leases[0].org, leases[0].node.as_str(), leases[0].epoch), (org, "n1", first.epoch));
+
+    // Jobs of an unfenced batch wait to be adopted; a fenced batch's are adopted already.
+    let elsewhere =
+        store.commit(&Batch { jobs: vec![new_job(org, 2)], unadopted: true, ..Batch::default() }).unwrap();
+    let fenced = Batch { jobs: vec![new_job(org, 3)], fence: Some(first), ..Batch::default() };
+    let here = store.commit(&fenced).unwrap();
+    let adopted: Vec<JobId> = store.adopt_jobs(&[first]).unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(adopted, elsewhere, "only the unadopted job, once");
+    assert!(store.adopt_jobs(&[first]).unwrap().is_empty());
+    assert_ne!(here, elsewhere);
+
+    // Released, taken by another node at a new epoch: the old holder is fenced out.
+    store.release_lease("n1", first).unwrap();
+    let second = store.take_lease("n2", org, 30_000).unwrap().expect("a released lease is taken").fence;
+    assert!(second.epoch > first.epoch);
+    let started = JobUpdate::Started { id: waiting[0], at: 5_000 };
+    let stale = Batch { updates: vec![started.clone()], fence: Some(first), ..Batch::default() };
+    let current = Batch { jobs: vec![new_job(org, 4)], fence: Some(second), ..Batch::default() };
+    let results = store.commit_each(&[&stale, &current]).unwrap();
+    assert!(matches!(results[0], Err(Error::Fenced(o)) if o == org), "{:?}", results[0]);
+    assert!(results[1].is_ok(), "the other batch commits");
+    assert_eq!(store.job(org, waiting[0]).unwrap().unwrap().status, Status::WaitingForResources);
+    assert!(store.adopt_jobs(&[first]).unwrap().is_empty(), "a stale fence adopts nothing");
+    assert!(store.renew_leases("n1", &[first], 30_000).unwrap().is_empty(), "a lost lease is not renewed");
+
+    // An expired lease is taken by whoever asks; its jobs and throughput come along.
+    store.commit(&Batch { updates: vec![started], fence: Some(second), ..Batch::default() }).unwrap();
+    assert_eq!(store.starts_since(org, Lane::Priority, 5_000).unwrap(), 1);
+    assert_eq!(store.starts_since(org, Lane::Priority, 5_001).unwrap(), 0);
+    assert_eq!(store.starts_since(org, Lane::Regular, 0).unwrap(), 0);
+    assert_eq!(store.renew_leases("n2", &[second], -1).unwrap(), vec![org]);
+    let third = store.take_lease("n3", org, 30_000).unwrap().expect("an expired lease is taken");
+    assert!(third.fence.epoch > second.epoch);
+    assert_eq!(third.jobs.len(), 4, "every unfinished job of the org");
+    assert!(third.jobs.iter().any(|j| j.id == waiting[0] && j.status == Status::InProgress));
+
+    // The change log: in order, each command answered on its entry.
+    let start = store.last_change().unwrap();
+    let a = store.log_change(org, ChangeKind::Definition, 7).unwrap();
+    let b = store.log_change(org, ChangeKind::Cancel, waiting[0].0).unwrap();
+    let changes = store.changes_after(start, 10).unwrap();
+    assert_eq!(
+        changes.iter().map(|c| (c.id, c.kind, c.key)).collect::<Vec<_>>(),
+        vec![(a, ChangeKind::Definition, 7), (b, ChangeKind::Cancel, waiting[0].0)]
+    );
+    assert_eq!(store.changes_after(a, 10).unwrap().len(), 1);
+    assert_eq!(store.last_change().unwrap(), b);
+    store.answer_change(b, "canceled").unwrap();
+    assert_eq!(store.change(b).unwrap().unwrap().answer.as_deref(), Some("canceled"));
+    assert_eq!(store.change(b + 100).unwrap(), None);
+
+    // Singletons: one holder until it lapses.
+    assert!(store.take_singleton("retention", "n1", 30_000).unwrap());
+    assert!(!store.take_singleton("retention", "n2", 30_000).unwrap());
+    assert!(store.take_singleton("retention", "n1", -1).unwrap(), "the holder renews");
+    assert!(store.take_singleton("retention", "n2", 30_000).unwrap(), "a lapsed singleton is taken");
+}
+
 #[test]
 fn sqlite_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data").join("sluice.db");
     let open = |path: &Path| -> Box<dyn Store> { Box::new(SqliteStore::open(path).unwrap()) };
     conformance(&|| open(&path), &|| open(&path));
+    cluster_conformance(open(&path).as_ref());
 }
 
 /// The same suite on PostgreSQL: a real server, started on 127.0.0.1 by `scripts/test`
@@ -234,6 +316,7 @@ fn postgres_passes_the_conformance_suite() {
     let url = crate::support::fresh_postgres_database();
     let open = |url: &str| -> Box<dyn Store> { Box::new(PostgresStore::open(url).unwrap()) };
     conformance(&|| open(&url), &|| open(&url));
+    cluster_conformance(open(&url).as_ref());
 }
 
 #[test]

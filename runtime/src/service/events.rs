@@ -136,7 +136,7 @@ impl Service {
         let batch = Batch {
             changes: changes.into_iter().map(|c| (org, c)).collect(),
             jobs: planned,
-            updates: vec![],
+            ..Batch::default()
         };
         let ids = self.commit_and_start(batch).await?;
         Ok(prepared

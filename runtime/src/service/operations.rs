@@ -168,7 +168,8 @@ impl Service {
         let _turn = self.commit_turn(org).await?;
         let jobs =
             self.plan_jobs(&mut self.state(), org, &triggers, &context.correlation_id, overlay.as_ref());
-        let batch = Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs, updates: vec![] };
+        let batch =
+            Batch { changes: changes.into_iter().map(|c| (org, c)).collect(), jobs, ..Batch::default() };
         self.commit_and_start(batch).await?;
         Ok(output)
     }

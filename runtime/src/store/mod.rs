@@ -8,6 +8,7 @@
 //! many jobs and requests (group commit), with each finished job's record writes in the
 //! same transaction as its completion.
 
+mod cluster;
 mod columns;
 mod model;
 mod postgres;
@@ -15,6 +16,7 @@ mod schema;
 mod sqlite;
 
 pub use self::postgres::PostgresStore;
+pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
     ApiParameter, Background, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
     JobUpdate, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStep,
@@ -44,6 +46,10 @@ pub enum Error {
     /// or deleted by a commit since it was read). Nothing of the batch was written.
     #[error("write conflict: {0}")]
     WriteConflict(String),
+    /// The batch's fence no longer holds: another node took the org's lease since (see
+    /// [`Fence`]). Nothing of the batch was written.
+    #[error("this node no longer holds org {}'s lease", .0.0)]
+    Fenced(OrgId),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -55,6 +61,13 @@ pub struct Batch {
     pub changes: Vec<(OrgId, crate::records::RecordChange)>,
     pub updates: Vec<JobUpdate>,
     pub jobs: Vec<NewJob>,
+    /// Commit only while this node still holds the org at this epoch (else the batch
+    /// fails alone with [`Error::Fenced`]). The batch's new jobs are then adopted by the
+    /// fence's holder; without a fence they wait to be adopted ([`Store::adopt_jobs`]).
+    pub fence: Option<Fence>,
+    /// The new jobs wait to be adopted by the org's holder ([`Store::adopt_jobs`]): the
+    /// committing node does not hold the org. (A single node holds everything: false.)
+    pub unadopted: bool,
 }
 
 /// What every backend provides. Records come through [`RecordStore`].
@@ -126,6 +139,41 @@ pub trait Store: RecordStore {
     fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>>;
     /// Counts of the org's jobs per lane and status.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
+    // ---- several nodes on one database (see `cluster.rs`) ----
+
+    /// The database's clock: the one time every node agrees on (leases, windows).
+    fn database_now(&self) -> Result<Millis>;
+    /// Notes that `node` is alive for `ttl` more; returns the nodes alive now, by name.
+    fn heartbeat(&self, node: &str, ttl: Millis) -> Result<Vec<String>>;
+    /// Every org's lease.
+    fn leases(&self) -> Result<Vec<Lease>>;
+    /// Takes the org's lease if it is free, expired or already `node`'s, at a new epoch,
+    /// with the org's unfinished jobs, which the taker now holds (adopted). `None` when
+    /// another node holds it.
+    fn take_lease(&self, node: &str, org: OrgId, ttl: Millis) -> Result<Option<Taken>>;
+    /// Extends the leases `node` still holds at these epochs; returns their orgs (a lease
+    /// missing from the answer was lost).
+    fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>>;
+    /// Gives a lease up at once (the next taker need not wait for it to expire).
+    fn release_lease(&self, node: &str, fence: Fence) -> Result<()>;
+    /// The unfinished jobs nobody holds yet (created by unfenced batches) of the orgs still
+    /// held at these epochs, now adopted: created on another node, they are this one's.
+    fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>>;
+    /// Starts of an org's lane at or after `since` (a taker restores the throughput window).
+    fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32>;
+    /// Adds a change to the log; returns its id.
+    fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64>;
+    /// The changes after `after`, oldest first, at most `limit`.
+    fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>>;
+    /// The id of the last change (a node starting reads from there on).
+    fn last_change(&self) -> Result<u64>;
+    fn change(&self, id: u64) -> Result<Option<Change>>;
+    /// Writes a command's answer on its change.
+    fn answer_change(&self, id: u64, answer: &str) -> Result<()>;
+    /// Takes or renews a cluster-wide singleton (e.g. the retention purge) for `ttl`;
+    /// whether `node` holds it now.
+    fn take_singleton(&self, name: &str, node: &str, ttl: Millis) -> Result<bool>;
+
     /// Deletes finished jobs completed before their status's cutoff (background
     /// operations: past their expiry instead) and clears trace logs of jobs completed
     /// before `trace`; returns (jobs deleted, traces cleared).

@@ -20,7 +20,7 @@ use super::model::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
     OperationRow, PluginRow, StoredPlugin, TokenRow,
 };
-use super::{Batch, Cutoffs, Error, Result, Store};
+use super::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::{
@@ -128,7 +128,42 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX operations_by_expiry ON operations (expires_at);
     CREATE INDEX operations_waiting ON operations (job_id) WHERE delivery_state = 'waiting';
     ",
+    // 2: several nodes on one database (see `cluster.rs`).
+    "
+    ALTER TABLE jobs ADD COLUMN adopted BOOLEAN NOT NULL DEFAULT TRUE;
+    CREATE INDEX jobs_unadopted ON jobs (org_id) WHERE NOT adopted AND status < 30;
+    CREATE INDEX jobs_started ON jobs (org_id, lane, started_at);
+    CREATE TABLE shard_leases (
+        org_id BIGINT PRIMARY KEY,
+        node TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE changes (
+        id BIGSERIAL PRIMARY KEY,
+        org_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        key BIGINT NOT NULL,
+        answer TEXT
+    );
+    CREATE TABLE singletons (
+        name TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    ",
 ];
+
+/// The database's clock in epoch milliseconds (the one clock all nodes share).
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Serialises writers of the change log, so that its ids commit in order (a sequence
+/// alone hands out ids at insert, and a later id could commit first and be read past).
+const CHANGE_LOG_LOCK: i64 = 0x5_1c_e10c;
 
 type Task = Box<dyn FnOnce(&mut Client) + Send>;
 
@@ -179,6 +214,9 @@ impl Connection {
 
 pub struct PostgresStore {
     writer: Connection,
+    /// Leases, heartbeats, the change log and adoption: never queued behind a commit
+    /// (a renewal stuck behind the writer could let a lease expire).
+    coordinator: Connection,
     readers: Vec<Connection>,
     next_reader: AtomicUsize,
 }
@@ -342,10 +380,44 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     for update in &batch.updates {
         apply_update(client, update)?;
     }
-    insert_jobs(client, &batch.jobs)
+    insert_jobs(client, &batch.jobs, !batch.unadopted)
 }
 
-fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+/// Locks the leases the batches are fenced by (`FOR SHARE`: a taker's epoch bump waits
+/// for this commit, and this commit sees a bump committed before it), all at the start
+/// and in org order, so the writer never holds a job's row while waiting for a lease (a
+/// taker holds the lease while it adopts the org's jobs). Returns the fences that hold.
+fn lock_fences(client: &mut impl GenericClient, batches: &[Batch]) -> Result<Vec<Fence>> {
+    let mut orgs: Vec<i64> = batches.iter().filter_map(|b| b.fence).map(|f| i64::from(f.org.0)).collect();
+    if orgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    orgs.sort_unstable();
+    orgs.dedup();
+    let statement = prepared(
+        client,
+        "SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE",
+    )?;
+    let rows = client.query(&statement, &[&orgs])?;
+    Ok(rows
+        .iter()
+        .map(|row| Fence { org: OrgId(row.get::<_, i64>(0) as u32), epoch: row.get::<_, i64>(1) as u64 })
+        .collect())
+}
+
+fn change_from_row(row: &Row) -> Result<Change> {
+    let kind: String = row.get(2);
+    Ok(Change {
+        id: row.get::<_, i64>(0) as u64,
+        org: OrgId(row.get::<_, i64>(1) as u32),
+        kind: ChangeKind::of_name(&kind)
+            .ok_or_else(|| Error::Corrupt(format!("a change of unknown kind '{kind}'")))?,
+        key: row.get::<_, i64>(3) as u64,
+        answer: row.get(4),
+    })
+}
+
+fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (entity, record) = job.record.clone().unzip();
@@ -353,8 +425,8 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<J
         let completed = job.status.is_terminal().then_some(job.created_at);
         let statement = prepared(client, "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
                 record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-                error_code, error_message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id")?;
+                error_code, error_message, adopted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id")?;
         let row = client.query_one(
             &statement,
             &[
@@ -374,6 +446,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob]) -> Result<Vec<J
                 &completed,
                 &code,
                 &message,
+                &adopted,
             ],
         )?;
         let id: i64 = row.get(0);
@@ -530,7 +603,8 @@ impl PostgresStore {
             Ok(())
         })??;
         let readers = (0..READERS).map(|_| Connection::open(url)).collect::<Result<Vec<_>>>()?;
-        Ok(PostgresStore { writer, readers, next_reader: AtomicUsize::new(0) })
+        let coordinator = Connection::open(url)?;
+        Ok(PostgresStore { writer, coordinator, readers, next_reader: AtomicUsize::new(0) })
     }
 
     /// A reader: an idle one if there is one (so one tenant's long query queues nobody
@@ -920,8 +994,13 @@ impl Store for PostgresStore {
         let batches: Vec<Batch> = batches.iter().map(|b| (*b).clone()).collect();
         self.writer.run(move |client| -> Result<Vec<Result<Vec<JobId>>>> {
             let mut tx = client.transaction()?;
+            let held = lock_fences(&mut tx, &batches)?;
             let mut results = Vec::with_capacity(batches.len());
             for batch in &batches {
+                if let Some(fence) = batch.fence.filter(|fence| !held.contains(fence)) {
+                    results.push(Err(Error::Fenced(fence.org)));
+                    continue;
+                }
                 // A savepoint per batch (a nested transaction): one whose record writes
                 // no longer apply is rolled back alone.
                 let mut savepoint = tx.transaction()?;
@@ -1008,6 +1087,222 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|row| (OrgId(row.get::<_, i64>(0) as u32), JobId(row.get::<_, i64>(1) as u64)))
                 .collect())
+        })?
+    }
+
+    fn database_now(&self) -> Result<Millis> {
+        self.coordinator.run(|client| -> Result<Millis> {
+            Ok(client.query_one(&format!("SELECT {NOW_MS}"), &[])?.get(0))
+        })?
+    }
+
+    fn heartbeat(&self, node: &str, ttl: Millis) -> Result<Vec<String>> {
+        let node = node.to_owned();
+        self.coordinator.run(move |client| -> Result<Vec<String>> {
+            client.execute(
+                &format!(
+                    "INSERT INTO nodes (name, expires_at) VALUES ($1, {NOW_MS} + $2)
+                     ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at"
+                ),
+                &[&node, &ttl],
+            )?;
+            // Nodes dead for an hour are forgotten.
+            client.execute(&format!("DELETE FROM nodes WHERE expires_at < {NOW_MS} - 3600000"), &[])?;
+            let rows = client
+                .query(&format!("SELECT name FROM nodes WHERE expires_at > {NOW_MS} ORDER BY name"), &[])?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })?
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        self.coordinator.run(|client| -> Result<Vec<Lease>> {
+            let rows = client
+                .query("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id", &[])?;
+            Ok(rows
+                .iter()
+                .map(|row| Lease {
+                    org: OrgId(row.get::<_, i64>(0) as u32),
+                    node: row.get(1),
+                    epoch: row.get::<_, i64>(2) as u64,
+                    expires_at: row.get(3),
+                })
+                .collect())
+        })?
+    }
+
+    fn take_lease(&self, node: &str, org: OrgId, ttl: Millis) -> Result<Option<Taken>> {
+        let node = node.to_owned();
+        self.coordinator.run(move |client| -> Result<Option<Taken>> {
+            let mut tx = client.transaction()?;
+            let org_id = i64::from(org.0);
+            let row = tx.query_opt(
+                &format!(
+                    "INSERT INTO shard_leases (org_id, node, epoch, expires_at) VALUES ($1, $2, 1, {NOW_MS} + $3)
+                     ON CONFLICT (org_id) DO UPDATE SET node = excluded.node,
+                        epoch = shard_leases.epoch + 1, expires_at = excluded.expires_at
+                     WHERE shard_leases.expires_at <= {NOW_MS} OR shard_leases.node = excluded.node
+                     RETURNING epoch"
+                ),
+                &[&org_id, &node, &ttl],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let epoch: i64 = row.get(0);
+            tx.execute("UPDATE jobs SET adopted = TRUE WHERE org_id = $1 AND NOT adopted AND status < 30", &[
+                &org_id,
+            ])?;
+            let rows = tx.query(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND status < 30 ORDER BY id"),
+                &[&org_id],
+            )?;
+            let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
+        })?
+    }
+
+    fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>> {
+        let (node, held) = (node.to_owned(), held.to_vec());
+        self.coordinator.run(move |client| -> Result<Vec<OrgId>> {
+            // One statement per lease, each its own transaction: a renewal never holds one
+            // lease's row while waiting for another's (the writer holds them `FOR SHARE`).
+            let mut renewed = Vec::new();
+            for fence in held {
+                let changed = client.execute(
+                    &format!(
+                        "UPDATE shard_leases SET expires_at = {NOW_MS} + $4
+                         WHERE org_id = $1 AND node = $2 AND epoch = $3"
+                    ),
+                    &[&i64::from(fence.org.0), &node, &(fence.epoch as i64), &ttl],
+                )?;
+                if changed == 1 {
+                    renewed.push(fence.org);
+                }
+            }
+            Ok(renewed)
+        })?
+    }
+
+    fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
+        let node = node.to_owned();
+        self.coordinator.run(move |client| -> Result<()> {
+            client.execute(
+                "UPDATE shard_leases SET expires_at = 0 WHERE org_id = $1 AND node = $2 AND epoch = $3",
+                &[&i64::from(fence.org.0), &node, &(fence.epoch as i64)],
+            )?;
+            Ok(())
+        })?
+    }
+
+    fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>> {
+        let held = held.to_vec();
+        self.coordinator.run(move |client| -> Result<Vec<JobRow>> {
+            let mut tx = client.transaction()?;
+            let orgs: Vec<i64> = held.iter().map(|f| i64::from(f.org.0)).collect();
+            let rows = tx.query(
+                "SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE",
+                &[&orgs],
+            )?;
+            let holding: Vec<i64> = rows
+                .iter()
+                .map(|row| Fence {
+                    org: OrgId(row.get::<_, i64>(0) as u32),
+                    epoch: row.get::<_, i64>(1) as u64,
+                })
+                .filter(|fence| held.contains(fence))
+                .map(|fence| i64::from(fence.org.0))
+                .collect();
+            if holding.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows = tx.query(
+                &format!(
+                    "UPDATE jobs SET adopted = TRUE WHERE org_id = ANY($1) AND NOT adopted AND status < 30
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                &[&holding],
+            )?;
+            let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            jobs.sort_by_key(|job| job.id);
+            Ok(jobs)
+        })?
+    }
+
+    fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32> {
+        self.read().run(move |client| -> Result<u32> {
+            let count: i64 = client
+                .query_one(
+                    "SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND lane = $2 AND started_at >= $3",
+                    &[&i64::from(org.0), &(lane.index() as i64), &since],
+                )?
+                .get(0);
+            Ok(count as u32)
+        })?
+    }
+
+    fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {
+        self.coordinator.run(move |client| -> Result<u64> {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOG_LOCK])?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO changes (org_id, kind, key) VALUES ($1, $2, $3) RETURNING id",
+                    &[&i64::from(org.0), &kind.name(), &(key as i64)],
+                )?
+                .get(0);
+            tx.commit()?;
+            Ok(id as u64)
+        })?
+    }
+
+    fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
+        self.coordinator.run(move |client| -> Result<Vec<Change>> {
+            let rows = client.query(
+                "SELECT id, org_id, kind, key, answer FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&(after as i64), &i64::from(limit)],
+            )?;
+            rows.iter().map(change_from_row).collect()
+        })?
+    }
+
+    fn last_change(&self) -> Result<u64> {
+        self.coordinator.run(|client| -> Result<u64> {
+            let id: i64 = client.query_one("SELECT COALESCE(MAX(id), 0) FROM changes", &[])?.get(0);
+            Ok(id as u64)
+        })?
+    }
+
+    fn change(&self, id: u64) -> Result<Option<Change>> {
+        self.read().run(move |client| -> Result<Option<Change>> {
+            let row = client.query_opt(
+                "SELECT id, org_id, kind, key, answer FROM changes WHERE id = $1",
+                &[&(id as i64)],
+            )?;
+            row.as_ref().map(change_from_row).transpose()
+        })?
+    }
+
+    fn answer_change(&self, id: u64, answer: &str) -> Result<()> {
+        let answer = answer.to_owned();
+        self.coordinator.run(move |client| -> Result<()> {
+            client.execute("UPDATE changes SET answer = $2 WHERE id = $1", &[&(id as i64), &answer])?;
+            Ok(())
+        })?
+    }
+
+    fn take_singleton(&self, name: &str, node: &str, ttl: Millis) -> Result<bool> {
+        let (name, node) = (name.to_owned(), node.to_owned());
+        self.coordinator.run(move |client| -> Result<bool> {
+            let row = client.query_opt(
+                &format!(
+                    "INSERT INTO singletons (name, node, expires_at) VALUES ($1, $2, {NOW_MS} + $3)
+                     ON CONFLICT (name) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+                     WHERE singletons.expires_at <= {NOW_MS} OR singletons.node = excluded.node
+                     RETURNING 1"
+                ),
+                &[&name, &node, &ttl],
+            )?;
+            Ok(row.is_some())
         })?
     }
 

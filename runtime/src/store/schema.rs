@@ -127,6 +127,34 @@ pub const MIGRATIONS: &[&str] = &[
     END;
     ALTER TABLE jobs ADD COLUMN exception_times TEXT;
     ",
+    // 5: several nodes on one database (see `cluster.rs`). SQLite runs one node, which
+    // holds every org, but keeps the same tables so both backends pass one suite.
+    "
+    ALTER TABLE jobs ADD COLUMN adopted INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_unadopted ON jobs (org_id) WHERE adopted = 0 AND status < 30;
+    CREATE TABLE shard_leases (
+        org_id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        org_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key INTEGER NOT NULL,
+        answer TEXT
+    );
+    CREATE TABLE singletons (
+        name TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The id a new row of `table` gets: above every id it ever had (see migration 4).

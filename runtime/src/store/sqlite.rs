@@ -19,7 +19,7 @@ use super::model::{
     OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
 };
 use super::schema::{MIGRATIONS, next_id_sql};
-use super::{Batch, Cutoffs, Error, Result, Store};
+use super::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use crate::engine::Accounting;
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::{
@@ -568,7 +568,7 @@ impl Store for SqliteStore {
                     savepoint.commit()?;
                     results.push(Ok(ids));
                 }
-                Err(e @ Error::WriteConflict(_)) => {
+                Err(e @ (Error::WriteConflict(_) | Error::Fenced(_))) => {
                     // Dropping a savepoint rolls it back.
                     drop(savepoint);
                     results.push(Err(e));
@@ -656,6 +656,193 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn database_now(&self) -> Result<Millis> {
+        // One node, one clock: the machine's.
+        Ok(system_now())
+    }
+
+    fn heartbeat(&self, node: &str, ttl: Millis) -> Result<Vec<String>> {
+        let now = system_now();
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO nodes (name, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+            params![node, now + ttl],
+        )?;
+        // Nodes dead for an hour are forgotten.
+        tx.execute("DELETE FROM nodes WHERE expires_at < ?1", params![now - 3_600_000])?;
+        let live = {
+            let mut statement = tx.prepare("SELECT name FROM nodes WHERE expires_at > ?1 ORDER BY name")?;
+            statement.query_map(params![now], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        tx.commit()?;
+        Ok(live)
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let connection = self.read();
+        let mut statement =
+            connection.prepare("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id")?;
+        let rows = statement.query_map([], |row| {
+            Ok(Lease {
+                org: OrgId(row.get::<_, i64>(0)? as u32),
+                node: row.get(1)?,
+                epoch: row.get::<_, i64>(2)? as u64,
+                expires_at: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn take_lease(&self, node: &str, org: OrgId, ttl: Millis) -> Result<Option<Taken>> {
+        let now = system_now();
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let epoch: Option<i64> = tx
+            .query_row(
+                "INSERT INTO shard_leases (org_id, node, epoch, expires_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (org_id) DO UPDATE SET node = excluded.node, epoch = epoch + 1,
+                    expires_at = excluded.expires_at
+                 WHERE shard_leases.expires_at <= ?4 OR shard_leases.node = excluded.node
+                 RETURNING epoch",
+                params![org.0, node, now + ttl, now],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(epoch) = epoch else { return Ok(None) };
+        tx.execute(
+            "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30",
+            params![org.0],
+        )?;
+        let jobs = {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND status < 30 ORDER BY id"
+            ))?;
+            let rows = statement.query_map(params![org.0], job_from_row)?;
+            rows.map(|row| finish_job(row?)).collect::<Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
+    }
+
+    fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>> {
+        let now = system_now();
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut renewed = Vec::new();
+        for fence in held {
+            let changed = tx.execute(
+                "UPDATE shard_leases SET expires_at = ?4 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
+                params![fence.org.0, node, fence.epoch as i64, now + ttl],
+            )?;
+            if changed == 1 {
+                renewed.push(fence.org);
+            }
+        }
+        tx.commit()?;
+        Ok(renewed)
+    }
+
+    fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
+        self.lock().execute(
+            "UPDATE shard_leases SET expires_at = 0 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
+            params![fence.org.0, node, fence.epoch as i64],
+        )?;
+        Ok(())
+    }
+
+    fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut jobs = Vec::new();
+        for fence in held {
+            let holds = tx
+                .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")?
+                .exists(params![fence.org.0, fence.epoch as i64])?;
+            if !holds {
+                continue;
+            }
+            let mut statement = tx.prepare_cached(&format!(
+                "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30
+                 RETURNING {JOB_COLUMNS}"
+            ))?;
+            let rows = statement.query_map(params![fence.org.0], job_from_row)?;
+            for row in rows {
+                jobs.push(finish_job(row?)?);
+            }
+        }
+        tx.commit()?;
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
+    }
+
+    fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32> {
+        let count: i64 = self.read().query_row(
+            "SELECT COUNT(*) FROM jobs WHERE org_id = ?1 AND lane = ?2 AND started_at >= ?3",
+            params![org.0, lane.index() as i64, since],
+            |row| row.get(0),
+        )?;
+        Ok(count as u32)
+    }
+
+    fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {
+        let connection = self.lock();
+        connection.execute(
+            "INSERT INTO changes (org_id, kind, key) VALUES (?1, ?2, ?3)",
+            params![org.0, kind.name(), key as i64],
+        )?;
+        Ok(connection.last_insert_rowid() as u64)
+    }
+
+    fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
+        let connection = self.read();
+        let mut statement = connection.prepare_cached(
+            "SELECT id, org_id, kind, key, answer FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after as i64, limit], change_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn last_change(&self) -> Result<u64> {
+        let id: i64 =
+            self.read().query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |row| row.get(0))?;
+        Ok(id as u64)
+    }
+
+    fn change(&self, id: u64) -> Result<Option<Change>> {
+        let connection = self.read();
+        let row = connection
+            .query_row(
+                "SELECT id, org_id, kind, key, answer FROM changes WHERE id = ?1",
+                params![id as i64],
+                change_from_row,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
+    fn answer_change(&self, id: u64, answer: &str) -> Result<()> {
+        self.lock().execute("UPDATE changes SET answer = ?2 WHERE id = ?1", params![id as i64, answer])?;
+        Ok(())
+    }
+
+    fn take_singleton(&self, name: &str, node: &str, ttl: Millis) -> Result<bool> {
+        let now = system_now();
+        let taken = self
+            .lock()
+            .query_row(
+                "INSERT INTO singletons (name, node, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+                 WHERE singletons.expires_at <= ?4 OR singletons.node = excluded.node
+                 RETURNING 1",
+                params![name, node, now + ttl, now],
+                |_| Ok(()),
+            )
+            .optional()?;
+        Ok(taken.is_some())
+    }
+
     fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
@@ -698,6 +885,26 @@ impl Store for SqliteStore {
     }
 }
 
+/// A change's row; a kind this version does not know is corrupt data.
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Change>> {
+    let kind: String = row.get(2)?;
+    Ok(match ChangeKind::of_name(&kind) {
+        Some(kind) => Ok(Change {
+            id: row.get::<_, i64>(0)? as u64,
+            org: OrgId(row.get::<_, i64>(1)? as u32),
+            kind,
+            key: row.get::<_, i64>(3)? as u64,
+            answer: row.get(4)?,
+        }),
+        None => Err(Error::Corrupt(format!("a change of unknown kind '{kind}'"))),
+    })
+}
+
+/// The machine's clock in epoch milliseconds.
+fn system_now() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
 impl SqliteStore {
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
         let connection = self.read();
@@ -711,24 +918,32 @@ static INSERT_JOB: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
             record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-            error_code, error_message)
-         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            error_code, error_message, adopted)
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         next_id_sql("jobs")
     )
 });
 
 /// Writes one batch: its record changes, its transitions, its new jobs.
 fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
+    if let Some(fence) = batch.fence {
+        let held = tx
+            .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")?
+            .exists(params![fence.org.0, fence.epoch as i64])?;
+        if !held {
+            return Err(Error::Fenced(fence.org));
+        }
+    }
     for (org, change) in &batch.changes {
         apply_change(tx, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
     }
     for update in &batch.updates {
         apply_update(tx, update)?;
     }
-    insert_jobs(tx, &batch.jobs)
+    insert_jobs(tx, &batch.jobs, !batch.unadopted)
 }
 
-fn insert_jobs(tx: &Connection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     {
         let mut insert = tx.prepare_cached(&INSERT_JOB)?;
@@ -753,6 +968,7 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
                 completed,
                 code,
                 message,
+                adopted,
             ])?;
             let id = tx.last_insert_rowid();
             ids.push(JobId(id as u64));
