@@ -3,6 +3,9 @@
 //!
 //! ```toml
 //! slots = 16                       # executions at once, per lane
+//! database = "postgres://sluice@db.internal/sluice"   # several nodes; default: SQLite
+//! [cluster]
+//! lease-ttl-seconds = 30           # a dead node's orgs are taken over within this
 //! [default-quotas]                 # every org and lane the file does not name
 //! max-threads = 4
 //! [engine.default-limits]
@@ -44,6 +47,25 @@ pub struct ServeConfig {
     /// Organisations to create at start (if missing), with their quotas.
     #[serde(rename = "org")]
     pub orgs: Vec<OrgConfig>,
+    /// A PostgreSQL database (`postgres://user@host:port/database`) that several nodes
+    /// share; without it, the data directory's embedded SQLite file (one node).
+    pub database: Option<String>,
+    /// How nodes on one database share the orgs.
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClusterConfig {
+    /// Seconds a node's hold on an org lasts without renewal (renewed every third of
+    /// it): a dead node's orgs and running jobs are taken over within this. Default 30.
+    pub lease_ttl_seconds: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { lease_ttl_seconds: 30 }
+    }
 }
 
 impl Default for ServeConfig {
@@ -57,6 +79,8 @@ impl Default for ServeConfig {
             api: crate::api::ApiSettings::default(),
             callbacks: crate::callbacks::CallbackSettings::default(),
             orgs: Vec::new(),
+            database: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }

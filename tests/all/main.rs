@@ -5,6 +5,7 @@ mod api;
 mod callbacks;
 mod cli;
 mod client;
+mod cluster;
 mod crash_recovery;
 mod dashboard;
 mod durable_state;

@@ -124,9 +124,9 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
     assert_eq!(store.job(b, ids[0]).unwrap(), None, "another org's job is not found");
     store
         .apply(&[
-            JobUpdate::Started { id: ids[0], at: 2_000 },
-            JobUpdate::Started { id: ids[1], at: 2_000 },
-            JobUpdate::Status { id: ids[2], at: 2_500, status: Status::Canceled, error: None },
+            JobUpdate::Started { id: ids[0], org: a, at: 2_000 },
+            JobUpdate::Started { id: ids[1], org: a, at: 2_000 },
+            JobUpdate::Status { id: ids[2], org: a, at: 2_500, status: Status::Canceled, error: None },
         ])
         .unwrap();
     let write = RecordChange::Update {
@@ -257,7 +257,7 @@ fn cluster_conformance(store: &dyn Store) {
     store.release_lease("n1", first).unwrap();
     let second = store.take_lease("n2", org, 30_000).unwrap().expect("a released lease is taken").fence;
     assert!(second.epoch > first.epoch);
-    let started = JobUpdate::Started { id: waiting[0], at: 5_000 };
+    let started = JobUpdate::Started { id: waiting[0], org, at: 5_000 };
     let stale = Batch { updates: vec![started.clone()], fence: Some(first), ..Batch::default() };
     let current = Batch { jobs: vec![new_job(org, 4)], fence: Some(second), ..Batch::default() };
     let results = store.commit_each(&[&stale, &current]).unwrap();

@@ -114,6 +114,9 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "cancel-not-allowed", message)
             }
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node-unavailable", message)
+            }
             ServiceError::SyncBusy(refusal) => {
                 let code = match refusal {
                     crate::service::SyncRefusal::OrgLimit { .. } => "sync-quota-exceeded",

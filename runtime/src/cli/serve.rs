@@ -1,5 +1,6 @@
 //! `sluice serve` and `sluice demo`: the store, the scheduler and the engine as one
-//! process on an embedded SQLite file, with an optional demo load to watch.
+//! process on an embedded SQLite file (or one node of several on a PostgreSQL
+//! database), with an optional demo load to watch.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +13,8 @@ use sluice::config::ServeConfig;
 use sluice::engine::{Engine, Mode};
 use sluice::jobs::{DefinitionId, Lane, OrgId, Status};
 use sluice::records::{Attributes, Value};
-use sluice::service::{Event, Options, Service, SystemClock};
-use sluice::store::{Definition, SqliteStore, Trigger};
+use sluice::service::{Clock, ClusterOptions, DatabaseClock, Event, Options, Service, SystemClock};
+use sluice::store::{Definition, PostgresStore, SqliteStore, Store, Trigger};
 
 use super::format::{clean, count, micros};
 
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// port, printed at start).
     #[arg(long)]
     listen: Option<String>,
+    /// A PostgreSQL database shared by several nodes (`postgres://user@host:port/db`;
+    /// overrides the configuration's `database`). Default: the data directory's SQLite file.
+    #[arg(long)]
+    database: Option<String>,
 }
 
 /// The operator token: `$SLUICE_OPERATOR_TOKEN`, else the data directory's
@@ -108,16 +113,30 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
 
 async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
     sluice::files::private_dir(data).with_context(|| format!("cannot make {} private", data.display()))?;
-    let store = Arc::new(SqliteStore::open(&data.join("sluice.db"))?);
     let engine = Engine::new(config.engine.clone(), Some(&data.join("artifacts")))?;
-    let options = Options {
+    let mut options = Options {
         slots: config.slots,
         limits: config.engine.default_limits.clone(),
         default_quotas: config.default_quotas,
         retention: config.retention,
         sync_per_org: config.sync_per_org,
+        cluster: None,
     };
-    let service = Service::open(store.clone(), engine, Arc::new(SystemClock), options)?;
+    let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
+        // One of several nodes: the database's clock, leases on the orgs.
+        Some(url) => {
+            let store = PostgresStore::open(url).with_context(|| format!("cannot open {}", redacted(url)))?;
+            let cluster = ClusterOptions {
+                lease_ttl: i64::from(config.cluster.lease_ttl_seconds.max(1)) * 1000,
+                ..ClusterOptions::new()
+            };
+            println!("sluice: node {} on {}", cluster.node, redacted(url));
+            options.cluster = Some(cluster);
+            (Arc::new(store), Arc::new(DatabaseClock::default()))
+        }
+        None => (Arc::new(SqliteStore::open(&data.join("sluice.db"))?), Arc::new(SystemClock)),
+    };
+    let service = Service::open(store, engine, clock, options)?;
     for org in &config.orgs {
         let id = org_named(&service, &org.name)?;
         for (lane, quotas) in [(Lane::Priority, org.priority), (Lane::Regular, org.regular)] {
@@ -127,6 +146,18 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         }
     }
     Ok(service)
+}
+
+/// A database URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The org of that name, created if missing.
@@ -272,13 +303,29 @@ pub fn report(service: &Service) -> anyhow::Result<String> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(args.config.as_deref())?;
+    let mut config = load_config(args.config.as_deref())?;
+    if args.database.is_some() {
+        config.database = args.database.clone();
+    }
     let service = open(&args.data, &config).await?;
-    println!("sluice: serving {} ({} slots per lane)", args.data.join("sluice.db").display(), config.slots);
+    match &config.database {
+        Some(_) => println!("sluice: serving ({} slots per lane)", config.slots),
+        None => println!(
+            "sluice: serving {} ({} slots per lane)",
+            args.data.join("sluice.db").display(),
+            config.slots
+        ),
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = {
         let service = service.clone();
         tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
+    };
+    // Several nodes: leases, adoption and the change log (nothing to do for one node).
+    let (cluster_stop, cluster_stopped) = tokio::sync::oneshot::channel::<()>();
+    let cluster = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run_cluster(async { cluster_stopped.await.unwrap_or(()) }).await })
     };
     let (api_stop, api_stopped) = tokio::sync::watch::channel(false);
     let (_, api) = start_api(&service, &config, &args.data, args.listen.as_deref(), api_stopped).await?;
@@ -333,6 +380,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = api_stop.send(true);
     let _ = stop_tx.send(());
     driver.await??;
+    let _ = cluster_stop.send(());
+    cluster.await??;
+    // What this node held goes to the others now, not after the lease's TTL.
+    service.release_all()?;
     api.await??;
     print!("{}", report(&service)?);
     Ok(ExitCode::SUCCESS)
@@ -350,6 +401,7 @@ pub async fn demo(plugins: PathBuf, seconds: u64) -> anyhow::Result<ExitCode> {
         until_idle: false,
         seconds: Some(seconds),
         listen: Some("127.0.0.1:0".into()),
+        database: None,
     };
     let code = serve(args).await;
     let _ = std::fs::remove_dir_all(&data);

@@ -114,9 +114,12 @@ pub struct Scheduler {
     jobs: HashMap<JobId, Entry>,
     /// Postponed jobs by the time they wake.
     timers: BTreeSet<(Millis, JobId)>,
-    /// Jobs per dependency token, in submission order; the first may run.
-    chains: HashMap<String, VecDeque<JobId>>,
+    /// Jobs per dependency token of an org (orgs never share a chain), in submission
+    /// order; the first may run.
+    chains: HashMap<(OrgId, String), VecDeque<JobId>>,
     deactivated: HashSet<DefinitionId>,
+    /// Orgs whose jobs are not started any more: this node is handing them to another.
+    draining: HashSet<OrgId>,
     /// Orgs and lanes whose ready job a quota held back since the last `take_held_back`,
     /// with the quota (for the throttling metrics; one entry per refusal).
     held_back: Vec<(OrgId, Lane, &'static str)>,
@@ -159,7 +162,7 @@ impl Scheduler {
         let id = spec.id;
         let first_in_chain = match &spec.dependency_token {
             Some(token) => {
-                let chain = self.chains.entry(token.clone()).or_default();
+                let chain = self.chains.entry((spec.org, token.clone())).or_default();
                 chain.push_back(id);
                 chain.len() == 1
             }
@@ -302,8 +305,9 @@ impl Scheduler {
         for _ in 0..self.rings[lane.index()].len() {
             let org = self.rings[lane.index()].pop_front()?;
             let quotas = self.quotas(org, lane);
+            let draining = self.draining.contains(&org);
             let queue = self.lanes.get_mut(&(org, lane)).expect("an org in the ring has a lane queue");
-            if queue.ready == 0 {
+            if queue.ready == 0 || draining {
                 queue.in_ring = false;
                 continue;
             }
@@ -474,6 +478,62 @@ impl Scheduler {
         self.deactivated.remove(&definition);
     }
 
+    /// Forgets everything of an org (this node no longer holds it: another node runs its
+    /// jobs now); returns the jobs it held, so that running ones can be stopped. The
+    /// org's quotas stay (they are the operator's, not the node's).
+    pub fn drop_org(&mut self, org: OrgId) -> Vec<JobId> {
+        let dropped: Vec<JobId> =
+            self.jobs.iter().filter(|(_, e)| e.spec.org == org).map(|(id, _)| *id).collect();
+        for id in &dropped {
+            if let Some(entry) = self.jobs.remove(id)
+                && let Some(until) = entry.postpone_until
+            {
+                self.timers.remove(&(until, *id));
+            }
+        }
+        self.lanes.retain(|(o, _), _| *o != org);
+        for ring in &mut self.rings {
+            ring.retain(|o| *o != org);
+        }
+        self.chains.retain(|(o, _), _| *o != org);
+        self.draining.remove(&org);
+        dropped
+    }
+
+    /// Stops (or resumes) starting an org's jobs: a node hands an org to another once
+    /// its running jobs are done.
+    pub fn set_draining(&mut self, org: OrgId, draining: bool) {
+        if draining {
+            self.draining.insert(org);
+            return;
+        }
+        if self.draining.remove(&org) {
+            for lane in Lane::ALL {
+                if let Some(queue) = self.lanes.get_mut(&(org, lane))
+                    && queue.ready > 0
+                    && !queue.in_ring
+                {
+                    queue.in_ring = true;
+                    self.rings[lane.index()].push_back(org);
+                }
+            }
+        }
+    }
+
+    /// Jobs of the org in progress now, on every lane.
+    pub fn running_in_org(&self, org: OrgId) -> u32 {
+        Lane::ALL.iter().map(|lane| self.running(org, *lane)).sum()
+    }
+
+    /// Gives an org's lane the starts already made in the current throughput window (by
+    /// the node that held it before), so the window's cap holds across the handover.
+    pub fn restore_window(&mut self, org: OrgId, lane: Lane, now: Millis, starts: u32) {
+        let quotas = self.quotas(org, lane);
+        let queue = self.lanes.entry((org, lane)).or_default();
+        queue.window = now.div_euclid(quotas.throughput_window());
+        queue.starts = starts;
+    }
+
     /// Forgets a terminal job (after the service persisted it).
     pub fn forget(&mut self, job: JobId) {
         if self.jobs.get(&job).is_some_and(|e| e.status.is_terminal()) {
@@ -520,15 +580,21 @@ impl Scheduler {
     /// A job reached a terminal status: it leaves its dependency chain, and if it was
     /// the chain's head, the next job may run.
     fn finish_chain(&mut self, job: JobId) {
-        let Some(token) = self.jobs.get(&job).and_then(|e| e.spec.dependency_token.clone()) else { return };
-        let Some(chain) = self.chains.get_mut(&token) else { return };
+        let Some(key) = self
+            .jobs
+            .get(&job)
+            .and_then(|e| e.spec.dependency_token.clone().map(|token| (e.spec.org, token)))
+        else {
+            return;
+        };
+        let Some(chain) = self.chains.get_mut(&key) else { return };
         let was_head = chain.front() == Some(&job);
         chain.retain(|id| *id != job);
         match chain.front().copied() {
             Some(next) if was_head => self.enqueue(next),
             Some(_) => {}
             None => {
-                self.chains.remove(&token);
+                self.chains.remove(&key);
             }
         }
     }

@@ -9,6 +9,27 @@ use crate::jobs::Millis;
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now(&self) -> Millis;
+
+    /// The database's clock read `database` at local time `local` (several nodes: see
+    /// [`DatabaseClock`]). Other clocks ignore it.
+    fn observe_database(&self, _database: Millis, _local: Millis) {}
+}
+
+/// The machine's clock corrected to the database's (several nodes share one time for
+/// throughput windows and leases): the offset is measured at every heartbeat.
+#[derive(Default)]
+pub struct DatabaseClock {
+    offset: AtomicI64,
+}
+
+impl Clock for DatabaseClock {
+    fn now(&self) -> Millis {
+        SystemClock.now() + self.offset.load(Ordering::Relaxed)
+    }
+
+    fn observe_database(&self, database: Millis, local: Millis) {
+        self.offset.store(database - local, Ordering::Relaxed);
+    }
 }
 
 /// The real clock.

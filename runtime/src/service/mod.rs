@@ -7,6 +7,7 @@
 //! drives the same steps until nothing can run now, for tests and the demo.
 
 mod clock;
+mod cluster;
 mod events;
 mod execution;
 mod health;
@@ -21,7 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, DatabaseClock, ManualClock, SystemClock};
+pub use cluster::ClusterOptions;
 pub use events::{Event, EventOutcome};
 pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
@@ -34,7 +36,8 @@ use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
 use crate::store::{
-    Cutoffs, Definition, JobFilter, JobRow, JobUpdate, Operation, PluginRow, Store, StoredPlugin,
+    ChangeKind, Cutoffs, Definition, Fence, JobFilter, JobRow, JobUpdate, Operation, PluginRow, Store,
+    StoredPlugin,
 };
 use execution::Finished;
 use loops::LoopDetector;
@@ -62,6 +65,10 @@ pub enum Error {
     /// The object exists already (an org or custom API of that name).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The node holding the job's org did not answer a command in time (several nodes:
+    /// a cancel, pause or resume is carried out by the node that holds the org).
+    #[error("{0}")]
+    Unavailable(String),
     /// Synchronous work (a sync step, a custom-API run) over its org's limit or the
     /// node's capacity: refused at once, nothing done.
     #[error(transparent)]
@@ -97,6 +104,9 @@ pub struct Options {
     /// `sync-quota-exceeded`). The node's capacity for them is the engine's pool less
     /// the job lanes' `3 × slots`.
     pub sync_per_org: u32,
+    /// Several nodes on one database: this node's name and lease timing. `None`: the
+    /// only node, holding every org (the embedded SQLite default).
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl Default for Options {
@@ -107,6 +117,7 @@ impl Default for Options {
             default_quotas: Quotas::default(),
             retention: Retention::default(),
             sync_per_org: 8,
+            cluster: None,
         }
     }
 }
@@ -183,6 +194,8 @@ struct Shared {
     commit_turns: crate::turns::Turns<OrgId>,
     /// Why the driver stopped, once it has.
     failure: Mutex<Option<String>>,
+    /// The last entry of the change log this node applied (several nodes).
+    last_change: Mutex<u64>,
     /// Jobs that reached a terminal status, as their round commits (for watchers).
     completions: tokio::sync::broadcast::Sender<Completion>,
 }
@@ -226,9 +239,62 @@ struct State {
     counters: health::Counters,
     /// What waiting jobs need at their first start, kept from their enqueue (bounded).
     queued: HashMap<JobId, execution::Queued>,
+    /// The orgs this node holds, at their lease's epoch (several nodes); `None`: the
+    /// only node, holding every org.
+    held: Option<HashMap<OrgId, Fence>>,
 }
 
 impl State {
+    /// Whether this node runs the org's jobs.
+    fn holds(&self, org: OrgId) -> bool {
+        self.held.as_ref().is_none_or(|held| held.contains_key(&org))
+    }
+
+    /// Takes unfinished jobs read from the store into the scheduler, in the state they
+    /// were left in (a job that was running when its node died runs again); returns the
+    /// transitions that settle what that node left half done. A cancel or pause asked of
+    /// a running job whose node died is carried out now: the job does not run again.
+    fn restore(&mut self, jobs: Vec<JobRow>, now: Millis) -> Vec<JobUpdate> {
+        let mut settled = Vec::new();
+        for mut job in jobs {
+            let (id, org) = (job.id, job.org);
+            match job.status {
+                Status::Canceling => {
+                    settled.push(JobUpdate::Status {
+                        id,
+                        org,
+                        at: now,
+                        status: Status::Canceled,
+                        error: None,
+                    });
+                    continue;
+                }
+                Status::Pausing => {
+                    settled.push(JobUpdate::Status {
+                        id,
+                        org,
+                        at: now,
+                        status: Status::Waiting,
+                        error: None,
+                    });
+                    job.status = Status::Waiting;
+                    job.postpone_until = None;
+                }
+                _ => {}
+            }
+            if job.status.is_terminal() || self.scheduler.status(id).is_some() {
+                continue;
+            }
+            self.postponements.insert(id, job.postponement_count);
+            if job.operation == Operation::BackgroundOperation {
+                self.background.insert(id, org);
+            }
+            self.scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
+            self.scheduler.restore_exceptions(id, &job.exception_times);
+        }
+        settled
+    }
+
     /// Forgets a job that reached a terminal status; a background operation among them
     /// is remembered in `ended` until the status is committed.
     fn forget(&mut self, id: JobId) {
@@ -265,45 +331,6 @@ impl Service {
         for definition in definitions.values().filter(|d| !d.active) {
             scheduler.deactivate(definition.id);
         }
-        let mut postponements = HashMap::new();
-        let mut background = HashMap::new();
-        // A cancel or pause asked of a running job whose node died is carried out now:
-        // the job does not run again.
-        let mut settled = Vec::new();
-        let now = clock.now();
-        for mut job in store.unfinished_jobs()? {
-            match job.status {
-                Status::Canceling => {
-                    settled.push(JobUpdate::Status {
-                        id: job.id,
-                        at: now,
-                        status: Status::Canceled,
-                        error: None,
-                    });
-                    continue;
-                }
-                Status::Pausing => {
-                    settled.push(JobUpdate::Status {
-                        id: job.id,
-                        at: now,
-                        status: Status::Waiting,
-                        error: None,
-                    });
-                    job.status = Status::Waiting;
-                    job.postpone_until = None;
-                }
-                _ => {}
-            }
-            postponements.insert(job.id, job.postponement_count);
-            if job.operation == Operation::BackgroundOperation {
-                background.insert(job.id, job.org);
-            }
-            scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
-            scheduler.restore_exceptions(job.id, &job.exception_times);
-        }
-        if !settled.is_empty() {
-            store.apply(&settled)?;
-        }
         // The job lanes own 3 × slots of the engine's pool, so a job never finds it full;
         // synchronous work gets the rest.
         let pool = engine.settings().max_concurrent_executions as usize;
@@ -316,25 +343,38 @@ impl Service {
         let sync_gate = Arc::new(sync_gate::SyncGate::new(options.sync_per_org, (pool - job_slots) as u32));
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
-        // Operations that ended before a restart and whose callback never went out.
-        for ended in store.undelivered_callbacks()? {
-            let _ = ended_tx.send(ended);
-        }
-        let state = State {
+        let single = options.cluster.is_none();
+        // A node joining a cluster follows the changes made from now on (it reads
+        // everything else fresh as it takes orgs).
+        let last_change = if single { 0 } else { store.last_change()? };
+        let mut state = State {
             scheduler,
             definitions,
             plugins: HashMap::new(),
             running: [0; 3],
             loops: LoopDetector::default(),
-            postponements,
+            postponements: HashMap::new(),
             pending: Vec::new(),
             stops: HashMap::new(),
             last_purge: Millis::MIN / 2,
-            background,
+            background: HashMap::new(),
             ended: Vec::new(),
             counters: health::Counters::default(),
             queued: HashMap::new(),
+            held: (!single).then(HashMap::new),
         };
+        // The only node holds every org: it takes every unfinished job now, and delivers
+        // the callbacks of operations that ended before a restart and never went out.
+        // (With several nodes, each does so for the orgs it takes: `cluster.rs`.)
+        if single {
+            let settled = state.restore(store.unfinished_jobs()?, clock.now());
+            if !settled.is_empty() {
+                store.apply(&settled)?;
+            }
+            for ended in store.undelivered_callbacks()? {
+                let _ = ended_tx.send(ended);
+            }
+        }
         let (writer, requests) = std::sync::mpsc::channel();
         let service = Service {
             shared: Arc::new(Shared {
@@ -355,6 +395,7 @@ impl Service {
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
                 failure: Mutex::new(None),
+                last_change: Mutex::new(last_change),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
             }),
         };
@@ -431,13 +472,24 @@ impl Service {
     // ---- the operator ----
 
     pub fn create_org(&self, name: &str) -> Result<OrgId> {
-        Ok(self.shared.store.create_org(name)?)
+        let org = self.shared.store.create_org(name)?;
+        self.tell_nodes(org, ChangeKind::Org, 0)?;
+        Ok(org)
     }
 
     pub fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
         self.shared.store.set_quotas(org, lane, quotas)?;
         self.state().scheduler.set_quotas(org, lane, quotas);
+        self.tell_nodes(org, ChangeKind::Quotas, 0)?;
         self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Logs a change for the other nodes (several nodes; the only node has no one to tell).
+    fn tell_nodes(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<()> {
+        if self.shared.options.cluster.is_some() {
+            self.shared.store.log_change(org, kind, key)?;
+        }
         Ok(())
     }
 
@@ -502,8 +554,10 @@ impl Service {
         } else {
             state.scheduler.deactivate(definition.id);
         }
-        let id = definition.id;
+        let (id, org) = (definition.id, definition.org);
         state.definitions.insert(id, definition);
+        drop(state);
+        self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         Ok(id)
     }
 
@@ -521,6 +575,7 @@ impl Service {
             state.scheduler.deactivate(id);
         }
         drop(state);
+        self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         self.shared.work.notify_one();
         Ok(())
     }
@@ -547,40 +602,51 @@ impl Service {
     /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
     /// Canceling and ends Canceled when its execution returns.
     pub fn cancel(&self, org: OrgId, id: JobId) -> Result<Status> {
-        self.command(org, id, |s| s.cancel(id))
+        self.command(org, id, ChangeKind::Cancel)
     }
 
     pub fn pause(&self, org: OrgId, id: JobId) -> Result<Status> {
-        self.command(org, id, |s| s.pause(id))
+        self.command(org, id, ChangeKind::Pause)
     }
 
     pub fn resume(&self, org: OrgId, id: JobId) -> Result<Status> {
-        let status = self.command(org, id, |s| s.resume(id))?;
-        self.shared.work.notify_one();
-        Ok(status)
+        self.command(org, id, ChangeKind::Resume)
     }
 
-    fn command(
-        &self,
-        org: OrgId,
-        id: JobId,
-        act: impl FnOnce(&mut Scheduler) -> std::result::Result<Status, Refusal>,
-    ) -> Result<Status> {
+    /// Carries out a cancel, pause or resume here if this node holds the org, else asks
+    /// the node that does (through the change log) and waits for its answer.
+    fn command(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
         let job = self.job(org, id)?;
         if job.status.is_terminal() {
             return Err(Error::NotAllowed(job.status));
         }
+        if !self.state().holds(org) {
+            return self.remote_command(org, id, kind);
+        }
+        let status = self.command_here(org, id, kind)?;
+        if kind == ChangeKind::Resume {
+            self.shared.work.notify_one();
+        }
+        Ok(status)
+    }
+
+    fn command_here(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
         // The status joins the job's other transitions in `pending`, in the order they
         // were decided, and is flushed: durable when this returns.
         let mut state = self.state();
-        let status = act(&mut state.scheduler)?;
+        let status = match kind {
+            ChangeKind::Cancel => state.scheduler.cancel(id),
+            ChangeKind::Pause => state.scheduler.pause(id),
+            ChangeKind::Resume => state.scheduler.resume(id),
+            other => unreachable!("{other:?} is not a command"),
+        }?;
         if matches!(status, Status::Canceling | Status::Pausing)
             && let Some(stop) = state.stops.get(&id)
         {
             stop.stop();
         }
         let now = self.now();
-        state.pending.push(JobUpdate::Status { id, at: now, status, error: None });
+        state.pending.push(JobUpdate::Status { id, org, at: now, status, error: None });
         if status.is_terminal() {
             // A background operation's end is announced once this commits.
             state.forget(id);
@@ -613,6 +679,12 @@ impl Service {
             }
             state.last_purge = now;
             state.loops.prune(now);
+        }
+        // With several nodes, one purges at a time: the holder of the singleton, for the hour.
+        if let Some(cluster) = &self.shared.options.cluster
+            && !self.shared.store.take_singleton("retention", &cluster.node, HOUR)?
+        {
+            return Ok(());
         }
         let (deleted, cleared) = self.purge()?;
         if deleted + cleared > 0 {
@@ -667,6 +739,7 @@ impl Service {
         state.definitions.remove(&id);
         state.scheduler.deactivate(id);
         drop(state);
+        self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         self.shared.work.notify_one();
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! writes are checked here, between groups, when nothing else is being written; requests'
 //! batches come after the round in the transaction.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak, mpsc};
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use super::execution::{Finished, Watched};
 use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
 use crate::jobs::{JobId, OrgId};
 use crate::records::{Overlay, RecordStore};
-use crate::store::Batch;
+use crate::store::{Batch, Fence};
 
 /// What the writer is asked to do.
 pub(super) enum Request {
@@ -34,6 +35,41 @@ pub(super) enum Request {
     Flush(Reply<Result<()>>),
     /// A round of finished executions: decided, checked and committed here.
     Round(Vec<Finished>, Reply<Result<()>>),
+}
+
+/// Splits the service's own batch per org, each fenced by the org's lease; writes of
+/// orgs this node no longer holds are dropped (their new holder decides them again).
+fn split_by_org(own: Batch, held: &HashMap<OrgId, Fence>) -> Vec<Batch> {
+    let mut per_org: Vec<Batch> = Vec::new();
+    let mut index: HashMap<OrgId, usize> = HashMap::new();
+    let mut batch_of = |org: OrgId, per_org: &mut Vec<Batch>| -> Option<usize> {
+        let fence = *held.get(&org)?;
+        Some(*index.entry(org).or_insert_with(|| {
+            per_org.push(Batch { fence: Some(fence), ..Batch::default() });
+            per_org.len() - 1
+        }))
+    };
+    for update in own.updates {
+        if let Some(i) = batch_of(update.org(), &mut per_org) {
+            per_org[i].updates.push(update);
+        }
+    }
+    for job in own.jobs {
+        if let Some(i) = batch_of(job.org, &mut per_org) {
+            per_org[i].jobs.push(job);
+        }
+    }
+    per_org
+}
+
+/// Fences a request's batch by its org's lease if this node holds the org; otherwise its
+/// new jobs are left for the holder to adopt.
+fn fence_request(batch: &mut Batch, held: &HashMap<OrgId, Fence>) {
+    let org = batch.jobs.first().map(|job| job.org);
+    match org.and_then(|org| held.get(&org)) {
+        Some(fence) => batch.fence = Some(*fence),
+        None => batch.unadopted = true,
+    }
 }
 
 /// Where a round's or a flush's commit is answered.
@@ -144,39 +180,97 @@ impl Service {
             done.into_iter().for_each(|reply| reply.send(Ok(())));
             return;
         }
-        let all: Vec<&Batch> = std::iter::once(&own).chain(batches.iter().map(|(b, _)| b)).collect();
+        // Several nodes: the service's writes go per org, each fenced by its lease (a
+        // lost lease fails its org's batch alone); a request's new jobs are this node's if
+        // it holds their org, else they wait for the org's holder to adopt them.
+        let held = self.state().held.clone();
+        let owns = match &held {
+            None => vec![own],
+            Some(held) => split_by_org(own, held),
+        };
+        if let Some(held) = &held {
+            for (batch, _) in &mut batches {
+                fence_request(batch, held);
+            }
+        }
+        let all: Vec<&Batch> = owns.iter().chain(batches.iter().map(|(b, _)| b)).collect();
         let mut results = match self.commit_with_retries(&all) {
             Ok(results) => results.into_iter(),
             // The store refuses to commit: the node must stop taking work.
             Err(e) => return self.fail_group(format!("the store refused a commit: {e}"), done, batches),
         };
         let at = Instant::now();
-        let own_ids = match results.next().expect("one result per batch") {
-            Ok(ids) => ids,
-            // The round's writes were checked just now; a conflict here is a bug, and
-            // decisions already taken are not durable: stop the node.
-            Err(e) => {
-                return self.fail_group(
-                    format!("a round's commit was refused after its check: {e}"),
-                    done,
-                    batches,
-                );
+        let mut lost = Vec::new();
+        let mut own_jobs = Vec::new();
+        for _ in &owns {
+            match results.next().expect("one result per batch") {
+                Ok(ids) => own_jobs.push(ids),
+                Err(crate::store::Error::Fenced(org)) => {
+                    lost.push(org);
+                    own_jobs.push(Vec::new());
+                }
+                // The round's writes were checked just now; a conflict here is a bug, and
+                // decisions already taken are not durable: stop the node.
+                Err(e) => {
+                    return self.fail_group(
+                        format!("a round's commit was refused after its check: {e}"),
+                        done,
+                        batches,
+                    );
+                }
             }
-        };
-        for completion in watched {
+        }
+        for completion in watched.into_iter().filter(|w| !lost.contains(&w.org())) {
             let _ = self.shared.completions.send(completion.committed(at, began));
         }
-        let mut state = self.state();
-        submit_jobs(&mut state, &own_ids, &own.jobs);
+        ended.retain(|(org, _)| !lost.contains(org));
         let mut replies = Vec::with_capacity(batches.len());
+        let mut refenced = Vec::new();
+        let mut state = self.state();
+        for (own, ids) in owns.iter().zip(&own_jobs) {
+            submit_jobs(&mut state, ids, &own.jobs);
+        }
         for ((batch, reply), result) in batches.into_iter().zip(results) {
-            if let Ok(ids) = &result {
-                submit_jobs(&mut state, ids, &batch.jobs);
+            match result {
+                // The org moved to another node since the batch was fenced: its jobs
+                // are committed again for the new holder to adopt.
+                Err(crate::store::Error::Fenced(_)) => refenced.push((batch, reply)),
+                Ok(ids) => {
+                    if !batch.unadopted {
+                        submit_jobs(&mut state, &ids, &batch.jobs);
+                    }
+                    replies.push((reply, Ok(ids)));
+                }
+                Err(e) => replies.push((reply, Err(Error::from(e)))),
             }
-            replies.push((reply, result.map_err(Error::from)));
         }
         ended.append(&mut state.ended);
         drop(state);
+        for org in lost {
+            tracing::warn!(org = org.0, "a commit was fenced out: another node holds the org now");
+            self.drop_org(org);
+        }
+        if !refenced.is_empty() {
+            for (batch, _) in &mut refenced {
+                batch.fence = None;
+                batch.unadopted = true;
+            }
+            let again: Vec<&Batch> = refenced.iter().map(|(b, _)| b).collect();
+            let results = self.commit_with_retries(&again);
+            match results {
+                Ok(results) => {
+                    for ((_, reply), result) in refenced.into_iter().zip(results) {
+                        replies.push((reply, result.map_err(Error::from)));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for (_, reply) in refenced {
+                        replies.push((reply, Err(Error::Store(crate::store::Error::Database(why.clone())))));
+                    }
+                }
+            }
+        }
         self.announce_ended(ended);
         done.into_iter().for_each(|reply| reply.send(Ok(())));
         replies.into_iter().for_each(|(reply, result)| reply.send(result));

@@ -316,6 +316,7 @@ pub struct JobRow {
 pub enum JobUpdate {
     Started {
         id: JobId,
+        org: OrgId,
         at: Millis,
     },
     /// An execution ended. `changes` (the plug-in's record writes) are applied in the
@@ -341,8 +342,20 @@ pub enum JobUpdate {
     /// A status change without a run (cancel, pause request, resume, cancel on pickup).
     Status {
         id: JobId,
+        org: OrgId,
         at: Millis,
         status: Status,
         error: Option<(String, String)>,
     },
+}
+
+impl JobUpdate {
+    /// The org whose job this is.
+    pub fn org(&self) -> OrgId {
+        match self {
+            JobUpdate::Started { org, .. }
+            | JobUpdate::Finished { org, .. }
+            | JobUpdate::Status { org, .. } => *org,
+        }
+    }
 }

@@ -478,14 +478,14 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
 
 fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
     match update {
-        JobUpdate::Started { id, at } => {
+        JobUpdate::Started { id, at, .. } => {
             let statement = prepared(
                 client,
                 "UPDATE jobs SET status = 20, started_at = $2, postpone_until = NULL WHERE id = $1",
             )?;
             client.execute(&statement, &[&(id.0 as i64), at])?;
         }
-        JobUpdate::Status { id, at, status, error } => {
+        JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
             let statement = prepared(

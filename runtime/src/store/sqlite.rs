@@ -996,13 +996,13 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
 
 fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
     match update {
-        JobUpdate::Started { id, at } => {
+        JobUpdate::Started { id, at, .. } => {
             tx.prepare_cached(
                 "UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1",
             )?
             .execute(params![id.0 as i64, at])?;
         }
-        JobUpdate::Status { id, at, status, error } => {
+        JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
             tx.prepare_cached(

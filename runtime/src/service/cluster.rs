@@ -1,0 +1,389 @@
+//! Several nodes on one database (see ARCHITECTURE.md, "Several nodes"): each org is
+//! held by one node through a lease with an epoch, and only its holder starts its jobs,
+//! so every quota of the org is enforced by one scheduler and holds cluster-wide.
+//!
+//! A node's part, every `poll` (50 ms): it adopts jobs other nodes created for the orgs
+//! it holds, and follows the change log (definitions and quotas changed elsewhere,
+//! commands for its orgs). Every third of the lease's TTL it beats its heartbeat, renews
+//! its leases (a lease it lost: the org is dropped, its running executions stopped),
+//! and balances: it takes free or expired orgs up to its fair share (ceil(orgs ÷ live
+//! nodes)) and hands back orgs beyond it, each once its running jobs are committed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::clock::{Clock, SystemClock};
+use super::{Error, Result, Service};
+use crate::jobs::{JobId, Lane, Millis, OrgId, Status};
+use crate::store::{Change, ChangeKind, Fence};
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's name, unique among live nodes.
+    pub node: String,
+    /// How long a lease lasts unrenewed: a dead node's orgs are taken over within it
+    /// (default 30 s). Renewed every third of it.
+    pub lease_ttl: Millis,
+    /// How often the node adopts jobs created elsewhere and reads the change log (the
+    /// extra pickup latency of an event that reached another node). Default 50 ms.
+    pub poll: Duration,
+}
+
+impl ClusterOptions {
+    /// Options for a node with a name of its own: the process's id and its start time (a restarted node is a new node; its old leases simply expire).
+    pub fn new() -> Self {
+        let started = SystemClock.now();
+        ClusterOptions {
+            node: format!("node-{}-{started}", std::process::id()),
+            lease_ttl: 30_000,
+            poll: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long a command waits for the node holding the job's org.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Changes read per poll.
+const CHANGES_PER_POLL: u32 = 1_000;
+
+impl Service {
+    /// The node's part in the cluster, until `shutdown` completes: [`Service::follow`]
+    /// every poll, [`Service::balance`] every third of the lease's TTL (and at once when
+    /// an org is created). A store failure is logged and tried again; it never ends the
+    /// loop. Past a whole TTL without renewing, the node lets every org go (it cannot
+    /// know whether another node took them). Hand the orgs back after the driver ended
+    /// with [`Service::release_all`].
+    pub async fn run_cluster(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let Some(cluster) = self.shared.options.cluster.clone() else { return Ok(()) };
+        let ttl = Duration::from_millis(cluster.lease_ttl.max(3) as u64);
+        let mut next_balance = Instant::now();
+        let mut renewed = Instant::now();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let service = self.clone();
+            let balance_now = Instant::now() >= next_balance;
+            let (balanced, followed) = tokio::task::spawn_blocking(move || {
+                let balanced = balance_now.then(|| service.balance());
+                (balanced, service.follow())
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("the cluster task failed: {e}")))?;
+            match balanced {
+                Some(Ok(())) => {
+                    renewed = Instant::now();
+                    next_balance = renewed + ttl / 3;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    next_balance = Instant::now() + ttl / 10;
+                    if renewed.elapsed() >= ttl {
+                        tracing::error!("leases not renewed for a whole TTL: letting every org go");
+                        for fence in self.fences() {
+                            self.drop_org(fence.org);
+                        }
+                    }
+                }
+                None => {}
+            }
+            match followed {
+                Ok(true) => next_balance = Instant::now(),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "following the cluster failed"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(cluster.poll) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every org this node holds back (a clean shutdown, after the driver ended):
+    /// other nodes take them at once instead of after the TTL.
+    pub fn release_all(&self) -> Result<()> {
+        let Some(cluster) = &self.shared.options.cluster else { return Ok(()) };
+        self.flush()?;
+        let held: Vec<Fence> = {
+            let mut state = self.state();
+            let fences = state.held.as_mut().map(std::mem::take).unwrap_or_default();
+            for org in fences.keys() {
+                state.scheduler.drop_org(*org);
+            }
+            fences.into_values().collect()
+        };
+        for fence in held {
+            self.shared.store.release_lease(&cluster.node, fence)?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the jobs other nodes created for the orgs this node holds and applies the
+    /// change log; returns whether orgs were created (balance now). Blocks the thread.
+    pub fn follow(&self) -> Result<bool> {
+        if self.shared.options.cluster.is_none() {
+            return Ok(false);
+        }
+        let rebalance = self.follow_changes()?;
+        self.adopt()?;
+        Ok(rebalance)
+    }
+
+    /// Beats the heartbeat, renews the leases (a lost one: the org is dropped), and
+    /// balances the orgs across the live nodes. Blocks the thread.
+    pub fn balance(&self) -> Result<()> {
+        let Some(options) = self.shared.options.cluster.clone() else { return Ok(()) };
+        self.renew_and_balance(&options)
+    }
+
+    /// The orgs this node holds now, at their epochs (several nodes).
+    pub fn held_orgs(&self) -> Vec<Fence> {
+        let mut fences = self.fences();
+        fences.sort_by_key(|f| f.org);
+        fences
+    }
+
+    /// The fences of the orgs this node holds.
+    fn fences(&self) -> Vec<Fence> {
+        self.state().held.as_ref().map(|h| h.values().copied().collect()).unwrap_or_default()
+    }
+
+    fn renew_and_balance(&self, options: &ClusterOptions) -> Result<()> {
+        let store = &self.shared.store;
+        let live = store.heartbeat(&options.node, options.lease_ttl)?;
+        let before = SystemClock.now();
+        let database = store.database_now()?;
+        let after = SystemClock.now();
+        self.shared.clock.observe_database(database, (before + after) / 2);
+
+        let held = self.fences();
+        let renewed = store.renew_leases(&options.node, &held, options.lease_ttl)?;
+        for fence in held.iter().filter(|f| !renewed.contains(&f.org)) {
+            tracing::warn!(org = fence.org.0, "lost the org's lease: another node holds it now");
+            self.drop_org(fence.org);
+        }
+
+        let orgs = store.orgs()?;
+        let share = orgs.len().div_ceil(live.len().max(1));
+        let mut holding = self.fences().len();
+        if holding < share {
+            let leases: HashMap<OrgId, crate::store::Lease> =
+                store.leases()?.into_iter().map(|l| (l.org, l)).collect();
+            let database = store.database_now()?;
+            let held_now = self.fences();
+            for (org, _) in &orgs {
+                if holding >= share {
+                    break;
+                }
+                let free = leases.get(org).is_none_or(|l| l.expires_at <= database || l.node == options.node);
+                if free && !held_now.iter().any(|f| f.org == *org) && self.take(options, *org)? {
+                    holding += 1;
+                }
+            }
+        }
+        self.hand_back_beyond(options, share)
+    }
+
+    /// Takes an org's lease if it is still free; returns whether it did.
+    fn take(&self, options: &ClusterOptions, org: OrgId) -> Result<bool> {
+        let store = &self.shared.store;
+        let Some(taken) = store.take_lease(&options.node, org, options.lease_ttl)? else { return Ok(false) };
+        let now = self.now();
+        // The throughput window goes on counting where the last holder left it.
+        let mut windows = Vec::new();
+        for lane in [Lane::Priority, Lane::Regular] {
+            let window = self.quotas(org, lane).throughput_window();
+            let since = now.div_euclid(window) * window;
+            windows.push((lane, store.starts_since(org, lane, since)?));
+        }
+        let undelivered: Vec<(OrgId, JobId)> =
+            store.undelivered_callbacks()?.into_iter().filter(|(o, _)| *o == org).collect();
+        let jobs = taken.jobs.len();
+        {
+            let mut state = self.state();
+            for (lane, starts) in windows {
+                state.scheduler.restore_window(org, lane, now, starts);
+            }
+            let settled = state.restore(taken.jobs, now);
+            state.pending.extend(settled);
+            if let Some(held) = state.held.as_mut() {
+                held.insert(org, taken.fence);
+            }
+        }
+        tracing::info!(org = org.0, epoch = taken.fence.epoch, jobs, "took the org's lease");
+        // Callbacks of operations that ended under the last holder and never went out.
+        self.announce_ended(undelivered);
+        self.shared.work.notify_one();
+        Ok(true)
+    }
+
+    /// Hands back orgs beyond the node's share: each stops starting jobs, and once its
+    /// running ones are decided and committed, its lease is released.
+    fn hand_back_beyond(&self, options: &ClusterOptions, share: usize) -> Result<()> {
+        let mut held = self.fences();
+        held.sort_by_key(|f| std::cmp::Reverse(f.org));
+        let beyond: Vec<Fence> = held.iter().copied().take(held.len().saturating_sub(share)).collect();
+        {
+            let mut state = self.state();
+            for fence in &held {
+                state.scheduler.set_draining(fence.org, beyond.contains(fence));
+            }
+        }
+        let idle: Vec<Fence> =
+            beyond.into_iter().filter(|f| self.state().scheduler.running_in_org(f.org) == 0).collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        // Whatever was decided for them (their last completions) commits first.
+        self.flush()?;
+        for fence in idle {
+            self.drop_org(fence.org);
+            self.shared.store.release_lease(&options.node, fence)?;
+            tracing::info!(org = fence.org.0, "handed the org back");
+        }
+        Ok(())
+    }
+
+    /// Forgets an org this node no longer holds: its scheduler state goes, its running
+    /// executions are stopped (their ends are not recorded: the new holder runs them).
+    pub(super) fn drop_org(&self, org: OrgId) {
+        let mut state = self.state();
+        if let Some(held) = state.held.as_mut() {
+            held.remove(&org);
+        }
+        for id in state.scheduler.drop_org(org) {
+            if let Some(stop) = state.stops.get(&id) {
+                stop.stop();
+            }
+            state.postponements.remove(&id);
+            state.queued.remove(&id);
+            state.background.remove(&id);
+        }
+        state.pending.retain(|update| update.org() != org);
+    }
+
+    /// Takes the jobs other nodes created for the orgs this node holds.
+    fn adopt(&self) -> Result<()> {
+        let held = self.fences();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let jobs = self.shared.store.adopt_jobs(&held)?;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut state = self.state();
+        let settled = state.restore(jobs, now);
+        state.pending.extend(settled);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Applies what other nodes changed; returns whether the orgs changed (balance now).
+    fn follow_changes(&self) -> Result<bool> {
+        let mut last = self.shared.last_change.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.shared.store.changes_after(*last, CHANGES_PER_POLL)?;
+        let mut rebalance = false;
+        for change in changes {
+            *last = change.id;
+            match change.kind {
+                ChangeKind::Definition => self.reload_definitions(change.org)?,
+                ChangeKind::Quotas => {
+                    for (org, lane, quotas) in self.shared.store.all_quotas()? {
+                        if org == change.org {
+                            self.state().scheduler.set_quotas(org, lane, quotas);
+                        }
+                    }
+                    self.shared.work.notify_one();
+                }
+                ChangeKind::Org => rebalance = true,
+                ChangeKind::Cancel | ChangeKind::Pause | ChangeKind::Resume => {
+                    self.answer_command(&change)?
+                }
+            }
+        }
+        Ok(rebalance)
+    }
+
+    /// Reads an org's definitions again (changed on another node).
+    fn reload_definitions(&self, org: OrgId) -> Result<()> {
+        let fresh: Vec<_> = self.shared.store.definitions()?.into_iter().filter(|d| d.org == org).collect();
+        let mut state = self.state();
+        let gone: Vec<_> = state.definitions.values().filter(|d| d.org == org).map(|d| d.id).collect();
+        for id in gone {
+            state.definitions.remove(&id);
+            state.scheduler.deactivate(id);
+        }
+        for definition in fresh {
+            if definition.active {
+                state.scheduler.activate(definition.id);
+            } else {
+                state.scheduler.deactivate(definition.id);
+            }
+            state.definitions.insert(definition.id, definition);
+        }
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Carries out a command asked on another node, if this node holds the job's org.
+    fn answer_command(&self, change: &Change) -> Result<()> {
+        if change.answer.is_some() || !self.state().held.as_ref().is_some_and(|h| h.contains_key(&change.org))
+        {
+            return Ok(());
+        }
+        let answer = match self.command_here(change.org, JobId(change.key), change.kind) {
+            Ok(status) => {
+                if change.kind == ChangeKind::Resume {
+                    self.shared.work.notify_one();
+                }
+                format!("ok {}", status.code())
+            }
+            Err(Error::NotAllowed(status)) => format!("not-allowed {}", status.code()),
+            Err(Error::NotFound(_)) => "not-found".to_owned(),
+            Err(e) => return Err(e),
+        };
+        self.shared.store.answer_change(change.id, &answer)?;
+        Ok(())
+    }
+
+    /// Asks the node holding the org to carry out a command and waits for its answer.
+    pub(super) fn remote_command(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
+        let store = &self.shared.store;
+        let change = store.log_change(org, kind, id.0)?;
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            let Some(answer) = store.change(change)?.and_then(|c| c.answer) else { continue };
+            let status = |code: &str| {
+                code.parse::<u32>().ok().and_then(Status::from_code).ok_or_else(|| {
+                    Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'")))
+                })
+            };
+            return match answer.split_once(' ') {
+                Some(("ok", code)) => status(code),
+                Some(("not-allowed", code)) => Err(Error::NotAllowed(status(code)?)),
+                _ if answer == "not-found" => Err(Error::NotFound("job")),
+                _ => {
+                    Err(Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'"))))
+                }
+            };
+        }
+        Err(Error::Unavailable(format!(
+            "the node holding org {} did not answer the {} within {} s; try again",
+            org.0,
+            kind.name(),
+            COMMAND_TIMEOUT.as_secs()
+        )))
+    }
+}

@@ -1,0 +1,298 @@
+//! Several nodes on one PostgreSQL, in one process: each org is held by one node, jobs
+//! created on another node are adopted by the holder, definitions, quotas and commands
+//! reach the holder through the change log, and a node that lost an org's lease cannot
+//! commit for it. The MISSION scenarios 2 and 3 run with their requests spread over two
+//! nodes. (`multi_node.rs` runs three `sluice serve` processes and kills one.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::engine::Mode;
+use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
+use sluice::records::Value;
+use sluice::service::{ClusterOptions, Event, ManualClock, Options, Service};
+use sluice::store::{Definition, JobFilter, JobRow, PostgresStore, Trigger};
+use sluice_sample_plugins as samples;
+
+use crate::support::{attrs, engine};
+
+const T0: i64 = 1_800_000_000_000;
+
+/// A node named `name` on the database at `url`, leases lasting `ttl` ms.
+fn node(url: &str, name: &str, clock: &Arc<ManualClock>, ttl: i64, options: Options) -> Service {
+    let store = Arc::new(PostgresStore::open(url).unwrap());
+    let cluster = ClusterOptions { node: name.into(), lease_ttl: ttl, poll: Duration::from_millis(20) };
+    Service::open(store, engine().clone(), clock.clone(), Options { cluster: Some(cluster), ..options })
+        .unwrap()
+}
+
+/// Lets the nodes see each other and share the orgs out (each balance sees the others'
+/// heartbeats; a node over its share hands orgs back, the others take them).
+fn settle(nodes: &[&Service]) {
+    for _ in 0..3 {
+        for node in nodes {
+            node.balance().unwrap();
+            node.follow().unwrap();
+        }
+    }
+}
+
+fn holder<'a>(nodes: &[&'a Service], org: OrgId) -> &'a Service {
+    let holding: Vec<&Service> =
+        nodes.iter().copied().filter(|n| n.held_orgs().iter().any(|f| f.org == org)).collect();
+    assert_eq!(holding.len(), 1, "exactly one node holds org {}", org.0);
+    holding[0]
+}
+
+fn other<'a>(nodes: &[&'a Service], not: &Service) -> &'a Service {
+    nodes.iter().copied().find(|n| !std::ptr::eq(*n, not)).unwrap()
+}
+
+fn plugin(service: &Service, org: OrgId, path: &str) -> u64 {
+    service.upload_plugin(org, path, &std::fs::read(path).unwrap()).unwrap().id
+}
+
+async fn create(service: &Service, org: OrgId, entity: &str, id: &str) -> Vec<JobId> {
+    let event = Event {
+        message: "Create".into(),
+        entity: entity.into(),
+        record_id: Some(id.into()),
+        attributes: attrs(&[("name", Value::from(id))]),
+    };
+    service.fire(org, event).await.unwrap().jobs
+}
+
+fn jobs_of(service: &Service, org: OrgId, definition: DefinitionId) -> Vec<JobRow> {
+    let filter = JobFilter { definition: Some(definition), ..JobFilter::all(1_000_000) };
+    service.store().jobs(org, &filter).unwrap()
+}
+
+/// Runs a command on a node that does not hold the job's org (it blocks until the
+/// holder answers) while the holder follows the change log.
+async fn command_elsewhere<T: Send + 'static>(
+    asking: &Service,
+    holding: &Service,
+    command: impl FnOnce(&Service) -> T + Send + 'static,
+) -> T {
+    let asking = asking.clone();
+    let task = tokio::task::spawn_blocking(move || command(&asking));
+    while !task.is_finished() {
+        holding.follow().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_are_shared_out_and_jobs_created_on_another_node_run_on_the_holder() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node(&url, "a", &clock, 30_000, Options::default());
+    let orgs: Vec<OrgId> = (0..4).map(|n| a.create_org(&format!("org{n}")).unwrap()).collect();
+    a.balance().unwrap();
+    assert_eq!(a.held_orgs().len(), 4, "alone, a node holds every org");
+    let b = node(&url, "b", &clock, 30_000, Options::default());
+    settle(&[&a, &b]);
+    assert_eq!((a.held_orgs().len(), b.held_orgs().len()), (2, 2), "a joining node takes its share");
+
+    let mut steps = Vec::new();
+    for org in &orgs {
+        let echo = plugin(&a, *org, samples::ECHO);
+        let on = Trigger::on("Create", "contact");
+        steps.push(
+            a.save_definition(Definition::step(*org, "echo", echo, on, Mode::Asynchronous, None)).unwrap(),
+        );
+    }
+    b.follow().unwrap();
+    // Every org's events go to node b: half of them belong to a's orgs.
+    let mut created = Vec::new();
+    for org in &orgs {
+        created.push((*org, create(&b, *org, "contact", "c1").await[0]));
+    }
+    for node in [&a, &b] {
+        node.follow().unwrap();
+        node.run_until_idle().await.unwrap();
+    }
+    for (org, job) in created {
+        let row = a.job(org, job).unwrap();
+        assert_eq!(row.status, Status::Succeeded, "org {}'s job ran on its holder", org.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_an_orgs_lease_cannot_commit_for_it() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    // Node a's leases lapse after a millisecond: it holds the org only until someone asks.
+    let a = node(&url, "a", &clock, 1, Options::default());
+    let org = a.create_org("contoso").unwrap();
+    a.balance().unwrap();
+    let echo = plugin(&a, org, samples::ECHO);
+    let step =
+        Definition::step(org, "echo", echo, Trigger::on("Create", "contact"), Mode::Asynchronous, None);
+    a.save_definition(step).unwrap();
+    let job = create(&a, org, "contact", "c1").await[0];
+
+    std::thread::sleep(Duration::from_millis(5)); // a's lease lapses (the database's clock)
+    let b = node(&url, "b", &clock, 30_000, Options::default());
+    b.balance().unwrap();
+    assert_eq!(b.held_orgs().len(), 1, "b took the lapsed lease");
+
+    // Node a does not know yet: it runs the job, and its commit is fenced out.
+    a.run_once().await.unwrap();
+    assert!(a.held_orgs().is_empty(), "a dropped the org when its commit was refused");
+    assert_eq!(a.job(org, job).unwrap().status, Status::WaitingForResources, "nothing of a's run committed");
+    b.run_until_idle().await.unwrap();
+    let row = b.job(org, job).unwrap();
+    assert_eq!((row.status, row.retry_count), (Status::Succeeded, 0), "b ran it, once, as a first run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_2_a_runaway_workflow_is_deactivated_and_drains_across_two_nodes() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let options = Options { slots: 4, ..Options::default() };
+    let first = node(&url, "a", &clock, 30_000, options.clone());
+    let second = node(&url, "b", &clock, 30_000, options);
+    let runaway_org = first.create_org("contoso").unwrap();
+    let other_org = first.create_org("fabrikam").unwrap();
+    settle(&[&first, &second]);
+    let nodes = [&first, &second];
+    let (runaway_holder, other_holder) = (holder(&nodes, runaway_org), holder(&nodes, other_org));
+    assert!(!std::ptr::eq(runaway_holder, other_holder), "one org each");
+    let elsewhere = other(&nodes, runaway_holder);
+
+    // The quota is set on the node that does not hold the org: it reaches the holder.
+    elsewhere.set_quotas(runaway_org, Lane::Regular, Quotas { max_threads: 2, ..Quotas::default() }).unwrap();
+    let echo = plugin(elsewhere, runaway_org, samples::ECHO);
+    let runaway = elsewhere
+        .save_definition(Definition::workflow(runaway_org, "runaway", echo, Trigger::on("Create", "account")))
+        .unwrap();
+    let on_contact = Trigger::on("Create", "contact");
+    let own_step = elsewhere
+        .save_definition(Definition::step(
+            runaway_org,
+            "own",
+            echo,
+            on_contact.clone(),
+            Mode::Asynchronous,
+            None,
+        ))
+        .unwrap();
+    let their_echo = plugin(elsewhere, other_org, samples::ECHO);
+    let neighbour = elsewhere
+        .save_definition(Definition::step(
+            other_org,
+            "echo",
+            their_echo,
+            on_contact,
+            Mode::Asynchronous,
+            None,
+        ))
+        .unwrap();
+    for node in nodes {
+        node.follow().unwrap();
+    }
+    // The runaway's events arrive at the node that does not hold its org.
+    for n in 0..300 {
+        create(elsewhere, runaway_org, "account", &format!("a{n}")).await;
+    }
+    let own = create(elsewhere, runaway_org, "contact", "c1").await[0];
+    let theirs = create(runaway_holder, other_org, "contact", "c1").await[0];
+    for node in nodes {
+        node.follow().unwrap();
+        node.run_once().await.unwrap();
+    }
+    assert!(
+        first.job(other_org, theirs).unwrap().started_at.is_some(),
+        "the other org is not behind the runaway"
+    );
+    assert!(first.job(runaway_org, own).unwrap().started_at.is_some(), "nor is the runaway org's other step");
+    let started = jobs_of(&first, runaway_org, runaway).iter().filter(|j| j.started_at.is_some()).count();
+    assert_eq!(
+        started, 2,
+        "the runaway holds its org's regular-lane thread cap (set on the other node), no more"
+    );
+
+    // Deactivated on the node that does not hold the org.
+    elsewhere.set_active(runaway_org, runaway, false).unwrap();
+    assert!(
+        create(elsewhere, runaway_org, "account", "after").await.is_empty(),
+        "no new jobs once deactivated"
+    );
+    runaway_holder.follow().unwrap();
+    for node in nodes {
+        node.run_until_idle().await.unwrap();
+    }
+    let jobs = jobs_of(&first, runaway_org, runaway);
+    assert_eq!(jobs.len(), 300);
+    let succeeded = jobs.iter().filter(|j| j.status == Status::Succeeded).count();
+    let canceled: Vec<&JobRow> = jobs.iter().filter(|j| j.status == Status::Canceled).collect();
+    assert_eq!(succeeded + canceled.len(), 300, "the backlog drained: every job ended");
+    assert_eq!(succeeded, started, "only the runs already under way finished");
+    assert!(
+        canceled
+            .iter()
+            .all(|j| j.started_at.is_none() && j.error_code.as_deref() == Some("definition-deactivated"))
+    );
+    assert_eq!(jobs_of(&first, other_org, neighbour)[0].status, Status::Succeeded);
+    assert_eq!(jobs_of(&first, runaway_org, own_step)[0].status, Status::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_a_failing_plugin_is_postponed_and_resumed_from_another_node() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let first = node(&url, "a", &clock, 30_000, Options::default());
+    let second = node(&url, "b", &clock, 30_000, Options::default());
+    let org = first.create_org("contoso").unwrap();
+    first.create_org("fabrikam").unwrap();
+    settle(&[&first, &second]);
+    let nodes = [&first, &second];
+    let holding = holder(&nodes, org);
+    let elsewhere = other(&nodes, holding);
+
+    let quotas =
+        Quotas { max_exceptions: 3, exception_window_minutes: 5, max_postponements: 2, ..Quotas::default() };
+    elsewhere.set_quotas(org, Lane::Priority, quotas).unwrap();
+    let flaky = plugin(elsewhere, org, samples::FLAKY_SYNC);
+    let step = Definition::step(
+        org,
+        "flaky",
+        flaky,
+        Trigger::on("Create", "account"),
+        Mode::Asynchronous,
+        Some("1000000"),
+    );
+    elsewhere.save_definition(step).unwrap();
+    holding.follow().unwrap();
+    let job = create(elsewhere, org, "account", "a1").await[0];
+    holding.follow().unwrap();
+
+    holding.run_until_idle().await.unwrap();
+    let row = elsewhere.job(org, job).unwrap();
+    assert_eq!((row.status, row.postponement_count, row.retry_count), (Status::Waiting, 1, 2));
+    assert_eq!(row.postpone_until, Some(T0 + 5 * MINUTE), "first postponement: D minutes");
+    clock.advance(5 * MINUTE);
+    holding.run_until_idle().await.unwrap();
+    assert_eq!(elsewhere.job(org, job).unwrap().postpone_until, Some(T0 + 15 * MINUTE), "then 2D");
+    clock.advance(10 * MINUTE);
+    holding.run_until_idle().await.unwrap();
+    let row = elsewhere.job(org, job).unwrap();
+    assert_eq!(
+        (row.status, row.postponement_count, row.postpone_until),
+        (Status::Waiting, 3, None),
+        "forever"
+    );
+
+    // Resumed and canceled through the node that does not hold the org.
+    let resumed = command_elsewhere(elsewhere, holding, move |n| n.resume(org, job)).await.unwrap();
+    assert_eq!(resumed, Status::WaitingForResources);
+    holding.run_until_idle().await.unwrap();
+    assert!(elsewhere.job(org, job).unwrap().retry_count > row.retry_count, "a resume runs it again");
+    let canceled = command_elsewhere(elsewhere, holding, move |n| n.cancel(org, job)).await.unwrap();
+    assert_eq!(canceled, Status::Canceled);
+    assert_eq!(elsewhere.job(org, job).unwrap().status, Status::Canceled);
+    let refused = command_elsewhere(elsewhere, holding, move |n| n.resume(org, job)).await;
+    assert!(matches!(refused, Err(sluice::service::Error::NotAllowed(Status::Canceled))), "{refused:?}");
+}
