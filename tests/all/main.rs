@@ -17,6 +17,7 @@ mod http;
 mod isolation;
 mod job_service;
 mod limits;
+mod multi_node;
 mod observability;
 mod sample_plugins;
 mod scheduler_simulation;
