@@ -163,7 +163,7 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Serialises writers of the change log, so that its ids commit in order (a sequence
 /// alone hands out ids at insert, and a later id could commit first and be read past).
-const CHANGE_LOG_LOCK: i64 = 0x5_1c_e10c;
+const CHANGE_LOG_LOCK: i64 = 0x051c_e10c;
 
 type Task = Box<dyn FnOnce(&mut Client) + Send>;
 
