@@ -6,6 +6,7 @@ mod callbacks;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_simulation;
 mod crash_recovery;
 mod dashboard;
 mod durable_state;

@@ -70,6 +70,9 @@ impl Service {
         loop {
             let service = self.clone();
             let balance_now = Instant::now() >= next_balance;
+            // Measured before the renewal is sent: the lease expires at least a TTL
+            // after this instant, so letting go a TTL after it is never too late.
+            let renewal_sent = Instant::now();
             let (balanced, followed) = tokio::task::spawn_blocking(move || {
                 let balanced = balance_now.then(|| service.balance());
                 (balanced, service.follow())
@@ -78,20 +81,22 @@ impl Service {
             .map_err(|e| Error::Invalid(format!("the cluster task failed: {e}")))?;
             match balanced {
                 Some(Ok(())) => {
-                    renewed = Instant::now();
+                    renewed = renewal_sent;
                     next_balance = renewed + ttl / 3;
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "lease renewal failed");
                     next_balance = Instant::now() + ttl / 10;
-                    if renewed.elapsed() >= ttl {
-                        tracing::error!("leases not renewed for a whole TTL: letting every org go");
-                        for fence in self.fences() {
-                            self.drop_org(fence.org);
-                        }
-                    }
                 }
                 None => {}
+            }
+            // Checked on every turn, so that a node waking from a long pause lets its
+            // orgs go before it runs on.
+            if renewed.elapsed() >= ttl && !self.fences().is_empty() {
+                tracing::error!("leases not renewed for a whole TTL: letting every org go");
+                for fence in self.fences() {
+                    self.drop_org(fence.org);
+                }
             }
             match followed {
                 Ok(true) => next_balance = Instant::now(),
