@@ -10,7 +10,7 @@ use sluice::engine::baseline::{self, Bare, types};
 use sluice::engine::{Engine, EngineSettings, Mode};
 use sluice::jobs::{Lane, Millis, OrgId, Quotas, Status};
 use sluice::records::Attributes;
-use sluice::service::{Event, Options, Service, SystemClock};
+use sluice::service::{ClusterOptions, DatabaseClock, Event, Options, Service, SystemClock};
 use sluice::store::{Definition, SqliteStore, Trigger};
 
 use super::format::{bytes, count, micros};
@@ -26,6 +26,14 @@ pub enum Scenario {
         /// one: the benchmark creates its tables) instead of a fresh SQLite file.
         #[arg(long)]
         database: Option<String>,
+        /// With --database: this many nodes in this process, each with its own engine,
+        /// sharing the orgs through leases as `sluice serve --database` nodes do.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// With --database: the jobs spread over this many orgs (default: one per node,
+        /// so that every node holds one).
+        #[arg(long)]
+        orgs: Option<usize>,
     },
     /// Org A floods the regular lane with a runaway workflow while org B submits at a
     /// steady rate on the same lane; B's pickup latency and rate against B alone.
@@ -103,18 +111,11 @@ mod tempfile_guard {
     }
 }
 
+/// A node on a fresh SQLite file.
 fn fresh(name: &str) -> anyhow::Result<Bench> {
-    fresh_on(name, None)
-}
-
-/// A node on a fresh SQLite file, or on the PostgreSQL database at `database`.
-fn fresh_on(name: &str, database: Option<&str>) -> anyhow::Result<Bench> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store: Arc<dyn sluice::store::Store> = match database {
-        Some(url) => Arc::new(sluice::store::PostgresStore::open(url)?),
-        None => Arc::new(SqliteStore::open(&dir.join("sluice.db"))?),
-    };
+    let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
     // 128 slots on each of three lanes, and room for synchronous work beside them.
     let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
     let engine = Engine::new(settings, Some(&dir.join("artifacts")))?;
@@ -179,7 +180,10 @@ fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
 
 pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     match scenario {
-        Scenario::Throughput { jobs, database } => throughput(plugins, jobs, database.as_deref()).await,
+        Scenario::Throughput { jobs, database: Some(url), nodes, orgs } => {
+            cluster_throughput(plugins, jobs, &url, nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
+        }
+        Scenario::Throughput { jobs, database: None, .. } => throughput(plugins, jobs).await,
         Scenario::NoisyNeighbour { flood, rate, seconds } => {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
@@ -197,8 +201,8 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn throughput(plugins: &Path, jobs: u64, database: Option<&str>) -> anyhow::Result<()> {
-    let bench = fresh_on("throughput", database)?;
+async fn throughput(plugins: &Path, jobs: u64) -> anyhow::Result<()> {
+    let bench = fresh("throughput")?;
     let org = tenant(&bench.service, "bench", plugins, "account", Lane::Priority)?;
     let enqueue_rate = enqueue(&bench.service, org, "account", jobs).await?;
     let started = Instant::now();
@@ -215,13 +219,116 @@ async fn throughput(plugins: &Path, jobs: u64, database: Option<&str>) -> anyhow
     anyhow::ensure!(succeeded == jobs, "{succeeded} of {jobs} jobs succeeded");
     let bare = bare_rate(plugins, jobs)?;
     println!("throughput: {} jobs enqueued at {} events/s", count(jobs), count(enqueue_rate as u64));
-    let store = if database.is_some() { "PostgreSQL" } else { "SQLite" };
+    let store = "SQLite";
     println!("  sluice (durable {store}, batched commits): {} jobs/s", count(sluice as u64));
     println!("  bare wasmtime instantiate+call loop:      {} jobs/s", count(bare as u64));
     println!("  ratio: {:.3}", sluice / bare);
     println!(
         "{}",
         json!({"scenario": "throughput", "store": store, "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
+    );
+    Ok(())
+}
+
+/// Throughput of `nodes` nodes on one PostgreSQL database, as `sluice serve --database`
+/// runs them (leases, adoption, fenced commits): the jobs are enqueued over `orgs` orgs
+/// first, the nodes share the orgs out, then the clock runs from the drivers' start to
+/// the last job's success (read from the store every 50 ms).
+async fn cluster_throughput(
+    plugins: &Path,
+    jobs: u64,
+    url: &str,
+    nodes: usize,
+    orgs: usize,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-cluster-{}", std::process::id()));
+    let _guard = tempfile_guard::Guard(dir.clone());
+    let mut services = Vec::new();
+    for n in 0..nodes {
+        let store = Arc::new(sluice::store::PostgresStore::open(url)?);
+        let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
+        let engine = Engine::new(settings, Some(&dir.join(format!("artifacts-{n}"))))?;
+        let cluster = ClusterOptions { node: format!("bench-{n}"), ..ClusterOptions::new() };
+        let options =
+            Options { slots: 128, default_quotas: OPEN, cluster: Some(cluster), ..Options::default() };
+        services.push(Service::open(store, engine, Arc::new(DatabaseClock::default()), options)?);
+    }
+    let first = &services[0];
+    let mut tenants = Vec::new();
+    for o in 0..orgs {
+        tenants.push(tenant(first, &format!("bench-{o}"), plugins, "account", Lane::Priority)?);
+    }
+    let started = Instant::now();
+    for (o, org) in tenants.iter().enumerate() {
+        let share = jobs / orgs as u64 + u64::from((o as u64) < jobs % orgs as u64);
+        enqueue(first, *org, "account", share).await?;
+    }
+    let enqueue_rate = jobs as f64 / started.elapsed().as_secs_f64();
+    // The orgs shared out before the clock starts (each node sees the others' heartbeats).
+    for _ in 0..3 {
+        for service in &services {
+            service.balance()?;
+            service.follow()?;
+        }
+    }
+    let held: Vec<usize> = services.iter().map(|s| s.held_orgs().len()).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for service in &services {
+        for cluster in [false, true] {
+            let (service, mut stop) = (service.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if cluster { service.run_cluster(stopped).await } else { service.run(stopped).await }
+            }));
+        }
+    }
+    let succeeded = |service: &Service| -> anyhow::Result<u64> {
+        let mut total = 0;
+        for org in &tenants {
+            total += service
+                .store()
+                .job_counts(*org)?
+                .iter()
+                .filter(|c| c.1 == Status::Succeeded)
+                .map(|c| c.2)
+                .sum::<u64>();
+        }
+        Ok(total)
+    };
+    while succeeded(first)? < jobs {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3_600),
+            "the jobs did not finish within an hour"
+        );
+        if let Some(why) = services.iter().find_map(|s| s.failure()) {
+            anyhow::bail!("a node failed: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sluice = jobs as f64 / started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        task.await??;
+    }
+    let bare = bare_rate(plugins, jobs.min(200_000))?;
+    println!(
+        "throughput: {} jobs over {orgs} orgs enqueued at {} events/s",
+        count(jobs),
+        count(enqueue_rate as u64)
+    );
+    println!(
+        "  sluice (PostgreSQL, {nodes} node(s) in one process, orgs held {held:?}): {} jobs/s",
+        count(sluice as u64)
+    );
+    println!("  bare wasmtime instantiate+call loop (one thread): {} jobs/s", count(bare as u64));
+    println!("  ratio: {:.3}", sluice / bare);
+    println!(
+        "{}",
+        json!({"scenario": "throughput", "store": "PostgreSQL", "nodes": nodes, "orgs": orgs, "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
     );
     Ok(())
 }

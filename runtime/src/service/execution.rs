@@ -100,7 +100,7 @@ impl Queued {
         }
     }
 
-    fn of_row(row: crate::store::JobRow) -> Queued {
+    pub(super) fn of_row(row: crate::store::JobRow) -> Queued {
         let first = row.retry_count == 0 && row.postponement_count == 0;
         Queued {
             lane: row.lane,

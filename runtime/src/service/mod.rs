@@ -291,6 +291,10 @@ impl State {
             }
             self.scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
             self.scheduler.restore_exceptions(id, &job.exception_times);
+            // The row is at hand: its start need not read it back (as for a new job).
+            if job.status != Status::Waiting && self.queued.len() < execution::QUEUED_KEPT {
+                self.queued.insert(id, execution::Queued::of_row(job));
+            }
         }
         settled
     }
