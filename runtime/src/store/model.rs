@@ -350,6 +350,15 @@ pub enum JobUpdate {
 }
 
 impl JobUpdate {
+    /// The job it changes.
+    pub fn id(&self) -> JobId {
+        match self {
+            JobUpdate::Started { id, .. } | JobUpdate::Finished { id, .. } | JobUpdate::Status { id, .. } => {
+                *id
+            }
+        }
+    }
+
     /// The org whose job this is.
     pub fn org(&self) -> OrgId {
         match self {

@@ -377,10 +377,152 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     for (org, change) in &batch.changes {
         apply_change(client, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
     }
+    // Starts and completions without record writes go in one statement per kind; an
+    // update of a job already gathered sends what is gathered first, so each job's
+    // updates apply in the order decided. The rest go one by one, in order.
+    let mut gathered = Gathered::default();
     for update in &batch.updates {
-        apply_update(client, update)?;
+        if !gathered.ids.insert(update.id()) {
+            gathered.send(client)?;
+            gathered.ids.insert(update.id());
+        }
+        if !gathered.take(update) {
+            apply_update(client, update)?;
+        }
     }
+    gathered.send(client)?;
     insert_jobs(client, &batch.jobs, !batch.unadopted)
+}
+
+/// Starts and plain completions gathered for one statement each (`UPDATE … FROM unnest`).
+#[derive(Default)]
+struct Gathered {
+    ids: std::collections::HashSet<JobId>,
+    started: (Vec<i64>, Vec<i64>),
+    finished: FinishedColumns,
+}
+
+/// The columns of plain completions, one array each.
+#[derive(Default)]
+struct FinishedColumns {
+    id: Vec<i64>,
+    status: Vec<i64>,
+    completed: Vec<Option<i64>>,
+    postpone_until: Vec<Option<i64>>,
+    retried: Vec<i64>,
+    postponements: Vec<i64>,
+    code: Vec<Option<String>>,
+    message: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    fuel: Vec<i64>,
+    wall: Vec<i64>,
+    host: Vec<i64>,
+    peak: Vec<i64>,
+    trace: Vec<Option<String>>,
+    exceptions: Vec<Option<String>>,
+}
+
+impl Gathered {
+    /// Gathers a start or a completion that writes no records and deletes nothing;
+    /// whether it did.
+    fn take(&mut self, update: &JobUpdate) -> bool {
+        match update {
+            JobUpdate::Started { id, at, .. } => {
+                self.started.0.push(id.0 as i64);
+                self.started.1.push(*at);
+                true
+            }
+            JobUpdate::Finished {
+                id,
+                at,
+                status,
+                postpone_until,
+                retried,
+                postponement_count,
+                error,
+                output,
+                accounting,
+                trace,
+                changes,
+                delete,
+                exception_times,
+                ..
+            } if changes.is_empty() && !delete => {
+                let f = &mut self.finished;
+                let (code, message) = error.clone().unzip();
+                f.id.push(id.0 as i64);
+                f.status.push(i64::from(status.code()));
+                f.completed.push(status.is_terminal().then_some(*at));
+                f.postpone_until.push(*postpone_until);
+                f.retried.push(i64::from(*retried));
+                f.postponements.push(i64::from(*postponement_count));
+                f.code.push(code);
+                f.message.push(message);
+                f.output.push(output.clone());
+                f.fuel.push(accounting.fuel_used as i64);
+                f.wall.push(accounting.wall_time_us as i64);
+                f.host.push(accounting.host_time_us as i64);
+                f.peak.push(accounting.peak_memory_bytes as i64);
+                f.trace.push(trace.clone());
+                f.exceptions.push((!exception_times.is_empty()).then(|| json(exception_times)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends what is gathered, and starts over.
+    fn send(&mut self, client: &mut impl GenericClient) -> Result<()> {
+        let gathered = std::mem::take(self);
+        if !gathered.started.0.is_empty() {
+            let statement = prepared(
+                client,
+                "UPDATE jobs SET status = 20, started_at = u.at, postpone_until = NULL
+                 FROM unnest($1::BIGINT[], $2::BIGINT[]) AS u(id, at) WHERE jobs.id = u.id",
+            )?;
+            client.execute(&statement, &[&gathered.started.0, &gathered.started.1])?;
+        }
+        let f = gathered.finished;
+        if !f.id.is_empty() {
+            let statement = prepared(
+                client,
+                "UPDATE jobs SET status = u.status, completed_at = u.completed, postpone_until = u.postpone_until,
+                    retry_count = jobs.retry_count + u.retried, postponement_count = u.postponements,
+                    error_code = u.code, error_message = u.message, output = u.output,
+                    fuel_used = jobs.fuel_used + u.fuel, wall_time_us = jobs.wall_time_us + u.wall,
+                    host_time_us = jobs.host_time_us + u.host,
+                    peak_memory_bytes = GREATEST(jobs.peak_memory_bytes, u.peak),
+                    trace = u.trace, exception_times = u.exceptions
+                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
+                    $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::BIGINT[],
+                    $12::BIGINT[], $13::BIGINT[], $14::TEXT[], $15::TEXT[])
+                    AS u(id, status, completed, postpone_until, retried, postponements, code, message,
+                         output, fuel, wall, host, peak, trace, exceptions)
+                 WHERE jobs.id = u.id",
+            )?;
+            client.execute(
+                &statement,
+                &[
+                    &f.id,
+                    &f.status,
+                    &f.completed,
+                    &f.postpone_until,
+                    &f.retried,
+                    &f.postponements,
+                    &f.code,
+                    &f.message,
+                    &f.output,
+                    &f.fuel,
+                    &f.wall,
+                    &f.host,
+                    &f.peak,
+                    &f.trace,
+                    &f.exceptions,
+                ],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Locks the leases the batches are fenced by (`FOR SHARE`: a taker's epoch bump waits
@@ -417,63 +559,90 @@ fn change_from_row(row: &Row) -> Result<Change> {
     })
 }
 
+/// Inserts jobs in one statement (`INSERT … SELECT FROM unnest`), with ids taken from the
+/// sequence first so that they are known, and ascending, in the jobs' order.
 fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
-    let mut ids = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let (entity, record) = job.record.clone().unzip();
-        let (code, message) = job.error.clone().unzip();
-        let completed = job.status.is_terminal().then_some(job.created_at);
-        let statement = prepared(client, "INSERT INTO jobs (org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
-                record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-                error_code, error_message, adopted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id")?;
-        let row = client.query_one(
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = prepared(client, "SELECT nextval('jobs_id_seq') FROM generate_series(1, $1::BIGINT)")?;
+    let mut ids: Vec<i64> =
+        client.query(&statement, &[&(jobs.len() as i64)])?.iter().map(|row| row.get(0)).collect();
+    ids.sort_unstable();
+    let column = |f: &dyn Fn(&NewJob) -> i64| jobs.iter().map(f).collect::<Vec<i64>>();
+    let text = |f: &dyn Fn(&NewJob) -> Option<String>| jobs.iter().map(f).collect::<Vec<Option<String>>>();
+    let org = column(&|j| i64::from(j.org.0));
+    let lane = column(&|j| j.lane.index() as i64);
+    let operation: Vec<String> = jobs.iter().map(|j| operation_name(j.operation)).collect();
+    let definition = column(&|j| j.definition.0 as i64);
+    let version = column(&|j| i64::from(j.definition_version));
+    let correlation: Vec<&str> = jobs.iter().map(|j| j.correlation_id.as_str()).collect();
+    let depth = column(&|j| i64::from(j.depth));
+    let entity = text(&|j| j.record.as_ref().map(|r| r.0.clone()));
+    let record = text(&|j| j.record.as_ref().map(|r| r.1.clone()));
+    let payload: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let token = text(&|j| j.dependency_token.clone());
+    let status = column(&|j| i64::from(j.status.code()));
+    let created = column(&|j| j.created_at);
+    let completed: Vec<Option<i64>> =
+        jobs.iter().map(|j| j.status.is_terminal().then_some(j.created_at)).collect();
+    let code = text(&|j| j.error.as_ref().map(|e| e.0.clone()));
+    let message = text(&|j| j.error.as_ref().map(|e| e.1.clone()));
+    let statement = prepared(
+        client,
+        "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id,
+            depth, record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
+            error_code, error_message, adopted)
+         SELECT u.*, $18 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
+            $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],
+            $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $17::TEXT[]) AS u",
+    )?;
+    client.execute(
+        &statement,
+        &[
+            &ids,
+            &org,
+            &lane,
+            &operation,
+            &definition,
+            &version,
+            &correlation,
+            &depth,
+            &entity,
+            &record,
+            &payload,
+            &token,
+            &status,
+            &created,
+            &completed,
+            &code,
+            &message,
+            &adopted,
+        ],
+    )?;
+    for (id, job) in ids.iter().zip(jobs) {
+        let Some(background) = &job.background else { continue };
+        let state = match background.callback_uri {
+            Some(_) => DeliveryState::Waiting,
+            None => DeliveryState::None,
+        };
+        let statement = prepared(
+            client,
+            "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
+             VALUES ($1, $2, $3, $4, $5)",
+        )?;
+        client.execute(
             &statement,
             &[
+                id,
                 &i64::from(job.org.0),
-                &(job.lane.index() as i64),
-                &operation_name(job.operation),
-                &(job.definition.0 as i64),
-                &i64::from(job.definition_version),
-                &job.correlation_id,
-                &i64::from(job.depth),
-                &entity,
-                &record,
-                &job.payload,
-                &job.dependency_token,
-                &i64::from(job.status.code()),
-                &job.created_at,
-                &completed,
-                &code,
-                &message,
-                &adopted,
+                &background.callback_uri,
+                &background.expires_at,
+                &delivery_state_name(state),
             ],
         )?;
-        let id: i64 = row.get(0);
-        ids.push(JobId(id as u64));
-        if let Some(background) = &job.background {
-            let state = match background.callback_uri {
-                Some(_) => DeliveryState::Waiting,
-                None => DeliveryState::None,
-            };
-            let statement = prepared(
-                client,
-                "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )?;
-            client.execute(
-                &statement,
-                &[
-                    &id,
-                    &i64::from(job.org.0),
-                    &background.callback_uri,
-                    &background.expires_at,
-                    &delivery_state_name(state),
-                ],
-            )?;
-        }
     }
-    Ok(ids)
+    Ok(ids.into_iter().map(|id| JobId(id as u64)).collect())
 }
 
 fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
