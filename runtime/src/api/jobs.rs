@@ -80,7 +80,12 @@ async fn command(
     act: fn(&crate::service::Service, OrgId, JobId) -> crate::service::Result<Status>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = JobId(parse_id(id, "job")?);
-    act(&state.service, org, id)?;
+    // With several nodes, a job of an org another node holds is commanded through that
+    // node and its answer awaited (up to 10 s): off the runtime's threads.
+    let service = state.service.clone();
+    tokio::task::spawn_blocking(move || act(&service, org, id))
+        .await
+        .map_err(|e| crate::service::Error::Unavailable(format!("the command failed: {e}")))??;
     Ok(Json(state.service.job(org, id)?.into()))
 }
 

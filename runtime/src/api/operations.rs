@@ -65,6 +65,10 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<OperationView>, ApiError> {
     let job = JobId(parse_id(&id, "background operation")?);
-    state.service.cancel_operation(org, job)?;
+    // Awaits the holding node's answer when another node holds the org (see jobs.rs).
+    let service = state.service.clone();
+    tokio::task::spawn_blocking(move || service.cancel_operation(org, job))
+        .await
+        .map_err(|e| crate::service::Error::Unavailable(format!("the cancel failed: {e}")))??;
     Ok(Json(view(&state, org, &id)?))
 }

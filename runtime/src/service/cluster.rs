@@ -286,6 +286,8 @@ impl Service {
         }
         let now = self.now();
         let mut state = self.state();
+        // An org lost since the adoption (a fenced commit, a renewal) is not restored.
+        let jobs = jobs.into_iter().filter(|job| state.holds(job.org)).collect();
         let settled = state.restore(jobs, now);
         state.pending.extend(settled);
         drop(state);

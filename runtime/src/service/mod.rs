@@ -706,6 +706,11 @@ impl Service {
     pub fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>> {
         let mut jobs = self.shared.store.jobs(org, filter)?;
         self.live_status(&mut jobs);
+        // A job the store still shows in the asked status may have moved on (a start not
+        // yet committed): the answer holds only jobs in that status now.
+        if let Some(status) = filter.status {
+            jobs.retain(|job| job.status == status);
+        }
         Ok(jobs)
     }
 

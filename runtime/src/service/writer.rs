@@ -227,8 +227,15 @@ impl Service {
         let mut replies = Vec::with_capacity(batches.len());
         let mut refenced = Vec::new();
         let mut state = self.state();
+        // Jobs join the scheduler only while their org is still held here (a renewal on
+        // the cluster's thread may have lost it since the commit).
+        let still_held = |state: &super::State, fence: Option<Fence>| {
+            fence.is_none_or(|f| state.held.as_ref().is_some_and(|h| h.get(&f.org) == Some(&f)))
+        };
         for (own, ids) in owns.iter().zip(&own_jobs) {
-            submit_jobs(&mut state, ids, &own.jobs);
+            if still_held(&state, own.fence) {
+                submit_jobs(&mut state, ids, &own.jobs);
+            }
         }
         for ((batch, reply), result) in batches.into_iter().zip(results) {
             match result {
@@ -236,7 +243,7 @@ impl Service {
                 // are committed again for the new holder to adopt.
                 Err(crate::store::Error::Fenced(_)) => refenced.push((batch, reply)),
                 Ok(ids) => {
-                    if !batch.unadopted {
+                    if !batch.unadopted && still_held(&state, batch.fence) {
                         submit_jobs(&mut state, &ids, &batch.jobs);
                     }
                     replies.push((reply, Ok(ids)));
