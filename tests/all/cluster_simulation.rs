@@ -16,36 +16,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, Millis, OrgId, Quotas, Status};
 use sluice::scheduler::{After, Decision, JobSpec, Outcome, Scheduler};
 
-fn jobs() -> u64 {
-    std::env::var("SLUICE_SIM_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
-}
+use crate::support::{Rng, simulated_jobs};
+
 const ORGS: u32 = 18;
 const DEFINITIONS: u64 = 54;
 const NODES: usize = 3;
 const SLOTS_PER_NODE: usize = 16;
 /// The lease's TTL; renewed every third of it.
 const TTL: Millis = 30_000;
-
-/// splitmix64, as in the single-node simulation.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, per_million: u64) -> bool {
-        self.below(1_000_000) < per_million
-    }
-}
 
 /// A job's row in the modelled database.
 struct Row {
@@ -137,7 +115,7 @@ impl Cluster {
             rng,
             now: 0,
             seed,
-            target: jobs(),
+            target: simulated_jobs(),
             quotas,
             lanes,
             exception_rates,

@@ -8,35 +8,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, Millis, OrgId, Quotas, Status};
 use sluice::scheduler::{After, Decision, JobSpec, Outcome, Scheduler};
 
-/// Jobs simulated; `SLUICE_SIM_JOBS` overrides it when hunting a failure.
-fn jobs() -> u64 {
-    std::env::var("SLUICE_SIM_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
-}
+use crate::support::{Rng, simulated_jobs};
+
 const ORGS: u32 = 24;
 const DEFINITIONS: u64 = 96;
 const NODES: usize = 3;
 const SLOTS_PER_NODE: usize = 24;
-
-/// splitmix64: small, fast and deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, per_million: u64) -> bool {
-        self.below(1_000_000) < per_million
-    }
-}
 
 struct Definition {
     org: OrgId,
@@ -129,7 +106,7 @@ impl World {
             in_progress: BTreeMap::new(),
             now: 0,
             seed,
-            target: jobs(),
+            target: simulated_jobs(),
         }
     }
 

@@ -110,3 +110,29 @@ pub fn fresh_postgres_database() -> String {
     let (server, _) = base.rsplit_once('/').expect("a URL naming a database");
     format!("{server}/{name}")
 }
+
+/// splitmix64: small, fast and deterministic (the simulations' source of chance).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn chance(&mut self, per_million: u64) -> bool {
+        self.below(1_000_000) < per_million
+    }
+}
+
+/// Jobs a simulation runs; `SLUICE_SIM_JOBS` overrides it when hunting a failure.
+pub fn simulated_jobs() -> u64 {
+    std::env::var("SLUICE_SIM_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
+}
