@@ -37,6 +37,7 @@ fn finished(id: JobId, org: OrgId, status: Status, changes: Vec<RecordChange>) -
         id,
         org,
         at: 5_000,
+        started: None,
         status,
         postpone_until: None,
         retried: false,
@@ -202,6 +203,29 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
     assert_eq!(store.job(b, later[0]).unwrap().unwrap().status, Status::WaitingForResources);
     let all_jobs = store.jobs(a, &JobFilter::all(100)).unwrap();
     assert!(!all_jobs.iter().any(|j| j.correlation_id == "c21"), "the refused batch left nothing");
+
+    // A run whose start is written with its end: one write sets both, in a batch with
+    // other jobs' starts and ends (each job's updates in order: a retry started again).
+    let quick = store.insert_jobs(&[new_job(b, 30), new_job(b, 31)]).unwrap();
+    let mut with_start = finished(quick[0], b, Status::WaitingForResources, vec![]);
+    if let JobUpdate::Finished { started, .. } = &mut with_start {
+        *started = Some(4_200);
+    }
+    store
+        .apply(&[
+            JobUpdate::Started { id: quick[1], org: b, at: 4_100 },
+            with_start,
+            finished(quick[1], b, Status::Failed, vec![]),
+            JobUpdate::Started { id: quick[0], org: b, at: 6_000 },
+        ])
+        .unwrap();
+    let (first, second) =
+        (store.job(b, quick[0]).unwrap().unwrap(), store.job(b, quick[1]).unwrap().unwrap());
+    assert_eq!((first.status, first.started_at, first.completed_at), (Status::InProgress, Some(6_000), None));
+    assert_eq!(
+        (second.status, second.started_at, second.completed_at),
+        (Status::Failed, Some(4_100), Some(5_000))
+    );
 
     // Auto-delete on success removes the row.
     let mut auto_delete = finished(ids[1], a, Status::Succeeded, vec![]);

@@ -1,6 +1,7 @@
 //! The driver: starts what the scheduler allows, runs each job on the engine, and
 //! records how it ended (in batches: one transaction per round of finished jobs).
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
     StopSignal,
 };
-use crate::jobs::{DefinitionId, JobId, Lane, OrgId, Status};
+use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Status};
 use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
 use crate::store::{Batch, Definition, DefinitionKind, JobUpdate};
@@ -113,9 +114,10 @@ impl Queued {
     }
 }
 
-/// How long a start may wait to ride along with a round's commit before it is committed
-/// on its own (so the store and the API show a long execution InProgress).
-const START_COMMIT_DELAY: Duration = Duration::from_millis(2);
+/// How long a start may wait to be written with its run's end (see `State::take_pending`)
+/// before it is committed on its own (so the store and the API show a long execution
+/// InProgress).
+pub(super) const START_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
@@ -158,6 +160,7 @@ impl Service {
     /// execution will follow to carry them.
     pub(super) fn start_ready(&self) -> Result<usize> {
         let now = self.now();
+        let decided = std::time::Instant::now();
         let mut to_run = Vec::new();
         let (flush, held_back) = {
             let mut state = self.state();
@@ -198,6 +201,7 @@ impl Service {
                                 definition = spec.definition.0
                             );
                             state.pending.push(JobUpdate::Started { id, org, at: now });
+                            state.young_starts.insert(id, decided);
                             let stop = StopSignal::default();
                             state.stops.insert(id, stop.clone());
                             to_run.push((org, id, stop, span));
@@ -375,9 +379,24 @@ impl Service {
             }
         }
         let mut state = self.state();
-        let (updates, mut more) = state.take_pending();
+        let finishing: HashSet<JobId> = batch.iter().map(|finished| finished.job).collect();
+        let (updates, mut more) = state.take_pending(Some(&finishing));
         commit.updates.extend(updates);
         ended.append(&mut more);
+        // A finishing job whose start is not yet written (its last transition in this
+        // commit): the start goes with the end, in one row write.
+        let mut unwritten_starts: HashMap<JobId, (usize, Millis)> = HashMap::new();
+        for (i, update) in commit.updates.iter().enumerate() {
+            match update {
+                JobUpdate::Started { id, at, .. } if finishing.contains(id) => {
+                    unwritten_starts.insert(*id, (i, *at));
+                }
+                other => {
+                    unwritten_starts.remove(&other.id());
+                }
+            }
+        }
+        let mut folded = HashSet::new();
         // Execution times, only for watchers of completions (benchmarks).
         let watching = self.shared.completions.receiver_count() > 0;
         for finished in batch {
@@ -459,10 +478,15 @@ impl Service {
             if watching && status.is_terminal() {
                 watched.push(Watched { job: finished.job, org: finished.org, status, ran: finished.ran });
             }
+            let started = unwritten_starts.remove(&finished.job).map(|(i, at)| {
+                folded.insert(i);
+                at
+            });
             commit.updates.push(JobUpdate::Finished {
                 id: finished.job,
                 org: finished.org,
                 at: now,
+                started,
                 status,
                 postpone_until,
                 retried: after == After::Retry,
@@ -474,6 +498,13 @@ impl Service {
                 changes,
                 delete: succeeded && finished.auto_delete,
                 exception_times,
+            });
+        }
+        if !folded.is_empty() {
+            let mut i = 0;
+            commit.updates.retain(|_| {
+                i += 1;
+                !folded.contains(&(i - 1))
             });
         }
     }
@@ -522,14 +553,14 @@ impl Service {
     }
 
     /// One round: starts what may start, then records at least one finished execution
-    /// (if any is running). Returns how many jobs started.
+    /// (if any is running). Returns how many jobs started; what the round decided, the
+    /// starts of jobs still running included, is durable on return.
     pub async fn run_once(&self) -> Result<usize> {
         let started = self.start_ready()?;
         if self.state().running != [0; 3] {
             self.collect_finished().await?;
-        } else {
-            self.flush()?;
         }
+        self.flush()?;
         Ok(started)
     }
 

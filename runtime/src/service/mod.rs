@@ -17,7 +17,7 @@ mod sync_gate;
 mod tenancy;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
@@ -227,6 +227,8 @@ struct State {
     /// commit (group commit). Losing them in a crash is harmless: a job the store still
     /// shows as waiting is simply picked up again.
     pending: Vec<JobUpdate>,
+    /// When each start still in `pending` was decided (see [`State::take_pending`]).
+    young_starts: HashMap<JobId, std::time::Instant>,
     /// The stop signal of each running execution (raised by cancel and pause).
     stops: HashMap<JobId, StopSignal>,
     /// When the retention policy last ran.
@@ -311,8 +313,40 @@ impl State {
     }
 
     /// Takes the pending transitions with the background operations they end.
-    fn take_pending(&mut self) -> (Vec<JobUpdate>, Vec<(OrgId, JobId)>) {
-        (std::mem::take(&mut self.pending), std::mem::take(&mut self.ended))
+    ///
+    /// With `finishing` (a round's commit, and the jobs whose end it writes), a start
+    /// decided less than [`execution::START_COMMIT_DELAY`] ago stays pending, unless its
+    /// job ends in this commit or has a later transition pending: most runs are shorter
+    /// than that, and their start is then written with their end, one row write instead
+    /// of two (`JobUpdate::Finished::started`). A flush takes everything.
+    fn take_pending(&mut self, finishing: Option<&HashSet<JobId>>) -> (Vec<JobUpdate>, Vec<(OrgId, JobId)>) {
+        let ended = std::mem::take(&mut self.ended);
+        let Some(finishing) = finishing else {
+            self.young_starts.clear();
+            return (std::mem::take(&mut self.pending), ended);
+        };
+        let now = std::time::Instant::now();
+        let mut transitions: HashMap<JobId, u32> = HashMap::with_capacity(self.pending.len());
+        for update in &self.pending {
+            *transitions.entry(update.id()).or_default() += 1;
+        }
+        let young = |update: &JobUpdate| match update {
+            JobUpdate::Started { id, .. } => {
+                !finishing.contains(id)
+                    && transitions[id] == 1
+                    && self
+                        .young_starts
+                        .get(id)
+                        .is_some_and(|decided| now.duration_since(*decided) < execution::START_COMMIT_DELAY)
+            }
+            _ => false,
+        };
+        let (held, taken): (Vec<JobUpdate>, Vec<JobUpdate>) =
+            std::mem::take(&mut self.pending).into_iter().partition(young);
+        let held_ids: HashSet<JobId> = held.iter().map(JobUpdate::id).collect();
+        self.young_starts.retain(|id, _| held_ids.contains(id));
+        self.pending = held;
+        (taken, ended)
     }
 }
 
@@ -359,6 +393,7 @@ impl Service {
             loops: LoopDetector::default(),
             postponements: HashMap::new(),
             pending: Vec::new(),
+            young_starts: HashMap::new(),
             stops: HashMap::new(),
             last_purge: Millis::MIN / 2,
             background: HashMap::new(),

@@ -325,6 +325,10 @@ pub enum JobUpdate {
         id: JobId,
         org: OrgId,
         at: Millis,
+        /// When this run started, if its start is written with its end (a run shorter
+        /// than a commit usually is: one row write instead of two); else `None` and the
+        /// start was written by a [`JobUpdate::Started`] before.
+        started: Option<Millis>,
         status: Status,
         postpone_until: Option<Millis>,
         retried: bool,

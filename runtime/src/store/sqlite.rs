@@ -1017,6 +1017,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
             id,
             org,
             at,
+            started,
             status,
             postpone_until,
             retried,
@@ -1048,7 +1049,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                     retry_count = retry_count + ?5, postponement_count = ?6, error_code = ?7, error_message = ?8,
                     output = ?9, fuel_used = fuel_used + ?10, wall_time_us = wall_time_us + ?11,
                     host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14,
-                    exception_times = ?15
+                    exception_times = ?15, started_at = COALESCE(?16, started_at)
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -1067,6 +1068,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                 accounting.peak_memory_bytes as i64,
                 trace,
                 (!exception_times.is_empty()).then(|| json(exception_times)),
+                started,
             ])?;
         }
     }

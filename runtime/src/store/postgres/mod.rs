@@ -5,11 +5,13 @@
 //! The driver is `postgres` (the blocking face of `tokio-postgres`). Its client runs
 //! its own small runtime and must not be called from inside another, and the [`Store`]
 //! trait is synchronous and called from the service's tokio threads. So each connection
-//! lives on a thread of its own and is handed work as closures: one writing connection
-//! (commits are the store's writer's anyway) and a few readers, as for SQLite.
+//! has a thread of its own, handed work as closures by callers inside tokio (others run
+//! it in place): one writing connection (commits are the store's writer's anyway), one
+//! for coordination, and a few readers, as for SQLite.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 
@@ -30,6 +32,8 @@ use crate::records::{
 
 /// Read connections per store (see `sqlite.rs`'s `READERS`).
 const READERS: usize = 4;
+
+mod steady;
 
 /// The schema, as numbered migrations applied in order at open (`schema_version`
 /// records how many have run); a migration is never edited once released.
@@ -156,6 +160,19 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     ",
+    // 3: jobs awaiting adoption in a table of their own. A flag on `jobs` with a partial
+    // index made every adoption poll scan the whole table whenever the planner's
+    // statistics still counted a backlog adopted since (41 ms a poll, every 50 ms, after a
+    // 30,000-job takeover); this table holds only the jobs not yet adopted.
+    "
+    CREATE TABLE unadopted_jobs (
+        job_id BIGINT PRIMARY KEY,
+        org_id BIGINT NOT NULL
+    );
+    INSERT INTO unadopted_jobs (job_id, org_id) SELECT id, org_id FROM jobs WHERE NOT adopted AND status < 30;
+    DROP INDEX jobs_unadopted;
+    ALTER TABLE jobs DROP COLUMN adopted;
+    ",
 ];
 
 /// The database's clock in epoch milliseconds (the one clock all nodes share).
@@ -167,46 +184,63 @@ const CHANGE_LOG_LOCK: i64 = 0x051c_e10c;
 
 type Task = Box<dyn FnOnce(&mut Client) + Send>;
 
-/// One connection on its own thread.
+/// One connection with a thread of its own. The driver's client runs its own small
+/// runtime, which cannot be entered from a thread already inside tokio's: such callers
+/// hand their work to the connection's thread; any other thread (the service's writer)
+/// runs it in place, sparing two thread hand-offs per call, each a wait to be scheduled
+/// on a machine whose cores are busy running plug-ins.
 struct Connection {
+    /// Tells the statement cache which connection a statement was prepared on.
+    number: usize,
+    client: Arc<Mutex<Client>>,
     tasks: mpsc::Sender<Task>,
     /// Calls queued or running on it: reads go to an idle reader when there is one.
     in_flight: AtomicUsize,
 }
 
+/// Numbers the connections of the process (see `Connection::number`).
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
 impl Connection {
     fn open(url: &str) -> Result<Connection> {
+        let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let (tasks, inbox) = mpsc::channel::<Task>();
         let (ready, opened) = mpsc::sync_channel(1);
         let url = url.to_owned();
+        // Connected on its own thread: the caller may be inside tokio's runtime.
         std::thread::Builder::new().name("sluice-postgres".into()).spawn(move || {
-            let mut client = match Client::connect(&url, NoTls) {
-                Ok(client) => {
-                    let _ = ready.send(Ok(()));
-                    client
-                }
+            let client = match Client::connect(&url, NoTls) {
+                Ok(client) => Arc::new(Mutex::new(client)),
                 Err(e) => return drop(ready.send(Err(database(e)))),
             };
+            let _ = ready.send(Ok(client.clone()));
             // Ends when the store (the last sender) is dropped.
             for task in inbox {
+                let mut client = client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                CURRENT_CONNECTION.set(number);
                 task(&mut client);
             }
         })?;
-        opened.recv().map_err(|_| Error::Database("the connection's thread ended".into()))??;
-        Ok(Connection { tasks, in_flight: AtomicUsize::new(0) })
+        let client = opened.recv().map_err(|_| Error::Database("the connection's thread ended".into()))??;
+        Ok(Connection { number, client, tasks, in_flight: AtomicUsize::new(0) })
     }
 
     /// Runs `work` on the connection and waits for its result.
     fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Client) -> T + Send + 'static) -> Result<T> {
-        let (reply, result) = mpsc::sync_channel(1);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = self
-            .tasks
-            .send(Box::new(move |client| drop(reply.send(work(client)))))
-            .map_err(|_| Error::Database("the connection's thread ended".into()))
-            .and_then(|()| {
-                result.recv().map_err(|_| Error::Database("the connection's thread ended".into()))
-            });
+        let answer = if tokio::runtime::Handle::try_current().is_err() {
+            let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            CURRENT_CONNECTION.set(self.number);
+            Ok(work(&mut client))
+        } else {
+            let (reply, result) = mpsc::sync_channel(1);
+            self.tasks
+                .send(Box::new(move |client| drop(reply.send(work(client)))))
+                .map_err(|_| Error::Database("the connection's thread ended".into()))
+                .and_then(|()| {
+                    result.recv().map_err(|_| Error::Database("the connection's thread ended".into()))
+                })
+        };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         answer
     }
@@ -352,23 +386,23 @@ fn apply_change(
 }
 
 thread_local! {
-    /// This thread's connection's prepared statements: a connection has a thread of its
-    /// own, so a thread-local cache is a per-connection one (the job path's statements
-    /// are parsed once, not on every call).
-    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, Statement>> =
-        Default::default();
+    /// The connection this thread is running work on (see `Connection::run`).
+    static CURRENT_CONNECTION: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// The statements this thread prepared, per connection: the job path's statements
+    /// are parsed once per connection, not on every call.
+    static PREPARED: std::cell::RefCell<HashMap<(usize, &'static str), Statement>> = Default::default();
 }
 
-/// The statement for `sql`, prepared once per connection.
 fn prepared(
     client: &mut impl GenericClient,
     sql: &'static str,
 ) -> std::result::Result<Statement, ::postgres::Error> {
-    if let Some(statement) = PREPARED.with(|cache| cache.borrow().get(sql).cloned()) {
+    let key = (CURRENT_CONNECTION.get(), sql);
+    if let Some(statement) = PREPARED.with(|cache| cache.borrow().get(&key).cloned()) {
         return Ok(statement);
     }
     let statement = client.prepare(sql)?;
-    PREPARED.with(|cache| cache.borrow_mut().insert(sql, statement.clone()));
+    PREPARED.with(|cache| cache.borrow_mut().insert(key, statement.clone()));
     Ok(statement)
 }
 
@@ -377,14 +411,14 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     for (org, change) in &batch.changes {
         apply_change(client, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
     }
-    // Starts and completions without record writes go in one statement per kind; an
-    // update of a job already gathered sends what is gathered first, so each job's
-    // updates apply in the order decided. The rest go one by one, in order.
+    // Starts and completions without record writes go in one statement per kind, and a
+    // job started and finished in the same batch in one row update; an update that must
+    // follow one already gathered sends what is gathered first, so each job's updates
+    // apply in the order decided. The rest go one by one, in order.
     let mut gathered = Gathered::default();
     for update in &batch.updates {
-        if !gathered.ids.insert(update.id()) {
+        if gathered.must_precede(update) {
             gathered.send(client)?;
-            gathered.ids.insert(update.id());
         }
         if !gathered.take(update) {
             apply_update(client, update)?;
@@ -397,8 +431,10 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
 /// Starts and plain completions gathered for one statement each (`UPDATE … FROM unnest`).
 #[derive(Default)]
 struct Gathered {
-    ids: std::collections::HashSet<JobId>,
-    started: (Vec<i64>, Vec<i64>),
+    /// Job id → start time.
+    started: HashMap<i64, Millis>,
+    /// The jobs whose completion is gathered.
+    finished_ids: std::collections::HashSet<i64>,
     finished: FinishedColumns,
 }
 
@@ -406,6 +442,8 @@ struct Gathered {
 #[derive(Default)]
 struct FinishedColumns {
     id: Vec<i64>,
+    /// The job's start, when it is written with its completion.
+    started: Vec<Option<i64>>,
     status: Vec<i64>,
     completed: Vec<Option<i64>>,
     postpone_until: Vec<Option<i64>>,
@@ -422,49 +460,84 @@ struct FinishedColumns {
     exceptions: Vec<Option<String>>,
 }
 
+/// Whether a batch writes records (and so may fail alone with a write conflict).
+fn writes_records(batch: &Batch) -> bool {
+    !batch.changes.is_empty()
+        || batch
+            .updates
+            .iter()
+            .any(|u| matches!(u, JobUpdate::Finished { changes, .. } if !changes.is_empty()))
+}
+
+/// A completion that writes no records and deletes nothing: gathered with others.
+fn is_plain(update: &JobUpdate) -> bool {
+    matches!(update, JobUpdate::Finished { changes, delete, .. } if changes.is_empty() && !delete)
+}
+
+impl FinishedColumns {
+    /// Adds a plain completion ([`is_plain`]); anything else is ignored.
+    fn push(&mut self, update: &JobUpdate) {
+        let JobUpdate::Finished {
+            id,
+            at,
+            started,
+            status,
+            postpone_until,
+            retried,
+            postponement_count,
+            error,
+            output,
+            accounting,
+            trace,
+            exception_times,
+            ..
+        } = update
+        else {
+            return;
+        };
+        let (code, message) = error.clone().unzip();
+        self.id.push(id.0 as i64);
+        self.started.push(*started);
+        self.status.push(i64::from(status.code()));
+        self.completed.push(status.is_terminal().then_some(*at));
+        self.postpone_until.push(*postpone_until);
+        self.retried.push(i64::from(*retried));
+        self.postponements.push(i64::from(*postponement_count));
+        self.code.push(code);
+        self.message.push(message);
+        self.output.push(output.clone());
+        self.fuel.push(accounting.fuel_used as i64);
+        self.wall.push(accounting.wall_time_us as i64);
+        self.host.push(accounting.host_time_us as i64);
+        self.peak.push(accounting.peak_memory_bytes as i64);
+        self.trace.push(trace.clone());
+        self.exceptions.push((!exception_times.is_empty()).then(|| json(exception_times)));
+    }
+}
+
 impl Gathered {
-    /// Gathers a start or a completion that writes no records and deletes nothing;
-    /// whether it did.
+    /// Whether what is gathered must be written before `update`: it concerns a job
+    /// already gathered, and would not follow its gathered update when sent (starts are
+    /// sent before completions, so only a plain completion may follow its job's start).
+    fn must_precede(&self, update: &JobUpdate) -> bool {
+        let id = update.id().0 as i64;
+        let finished = self.finished_ids.contains(&id);
+        match update {
+            update if is_plain(update) => finished,
+            _ => finished || self.started.contains_key(&id),
+        }
+    }
+
+    /// Gathers a start or a plain completion ([`is_plain`]); whether it did.
     fn take(&mut self, update: &JobUpdate) -> bool {
         match update {
             JobUpdate::Started { id, at, .. } => {
-                self.started.0.push(id.0 as i64);
-                self.started.1.push(*at);
+                self.started.insert(id.0 as i64, *at);
                 true
             }
-            JobUpdate::Finished {
-                id,
-                at,
-                status,
-                postpone_until,
-                retried,
-                postponement_count,
-                error,
-                output,
-                accounting,
-                trace,
-                changes,
-                delete,
-                exception_times,
-                ..
-            } if changes.is_empty() && !delete => {
-                let f = &mut self.finished;
-                let (code, message) = error.clone().unzip();
-                f.id.push(id.0 as i64);
-                f.status.push(i64::from(status.code()));
-                f.completed.push(status.is_terminal().then_some(*at));
-                f.postpone_until.push(*postpone_until);
-                f.retried.push(i64::from(*retried));
-                f.postponements.push(i64::from(*postponement_count));
-                f.code.push(code);
-                f.message.push(message);
-                f.output.push(output.clone());
-                f.fuel.push(accounting.fuel_used as i64);
-                f.wall.push(accounting.wall_time_us as i64);
-                f.host.push(accounting.host_time_us as i64);
-                f.peak.push(accounting.peak_memory_bytes as i64);
-                f.trace.push(trace.clone());
-                f.exceptions.push((!exception_times.is_empty()).then(|| json(exception_times)));
+            update if is_plain(update) => {
+                self.finished_ids.insert(update.id().0 as i64);
+                self.finished.push(update);
                 true
             }
             _ => false,
@@ -474,19 +547,21 @@ impl Gathered {
     /// Sends what is gathered, and starts over.
     fn send(&mut self, client: &mut impl GenericClient) -> Result<()> {
         let gathered = std::mem::take(self);
-        if !gathered.started.0.is_empty() {
+        if !gathered.started.is_empty() {
+            let (ids, ats): (Vec<i64>, Vec<i64>) = gathered.started.into_iter().unzip();
             let statement = prepared(
                 client,
                 "UPDATE jobs SET status = 20, started_at = u.at, postpone_until = NULL
                  FROM unnest($1::BIGINT[], $2::BIGINT[]) AS u(id, at) WHERE jobs.id = u.id",
             )?;
-            client.execute(&statement, &[&gathered.started.0, &gathered.started.1])?;
+            client.execute(&statement, &[&ids, &ats])?;
         }
         let f = gathered.finished;
         if !f.id.is_empty() {
             let statement = prepared(
                 client,
-                "UPDATE jobs SET status = u.status, completed_at = u.completed, postpone_until = u.postpone_until,
+                "UPDATE jobs SET status = u.status, started_at = COALESCE(u.started, jobs.started_at),
+                    completed_at = u.completed, postpone_until = u.postpone_until,
                     retry_count = jobs.retry_count + u.retried, postponement_count = u.postponements,
                     error_code = u.code, error_message = u.message, output = u.output,
                     fuel_used = jobs.fuel_used + u.fuel, wall_time_us = jobs.wall_time_us + u.wall,
@@ -495,9 +570,9 @@ impl Gathered {
                     trace = u.trace, exception_times = u.exceptions
                  FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
                     $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::BIGINT[],
-                    $12::BIGINT[], $13::BIGINT[], $14::TEXT[], $15::TEXT[])
+                    $12::BIGINT[], $13::BIGINT[], $14::TEXT[], $15::TEXT[], $16::BIGINT[])
                     AS u(id, status, completed, postpone_until, retried, postponements, code, message,
-                         output, fuel, wall, host, peak, trace, exceptions)
+                         output, fuel, wall, host, peak, trace, exceptions, started)
                  WHERE jobs.id = u.id",
             )?;
             client.execute(
@@ -518,6 +593,7 @@ impl Gathered {
                     &f.peak,
                     &f.trace,
                     &f.exceptions,
+                    &f.started,
                 ],
             )?;
         }
@@ -592,8 +668,8 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
         client,
         "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id,
             depth, record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-            error_code, error_message, adopted)
-         SELECT u.*, $18 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
+            error_code, error_message)
+         SELECT u.* FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
             $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],
             $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $17::TEXT[]) AS u",
     )?;
@@ -617,9 +693,15 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
             &completed,
             &code,
             &message,
-            &adopted,
         ],
     )?;
+    if !adopted {
+        let statement = prepared(
+            client,
+            "INSERT INTO unadopted_jobs (job_id, org_id) SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])",
+        )?;
+        client.execute(&statement, &[&ids, &org])?;
+    }
     for (id, job) in ids.iter().zip(jobs) {
         let Some(background) = &job.background else { continue };
         let state = match background.callback_uri {
@@ -673,6 +755,7 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
             id,
             org,
             at,
+            started,
             status,
             postpone_until,
             retried,
@@ -702,7 +785,7 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                     retry_count = retry_count + $5, postponement_count = $6, error_code = $7, error_message = $8,
                     output = $9, fuel_used = fuel_used + $10, wall_time_us = wall_time_us + $11,
                     host_time_us = host_time_us + $12, peak_memory_bytes = GREATEST(peak_memory_bytes, $13),
-                    trace = $14, exception_times = $15
+                    trace = $14, exception_times = $15, started_at = COALESCE($16, started_at)
                  WHERE id = $1")?;
             client.execute(
                 &statement,
@@ -722,6 +805,7 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                     &(accounting.peak_memory_bytes as i64),
                     trace,
                     &(!exception_times.is_empty()).then(|| json(exception_times)),
+                    started,
                 ],
             )?;
         }
@@ -1162,6 +1246,9 @@ impl Store for PostgresStore {
     fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>> {
         let batches: Vec<Batch> = batches.iter().map(|b| (*b).clone()).collect();
         self.writer.run(move |client| -> Result<Vec<Result<Vec<JobId>>>> {
+            if let Some(results) = steady::commit(client, &batches) {
+                return results;
+            }
             let mut tx = client.transaction()?;
             let held = lock_fences(&mut tx, &batches)?;
             let mut results = Vec::with_capacity(batches.len());
@@ -1170,8 +1257,13 @@ impl Store for PostgresStore {
                     results.push(Err(Error::Fenced(fence.org)));
                     continue;
                 }
-                // A savepoint per batch (a nested transaction): one whose record writes
-                // no longer apply is rolled back alone.
+                // A savepoint per batch that writes records (a nested transaction): one
+                // whose record writes no longer apply is rolled back alone. Any other
+                // failure fails the whole commit, so the rest need none (two round trips).
+                if !writes_records(batch) {
+                    results.push(Ok(write_batch(&mut tx, batch)?));
+                    continue;
+                }
                 let mut savepoint = tx.transaction()?;
                 match write_batch(&mut savepoint, batch) {
                     Ok(ids) => {
@@ -1316,9 +1408,7 @@ impl Store for PostgresStore {
             )?;
             let Some(row) = row else { return Ok(None) };
             let epoch: i64 = row.get(0);
-            tx.execute("UPDATE jobs SET adopted = TRUE WHERE org_id = $1 AND NOT adopted AND status < 30", &[
-                &org_id,
-            ])?;
+            tx.execute("DELETE FROM unadopted_jobs WHERE org_id = $1", &[&org_id])?;
             let rows = tx.query(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND status < 30 ORDER BY id"),
                 &[&org_id],
@@ -1383,12 +1473,18 @@ impl Store for PostgresStore {
             if holding.is_empty() {
                 return Ok(Vec::new());
             }
+            let adopted: Vec<i64> = tx
+                .query("DELETE FROM unadopted_jobs WHERE org_id = ANY($1) RETURNING job_id", &[&holding])?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if adopted.is_empty() {
+                tx.commit()?;
+                return Ok(Vec::new());
+            }
             let rows = tx.query(
-                &format!(
-                    "UPDATE jobs SET adopted = TRUE WHERE org_id = ANY($1) AND NOT adopted AND status < 30
-                     RETURNING {JOB_COLUMNS}"
-                ),
-                &[&holding],
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) AND status < 30"),
+                &[&adopted],
             )?;
             let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
             tx.commit()?;
