@@ -1,12 +1,13 @@
 //! Sluice: a WebAssembly plug-in host for multi-tenant business applications.
 //!
 //! - [`engine`]: the sandbox that validates, compiles and runs plug-ins under limits;
-//! - [`records`]: organisations' record data and the store trait plug-ins reach it by;
-//! - [`jobs`]: system jobs, lanes, status codes and quotas;
 //! - [`scheduler`]: which job runs next and what happens after (pure, clock injected);
-//! - [`store`]: durable storage (SQLite); [`service`]: the asynchronous service;
+//! - [`store`]: durable storage, the `Store` trait and its backends (SQLite, PostgreSQL),
+//!   each a crate of its own under `runtime/crates/`; [`service`]: the asynchronous service;
 //! - [`api`]: the HTTP API; [`callbacks`]: signed, SSRF-checked operation callbacks;
-//! - [`limits`]: how much a tenant may store in one name, record, workflow or API.
+//! - from `sluice-core`: [`jobs`] (system jobs, lanes, status codes and quotas),
+//!   [`records`] (organisations' record data and the trait plug-ins reach it by),
+//!   [`limits`] (how much a tenant may store in one name, record, workflow or API).
 
 // Unsafe code is denied everywhere but the one place that loads compiled artifacts
 // (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
@@ -17,12 +18,10 @@ pub mod callbacks;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
-pub mod files;
-pub mod jobs;
-pub mod limits;
 pub mod metrics;
-pub mod records;
 pub mod scheduler;
 pub mod service;
 pub mod store;
 pub mod turns;
+
+pub use sluice_core::{files, jobs, limits, records};

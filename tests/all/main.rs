@@ -22,6 +22,5 @@ mod multi_node;
 mod observability;
 mod sample_plugins;
 mod scheduler_simulation;
-mod store_conformance;
 mod support;
 mod upload_validation;

@@ -4,34 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::records::{Attributes, Entity};
-
-/// When a step runs relative to the core operation; Dataverse numbers them 10, 20, 40.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    PreValidation,
-    PreOperation,
-    #[default]
-    PostOperation,
-}
-
-impl Stage {
-    pub fn number(self) -> u32 {
-        match self {
-            Stage::PreValidation => 10,
-            Stage::PreOperation => 20,
-            Stage::PostOperation => 40,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Synchronous,
-    #[default]
-    Asynchronous,
-}
+pub use sluice_core::run::{Mode, Stage};
 
 /// What a plug-in is told about the event it runs for. Only `message` and `entity` are
 /// required in JSON; the rest default (org `local`, depth 1, a fresh correlation id, ...).

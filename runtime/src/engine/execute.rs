@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+pub use sluice_core::run::Accounting;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Store, StoreContextMut, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -55,19 +55,6 @@ enum Ended<T> {
     Done(T),
     Deadline,
     Stopped,
-}
-
-/// Resources one execution used.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Accounting {
-    /// Fuel consumed: about one unit per WebAssembly instruction.
-    pub fuel_used: u64,
-    /// Wall time from store creation to the end of the call, in microseconds.
-    pub wall_time_us: u64,
-    /// Time spent inside host calls (records, tracing, config), in microseconds.
-    pub host_time_us: u64,
-    /// The largest total linear memory the execution had, in bytes.
-    pub peak_memory_bytes: u64,
 }
 
 /// The result of one execution.

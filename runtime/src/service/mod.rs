@@ -156,6 +156,9 @@ const HOUR: Millis = 60 * 60 * 1000;
 /// Completions a slow watcher may fall behind by.
 pub const COMPLETIONS_KEPT: usize = 1 << 16;
 
+/// Jobs a retention purge deletes, and trace logs it clears, per transaction.
+pub const PURGE_BATCH: u64 = 1_000;
+
 /// Pauses between tries of a failed commit (then the error is returned).
 const COMMIT_RETRIES: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(10),
@@ -695,7 +698,8 @@ impl Service {
         Ok(status)
     }
 
-    /// Applies the retention policy now; returns (jobs deleted, trace logs cleared).
+    /// Applies the retention policy now, in batches of [`PURGE_BATCH`] rows; returns
+    /// (jobs deleted, trace logs cleared).
     pub fn purge(&self) -> Result<(u64, u64)> {
         let (now, r) = (self.now(), self.shared.options.retention);
         let cutoffs = Cutoffs {
@@ -705,7 +709,14 @@ impl Service {
             trace: now - Millis::from(r.trace_hours) * HOUR,
             operations: now,
         };
-        Ok(self.shared.store.purge(&cutoffs)?)
+        let (mut deleted, mut cleared) = (0, 0);
+        loop {
+            let (d, c) = self.shared.store.purge(&cutoffs, PURGE_BATCH)?;
+            (deleted, cleared) = (deleted + d, cleared + c);
+            if d < PURGE_BATCH && c < PURGE_BATCH {
+                return Ok((deleted, cleared));
+            }
+        }
     }
 
     /// Purges if the last purge was an hour ago or more.
@@ -719,16 +730,22 @@ impl Service {
             state.last_purge = now;
             state.loops.prune(now);
         }
-        // With several nodes, one purges at a time: the holder of the singleton, for the hour.
-        if let Some(cluster) = &self.shared.options.cluster
-            && !self.shared.store.take_singleton("retention", &cluster.node, HOUR)?
-        {
-            return Ok(());
-        }
-        let (deleted, cleared) = self.purge()?;
-        if deleted + cleared > 0 {
-            tracing::info!(deleted, cleared, "retention purge");
-        }
+        // Off the driver's thread, in bounded batches: a purge of millions of rows stalls
+        // neither the driver nor the writer (each batch is a short transaction of its own).
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // With several nodes, one purges at a time: the singleton's holder, for the hour.
+            let mine = match &service.shared.options.cluster {
+                Some(cluster) => service.shared.store.take_singleton("retention", &cluster.node, HOUR),
+                None => Ok(true),
+            };
+            match mine.map_err(Error::from).and_then(|mine| if mine { service.purge() } else { Ok((0, 0)) }) {
+                Ok((0, 0)) => {}
+                Ok((deleted, cleared)) => tracing::info!(deleted, cleared, "retention purge"),
+                // Retention is housekeeping: the next hour's purge tries again.
+                Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            }
+        });
         Ok(())
     }
 

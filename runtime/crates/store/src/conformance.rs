@@ -1,17 +1,19 @@
-//! The store conformance suite: what every backend must do, run against each backend.
-//! A new backend (PostgreSQL) adds one test calling `conformance` with its opener.
+//! The store conformance suite: what every backend must do. Each backend's tests run it
+//! against a fresh store of theirs ([`run`] and [`cluster`]); a new backend passes it
+//! before anything else uses it. It panics on the first behaviour that differs.
 
-use std::path::Path;
+use sluice_core::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use sluice_core::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
+use sluice_core::run::{Accounting, Mode, Stage};
 
-use sluice::engine::{Accounting, Mode, Stage};
-use sluice::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
-use sluice::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
-use sluice::store::{
-    Batch, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation,
-    PostgresStore, SqliteStore, Store, Trigger,
+use crate::{
+    Batch, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, Store,
+    Trigger,
 };
 
-use crate::support::attrs;
+fn attrs(pairs: &[(&str, Value)]) -> Attributes {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
 
 fn new_job(org: OrgId, n: u32) -> NewJob {
     NewJob {
@@ -52,8 +54,9 @@ fn finished(id: JobId, org: OrgId, status: Status, changes: Vec<RecordChange>) -
     }
 }
 
-/// Every check, on a fresh store from `open`; `reopen` opens the same store again.
-fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store>) {
+/// Every check but the cluster's, on a fresh store from `open`; `reopen` opens the same
+/// store again.
+pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store>) {
     let store = open();
     // Organisations and quotas.
     let a = store.create_org("contoso").unwrap();
@@ -241,11 +244,31 @@ fn conformance(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn S
     assert_eq!(again.orgs().unwrap().len(), 2);
     assert_eq!(again.job(a, ids[0]).unwrap().unwrap().status, Status::Succeeded);
     assert_eq!(again.definitions().unwrap().len(), 1);
+
+    // Retention purges in bounded batches, each its own transaction.
+    let succeeded = |store: &dyn Store| -> u64 {
+        [a, b]
+            .iter()
+            .flat_map(|org| store.job_counts(*org).unwrap())
+            .filter(|c| c.1 == Status::Succeeded)
+            .map(|c| c.2)
+            .sum()
+    };
+    let before = succeeded(again.as_ref());
+    assert!(before >= 1);
+    let none = crate::Cutoffs { succeeded: 0, failed: 0, canceled: 0, trace: 0, operations: 0 };
+    assert_eq!(again.purge(&none, 10).unwrap(), (0, 0), "nothing is older than the cutoffs");
+    let old_successes = crate::Cutoffs { succeeded: 10_000, ..none };
+    for left in (0..before).rev() {
+        assert_eq!(again.purge(&old_successes, 1).unwrap(), (1, 0), "one row per batch of one");
+        assert_eq!(succeeded(again.as_ref()), left);
+    }
+    assert_eq!(again.purge(&old_successes, 1).unwrap(), (0, 0));
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,
 /// adoption of jobs created elsewhere, heartbeats, the change log and singletons.
-fn cluster_conformance(store: &dyn Store) {
+pub fn cluster(store: &dyn Store) {
     let org = store.create_org("leased").unwrap();
     let waiting = store.insert_jobs(&[new_job(org, 1)]).unwrap();
 
@@ -322,31 +345,4 @@ fn cluster_conformance(store: &dyn Store) {
     assert!(!store.take_singleton("retention", "n2", 30_000).unwrap());
     assert!(store.take_singleton("retention", "n1", -1).unwrap(), "the holder renews");
     assert!(store.take_singleton("retention", "n2", 30_000).unwrap(), "a lapsed singleton is taken");
-}
-
-#[test]
-fn sqlite_passes_the_conformance_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data").join("sluice.db");
-    let open = |path: &Path| -> Box<dyn Store> { Box::new(SqliteStore::open(path).unwrap()) };
-    conformance(&|| open(&path), &|| open(&path));
-    cluster_conformance(open(&path).as_ref());
-}
-
-/// The same suite on PostgreSQL: a real server, started on 127.0.0.1 by `scripts/test`
-/// (`SLUICE_TEST_DATABASE_URL`), a database of its own per run.
-#[test]
-fn postgres_passes_the_conformance_suite() {
-    let url = crate::support::fresh_postgres_database();
-    let open = |url: &str| -> Box<dyn Store> { Box::new(PostgresStore::open(url).unwrap()) };
-    conformance(&|| open(&url), &|| open(&url));
-    cluster_conformance(open(&url).as_ref());
-}
-
-#[test]
-fn sqlite_refuses_a_file_that_is_not_a_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sluice.db");
-    std::fs::write(&path, b"this is not sqlite, it is a shopping list").unwrap();
-    assert!(SqliteStore::open(&path).is_err());
 }

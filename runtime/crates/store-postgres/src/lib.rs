@@ -15,19 +15,19 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 
-use super::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
-};
-use super::model::{
-    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow,
-};
-use super::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
-use crate::engine::Accounting;
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
-use crate::records::{
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use sluice_core::records::{
     Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
     take_record_id,
+};
+use sluice_core::run::Accounting;
+use sluice_store::columns::{
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+};
+use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
+use sluice_store::{
+    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
+    OperationRow, PluginRow, StoredPlugin, TokenRow,
 };
 
 /// Read connections per store (see `sqlite.rs`'s `READERS`).
@@ -267,9 +267,15 @@ fn describe(e: &::postgres::Error) -> String {
     }
 }
 
-impl From<::postgres::Error> for Error {
-    fn from(e: ::postgres::Error) -> Self {
-        database(e)
+/// The driver's failures as the store's (`?` cannot convert them by itself: the store's
+/// [`Error`] belongs to `sluice-store`, which names no driver).
+trait OrDatabase<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> OrDatabase<T> for std::result::Result<T, ::postgres::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(database)
     }
 }
 
@@ -411,10 +417,9 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     for (org, change) in &batch.changes {
         apply_change(client, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
     }
-    // Starts and completions without record writes go in one statement per kind, and a
-    // job started and finished in the same batch in one row update; an update that must
-    // follow one already gathered sends what is gathered first, so each job's updates
-    // apply in the order decided. The rest go one by one, in order.
+    // Starts and completions without record writes go in one statement; an update of a
+    // job already gathered sends what is gathered first, so each job's updates apply in
+    // the order decided. The rest go one by one, in order.
     let mut gathered = Gathered::default();
     for update in &batch.updates {
         if gathered.must_precede(update) {
@@ -428,36 +433,37 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     insert_jobs(client, &batch.jobs, !batch.unadopted)
 }
 
-/// Starts and plain completions gathered for one statement each (`UPDATE … FROM unnest`).
+/// Starts and plain completions gathered for one statement ([`steady::write`]).
 #[derive(Default)]
 struct Gathered {
-    /// Job id → start time.
-    started: HashMap<i64, Millis>,
-    /// The jobs whose completion is gathered.
-    finished_ids: std::collections::HashSet<i64>,
-    finished: FinishedColumns,
+    ids: std::collections::HashSet<JobId>,
+    rows: steady::Rows,
 }
 
-/// The columns of plain completions, one array each.
-#[derive(Default)]
-struct FinishedColumns {
-    id: Vec<i64>,
-    /// The job's start, when it is written with its completion.
-    started: Vec<Option<i64>>,
-    status: Vec<i64>,
-    completed: Vec<Option<i64>>,
-    postpone_until: Vec<Option<i64>>,
-    retried: Vec<i64>,
-    postponements: Vec<i64>,
-    code: Vec<Option<String>>,
-    message: Vec<Option<String>>,
-    output: Vec<Option<String>>,
-    fuel: Vec<i64>,
-    wall: Vec<i64>,
-    host: Vec<i64>,
-    peak: Vec<i64>,
-    trace: Vec<Option<String>>,
-    exceptions: Vec<Option<String>>,
+impl Gathered {
+    /// Whether what is gathered must be written before `update`: it concerns a job
+    /// already gathered (one statement cannot update a row twice).
+    fn must_precede(&self, update: &JobUpdate) -> bool {
+        self.ids.contains(&update.id())
+    }
+
+    /// Gathers a start or a plain completion ([`is_plain`]); whether it did.
+    fn take(&mut self, update: &JobUpdate) -> bool {
+        let taken = self.rows.push(update, None);
+        if taken {
+            self.ids.insert(update.id());
+        }
+        taken
+    }
+
+    /// Sends what is gathered, and starts over.
+    fn send(&mut self, client: &mut impl GenericClient) -> Result<()> {
+        let gathered = std::mem::take(self);
+        if !gathered.ids.is_empty() {
+            steady::write(client, &[], &gathered.rows)?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a batch writes records (and so may fail alone with a write conflict).
@@ -474,133 +480,6 @@ fn is_plain(update: &JobUpdate) -> bool {
     matches!(update, JobUpdate::Finished { changes, delete, .. } if changes.is_empty() && !delete)
 }
 
-impl FinishedColumns {
-    /// Adds a plain completion ([`is_plain`]); anything else is ignored.
-    fn push(&mut self, update: &JobUpdate) {
-        let JobUpdate::Finished {
-            id,
-            at,
-            started,
-            status,
-            postpone_until,
-            retried,
-            postponement_count,
-            error,
-            output,
-            accounting,
-            trace,
-            exception_times,
-            ..
-        } = update
-        else {
-            return;
-        };
-        let (code, message) = error.clone().unzip();
-        self.id.push(id.0 as i64);
-        self.started.push(*started);
-        self.status.push(i64::from(status.code()));
-        self.completed.push(status.is_terminal().then_some(*at));
-        self.postpone_until.push(*postpone_until);
-        self.retried.push(i64::from(*retried));
-        self.postponements.push(i64::from(*postponement_count));
-        self.code.push(code);
-        self.message.push(message);
-        self.output.push(output.clone());
-        self.fuel.push(accounting.fuel_used as i64);
-        self.wall.push(accounting.wall_time_us as i64);
-        self.host.push(accounting.host_time_us as i64);
-        self.peak.push(accounting.peak_memory_bytes as i64);
-        self.trace.push(trace.clone());
-        self.exceptions.push((!exception_times.is_empty()).then(|| json(exception_times)));
-    }
-}
-
-impl Gathered {
-    /// Whether what is gathered must be written before `update`: it concerns a job
-    /// already gathered, and would not follow its gathered update when sent (starts are
-    /// sent before completions, so only a plain completion may follow its job's start).
-    fn must_precede(&self, update: &JobUpdate) -> bool {
-        let id = update.id().0 as i64;
-        let finished = self.finished_ids.contains(&id);
-        match update {
-            update if is_plain(update) => finished,
-            _ => finished || self.started.contains_key(&id),
-        }
-    }
-
-    /// Gathers a start or a plain completion ([`is_plain`]); whether it did.
-    fn take(&mut self, update: &JobUpdate) -> bool {
-        match update {
-            JobUpdate::Started { id, at, .. } => {
-                self.started.insert(id.0 as i64, *at);
-                true
-            }
-            update if is_plain(update) => {
-                self.finished_ids.insert(update.id().0 as i64);
-                self.finished.push(update);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Sends what is gathered, and starts over.
-    fn send(&mut self, client: &mut impl GenericClient) -> Result<()> {
-        let gathered = std::mem::take(self);
-        if !gathered.started.is_empty() {
-            let (ids, ats): (Vec<i64>, Vec<i64>) = gathered.started.into_iter().unzip();
-            let statement = prepared(
-                client,
-                "UPDATE jobs SET status = 20, started_at = u.at, postpone_until = NULL
-                 FROM unnest($1::BIGINT[], $2::BIGINT[]) AS u(id, at) WHERE jobs.id = u.id",
-            )?;
-            client.execute(&statement, &[&ids, &ats])?;
-        }
-        let f = gathered.finished;
-        if !f.id.is_empty() {
-            let statement = prepared(
-                client,
-                "UPDATE jobs SET status = u.status, started_at = COALESCE(u.started, jobs.started_at),
-                    completed_at = u.completed, postpone_until = u.postpone_until,
-                    retry_count = jobs.retry_count + u.retried, postponement_count = u.postponements,
-                    error_code = u.code, error_message = u.message, output = u.output,
-                    fuel_used = jobs.fuel_used + u.fuel, wall_time_us = jobs.wall_time_us + u.wall,
-                    host_time_us = jobs.host_time_us + u.host,
-                    peak_memory_bytes = GREATEST(jobs.peak_memory_bytes, u.peak),
-                    trace = u.trace, exception_times = u.exceptions
-                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
-                    $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::BIGINT[],
-                    $12::BIGINT[], $13::BIGINT[], $14::TEXT[], $15::TEXT[], $16::BIGINT[])
-                    AS u(id, status, completed, postpone_until, retried, postponements, code, message,
-                         output, fuel, wall, host, peak, trace, exceptions, started)
-                 WHERE jobs.id = u.id",
-            )?;
-            client.execute(
-                &statement,
-                &[
-                    &f.id,
-                    &f.status,
-                    &f.completed,
-                    &f.postpone_until,
-                    &f.retried,
-                    &f.postponements,
-                    &f.code,
-                    &f.message,
-                    &f.output,
-                    &f.fuel,
-                    &f.wall,
-                    &f.host,
-                    &f.peak,
-                    &f.trace,
-                    &f.exceptions,
-                    &f.started,
-                ],
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// Locks the leases the batches are fenced by (`FOR SHARE`: a taker's epoch bump waits
 /// for this commit, and this commit sees a bump committed before it), all at the start
 /// and in org order, so the writer never holds a job's row while waiting for a lease (a
@@ -615,8 +494,9 @@ fn lock_fences(client: &mut impl GenericClient, batches: &[Batch]) -> Result<Vec
     let statement = prepared(
         client,
         "SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE",
-    )?;
-    let rows = client.query(&statement, &[&orgs])?;
+    )
+    .db()?;
+    let rows = client.query(&statement, &[&orgs]).db()?;
     Ok(rows
         .iter()
         .map(|row| Fence { org: OrgId(row.get::<_, i64>(0) as u32), epoch: row.get::<_, i64>(1) as u64 })
@@ -641,9 +521,10 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let statement = prepared(client, "SELECT nextval('jobs_id_seq') FROM generate_series(1, $1::BIGINT)")?;
+    let statement =
+        prepared(client, "SELECT nextval('jobs_id_seq') FROM generate_series(1, $1::BIGINT)").db()?;
     let mut ids: Vec<i64> =
-        client.query(&statement, &[&(jobs.len() as i64)])?.iter().map(|row| row.get(0)).collect();
+        client.query(&statement, &[&(jobs.len() as i64)]).db()?.iter().map(|row| row.get(0)).collect();
     ids.sort_unstable();
     let column = |f: &dyn Fn(&NewJob) -> i64| jobs.iter().map(f).collect::<Vec<i64>>();
     let text = |f: &dyn Fn(&NewJob) -> Option<String>| jobs.iter().map(f).collect::<Vec<Option<String>>>();
@@ -672,35 +553,39 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
          SELECT u.* FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
             $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],
             $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $17::TEXT[]) AS u",
-    )?;
-    client.execute(
-        &statement,
-        &[
-            &ids,
-            &org,
-            &lane,
-            &operation,
-            &definition,
-            &version,
-            &correlation,
-            &depth,
-            &entity,
-            &record,
-            &payload,
-            &token,
-            &status,
-            &created,
-            &completed,
-            &code,
-            &message,
-        ],
-    )?;
+    )
+    .db()?;
+    client
+        .execute(
+            &statement,
+            &[
+                &ids,
+                &org,
+                &lane,
+                &operation,
+                &definition,
+                &version,
+                &correlation,
+                &depth,
+                &entity,
+                &record,
+                &payload,
+                &token,
+                &status,
+                &created,
+                &completed,
+                &code,
+                &message,
+            ],
+        )
+        .db()?;
     if !adopted {
         let statement = prepared(
             client,
             "INSERT INTO unadopted_jobs (job_id, org_id) SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])",
-        )?;
-        client.execute(&statement, &[&ids, &org])?;
+        )
+        .db()?;
+        client.execute(&statement, &[&ids, &org]).db()?;
     }
     for (id, job) in ids.iter().zip(jobs) {
         let Some(background) = &job.background else { continue };
@@ -712,17 +597,20 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
             client,
             "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
              VALUES ($1, $2, $3, $4, $5)",
-        )?;
-        client.execute(
-            &statement,
-            &[
-                id,
-                &i64::from(job.org.0),
-                &background.callback_uri,
-                &background.expires_at,
-                &delivery_state_name(state),
-            ],
-        )?;
+        )
+        .db()?;
+        client
+            .execute(
+                &statement,
+                &[
+                    id,
+                    &i64::from(job.org.0),
+                    &background.callback_uri,
+                    &background.expires_at,
+                    &delivery_state_name(state),
+                ],
+            )
+            .db()?;
     }
     Ok(ids.into_iter().map(|id| JobId(id as u64)).collect())
 }
@@ -733,8 +621,9 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
             let statement = prepared(
                 client,
                 "UPDATE jobs SET status = 20, started_at = $2, postpone_until = NULL WHERE id = $1",
-            )?;
-            client.execute(&statement, &[&(id.0 as i64), at])?;
+            )
+            .db()?;
+            client.execute(&statement, &[&(id.0 as i64), at]).db()?;
         }
         JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
@@ -745,11 +634,14 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message),
                     postpone_until = CASE WHEN $2::BIGINT = 10 THEN postpone_until ELSE NULL END
                  WHERE id = $1",
-            )?;
-            client.execute(
-                &statement,
-                &[&(id.0 as i64), &i64::from(status.code()), &completed, &code, &message],
-            )?;
+            )
+            .db()?;
+            client
+                .execute(
+                    &statement,
+                    &[&(id.0 as i64), &i64::from(status.code()), &completed, &code, &message],
+                )
+                .db()?;
         }
         JobUpdate::Finished {
             id,
@@ -775,8 +667,8 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                 }
             }
             if *delete {
-                let statement = prepared(client, "DELETE FROM jobs WHERE id = $1")?;
-                client.execute(&statement, &[&(id.0 as i64)])?;
+                let statement = prepared(client, "DELETE FROM jobs WHERE id = $1").db()?;
+                client.execute(&statement, &[&(id.0 as i64)]).db()?;
                 return Ok(());
             }
             let completed = status.is_terminal().then_some(*at);
@@ -786,28 +678,30 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                     output = $9, fuel_used = fuel_used + $10, wall_time_us = wall_time_us + $11,
                     host_time_us = host_time_us + $12, peak_memory_bytes = GREATEST(peak_memory_bytes, $13),
                     trace = $14, exception_times = $15, started_at = COALESCE($16, started_at)
-                 WHERE id = $1")?;
-            client.execute(
-                &statement,
-                &[
-                    &(id.0 as i64),
-                    &i64::from(status.code()),
-                    &completed,
-                    postpone_until,
-                    &i64::from(*retried),
-                    &i64::from(*postponement_count),
-                    &code,
-                    &message,
-                    output,
-                    &(accounting.fuel_used as i64),
-                    &(accounting.wall_time_us as i64),
-                    &(accounting.host_time_us as i64),
-                    &(accounting.peak_memory_bytes as i64),
-                    trace,
-                    &(!exception_times.is_empty()).then(|| json(exception_times)),
-                    started,
-                ],
-            )?;
+                 WHERE id = $1").db()?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &(id.0 as i64),
+                        &i64::from(status.code()),
+                        &completed,
+                        postpone_until,
+                        &i64::from(*retried),
+                        &i64::from(*postponement_count),
+                        &code,
+                        &message,
+                        output,
+                        &(accounting.fuel_used as i64),
+                        &(accounting.wall_time_us as i64),
+                        &(accounting.host_time_us as i64),
+                        &(accounting.peak_memory_bytes as i64),
+                        trace,
+                        &(!exception_times.is_empty()).then(|| json(exception_times)),
+                        started,
+                    ],
+                )
+                .db()?;
         }
     }
     Ok(())
@@ -842,17 +736,20 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self> {
         let writer = Connection::open(url)?;
         writer.run(|client| -> Result<()> {
-            client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)")?;
-            let mut tx = client.transaction()?;
+            client
+                .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)")
+                .db()?;
+            let mut tx = client.transaction().db()?;
             // One migrating node at a time.
-            tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")?;
+            tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE").db()?;
             let applied: i64 =
-                tx.query_one("SELECT COALESCE(MAX(applied), 0) FROM schema_version", &[])?.get(0);
+                tx.query_one("SELECT COALESCE(MAX(applied), 0) FROM schema_version", &[]).db()?.get(0);
             for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-                tx.batch_execute(migration)?;
-                tx.execute("INSERT INTO schema_version (applied) VALUES ($1)", &[&(number as i64 + 1)])?;
+                tx.batch_execute(migration).db()?;
+                tx.execute("INSERT INTO schema_version (applied) VALUES ($1)", &[&(number as i64 + 1)])
+                    .db()?;
             }
-            tx.commit()?;
+            tx.commit().db()?;
             Ok(())
         })??;
         let readers = (0..READERS).map(|_| Connection::open(url)).collect::<Result<Vec<_>>>()?;
@@ -874,20 +771,22 @@ impl PostgresStore {
     fn select_jobs(&self, sql: String, parameters: JobQuery) -> Result<Vec<JobRow>> {
         self.read().run(move |client| -> Result<Vec<JobRow>> {
             let rows = match parameters {
-                JobQuery::Unfinished => client.query(&sql, &[])?,
-                JobQuery::One(org, id) => client.query(&sql, &[&org, &id])?,
-                JobQuery::Filtered(org, f) => client.query(
-                    &sql,
-                    &[
-                        &org,
-                        &f.status.map(|s| i64::from(s.code())),
-                        &f.definition.map(|d| d.0 as i64),
-                        &f.lane.map(|l| l.index() as i64),
-                        &f.correlation_id,
-                        &f.before.map(|j| j.0 as i64),
-                        &i64::from(f.limit),
-                    ],
-                )?,
+                JobQuery::Unfinished => client.query(&sql, &[]).db()?,
+                JobQuery::One(org, id) => client.query(&sql, &[&org, &id]).db()?,
+                JobQuery::Filtered(org, f) => client
+                    .query(
+                        &sql,
+                        &[
+                            &org,
+                            &f.status.map(|s| i64::from(s.code())),
+                            &f.definition.map(|d| d.0 as i64),
+                            &f.lane.map(|l| l.index() as i64),
+                            &f.correlation_id,
+                            &f.before.map(|j| j.0 as i64),
+                            &i64::from(f.limit),
+                        ],
+                    )
+                    .db()?,
             };
             rows.iter().map(job_from_row).collect()
         })?
@@ -934,7 +833,7 @@ impl RecordStore for PostgresStore {
         Ok(Entity {
             logical_name: entity.into(),
             id: id.into(),
-            attributes: crate::records::project(&attributes, columns),
+            attributes: sluice_core::records::project(&attributes, columns),
         })
     }
 
@@ -972,10 +871,10 @@ impl RecordStore for PostgresStore {
     ) -> std::result::Result<(Vec<Entity>, u64), RecordError> {
         check_entity_name(&filter.entity)?;
         let org = org_number(org)?;
-        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| {
-            (t as usize).min(crate::records::MAX_QUERY_RECORDS)
+        let top = filter.top.map_or(sluice_core::records::MAX_QUERY_RECORDS, |t| {
+            (t as usize).min(sluice_core::records::MAX_QUERY_RECORDS)
         });
-        let scan = crate::records::MAX_QUERY_SCAN;
+        let scan = sluice_core::records::MAX_QUERY_SCAN;
         let entity = filter.entity.clone();
         let rows: Vec<(String, String)> = self
             .read()
@@ -991,7 +890,7 @@ impl RecordStore for PostgresStore {
             .map_err(store_to_record_error)?
             .map_err(record_error)?;
         if rows.len() > scan {
-            return Err(crate::records::query_too_broad(&filter.entity));
+            return Err(sluice_core::records::query_too_broad(&filter.entity));
         }
         let mut found = Vec::new();
         let mut read = 0;
@@ -1017,7 +916,7 @@ impl RecordStore for PostgresStore {
 impl Store for PostgresStore {
     fn size_on_disk(&self) -> Result<u64> {
         self.read().run(|client| -> Result<u64> {
-            let size: i64 = client.query_one("SELECT pg_database_size(current_database())", &[])?.get(0);
+            let size: i64 = client.query_one("SELECT pg_database_size(current_database())", &[]).db()?.get(0);
             Ok(size as u64)
         })?
     }
@@ -1025,10 +924,12 @@ impl Store for PostgresStore {
     fn create_org(&self, name: &str) -> Result<OrgId> {
         let name = name.to_owned();
         self.writer.run(move |client| -> Result<OrgId> {
-            let row = client.query_opt(
-                "INSERT INTO orgs (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[&name],
-            )?;
+            let row = client
+                .query_opt(
+                    "INSERT INTO orgs (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+                    &[&name],
+                )
+                .db()?;
             let row = row.ok_or_else(|| Error::Conflict(format!("organisation '{name}'")))?;
             Ok(OrgId(row.get::<_, i64>(0) as u32))
         })?
@@ -1036,25 +937,27 @@ impl Store for PostgresStore {
 
     fn orgs(&self) -> Result<Vec<(OrgId, String)>> {
         self.read().run(|client| -> Result<Vec<(OrgId, String)>> {
-            let rows = client.query("SELECT id, name FROM orgs ORDER BY id", &[])?;
+            let rows = client.query("SELECT id, name FROM orgs ORDER BY id", &[]).db()?;
             Ok(rows.iter().map(|row| (OrgId(row.get::<_, i64>(0) as u32), row.get(1))).collect())
         })?
     }
 
     fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
         self.writer.run(move |client| -> Result<()> {
-            client.execute(
-                "INSERT INTO quotas (org_id, lane, quotas) VALUES ($1, $2, $3)
+            client
+                .execute(
+                    "INSERT INTO quotas (org_id, lane, quotas) VALUES ($1, $2, $3)
                  ON CONFLICT (org_id, lane) DO UPDATE SET quotas = excluded.quotas",
-                &[&i64::from(org.0), &(lane.index() as i64), &json(&quotas)],
-            )?;
+                    &[&i64::from(org.0), &(lane.index() as i64), &json(&quotas)],
+                )
+                .db()?;
             Ok(())
         })?
     }
 
     fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>> {
         self.read().run(|client| -> Result<Vec<(OrgId, Lane, Quotas)>> {
-            let rows = client.query("SELECT org_id, lane, quotas FROM quotas", &[])?;
+            let rows = client.query("SELECT org_id, lane, quotas FROM quotas", &[]).db()?;
             rows.iter()
                 .map(|row| {
                     Ok((
@@ -1070,11 +973,13 @@ impl Store for PostgresStore {
     fn webhook_secret(&self, org: OrgId, fresh: &str) -> Result<String> {
         let fresh = fresh.to_owned();
         self.writer.run(move |client| -> Result<String> {
-            let row = client.query_opt(
-                "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, $2) WHERE id = $1
+            let row = client
+                .query_opt(
+                    "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, $2) WHERE id = $1
                  RETURNING webhook_secret",
-                &[&i64::from(org.0), &fresh],
-            )?;
+                    &[&i64::from(org.0), &fresh],
+                )
+                .db()?;
             row.map(|row| row.get(0)).ok_or(Error::NotFound("organisation"))
         })?
     }
@@ -1089,15 +994,18 @@ impl Store for PostgresStore {
     ) -> Result<TokenRow> {
         let (label, prefix, hash) = (label.to_owned(), prefix.to_owned(), hash.to_owned());
         self.writer.run(move |client| -> Result<TokenRow> {
-            let known = client.query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&i64::from(org.0)])?.is_some();
+            let known =
+                client.query_opt("SELECT 1 FROM orgs WHERE id = $1", &[&i64::from(org.0)]).db()?.is_some();
             if !known {
                 return Err(Error::NotFound("organisation"));
             }
-            let row = client.query_one(
-                "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)
+            let row = client
+                .query_one(
+                    "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)
                  RETURNING id",
-                &[&i64::from(org.0), &label, &prefix, &hash, &at],
-            )?;
+                    &[&i64::from(org.0), &label, &prefix, &hash, &at],
+                )
+                .db()?;
             Ok(TokenRow {
                 id: row.get::<_, i64>(0) as u64,
                 org,
@@ -1114,17 +1022,19 @@ impl Store for PostgresStore {
             let rows = client.query(
                 "SELECT id, org_id, label, prefix, created_at, revoked_at FROM tokens WHERE org_id = $1 ORDER BY id",
                 &[&i64::from(org.0)],
-            )?;
+            ).db()?;
             Ok(rows.iter().map(token_from_row).collect())
         })?
     }
 
     fn revoke_token(&self, org: OrgId, id: u64, at: Millis) -> Result<()> {
         self.writer.run(move |client| -> Result<()> {
-            let changed = client.execute(
-                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE org_id = $1 AND id = $2",
-                &[&i64::from(org.0), &(id as i64), &at],
-            )?;
+            let changed = client
+                .execute(
+                    "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE org_id = $1 AND id = $2",
+                    &[&i64::from(org.0), &(id as i64), &at],
+                )
+                .db()?;
             if changed == 0 {
                 return Err(Error::NotFound("token"));
             }
@@ -1136,7 +1046,8 @@ impl Store for PostgresStore {
         let hash = hash.to_owned();
         self.read().run(move |client| -> Result<Option<OrgId>> {
             let row = client
-                .query_opt("SELECT org_id FROM tokens WHERE hash = $1 AND revoked_at IS NULL", &[&hash])?;
+                .query_opt("SELECT org_id FROM tokens WHERE hash = $1 AND revoked_at IS NULL", &[&hash])
+                .db()?;
             Ok(row.map(|row| OrgId(row.get::<_, i64>(0) as u32)))
         })?
     }
@@ -1144,25 +1055,31 @@ impl Store for PostgresStore {
     fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin> {
         let (name, content_hash, bytes) = (name.to_owned(), content_hash.to_owned(), bytes.to_vec());
         self.writer.run(move |client| -> Result<StoredPlugin> {
-            client.execute(
-                "INSERT INTO plugins (org_id, name, content_hash, bytes) VALUES ($1, $2, $3, $4)
+            client
+                .execute(
+                    "INSERT INTO plugins (org_id, name, content_hash, bytes) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (org_id, content_hash) DO NOTHING",
-                &[&i64::from(org.0), &name, &content_hash, &bytes],
-            )?;
-            let row = client.query_one(
-                "SELECT id FROM plugins WHERE org_id = $1 AND content_hash = $2",
-                &[&i64::from(org.0), &content_hash],
-            )?;
+                    &[&i64::from(org.0), &name, &content_hash, &bytes],
+                )
+                .db()?;
+            let row = client
+                .query_one(
+                    "SELECT id FROM plugins WHERE org_id = $1 AND content_hash = $2",
+                    &[&i64::from(org.0), &content_hash],
+                )
+                .db()?;
             Ok(StoredPlugin { id: row.get::<_, i64>(0) as u64, content_hash })
         })?
     }
 
     fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>> {
         self.read().run(move |client| -> Result<Option<Vec<u8>>> {
-            let row = client.query_opt(
-                "SELECT bytes FROM plugins WHERE org_id = $1 AND id = $2",
-                &[&i64::from(org.0), &(plugin as i64)],
-            )?;
+            let row = client
+                .query_opt(
+                    "SELECT bytes FROM plugins WHERE org_id = $1 AND id = $2",
+                    &[&i64::from(org.0), &(plugin as i64)],
+                )
+                .db()?;
             Ok(row.map(|row| row.get(0)))
         })?
     }
@@ -1172,7 +1089,7 @@ impl Store for PostgresStore {
             let rows = client.query(
                 "SELECT id, name, content_hash, length(bytes)::BIGINT FROM plugins WHERE org_id = $1 ORDER BY id",
                 &[&i64::from(org.0)],
-            )?;
+            ).db()?;
             Ok(rows
                 .iter()
                 .map(|row| PluginRow {
@@ -1190,18 +1107,30 @@ impl Store for PostgresStore {
         self.writer.run(move |client| -> Result<DefinitionId> {
             let (trigger, kind) = (json(&d.trigger), json(&d.kind));
             if d.id.0 == 0 {
-                let row = client.query_one(
-                    "INSERT INTO definitions (org_id, name, trigger, kind, active, auto_delete)
+                let row = client
+                    .query_one(
+                        "INSERT INTO definitions (org_id, name, trigger, kind, active, auto_delete)
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                    &[&i64::from(d.org.0), &d.name, &trigger, &kind, &d.active, &d.auto_delete],
-                )?;
+                        &[&i64::from(d.org.0), &d.name, &trigger, &kind, &d.active, &d.auto_delete],
+                    )
+                    .db()?;
                 return Ok(DefinitionId(row.get::<_, i64>(0) as u64));
             }
-            let changed = client.execute(
-                "UPDATE definitions SET name = $3, trigger = $4, kind = $5, active = $6, auto_delete = $7
+            let changed = client
+                .execute(
+                    "UPDATE definitions SET name = $3, trigger = $4, kind = $5, active = $6, auto_delete = $7
                  WHERE org_id = $1 AND id = $2",
-                &[&i64::from(d.org.0), &(d.id.0 as i64), &d.name, &trigger, &kind, &d.active, &d.auto_delete],
-            )?;
+                    &[
+                        &i64::from(d.org.0),
+                        &(d.id.0 as i64),
+                        &d.name,
+                        &trigger,
+                        &kind,
+                        &d.active,
+                        &d.auto_delete,
+                    ],
+                )
+                .db()?;
             if changed == 0 {
                 return Err(Error::NotFound("definition"));
             }
@@ -1211,10 +1140,12 @@ impl Store for PostgresStore {
 
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
         self.writer.run(move |client| -> Result<()> {
-            let changed = client.execute(
-                "UPDATE definitions SET active = $3 WHERE org_id = $1 AND id = $2",
-                &[&i64::from(org.0), &(id.0 as i64), &active],
-            )?;
+            let changed = client
+                .execute(
+                    "UPDATE definitions SET active = $3 WHERE org_id = $1 AND id = $2",
+                    &[&i64::from(org.0), &(id.0 as i64), &active],
+                )
+                .db()?;
             if changed == 0 {
                 return Err(Error::NotFound("definition"));
             }
@@ -1225,17 +1156,20 @@ impl Store for PostgresStore {
     fn definitions(&self) -> Result<Vec<Definition>> {
         self.read().run(|client| -> Result<Vec<Definition>> {
             let rows = client
-                .query("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions", &[])?;
+                .query("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions", &[])
+                .db()?;
             rows.iter().map(definition_from_row).collect()
         })?
     }
 
     fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
         self.writer.run(move |client| -> Result<()> {
-            let changed = client.execute(
-                "DELETE FROM definitions WHERE org_id = $1 AND id = $2",
-                &[&i64::from(org.0), &(id.0 as i64)],
-            )?;
+            let changed = client
+                .execute(
+                    "DELETE FROM definitions WHERE org_id = $1 AND id = $2",
+                    &[&i64::from(org.0), &(id.0 as i64)],
+                )
+                .db()?;
             if changed == 0 {
                 return Err(Error::NotFound("definition"));
             }
@@ -1249,7 +1183,7 @@ impl Store for PostgresStore {
             if let Some(results) = steady::commit(client, &batches) {
                 return results;
             }
-            let mut tx = client.transaction()?;
+            let mut tx = client.transaction().db()?;
             let held = lock_fences(&mut tx, &batches)?;
             let mut results = Vec::with_capacity(batches.len());
             for batch in &batches {
@@ -1264,20 +1198,20 @@ impl Store for PostgresStore {
                     results.push(Ok(write_batch(&mut tx, batch)?));
                     continue;
                 }
-                let mut savepoint = tx.transaction()?;
+                let mut savepoint = tx.transaction().db()?;
                 match write_batch(&mut savepoint, batch) {
                     Ok(ids) => {
-                        savepoint.commit()?;
+                        savepoint.commit().db()?;
                         results.push(Ok(ids));
                     }
                     Err(e @ Error::WriteConflict(_)) => {
-                        savepoint.rollback()?;
+                        savepoint.rollback().db()?;
                         results.push(Err(e));
                     }
                     Err(e) => return Err(e),
                 }
             }
-            tx.commit()?;
+            tx.commit().db()?;
             Ok(results)
         })?
     }
@@ -1310,7 +1244,7 @@ impl Store for PostgresStore {
                 "SELECT callback_uri, expires_at, delivery_state, delivery_attempts, delivery_error, delivered_at
                  FROM operations WHERE org_id = $1 AND job_id = $2",
                 &[&i64::from(org.0), &(job.0 as i64)],
-            )?
+            ).db()?
             else {
                 return Ok(None);
             };
@@ -1328,22 +1262,32 @@ impl Store for PostgresStore {
     fn record_delivery(&self, job: JobId, d: &Delivery) -> Result<()> {
         let d = d.clone();
         self.writer.run(move |client| -> Result<()> {
-            client.execute(
-                "UPDATE operations SET delivery_state = $2, delivery_attempts = $3, delivery_error = $4,
+            client
+                .execute(
+                    "UPDATE operations SET delivery_state = $2, delivery_attempts = $3, delivery_error = $4,
                     delivered_at = $5 WHERE job_id = $1",
-                &[&(job.0 as i64), &delivery_state_name(d.state), &i64::from(d.attempts), &d.error, &d.at],
-            )?;
+                    &[
+                        &(job.0 as i64),
+                        &delivery_state_name(d.state),
+                        &i64::from(d.attempts),
+                        &d.error,
+                        &d.at,
+                    ],
+                )
+                .db()?;
             Ok(())
         })?
     }
 
     fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>> {
         self.read().run(|client| -> Result<Vec<(OrgId, JobId)>> {
-            let rows = client.query(
-                "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
+            let rows = client
+                .query(
+                    "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
                  WHERE o.delivery_state = 'waiting' AND j.status >= 30 ORDER BY o.job_id",
-                &[],
-            )?;
+                    &[],
+                )
+                .db()?;
             Ok(rows
                 .iter()
                 .map(|row| (OrgId(row.get::<_, i64>(0) as u32), JobId(row.get::<_, i64>(1) as u64)))
@@ -1353,24 +1297,27 @@ impl Store for PostgresStore {
 
     fn database_now(&self) -> Result<Millis> {
         self.coordinator.run(|client| -> Result<Millis> {
-            Ok(client.query_one(&format!("SELECT {NOW_MS}"), &[])?.get(0))
+            Ok(client.query_one(&format!("SELECT {NOW_MS}"), &[]).db()?.get(0))
         })?
     }
 
     fn heartbeat(&self, node: &str, ttl: Millis) -> Result<Vec<String>> {
         let node = node.to_owned();
         self.coordinator.run(move |client| -> Result<Vec<String>> {
-            client.execute(
-                &format!(
-                    "INSERT INTO nodes (name, expires_at) VALUES ($1, {NOW_MS} + $2)
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO nodes (name, expires_at) VALUES ($1, {NOW_MS} + $2)
                      ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at"
-                ),
-                &[&node, &ttl],
-            )?;
+                    ),
+                    &[&node, &ttl],
+                )
+                .db()?;
             // Nodes dead for an hour are forgotten.
-            client.execute(&format!("DELETE FROM nodes WHERE expires_at < {NOW_MS} - 3600000"), &[])?;
+            client.execute(&format!("DELETE FROM nodes WHERE expires_at < {NOW_MS} - 3600000"), &[]).db()?;
             let rows = client
-                .query(&format!("SELECT name FROM nodes WHERE expires_at > {NOW_MS} ORDER BY name"), &[])?;
+                .query(&format!("SELECT name FROM nodes WHERE expires_at > {NOW_MS} ORDER BY name"), &[])
+                .db()?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })?
     }
@@ -1378,7 +1325,8 @@ impl Store for PostgresStore {
     fn leases(&self) -> Result<Vec<Lease>> {
         self.coordinator.run(|client| -> Result<Vec<Lease>> {
             let rows = client
-                .query("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id", &[])?;
+                .query("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id", &[])
+                .db()?;
             Ok(rows
                 .iter()
                 .map(|row| Lease {
@@ -1394,7 +1342,7 @@ impl Store for PostgresStore {
     fn take_lease(&self, node: &str, org: OrgId, ttl: Millis) -> Result<Option<Taken>> {
         let node = node.to_owned();
         self.coordinator.run(move |client| -> Result<Option<Taken>> {
-            let mut tx = client.transaction()?;
+            let mut tx = client.transaction().db()?;
             let org_id = i64::from(org.0);
             let row = tx.query_opt(
                 &format!(
@@ -1405,16 +1353,16 @@ impl Store for PostgresStore {
                      RETURNING epoch"
                 ),
                 &[&org_id, &node, &ttl],
-            )?;
+            ).db()?;
             let Some(row) = row else { return Ok(None) };
             let epoch: i64 = row.get(0);
-            tx.execute("DELETE FROM unadopted_jobs WHERE org_id = $1", &[&org_id])?;
+            tx.execute("DELETE FROM unadopted_jobs WHERE org_id = $1", &[&org_id]).db()?;
             let rows = tx.query(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND status < 30 ORDER BY id"),
                 &[&org_id],
-            )?;
+            ).db()?;
             let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-            tx.commit()?;
+            tx.commit().db()?;
             Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
         })?
     }
@@ -1426,13 +1374,15 @@ impl Store for PostgresStore {
             // lease's row while waiting for another's (the writer holds them `FOR SHARE`).
             let mut renewed = Vec::new();
             for fence in held {
-                let changed = client.execute(
-                    &format!(
-                        "UPDATE shard_leases SET expires_at = {NOW_MS} + $4
+                let changed = client
+                    .execute(
+                        &format!(
+                            "UPDATE shard_leases SET expires_at = {NOW_MS} + $4
                          WHERE org_id = $1 AND node = $2 AND epoch = $3"
-                    ),
-                    &[&i64::from(fence.org.0), &node, &(fence.epoch as i64), &ttl],
-                )?;
+                        ),
+                        &[&i64::from(fence.org.0), &node, &(fence.epoch as i64), &ttl],
+                    )
+                    .db()?;
                 if changed == 1 {
                     renewed.push(fence.org);
                 }
@@ -1444,10 +1394,12 @@ impl Store for PostgresStore {
     fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
         let node = node.to_owned();
         self.coordinator.run(move |client| -> Result<()> {
-            client.execute(
-                "UPDATE shard_leases SET expires_at = 0 WHERE org_id = $1 AND node = $2 AND epoch = $3",
-                &[&i64::from(fence.org.0), &node, &(fence.epoch as i64)],
-            )?;
+            client
+                .execute(
+                    "UPDATE shard_leases SET expires_at = 0 WHERE org_id = $1 AND node = $2 AND epoch = $3",
+                    &[&i64::from(fence.org.0), &node, &(fence.epoch as i64)],
+                )
+                .db()?;
             Ok(())
         })?
     }
@@ -1455,12 +1407,14 @@ impl Store for PostgresStore {
     fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>> {
         let held = held.to_vec();
         self.coordinator.run(move |client| -> Result<Vec<JobRow>> {
-            let mut tx = client.transaction()?;
+            let mut tx = client.transaction().db()?;
             let orgs: Vec<i64> = held.iter().map(|f| i64::from(f.org.0)).collect();
-            let rows = tx.query(
-                "SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE",
-                &[&orgs],
-            )?;
+            let rows = tx
+                .query(
+                    "SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE",
+                    &[&orgs],
+                )
+                .db()?;
             let holding: Vec<i64> = rows
                 .iter()
                 .map(|row| Fence {
@@ -1474,20 +1428,23 @@ impl Store for PostgresStore {
                 return Ok(Vec::new());
             }
             let adopted: Vec<i64> = tx
-                .query("DELETE FROM unadopted_jobs WHERE org_id = ANY($1) RETURNING job_id", &[&holding])?
+                .query("DELETE FROM unadopted_jobs WHERE org_id = ANY($1) RETURNING job_id", &[&holding])
+                .db()?
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
             if adopted.is_empty() {
-                tx.commit()?;
+                tx.commit().db()?;
                 return Ok(Vec::new());
             }
-            let rows = tx.query(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) AND status < 30"),
-                &[&adopted],
-            )?;
+            let rows = tx
+                .query(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) AND status < 30"),
+                    &[&adopted],
+                )
+                .db()?;
             let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-            tx.commit()?;
+            tx.commit().db()?;
             jobs.sort_by_key(|job| job.id);
             Ok(jobs)
         })?
@@ -1499,7 +1456,8 @@ impl Store for PostgresStore {
                 .query_one(
                     "SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND lane = $2 AND started_at >= $3",
                     &[&i64::from(org.0), &(lane.index() as i64), &since],
-                )?
+                )
+                .db()?
                 .get(0);
             Ok(count as u32)
         })?
@@ -1507,42 +1465,44 @@ impl Store for PostgresStore {
 
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {
         self.coordinator.run(move |client| -> Result<u64> {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOG_LOCK])?;
+            let mut tx = client.transaction().db()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOG_LOCK]).db()?;
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO changes (org_id, kind, key) VALUES ($1, $2, $3) RETURNING id",
                     &[&i64::from(org.0), &kind.name(), &(key as i64)],
-                )?
+                )
+                .db()?
                 .get(0);
-            tx.commit()?;
+            tx.commit().db()?;
             Ok(id as u64)
         })?
     }
 
     fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
         self.coordinator.run(move |client| -> Result<Vec<Change>> {
-            let rows = client.query(
-                "SELECT id, org_id, kind, key, answer FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
-                &[&(after as i64), &i64::from(limit)],
-            )?;
+            let rows = client
+                .query(
+                    "SELECT id, org_id, kind, key, answer FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&(after as i64), &i64::from(limit)],
+                )
+                .db()?;
             rows.iter().map(change_from_row).collect()
         })?
     }
 
     fn last_change(&self) -> Result<u64> {
         self.coordinator.run(|client| -> Result<u64> {
-            let id: i64 = client.query_one("SELECT COALESCE(MAX(id), 0) FROM changes", &[])?.get(0);
+            let id: i64 = client.query_one("SELECT COALESCE(MAX(id), 0) FROM changes", &[]).db()?.get(0);
             Ok(id as u64)
         })?
     }
 
     fn change(&self, id: u64) -> Result<Option<Change>> {
         self.read().run(move |client| -> Result<Option<Change>> {
-            let row = client.query_opt(
-                "SELECT id, org_id, kind, key, answer FROM changes WHERE id = $1",
-                &[&(id as i64)],
-            )?;
+            let row = client
+                .query_opt("SELECT id, org_id, kind, key, answer FROM changes WHERE id = $1", &[&(id as i64)])
+                .db()?;
             row.as_ref().map(change_from_row).transpose()
         })?
     }
@@ -1550,7 +1510,7 @@ impl Store for PostgresStore {
     fn answer_change(&self, id: u64, answer: &str) -> Result<()> {
         let answer = answer.to_owned();
         self.coordinator.run(move |client| -> Result<()> {
-            client.execute("UPDATE changes SET answer = $2 WHERE id = $1", &[&(id as i64), &answer])?;
+            client.execute("UPDATE changes SET answer = $2 WHERE id = $1", &[&(id as i64), &answer]).db()?;
             Ok(())
         })?
     }
@@ -1558,52 +1518,69 @@ impl Store for PostgresStore {
     fn take_singleton(&self, name: &str, node: &str, ttl: Millis) -> Result<bool> {
         let (name, node) = (name.to_owned(), node.to_owned());
         self.coordinator.run(move |client| -> Result<bool> {
-            let row = client.query_opt(
-                &format!(
-                    "INSERT INTO singletons (name, node, expires_at) VALUES ($1, $2, {NOW_MS} + $3)
+            let row = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO singletons (name, node, expires_at) VALUES ($1, $2, {NOW_MS} + $3)
                      ON CONFLICT (name) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
                      WHERE singletons.expires_at <= {NOW_MS} OR singletons.node = excluded.node
                      RETURNING 1"
-                ),
-                &[&name, &node, &ttl],
-            )?;
+                    ),
+                    &[&name, &node, &ttl],
+                )
+                .db()?;
             Ok(row.is_some())
         })?
     }
 
-    fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
-        let c = *c;
+    fn purge(&self, c: &Cutoffs, limit: u64) -> Result<(u64, u64)> {
+        let (c, limit) = (*c, limit as i64);
         self.writer.run(move |client| -> Result<(u64, u64)> {
-            let mut tx = client.transaction()?;
+            let mut tx = client.transaction().db()?;
             let mut deleted = 0;
             for (status, before) in
                 [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
             {
-                deleted += tx.execute(
-                    "DELETE FROM jobs WHERE status = $1 AND completed_at < $2 AND operation != $3",
-                    &[&i64::from(status.code()), &before, &operation_name(Operation::BackgroundOperation)],
-                )?;
+                deleted += tx
+                    .execute(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                            WHERE status = $1 AND completed_at < $2 AND operation != $3 LIMIT $4)",
+                        &[
+                            &i64::from(status.code()),
+                            &before,
+                            &operation_name(Operation::BackgroundOperation),
+                            &(limit - deleted as i64),
+                        ],
+                    )
+                    .db()?;
             }
-            deleted += tx.execute(
-                "DELETE FROM jobs WHERE status >= 30
-                 AND id IN (SELECT job_id FROM operations WHERE expires_at < $1)",
-                &[&c.operations],
-            )?;
-            let cleared = tx.execute(
-                "UPDATE jobs SET trace = NULL WHERE trace IS NOT NULL AND completed_at < $1",
-                &[&c.trace],
-            )?;
-            tx.commit()?;
+            deleted += tx
+                .execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
+                        WHERE j.status >= 30 AND o.expires_at < $1 LIMIT $2)",
+                    &[&c.operations, &(limit - deleted as i64)],
+                )
+                .db()?;
+            let cleared = tx
+                .execute(
+                    "UPDATE jobs SET trace = NULL WHERE id IN (SELECT id FROM jobs
+                        WHERE trace IS NOT NULL AND completed_at < $1 LIMIT $2)",
+                    &[&c.trace, &limit],
+                )
+                .db()?;
+            tx.commit().db()?;
             Ok((deleted, cleared))
         })?
     }
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         self.read().run(move |client| -> Result<Vec<(Lane, Status, u64)>> {
-            let rows = client.query(
-                "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = $1 GROUP BY lane, status",
-                &[&i64::from(org.0)],
-            )?;
+            let rows = client
+                .query(
+                    "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = $1 GROUP BY lane, status",
+                    &[&i64::from(org.0)],
+                )
+                .db()?;
             rows.iter()
                 .map(|row| Ok((lane_of(row.get(0))?, status_of(row.get(1))?, row.get::<_, i64>(2) as u64)))
                 .collect()

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Accounting, Mode, Stage};
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Status};
-use crate::records::RecordChange;
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Status};
+use sluice_core::records::RecordChange;
+use sluice_core::run::{Accounting, Mode, Stage};
 
 /// What kind of work a job is (Dataverse's operation type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

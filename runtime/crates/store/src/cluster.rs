@@ -2,8 +2,8 @@
 //! leases on organisations (a node's shards) with epochs that fence its commits, the
 //! nodes' heartbeats, the log of changes other nodes must hear of, and singletons.
 
-use crate::jobs::{Millis, OrgId};
-use crate::store::JobRow;
+use crate::JobRow;
+use sluice_core::jobs::{Millis, OrgId};
 
 /// A node's hold on an org at one epoch. A batch carrying it commits only while the
 /// org's lease is still at that epoch: a node that lost the lease cannot write for it.

@@ -2,41 +2,41 @@
 //! statuses as numbers, structured values as JSON text, enums by their JSON name) and the
 //! jobs table's column list.
 
-use super::model::{DeliveryState, Operation};
-use super::{Error, Result};
-use crate::jobs::{Lane, Status};
-use crate::records::RecordError;
+use crate::model::{DeliveryState, Operation};
+use crate::{Error, Result};
+use sluice_core::jobs::{Lane, Status};
+use sluice_core::records::RecordError;
 
-pub(super) fn lane_of(n: i64) -> Result<Lane> {
+pub fn lane_of(n: i64) -> Result<Lane> {
     Lane::ALL.get(n as usize).copied().ok_or_else(|| Error::Corrupt(format!("lane {n}")))
 }
 
-pub(super) fn status_of(n: i64) -> Result<Status> {
+pub fn status_of(n: i64) -> Result<Status> {
     Status::from_code(n as u32).ok_or_else(|| Error::Corrupt(format!("status {n}")))
 }
 
-pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
+pub fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 
-pub(super) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-pub(super) fn operation_name(operation: Operation) -> String {
+pub fn operation_name(operation: Operation) -> String {
     json(&operation).trim_matches('"').to_owned()
 }
 
-pub(super) fn delivery_state_name(state: DeliveryState) -> String {
+pub fn delivery_state_name(state: DeliveryState) -> String {
     json(&state).trim_matches('"').to_owned()
 }
 
 /// Record-service calls name the org by its number, as text.
-pub(super) fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
+pub fn org_number(org: &str) -> std::result::Result<i64, RecordError> {
     org.parse().map_err(|_| RecordError::Invalid(format!("unknown organisation '{org}'")))
 }
 
-pub(super) const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
+pub const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, definition_version, correlation_id, \
     depth, record_entity, record_id, payload, dependency_token, status, created_at, started_at, completed_at, \
     postpone_until, retry_count, postponement_count, error_code, error_message, output, fuel_used, wall_time_us, \
     host_time_us, peak_memory_bytes, trace, exception_times";

@@ -1,30 +1,27 @@
 //! Durable storage of everything Sluice keeps: organisations and quotas, plug-ins,
 //! definitions (step registrations and workflows), records, and system jobs.
 //!
-//! [`Store`] is the trait a backend implements; [`SqliteStore`] is the embedded
-//! backend (one file, WAL, durable commits), [`PostgresStore`] the one for a database
-//! server; both pass the same conformance suite (`tests/all/store_conformance.rs`). Job
+//! [`Store`] is the trait a backend implements; `sluice-store-sqlite` is the embedded
+//! backend (one file, WAL, durable commits), `sluice-store-postgres` the one for a
+//! database server; both pass the same suite ([`conformance`], run by each backend's
+//! tests). This crate names no driver: the service depends on it alone. Job
 //! state transitions are applied in batches ([`Store::commit_each`]): one transaction for
 //! many jobs and requests (group commit), with each finished job's record writes in the
 //! same transaction as its completion.
 
 mod cluster;
-mod columns;
+pub mod columns;
+pub mod conformance;
 mod model;
-mod postgres;
-mod schema;
-mod sqlite;
 
-pub use self::postgres::PostgresStore;
 pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
     ApiParameter, Background, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
     JobUpdate, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStep,
 };
-pub use sqlite::SqliteStore;
 
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
-use crate::records::RecordStore;
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use sluice_core::records::RecordStore;
 
 /// A storage failure: the database could not do what was asked. Names no driver's
 /// types, so the service is the same over every backend (each backend turns its
@@ -58,7 +55,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     /// Record changes of an event, applied first, in order.
-    pub changes: Vec<(OrgId, crate::records::RecordChange)>,
+    pub changes: Vec<(OrgId, sluice_core::records::RecordChange)>,
     pub updates: Vec<JobUpdate>,
     pub jobs: Vec<NewJob>,
     /// Commit only while this node still holds the org at this epoch (else the batch
@@ -176,17 +173,19 @@ pub trait Store: RecordStore {
 
     /// Deletes finished jobs completed before their status's cutoff (background
     /// operations: past their expiry instead) and clears trace logs of jobs completed
-    /// before `trace`; returns (jobs deleted, traces cleared).
-    fn purge(&self, cutoffs: &Cutoffs) -> Result<(u64, u64)>;
+    /// before `trace`, at most `limit` of each, in one short transaction (the caller
+    /// repeats it: a purge of millions of rows must not hold the writer's connection);
+    /// returns (jobs deleted, traces cleared).
+    fn purge(&self, cutoffs: &Cutoffs, limit: u64) -> Result<(u64, u64)>;
 }
 
 /// Completion times before which finished jobs (and trace logs) are purged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoffs {
-    pub succeeded: crate::jobs::Millis,
-    pub failed: crate::jobs::Millis,
-    pub canceled: crate::jobs::Millis,
-    pub trace: crate::jobs::Millis,
+    pub succeeded: sluice_core::jobs::Millis,
+    pub failed: sluice_core::jobs::Millis,
+    pub canceled: sluice_core::jobs::Millis,
+    pub trace: sluice_core::jobs::Millis,
     /// Background operations that expired before this time are deleted.
-    pub operations: crate::jobs::Millis,
+    pub operations: sluice_core::jobs::Millis,
 }

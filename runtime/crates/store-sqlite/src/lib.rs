@@ -5,26 +5,28 @@
 //! reads, authentication and plug-ins' record reads never wait for a commit's fsync, and
 //! a commit never waits for someone's query.
 
+mod schema;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
-};
-use super::model::{
-    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
-};
-use super::schema::{MIGRATIONS, next_id_sql};
-use super::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
-use crate::engine::Accounting;
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
-use crate::records::{
+use crate::schema::{MIGRATIONS, next_id_sql};
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use sluice_core::records::{
     Attributes, Entity, Filter, RecordChange, RecordError, RecordStore, check_entity_name, merge,
     take_record_id,
+};
+use sluice_core::run::Accounting;
+use sluice_store::columns::{
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+};
+use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
+use sluice_store::{
+    Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
+    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
 };
 
 pub struct SqliteStore {
@@ -34,7 +36,7 @@ pub struct SqliteStore {
 }
 
 /// Read-only connections per store: enough that one tenant's slow reads (at most
-/// [`MAX_QUERY_SCAN`](crate::records::MAX_QUERY_SCAN) records each, and at most
+/// [`MAX_QUERY_SCAN`](sluice_core::records::MAX_QUERY_SCAN) records each, and at most
 /// one at a time per org — the engine's record-call gate) leave readers for the others.
 const READERS: usize = 6;
 
@@ -106,34 +108,34 @@ impl SqliteStore {
             && !parent.as_os_str().is_empty()
             && !parent.exists()
         {
-            crate::files::private_dir(parent)?;
+            sluice_core::files::private_dir(parent)?;
         }
         // Every org's records and secrets are in this file: its owner's only.
-        crate::files::private_file(path)?;
+        sluice_core::files::private_file(path)?;
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
             if Path::new(&side).exists() {
-                crate::files::private_file(Path::new(&side))?;
+                sluice_core::files::private_file(Path::new(&side))?;
             }
         }
-        let mut connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.busy_timeout(std::time::Duration::from_secs(10))?;
-        let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let mut connection = Connection::open(path).db()?;
+        connection.pragma_update(None, "journal_mode", "WAL").db()?;
+        connection.pragma_update(None, "synchronous", "FULL").db()?;
+        connection.pragma_update(None, "foreign_keys", "ON").db()?;
+        connection.busy_timeout(std::time::Duration::from_secs(10)).db()?;
+        let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).db()?;
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            let tx = connection.transaction()?;
-            tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", number as i64 + 1)?;
-            tx.commit()?;
+            let tx = connection.transaction().db()?;
+            tx.execute_batch(migration).db()?;
+            tx.pragma_update(None, "user_version", number as i64 + 1).db()?;
+            tx.commit().db()?;
         }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let reader = Connection::open(path)?;
-            reader.pragma_update(None, "query_only", "ON")?;
-            reader.busy_timeout(std::time::Duration::from_secs(10))?;
+            let reader = Connection::open(path).db()?;
+            reader.pragma_update(None, "query_only", "ON").db()?;
+            reader.busy_timeout(std::time::Duration::from_secs(10)).db()?;
             readers.push(Mutex::new(reader));
         }
         Ok(SqliteStore { connection: Mutex::new(connection), readers, next_reader: AtomicUsize::new(0) })
@@ -161,9 +163,15 @@ impl SqliteStore {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Database(e.to_string())
+/// The driver's failures as the store's (`?` cannot convert them by itself: the store's
+/// [`Error`] belongs to `sluice-store`, which names no driver).
+trait OrDatabase<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> OrDatabase<T> for std::result::Result<T, rusqlite::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(|e| Error::Database(e.to_string()))
     }
 }
 
@@ -255,7 +263,7 @@ impl RecordStore for SqliteStore {
         Ok(Entity {
             logical_name: entity.into(),
             id: id.into(),
-            attributes: crate::records::project(&attributes, columns),
+            attributes: sluice_core::records::project(&attributes, columns),
         })
     }
 
@@ -294,10 +302,10 @@ impl RecordStore for SqliteStore {
     ) -> std::result::Result<(Vec<Entity>, u64), RecordError> {
         check_entity_name(&filter.entity)?;
         let org = org_number(org)?;
-        let top = filter.top.map_or(crate::records::MAX_QUERY_RECORDS, |t| {
-            (t as usize).min(crate::records::MAX_QUERY_RECORDS)
+        let top = filter.top.map_or(sluice_core::records::MAX_QUERY_RECORDS, |t| {
+            (t as usize).min(sluice_core::records::MAX_QUERY_RECORDS)
         });
-        let scan = crate::records::MAX_QUERY_SCAN;
+        let scan = sluice_core::records::MAX_QUERY_SCAN;
         let connection = self.read();
         let mut statement = connection
             .prepare_cached(
@@ -313,7 +321,7 @@ impl RecordStore for SqliteStore {
         let mut read = 0;
         for row in rows {
             if read == scan {
-                return Err(crate::records::query_too_broad(&filter.entity));
+                return Err(sluice_core::records::query_too_broad(&filter.entity));
             }
             read += 1;
             let (id, text) = row.map_err(record_error)?;
@@ -342,14 +350,15 @@ impl Store for SqliteStore {
     /// Bytes of the database file (its pages).
     fn size_on_disk(&self) -> Result<u64> {
         let connection = self.lock();
-        let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0))?;
-        let size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages: i64 = connection.pragma_query_value(None, "page_count", |r| r.get(0)).db()?;
+        let size: i64 = connection.pragma_query_value(None, "page_size", |r| r.get(0)).db()?;
         Ok((pages * size) as u64)
     }
 
     fn create_org(&self, name: &str) -> Result<OrgId> {
         let connection = self.lock();
-        let inserted = connection.execute("INSERT OR IGNORE INTO orgs (name) VALUES (?1)", params![name])?;
+        let inserted =
+            connection.execute("INSERT OR IGNORE INTO orgs (name) VALUES (?1)", params![name]).db()?;
         if inserted == 0 {
             return Err(Error::Conflict(format!("organisation '{name}'")));
         }
@@ -358,28 +367,31 @@ impl Store for SqliteStore {
 
     fn orgs(&self) -> Result<Vec<(OrgId, String)>> {
         let connection = self.read();
-        let mut statement = connection.prepare("SELECT id, name FROM orgs ORDER BY id")?;
-        let rows = statement.query_map([], |row| Ok((OrgId(row.get::<_, i64>(0)? as u32), row.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut statement = connection.prepare("SELECT id, name FROM orgs ORDER BY id").db()?;
+        let rows =
+            statement.query_map([], |row| Ok((OrgId(row.get::<_, i64>(0)? as u32), row.get(1)?))).db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn set_quotas(&self, org: OrgId, lane: Lane, quotas: Quotas) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO quotas (org_id, lane, quotas) VALUES (?1, ?2, ?3)
+        self.lock()
+            .execute(
+                "INSERT INTO quotas (org_id, lane, quotas) VALUES (?1, ?2, ?3)
              ON CONFLICT (org_id, lane) DO UPDATE SET quotas = excluded.quotas",
-            params![org.0, lane.index() as i64, json(&quotas)],
-        )?;
+                params![org.0, lane.index() as i64, json(&quotas)],
+            )
+            .db()?;
         Ok(())
     }
 
     fn all_quotas(&self) -> Result<Vec<(OrgId, Lane, Quotas)>> {
         let connection = self.read();
-        let mut statement = connection.prepare("SELECT org_id, lane, quotas FROM quotas")?;
-        let rows = statement.query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
-        })?;
+        let mut statement = connection.prepare("SELECT org_id, lane, quotas FROM quotas").db()?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))
+            .db()?;
         rows.map(|row| {
-            let (org, lane, quotas) = row?;
+            let (org, lane, quotas) = row.db()?;
             Ok((OrgId(org as u32), lane_of(lane)?, from_json(&quotas)?))
         })
         .collect()
@@ -387,13 +399,16 @@ impl Store for SqliteStore {
 
     fn webhook_secret(&self, org: OrgId, fresh: &str) -> Result<String> {
         let connection = self.lock();
-        connection.execute(
-            "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, ?2) WHERE id = ?1",
-            params![org.0, fresh],
-        )?;
+        connection
+            .execute(
+                "UPDATE orgs SET webhook_secret = COALESCE(webhook_secret, ?2) WHERE id = ?1",
+                params![org.0, fresh],
+            )
+            .db()?;
         connection
             .query_row("SELECT webhook_secret FROM orgs WHERE id = ?1", params![org.0], |row| row.get(0))
-            .optional()?
+            .optional()
+            .db()?
             .ok_or(Error::NotFound("organisation"))
     }
 
@@ -406,18 +421,18 @@ impl Store for SqliteStore {
         at: Millis,
     ) -> Result<TokenRow> {
         let connection = self.lock();
-        let known: bool = connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
-            params![org.0],
-            |r| r.get(0),
-        )?;
+        let known: bool = connection
+            .query_row("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", params![org.0], |r| r.get(0))
+            .db()?;
         if !known {
             return Err(Error::NotFound("organisation"));
         }
-        connection.execute(
-            "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![org.0, label, prefix, hash, at],
-        )?;
+        connection
+            .execute(
+                "INSERT INTO tokens (org_id, label, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org.0, label, prefix, hash, at],
+            )
+            .db()?;
         let id = connection.last_insert_rowid() as u64;
         Ok(TokenRow { id, org, label: label.into(), prefix: prefix.into(), created_at: at, revoked_at: None })
     }
@@ -426,16 +441,19 @@ impl Store for SqliteStore {
         let connection = self.read();
         let mut statement = connection.prepare(
             "SELECT id, org_id, label, prefix, created_at, revoked_at FROM tokens WHERE org_id = ?1 ORDER BY id",
-        )?;
-        let rows = statement.query_map(params![org.0], token_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        ).db()?;
+        let rows = statement.query_map(params![org.0], token_from_row).db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn revoke_token(&self, org: OrgId, id: u64, at: Millis) -> Result<()> {
-        let changed = self.lock().execute(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE org_id = ?1 AND id = ?2",
-            params![org.0, id as i64, at],
-        )?;
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE org_id = ?1 AND id = ?2",
+                params![org.0, id as i64, at],
+            )
+            .db()?;
         if changed == 0 {
             return Err(Error::NotFound("token"));
         }
@@ -444,51 +462,60 @@ impl Store for SqliteStore {
 
     fn token_org(&self, hash: &str) -> Result<Option<OrgId>> {
         let connection = self.read();
-        let mut statement =
-            connection.prepare_cached("SELECT org_id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?;
-        let org: Option<i64> = statement.query_row(params![hash], |row| row.get(0)).optional()?;
+        let mut statement = connection
+            .prepare_cached("SELECT org_id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")
+            .db()?;
+        let org: Option<i64> = statement.query_row(params![hash], |row| row.get(0)).optional().db()?;
         Ok(org.map(|o| OrgId(o as u32)))
     }
 
     fn save_plugin(&self, org: OrgId, name: &str, content_hash: &str, bytes: &[u8]) -> Result<StoredPlugin> {
         let connection = self.lock();
-        connection.execute(
-            "INSERT OR IGNORE INTO plugins (org_id, name, content_hash, bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![org.0, name, content_hash, bytes],
-        )?;
-        let id: i64 = connection.query_row(
-            "SELECT id FROM plugins WHERE org_id = ?1 AND content_hash = ?2",
-            params![org.0, content_hash],
-            |row| row.get(0),
-        )?;
+        connection
+            .execute(
+                "INSERT OR IGNORE INTO plugins (org_id, name, content_hash, bytes) VALUES (?1, ?2, ?3, ?4)",
+                params![org.0, name, content_hash, bytes],
+            )
+            .db()?;
+        let id: i64 = connection
+            .query_row(
+                "SELECT id FROM plugins WHERE org_id = ?1 AND content_hash = ?2",
+                params![org.0, content_hash],
+                |row| row.get(0),
+            )
+            .db()?;
         Ok(StoredPlugin { id: id as u64, content_hash: content_hash.into() })
     }
 
     fn plugin_bytes(&self, org: OrgId, plugin: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .read()
+        self.read()
             .query_row(
                 "SELECT bytes FROM plugins WHERE org_id = ?1 AND id = ?2",
                 params![org.0, plugin as i64],
                 |row| row.get(0),
             )
-            .optional()?)
+            .optional()
+            .db()
     }
 
     fn plugins(&self, org: OrgId) -> Result<Vec<PluginRow>> {
         let connection = self.read();
-        let mut statement = connection.prepare(
-            "SELECT id, name, content_hash, length(bytes) FROM plugins WHERE org_id = ?1 ORDER BY id",
-        )?;
-        let rows = statement.query_map(params![org.0], |row| {
-            Ok(PluginRow {
-                id: row.get::<_, i64>(0)? as u64,
-                name: row.get(1)?,
-                content_hash: row.get(2)?,
-                size: row.get::<_, i64>(3)? as u64,
+        let mut statement = connection
+            .prepare(
+                "SELECT id, name, content_hash, length(bytes) FROM plugins WHERE org_id = ?1 ORDER BY id",
+            )
+            .db()?;
+        let rows = statement
+            .query_map(params![org.0], |row| {
+                Ok(PluginRow {
+                    id: row.get::<_, i64>(0)? as u64,
+                    name: row.get(1)?,
+                    content_hash: row.get(2)?,
+                    size: row.get::<_, i64>(3)? as u64,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn save_definition(&self, d: &Definition) -> Result<DefinitionId> {
@@ -500,14 +527,18 @@ impl Store for SqliteStore {
                  VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6)",
                 next_id_sql("definitions")
             );
-            connection.execute(&sql, params![d.org.0, d.name, trigger, kind, d.active, d.auto_delete])?;
+            connection
+                .execute(&sql, params![d.org.0, d.name, trigger, kind, d.active, d.auto_delete])
+                .db()?;
             return Ok(DefinitionId(connection.last_insert_rowid() as u64));
         }
-        let changed = connection.execute(
-            "UPDATE definitions SET name = ?3, trigger = ?4, kind = ?5, active = ?6, auto_delete = ?7
+        let changed = connection
+            .execute(
+                "UPDATE definitions SET name = ?3, trigger = ?4, kind = ?5, active = ?6, auto_delete = ?7
              WHERE org_id = ?1 AND id = ?2",
-            params![d.org.0, d.id.0 as i64, d.name, trigger, kind, d.active, d.auto_delete],
-        )?;
+                params![d.org.0, d.id.0 as i64, d.name, trigger, kind, d.active, d.auto_delete],
+            )
+            .db()?;
         if changed == 0 {
             return Err(Error::NotFound("definition"));
         }
@@ -515,10 +546,13 @@ impl Store for SqliteStore {
     }
 
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
-        let changed = self.lock().execute(
-            "UPDATE definitions SET active = ?3 WHERE org_id = ?1 AND id = ?2",
-            params![org.0, id.0 as i64, active],
-        )?;
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE definitions SET active = ?3 WHERE org_id = ?1 AND id = ?2",
+                params![org.0, id.0 as i64, active],
+            )
+            .db()?;
         if changed == 0 {
             return Err(Error::NotFound("definition"));
         }
@@ -528,10 +562,11 @@ impl Store for SqliteStore {
     fn definitions(&self) -> Result<Vec<Definition>> {
         let connection = self.read();
         let mut statement = connection
-            .prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")?;
-        let rows = statement.query_map([], definition_from_row)?;
+            .prepare("SELECT id, org_id, name, trigger, kind, active, auto_delete FROM definitions")
+            .db()?;
+        let rows = statement.query_map([], definition_from_row).db()?;
         rows.map(|row| {
-            let (id, org, name, trigger, kind, active, auto_delete) = row?;
+            let (id, org, name, trigger, kind, active, auto_delete) = row.db()?;
             Ok(Definition {
                 id: DefinitionId(id as u64),
                 org: OrgId(org as u32),
@@ -548,7 +583,8 @@ impl Store for SqliteStore {
     fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()> {
         let changed = self
             .lock()
-            .execute("DELETE FROM definitions WHERE org_id = ?1 AND id = ?2", params![org.0, id.0 as i64])?;
+            .execute("DELETE FROM definitions WHERE org_id = ?1 AND id = ?2", params![org.0, id.0 as i64])
+            .db()?;
         if changed == 0 {
             return Err(Error::NotFound("definition"));
         }
@@ -557,15 +593,15 @@ impl Store for SqliteStore {
 
     fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>> {
         let mut connection = self.lock();
-        let mut tx = connection.transaction()?;
+        let mut tx = connection.transaction().db()?;
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             // A savepoint per batch: one whose record writes no longer apply is rolled
             // back alone and the others commit.
-            let savepoint = tx.savepoint()?;
+            let savepoint = tx.savepoint().db()?;
             match write_batch(&savepoint, batch) {
                 Ok(ids) => {
-                    savepoint.commit()?;
+                    savepoint.commit().db()?;
                     results.push(Ok(ids));
                 }
                 Err(e @ (Error::WriteConflict(_) | Error::Fenced(_))) => {
@@ -576,7 +612,7 @@ impl Store for SqliteStore {
                 Err(e) => return Err(e),
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(results)
     }
 
@@ -628,7 +664,7 @@ impl Store for SqliteStore {
                     ))
                 },
             )
-            .optional()?;
+            .optional().db()?;
         let Some((callback_uri, expires_at, state, attempts, error, at)) = row else { return Ok(None) };
         let delivery =
             Delivery { state: from_json(&format!("\"{state}\""))?, attempts: attempts as u32, error, at };
@@ -636,24 +672,30 @@ impl Store for SqliteStore {
     }
 
     fn record_delivery(&self, job: JobId, d: &Delivery) -> Result<()> {
-        self.lock().execute(
-            "UPDATE operations SET delivery_state = ?2, delivery_attempts = ?3, delivery_error = ?4,
+        self.lock()
+            .execute(
+                "UPDATE operations SET delivery_state = ?2, delivery_attempts = ?3, delivery_error = ?4,
                 delivered_at = ?5 WHERE job_id = ?1",
-            params![job.0 as i64, delivery_state_name(d.state), d.attempts, d.error, d.at],
-        )?;
+                params![job.0 as i64, delivery_state_name(d.state), d.attempts, d.error, d.at],
+            )
+            .db()?;
         Ok(())
     }
 
     fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>> {
         let connection = self.read();
-        let mut statement = connection.prepare(
-            "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
+        let mut statement = connection
+            .prepare(
+                "SELECT o.org_id, o.job_id FROM operations o JOIN jobs j ON j.id = o.job_id
              WHERE o.delivery_state = 'waiting' AND j.status >= 30 ORDER BY o.job_id",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok((OrgId(row.get::<_, i64>(0)? as u32), JobId(row.get::<_, i64>(1)? as u64)))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            )
+            .db()?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((OrgId(row.get::<_, i64>(0)? as u32), JobId(row.get::<_, i64>(1)? as u64)))
+            })
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn database_now(&self) -> Result<Millis> {
@@ -664,41 +706,50 @@ impl Store for SqliteStore {
     fn heartbeat(&self, node: &str, ttl: Millis) -> Result<Vec<String>> {
         let now = system_now();
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction().db()?;
         tx.execute(
             "INSERT INTO nodes (name, expires_at) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
             params![node, now + ttl],
-        )?;
+        )
+        .db()?;
         // Nodes dead for an hour are forgotten.
-        tx.execute("DELETE FROM nodes WHERE expires_at < ?1", params![now - 3_600_000])?;
+        tx.execute("DELETE FROM nodes WHERE expires_at < ?1", params![now - 3_600_000]).db()?;
         let live = {
-            let mut statement = tx.prepare("SELECT name FROM nodes WHERE expires_at > ?1 ORDER BY name")?;
-            statement.query_map(params![now], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
+            let mut statement =
+                tx.prepare("SELECT name FROM nodes WHERE expires_at > ?1 ORDER BY name").db()?;
+            statement
+                .query_map(params![now], |row| row.get(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .db()?
         };
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(live)
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
         let connection = self.read();
-        let mut statement =
-            connection.prepare("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id")?;
-        let rows = statement.query_map([], |row| {
-            Ok(Lease {
-                org: OrgId(row.get::<_, i64>(0)? as u32),
-                node: row.get(1)?,
-                epoch: row.get::<_, i64>(2)? as u64,
-                expires_at: row.get(3)?,
+        let mut statement = connection
+            .prepare("SELECT org_id, node, epoch, expires_at FROM shard_leases ORDER BY org_id")
+            .db()?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Lease {
+                    org: OrgId(row.get::<_, i64>(0)? as u32),
+                    node: row.get(1)?,
+                    epoch: row.get::<_, i64>(2)? as u64,
+                    expires_at: row.get(3)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn take_lease(&self, node: &str, org: OrgId, ttl: Millis) -> Result<Option<Taken>> {
         let now = system_now();
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction().db()?;
         let epoch: Option<i64> = tx
             .query_row(
                 "INSERT INTO shard_leases (org_id, node, epoch, expires_at) VALUES (?1, ?2, 1, ?3)
@@ -709,104 +760,123 @@ impl Store for SqliteStore {
                 params![org.0, node, now + ttl, now],
                 |row| row.get(0),
             )
-            .optional()?;
+            .optional()
+            .db()?;
         let Some(epoch) = epoch else { return Ok(None) };
         tx.execute(
             "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30",
             params![org.0],
-        )?;
+        )
+        .db()?;
         let jobs = {
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND status < 30 ORDER BY id"
-            ))?;
-            let rows = statement.query_map(params![org.0], job_from_row)?;
-            rows.map(|row| finish_job(row?)).collect::<Result<Vec<_>>>()?
+            let mut statement = tx
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND status < 30 ORDER BY id"
+                ))
+                .db()?;
+            let rows = statement.query_map(params![org.0], job_from_row).db()?;
+            rows.map(|row| finish_job(row.db()?)).collect::<Result<Vec<_>>>()?
         };
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
     }
 
     fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>> {
         let now = system_now();
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction().db()?;
         let mut renewed = Vec::new();
         for fence in held {
-            let changed = tx.execute(
-                "UPDATE shard_leases SET expires_at = ?4 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
-                params![fence.org.0, node, fence.epoch as i64, now + ttl],
-            )?;
+            let changed = tx
+                .execute(
+                    "UPDATE shard_leases SET expires_at = ?4 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
+                    params![fence.org.0, node, fence.epoch as i64, now + ttl],
+                )
+                .db()?;
             if changed == 1 {
                 renewed.push(fence.org);
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(renewed)
     }
 
     fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
-        self.lock().execute(
-            "UPDATE shard_leases SET expires_at = 0 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
-            params![fence.org.0, node, fence.epoch as i64],
-        )?;
+        self.lock()
+            .execute(
+                "UPDATE shard_leases SET expires_at = 0 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
+                params![fence.org.0, node, fence.epoch as i64],
+            )
+            .db()?;
         Ok(())
     }
 
     fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction().db()?;
         let mut jobs = Vec::new();
         for fence in held {
             let holds = tx
-                .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")?
-                .exists(params![fence.org.0, fence.epoch as i64])?;
+                .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")
+                .db()?
+                .exists(params![fence.org.0, fence.epoch as i64])
+                .db()?;
             if !holds {
                 continue;
             }
-            let mut statement = tx.prepare_cached(&format!(
-                "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30
+            let mut statement = tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30
                  RETURNING {JOB_COLUMNS}"
-            ))?;
-            let rows = statement.query_map(params![fence.org.0], job_from_row)?;
+                ))
+                .db()?;
+            let rows = statement.query_map(params![fence.org.0], job_from_row).db()?;
             for row in rows {
-                jobs.push(finish_job(row?)?);
+                jobs.push(finish_job(row.db()?)?);
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         jobs.sort_by_key(|job| job.id);
         Ok(jobs)
     }
 
     fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32> {
-        let count: i64 = self.read().query_row(
-            "SELECT COUNT(*) FROM jobs WHERE org_id = ?1 AND lane = ?2 AND started_at >= ?3",
-            params![org.0, lane.index() as i64, since],
-            |row| row.get(0),
-        )?;
+        let count: i64 = self
+            .read()
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE org_id = ?1 AND lane = ?2 AND started_at >= ?3",
+                params![org.0, lane.index() as i64, since],
+                |row| row.get(0),
+            )
+            .db()?;
         Ok(count as u32)
     }
 
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {
         let connection = self.lock();
-        connection.execute(
-            "INSERT INTO changes (org_id, kind, key) VALUES (?1, ?2, ?3)",
-            params![org.0, kind.name(), key as i64],
-        )?;
+        connection
+            .execute(
+                "INSERT INTO changes (org_id, kind, key) VALUES (?1, ?2, ?3)",
+                params![org.0, kind.name(), key as i64],
+            )
+            .db()?;
         Ok(connection.last_insert_rowid() as u64)
     }
 
     fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
         let connection = self.read();
-        let mut statement = connection.prepare_cached(
-            "SELECT id, org_id, kind, key, answer FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![after as i64, limit], change_from_row)?;
-        rows.map(|row| row?).collect()
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id, org_id, kind, key, answer FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .db()?;
+        let rows = statement.query_map(params![after as i64, limit], change_from_row).db()?;
+        rows.map(|row| row.db()?).collect()
     }
 
     fn last_change(&self) -> Result<u64> {
         let id: i64 =
-            self.read().query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |row| row.get(0))?;
+            self.read().query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |row| row.get(0)).db()?;
         Ok(id as u64)
     }
 
@@ -818,12 +888,15 @@ impl Store for SqliteStore {
                 params![id as i64],
                 change_from_row,
             )
-            .optional()?;
+            .optional()
+            .db()?;
         row.transpose()
     }
 
     fn answer_change(&self, id: u64, answer: &str) -> Result<()> {
-        self.lock().execute("UPDATE changes SET answer = ?2 WHERE id = ?1", params![id as i64, answer])?;
+        self.lock()
+            .execute("UPDATE changes SET answer = ?2 WHERE id = ?1", params![id as i64, answer])
+            .db()?;
         Ok(())
     }
 
@@ -839,46 +912,63 @@ impl Store for SqliteStore {
                 params![name, node, now + ttl, now],
                 |_| Ok(()),
             )
-            .optional()?;
+            .optional()
+            .db()?;
         Ok(taken.is_some())
     }
 
-    fn purge(&self, c: &Cutoffs) -> Result<(u64, u64)> {
+    fn purge(&self, c: &Cutoffs, limit: u64) -> Result<(u64, u64)> {
+        let limit = limit as i64;
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction().db()?;
         let mut deleted = 0;
         for (status, before) in
             [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
         {
-            deleted += tx.execute(
-                "DELETE FROM jobs WHERE status = ?1 AND completed_at < ?2 AND operation != ?3",
-                params![status.code(), before, operation_name(Operation::BackgroundOperation)],
-            )? as u64;
+            deleted += tx
+                .execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                        WHERE status = ?1 AND completed_at < ?2 AND operation != ?3 LIMIT ?4)",
+                    params![
+                        status.code(),
+                        before,
+                        operation_name(Operation::BackgroundOperation),
+                        limit - deleted
+                    ],
+                )
+                .db()? as i64;
         }
         // Background operations live for their TTL, whatever their status.
-        deleted += tx.execute(
-            "DELETE FROM jobs WHERE status >= 30
-             AND id IN (SELECT job_id FROM operations WHERE expires_at < ?1)",
-            params![c.operations],
-        )? as u64;
-        let cleared = tx.execute(
-            "UPDATE jobs SET trace = NULL WHERE trace IS NOT NULL AND completed_at < ?1",
-            params![c.trace],
-        )? as u64;
-        tx.commit()?;
-        Ok((deleted, cleared))
+        deleted += tx
+            .execute(
+                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
+                    WHERE j.status >= 30 AND o.expires_at < ?1 LIMIT ?2)",
+                params![c.operations, limit - deleted],
+            )
+            .db()? as i64;
+        let cleared = tx
+            .execute(
+                "UPDATE jobs SET trace = NULL WHERE id IN (SELECT id FROM jobs
+                    WHERE trace IS NOT NULL AND completed_at < ?1 LIMIT ?2)",
+                params![c.trace, limit],
+            )
+            .db()? as i64;
+        tx.commit().db()?;
+        Ok((deleted as u64, cleared as u64))
     }
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         let connection = self.read();
-        let mut statement = connection.prepare_cached(
-            "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status",
-        )?;
-        let rows = statement.query_map(params![org.0], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        })?;
+        let mut statement = connection
+            .prepare_cached("SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status")
+            .db()?;
+        let rows = statement
+            .query_map(params![org.0], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })
+            .db()?;
         rows.map(|row| {
-            let (lane, status, count) = row?;
+            let (lane, status, count) = row.db()?;
             Ok((lane_of(lane)?, status_of(status)?, count as u64))
         })
         .collect()
@@ -908,9 +998,9 @@ fn system_now() -> Millis {
 impl SqliteStore {
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
         let connection = self.read();
-        let mut statement = connection.prepare_cached(sql)?;
-        let rows = statement.query_map(parameters, job_from_row)?;
-        rows.map(|row| finish_job(row?)).collect()
+        let mut statement = connection.prepare_cached(sql).db()?;
+        let rows = statement.query_map(parameters, job_from_row).db()?;
+        rows.map(|row| finish_job(row.db()?)).collect()
     }
 }
 
@@ -928,8 +1018,10 @@ static INSERT_JOB: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
     if let Some(fence) = batch.fence {
         let held = tx
-            .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")?
-            .exists(params![fence.org.0, fence.epoch as i64])?;
+            .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")
+            .db()?
+            .exists(params![fence.org.0, fence.epoch as i64])
+            .db()?;
         if !held {
             return Err(Error::Fenced(fence.org));
         }
@@ -946,30 +1038,32 @@ fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
 fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     {
-        let mut insert = tx.prepare_cached(&INSERT_JOB)?;
+        let mut insert = tx.prepare_cached(&INSERT_JOB).db()?;
         for job in jobs {
             let (entity, id) = job.record.clone().unzip();
             let (code, message) = job.error.clone().unzip();
             let completed = job.status.is_terminal().then_some(job.created_at);
-            insert.execute(params![
-                job.org.0,
-                job.lane.index() as i64,
-                operation_name(job.operation),
-                job.definition.0 as i64,
-                job.definition_version,
-                job.correlation_id,
-                job.depth,
-                entity,
-                id,
-                job.payload,
-                job.dependency_token,
-                job.status.code(),
-                job.created_at,
-                completed,
-                code,
-                message,
-                adopted,
-            ])?;
+            insert
+                .execute(params![
+                    job.org.0,
+                    job.lane.index() as i64,
+                    operation_name(job.operation),
+                    job.definition.0 as i64,
+                    job.definition_version,
+                    job.correlation_id,
+                    job.depth,
+                    entity,
+                    id,
+                    job.payload,
+                    job.dependency_token,
+                    job.status.code(),
+                    job.created_at,
+                    completed,
+                    code,
+                    message,
+                    adopted,
+                ])
+                .db()?;
             let id = tx.last_insert_rowid();
             ids.push(JobId(id as u64));
             if let Some(background) = &job.background {
@@ -980,14 +1074,16 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
                 tx.prepare_cached(
                     "INSERT INTO operations (job_id, org_id, callback_uri, expires_at, delivery_state)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
+                )
+                .db()?
                 .execute(params![
                     id,
                     job.org.0,
                     background.callback_uri,
                     background.expires_at,
                     delivery_state_name(state)
-                ])?;
+                ])
+                .db()?;
             }
         }
     }
@@ -999,8 +1095,10 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
         JobUpdate::Started { id, at, .. } => {
             tx.prepare_cached(
                 "UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1",
-            )?
-            .execute(params![id.0 as i64, at])?;
+            )
+            .db()?
+            .execute(params![id.0 as i64, at])
+            .db()?;
         }
         JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
@@ -1010,8 +1108,10 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                     error_code = COALESCE(?4, error_code), error_message = COALESCE(?5, error_message),
                     postpone_until = CASE WHEN ?2 = 10 THEN postpone_until ELSE NULL END
                  WHERE id = ?1",
-            )?
-            .execute(params![id.0 as i64, status.code(), completed, code, message])?;
+            )
+            .db()?
+            .execute(params![id.0 as i64, status.code(), completed, code, message])
+            .db()?;
         }
         JobUpdate::Finished {
             id,
@@ -1039,7 +1139,10 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                 }
             }
             if *delete {
-                tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute(params![id.0 as i64])?;
+                tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                    .db()?
+                    .execute(params![id.0 as i64])
+                    .db()?;
                 return Ok(());
             }
             let completed = status.is_terminal().then_some(*at);
@@ -1051,7 +1154,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                     host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14,
                     exception_times = ?15, started_at = COALESCE(?16, started_at)
                  WHERE id = ?1",
-            )?
+            ).db()?
             .execute(params![
                 id.0 as i64,
                 status.code(),
@@ -1069,7 +1172,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                 trace,
                 (!exception_times.is_empty()).then(|| json(exception_times)),
                 started,
-            ])?;
+            ]).db()?;
         }
     }
     Ok(())
