@@ -101,6 +101,9 @@ struct Entry {
     failures: VecDeque<Millis>,
     postponements: u32,
     postpone_until: Option<Millis>,
+    /// Its run has ended and its thread is counted free ([`Scheduler::run_ended`]),
+    /// though where it goes is not decided yet.
+    run_ended: bool,
 }
 
 #[derive(Default)]
@@ -175,6 +178,7 @@ impl Scheduler {
             failures: VecDeque::new(),
             postponements: 0,
             postpone_until: None,
+            run_ended: false,
         };
         self.jobs.insert(id, entry);
         if first_in_chain {
@@ -352,6 +356,23 @@ impl Scheduler {
         None
     }
 
+    /// A started job's execution has ended: its thread counts as free for its org's
+    /// next job at once, before [`Scheduler::finished`] decides where it goes (which
+    /// waits for the round's turn at the store's writer). An org's thread cap bounds the
+    /// executions under way, not the commits behind them.
+    pub fn run_ended(&mut self, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if entry.run_ended
+            || !matches!(entry.status, Status::InProgress | Status::Pausing | Status::Canceling)
+        {
+            return;
+        }
+        entry.run_ended = true;
+        if let Some(queue) = self.lanes.get_mut(&(entry.spec.org, entry.spec.lane)) {
+            queue.running = queue.running.saturating_sub(1);
+        }
+    }
+
     /// Records how a started job's execution ended and decides where it goes.
     pub fn finished(&mut self, job: JobId, now: Millis, outcome: Outcome) -> Result<After, Refusal> {
         let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
@@ -360,8 +381,9 @@ impl Scheduler {
             return Err(Refusal::NotAllowed(was));
         }
         let (org, lane) = (entry.spec.org, entry.spec.lane);
+        let counted = !std::mem::take(&mut entry.run_ended);
         let quotas = self.quotas(org, lane);
-        if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
+        if let Some(queue) = self.lanes.get_mut(&(org, lane)).filter(|_| counted) {
             queue.running = queue.running.saturating_sub(1);
         }
         let entry = self.jobs.get_mut(&job).expect("checked above");

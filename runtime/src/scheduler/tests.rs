@@ -38,6 +38,25 @@ fn the_thread_cap_holds_and_frees_on_completion() {
 }
 
 #[test]
+fn a_thread_is_free_when_its_run_ends_before_its_end_is_decided() {
+    let mut s = Scheduler::new(quotas(1, 1000));
+    for id in 1..=3 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    let first = start(&mut s, 0).unwrap();
+    assert_eq!(s.next(0), None, "one in progress is the cap");
+    s.run_ended(first);
+    s.run_ended(first);
+    assert_eq!(s.running(ORG_A, Lane::Regular), 0, "an ended run is counted free once");
+    let second = start(&mut s, 1).unwrap();
+    assert_eq!(s.finished(first, 2, Outcome::Exception), Ok(After::Retry));
+    assert_eq!(s.running(ORG_A, Lane::Regular), 1, "deciding the first frees nothing more");
+    assert_eq!(s.next(2), None, "the retried job waits for the thread the second holds");
+    assert_eq!(s.finished(second, 3, Outcome::Succeeded), Ok(After::Succeeded));
+    assert_eq!(start(&mut s, 3), Some(first), "the retry runs with the thread freed");
+}
+
+#[test]
 fn the_throughput_cap_waits_for_the_next_window() {
     let mut s = Scheduler::new(Quotas { throughput_window_minutes: 5, ..quotas(100, 3) });
     for id in 1..=5 {

@@ -64,6 +64,9 @@ pub(super) struct Finished {
     auto_delete: bool,
     /// When the execution began and ended.
     ran: (std::time::Instant, std::time::Instant),
+    /// The service's clock when the driver took the ended run: its stored completion
+    /// time (its thread was free from then on, see `Scheduler::run_ended`).
+    ended: Millis,
 }
 
 /// The plug-ins a definition runs.
@@ -335,6 +338,7 @@ impl Service {
             overlay: Some(overlay),
             auto_delete: definition.auto_delete,
             ran: (began, std::time::Instant::now()),
+            ended: 0,
         }
     }
 
@@ -354,6 +358,7 @@ impl Service {
             overlay: None,
             auto_delete: false,
             ran: (now, now),
+            ended: 0,
         }
     }
 
@@ -485,7 +490,7 @@ impl Service {
             commit.updates.push(JobUpdate::Finished {
                 id: finished.job,
                 org: finished.org,
-                at: now,
+                at: finished.ended,
                 started,
                 status,
                 postpone_until,
@@ -515,9 +520,8 @@ impl Service {
         self.shared.finished_rx.lock().await.recv().await
     }
 
-    /// Gathers what else has finished, frees their slots and hands the round to the
-    /// writer; returns where its commit is answered. The jobs still count against their
-    /// orgs' quotas until the writer has decided them.
+    /// Gathers what else has finished, frees their slots and their orgs' threads and
+    /// hands the round to the writer; returns where its commit is answered.
     /// Not cancel-safe (received executions are in hand): never raced against anything.
     async fn send_round(&self, first: Finished) -> Result<super::writer::Answer> {
         let mut batch = vec![first];
@@ -530,11 +534,15 @@ impl Service {
             batch.push(more);
         }
         drop(receiver);
-        {
-            let mut state = self.state();
-            for finished in &batch {
-                state.running[finished.lane.index()] -= 1;
-            }
+        // The runs' threads are free from now on, and the round goes to the writer under
+        // the same lock: an org seen with nothing running (to hand it back) has its last
+        // ends ahead of any later flush.
+        let now = self.now();
+        let mut state = self.state();
+        for finished in &mut batch {
+            state.running[finished.lane.index()] -= 1;
+            state.scheduler.run_ended(finished.job);
+            finished.ended = now;
         }
         self.request_round(batch)
     }
