@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the same [`Store`] as SQLite, for several nodes on one
-//! database (issue 10). Same tables and meaning as `sqlite.rs`; ids from sequences (never
-//! reused), time as epoch milliseconds in `BIGINT`, structured values as JSON text.
+//! database (issue 10). Same tables and meaning as `sluice-store-sqlite`; ids from
+//! sequences (never reused), time as epoch milliseconds in `BIGINT`, structured values as
+//! JSON text.
 //!
 //! The driver is `postgres` (the blocking face of `tokio-postgres`). Its client runs
 //! its own small runtime and must not be called from inside another, and the [`Store`]
@@ -30,7 +31,7 @@ use sluice_store::{
     OperationRow, PluginRow, StoredPlugin, TokenRow,
 };
 
-/// Read connections per store (see `sqlite.rs`'s `READERS`).
+/// Read connections per store (see `sluice-store-sqlite`'s `READERS`).
 const READERS: usize = 4;
 
 mod steady;
@@ -346,7 +347,7 @@ fn read_attributes(
     .transpose()
 }
 
-/// Applies one record change (see `sqlite.rs`'s `apply_change`).
+/// Applies one record change (see `sluice-store-sqlite`'s `apply_change`).
 fn apply_change(
     client: &mut impl GenericClient,
     org: i64,
