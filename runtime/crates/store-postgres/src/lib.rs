@@ -450,11 +450,12 @@ impl Gathered {
 
     /// Gathers a start or a plain completion ([`is_plain`]); whether it did.
     fn take(&mut self, update: &JobUpdate) -> bool {
-        let taken = self.rows.push(update, None);
-        if taken {
+        let plain = matches!(update, JobUpdate::Started { .. }) || is_plain(update);
+        if plain {
+            self.rows.push(update, None);
             self.ids.insert(update.id());
         }
-        taken
+        plain
     }
 
     /// Sends what is gathered, and starts over.
@@ -465,6 +466,14 @@ impl Gathered {
         }
         Ok(())
     }
+}
+
+/// Writes one start or end of a run (its record writes and delete already done) with the
+/// statement that writes a group's ([`steady::write`]).
+fn write_row(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
+    let mut rows = steady::Rows::default();
+    rows.push(update, None);
+    steady::write(client, &[], &rows).map(drop)
 }
 
 /// Whether a batch writes records (and so may fail alone with a write conflict).
@@ -618,14 +627,6 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
 
 fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<()> {
     match update {
-        JobUpdate::Started { id, at, .. } => {
-            let statement = prepared(
-                client,
-                "UPDATE jobs SET status = 20, started_at = $2, postpone_until = NULL WHERE id = $1",
-            )
-            .db()?;
-            client.execute(&statement, &[&(id.0 as i64), at]).db()?;
-        }
         JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
@@ -644,23 +645,7 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                 )
                 .db()?;
         }
-        JobUpdate::Finished {
-            id,
-            org,
-            at,
-            started,
-            status,
-            postpone_until,
-            retried,
-            postponement_count,
-            error,
-            output,
-            accounting,
-            trace,
-            changes,
-            delete,
-            exception_times,
-        } => {
+        JobUpdate::Finished { id, org, status, changes, delete, .. } => {
             if *status == Status::Succeeded {
                 for change in changes {
                     apply_change(client, i64::from(org.0), change)
@@ -672,38 +657,10 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
                 client.execute(&statement, &[&(id.0 as i64)]).db()?;
                 return Ok(());
             }
-            let completed = status.is_terminal().then_some(*at);
-            let (code, message) = error.clone().unzip();
-            let statement = prepared(client, "UPDATE jobs SET status = $2, completed_at = $3, postpone_until = $4,
-                    retry_count = retry_count + $5, postponement_count = $6, error_code = $7, error_message = $8,
-                    output = $9, fuel_used = fuel_used + $10, wall_time_us = wall_time_us + $11,
-                    host_time_us = host_time_us + $12, peak_memory_bytes = GREATEST(peak_memory_bytes, $13),
-                    trace = $14, exception_times = $15, started_at = COALESCE($16, started_at)
-                 WHERE id = $1").db()?;
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &(id.0 as i64),
-                        &i64::from(status.code()),
-                        &completed,
-                        postpone_until,
-                        &i64::from(*retried),
-                        &i64::from(*postponement_count),
-                        &code,
-                        &message,
-                        output,
-                        &(accounting.fuel_used as i64),
-                        &(accounting.wall_time_us as i64),
-                        &(accounting.host_time_us as i64),
-                        &(accounting.peak_memory_bytes as i64),
-                        trace,
-                        &(!exception_times.is_empty()).then(|| json(exception_times)),
-                        started,
-                    ],
-                )
-                .db()?;
+            write_row(client, update)?;
         }
+        // The job path's own statement writes a start, as it writes an end.
+        JobUpdate::Started { .. } => write_row(client, update)?,
     }
     Ok(())
 }

@@ -46,8 +46,9 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
-    /// Adds a start or a plain end ([`crate::is_plain`]) under `fence`; whether it did
-    /// (anything else is for the general path).
+    /// Adds a start or an end of a run under `fence` (its record writes and delete are
+    /// not this statement's: callers gather only plain ends, [`crate::is_plain`]);
+    /// whether it did (a status change is for the general path).
     pub(crate) fn push(&mut self, update: &JobUpdate, fence: Option<Fence>) -> bool {
         let fence = fence.map_or(0, |f| i64::from(f.org.0));
         match update {
@@ -71,7 +72,7 @@ impl Rows {
                 trace,
                 exception_times,
                 ..
-            } if crate::is_plain(update) => {
+            } => {
                 let (code, message) = error.clone().unzip();
                 self.id.push(id.0 as i64);
                 self.started.push(*started);
@@ -113,9 +114,11 @@ pub(crate) fn commit(client: &mut Client, batches: &[Batch]) -> Option<Result<Ve
             return None;
         }
         for update in &batch.updates {
-            if !jobs.insert(update.id()) || !rows.push(update, batch.fence) {
+            let plain = matches!(update, JobUpdate::Started { .. }) || crate::is_plain(update);
+            if !plain || !jobs.insert(update.id()) {
                 return None;
             }
+            rows.push(update, batch.fence);
         }
     }
     let fences: Vec<Fence> = batches.iter().filter_map(|b| b.fence).collect();
