@@ -76,6 +76,7 @@ impl Bare {
     pub fn new(path: &str, fuel: bool) -> wasmtime::Result<Bare> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(64).total_core_instances(1024).total_memories(128).total_tables(512);
+        super::reset_slots_in_place(&mut pool);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

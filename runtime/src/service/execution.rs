@@ -122,6 +122,9 @@ impl Queued {
 /// InProgress).
 pub(super) const START_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
+/// Rounds the driver may have with the writer before it waits for the oldest.
+const ROUNDS_IN_FLIGHT: usize = 8;
+
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
 
@@ -602,9 +605,11 @@ impl Service {
 
     async fn drive(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
-        // The last round handed to the writer and not yet answered: the next round's
-        // jobs start and run while it commits (at most two rounds are with the writer).
-        let mut committing: Option<super::writer::Answer> = None;
+        // Rounds handed to the writer and not yet answered, oldest first: the next
+        // rounds' jobs start and run while they commit (the writer commits every round
+        // waiting in one transaction). Past `ROUNDS_IN_FLIGHT` the driver waits for the
+        // oldest, so a slow disk slows starts instead of piling up rounds.
+        let mut committing: std::collections::VecDeque<super::writer::Answer> = Default::default();
         loop {
             if let Some(why) = self.failure() {
                 // The writer could not commit (nobody may have been waiting for it).
@@ -615,6 +620,12 @@ impl Service {
                 tracing::warn!(error = %e, "retention purge failed");
             }
             self.sample_if_due();
+            // Rounds already committed: a refused commit stops the driver now, not later.
+            while let Some(Ok(answer)) = committing.front_mut().map(tokio::sync::oneshot::Receiver::try_recv)
+            {
+                committing.pop_front();
+                answer?;
+            }
             self.start_ready()?;
             let now = self.now();
             let wake = {
@@ -638,8 +649,10 @@ impl Service {
                         let answer = self.send_round(first).await?;
                         // Slots just freed: start their successors while the round commits.
                         self.start_ready()?;
-                        if let Some(previous) = committing.replace(answer) {
-                            super::writer::answered(previous).await?;
+                        committing.push_back(answer);
+                        while committing.len() > ROUNDS_IN_FLIGHT {
+                            let oldest = committing.pop_front().expect("more than one round in flight");
+                            super::writer::answered(oldest).await?;
                         }
                     }
                 }
@@ -648,8 +661,8 @@ impl Service {
             }
         }
         // What was handed to the writer is committed before the driver ends.
-        if let Some(previous) = committing {
-            super::writer::answered(previous).await?;
+        for answer in committing {
+            super::writer::answered(answer).await?;
         }
         self.flush()
     }
