@@ -19,10 +19,12 @@ use super::format::{bytes, count, micros};
 
 #[derive(clap::Subcommand)]
 pub enum Scenario {
-    /// N trivial jobs enqueued, then run to completion on the durable store; against a
-    /// bare-wasmtime instantiate+call loop in the same run.
+    /// N trivial jobs enqueued, then run to completion on the durable store by the
+    /// node's driver (as `sluice serve` runs it); against a bare-wasmtime
+    /// instantiate+call loop on one thread and on every core, in the same run. The
+    /// default runs past the 65,536 payloads a node keeps in memory.
     Throughput {
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 200_000)]
         jobs: u64,
         /// Run on this PostgreSQL database (`postgres://user@host:port/database`, an empty
         /// one: the benchmark creates its tables) instead of a fresh SQLite file.
@@ -32,8 +34,8 @@ pub enum Scenario {
         /// sharing the orgs through leases as `sluice serve --database` nodes do.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
-        /// With --database: the jobs spread over this many orgs (default: one per node,
-        /// so that every node holds one).
+        /// The jobs spread over this many orgs (default: one per node, so that every
+        /// node holds one).
         #[arg(long)]
         orgs: Option<usize>,
     },
@@ -169,6 +171,26 @@ async fn enqueue(service: &Service, org: OrgId, entity: &str, n: u64) -> anyhow:
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The bare loop on `threads` threads at once, one `Bare` shared (one engine, as a node
+/// has), `calls` calls in all.
+fn bare_rate_on_threads(plugins: &Path, calls: u64, threads: usize) -> anyhow::Result<f64> {
+    let bare = Bare::new(&echo_path(plugins), false).map_err(|e| anyhow::anyhow!("baseline: {e}"))?;
+    let context =
+        baseline::context(vec![types::Attribute { name: "n".into(), value: types::Value::Integer(1) }]);
+    let each = calls / threads as u64;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..each {
+                    bare.call(&context);
+                }
+            });
+        }
+    });
+    Ok((each * threads as u64) as f64 / started.elapsed().as_secs_f64())
+}
+
 fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
     let bare = Bare::new(&echo_path(plugins), false).map_err(|e| anyhow::anyhow!("baseline: {e}"))?;
     let context =
@@ -182,10 +204,9 @@ fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
 
 pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     match scenario {
-        Scenario::Throughput { jobs, database: Some(url), nodes, orgs } => {
-            cluster_throughput(plugins, jobs, &url, nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
+        Scenario::Throughput { jobs, database, nodes, orgs } => {
+            throughput(plugins, jobs, database.as_deref(), nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
         }
-        Scenario::Throughput { jobs, database: None, .. } => throughput(plugins, jobs).await,
         Scenario::NoisyNeighbour { flood, rate, seconds } => {
             noisy_neighbour(plugins, flood, rate, seconds).await
         }
@@ -203,48 +224,30 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn throughput(plugins: &Path, jobs: u64) -> anyhow::Result<()> {
-    let bench = fresh("throughput")?;
-    let org = tenant(&bench.service, "bench", plugins, "account", Lane::Priority)?;
-    let enqueue_rate = enqueue(&bench.service, org, "account", jobs).await?;
-    let started = Instant::now();
-    bench.service.run_until_idle().await?;
-    let sluice = jobs as f64 / started.elapsed().as_secs_f64();
-    let succeeded = bench
-        .service
-        .store()
-        .job_counts(org)?
-        .iter()
-        .filter(|(_, s, _)| *s == Status::Succeeded)
-        .map(|c| c.2)
-        .sum::<u64>();
-    anyhow::ensure!(succeeded == jobs, "{succeeded} of {jobs} jobs succeeded");
-    let bare = bare_rate(plugins, jobs)?;
-    println!("throughput: {} jobs enqueued at {} events/s", count(jobs), count(enqueue_rate as u64));
-    let store = "SQLite";
-    println!("  sluice (durable {store}, batched commits): {} jobs/s", count(sluice as u64));
-    println!("  bare wasmtime instantiate+call loop:      {} jobs/s", count(bare as u64));
-    println!("  ratio: {:.3}", sluice / bare);
-    println!(
-        "{}",
-        json!({"scenario": "throughput", "store": store, "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
-    );
-    Ok(())
+/// The nodes of a throughput run and what they run on.
+struct Nodes {
+    services: Vec<Service>,
+    store: &'static str,
+    cluster: bool,
+    _dir: tempfile_guard::Guard,
 }
 
-/// Throughput of `nodes` nodes on one PostgreSQL database, as `sluice serve --database`
-/// runs them (leases, adoption, fenced commits): the jobs are enqueued over `orgs` orgs
-/// first, the nodes share the orgs out, then the clock runs from the drivers' start to
-/// the last job's success (from the nodes' completion streams).
-async fn cluster_throughput(
-    plugins: &Path,
-    jobs: u64,
-    url: &str,
-    nodes: usize,
-    orgs: usize,
-) -> anyhow::Result<()> {
+/// One node on a fresh SQLite file, or `nodes` nodes on the PostgreSQL database at
+/// `url`, each as `sluice serve` runs it (leases, adoption, fenced commits per org, the
+/// database's clock), each with its own engine.
+fn throughput_nodes(url: Option<&str>, nodes: usize) -> anyhow::Result<Nodes> {
+    let Some(url) = url else {
+        anyhow::ensure!(nodes == 1, "several nodes need --database (SQLite is one node's)");
+        let bench = fresh("throughput")?;
+        return Ok(Nodes {
+            services: vec![bench.service],
+            store: "SQLite",
+            cluster: false,
+            _dir: bench._dir,
+        });
+    };
     let dir = std::env::temp_dir().join(format!("sluice-bench-cluster-{}", std::process::id()));
-    let _guard = tempfile_guard::Guard(dir.clone());
+    let guard = tempfile_guard::Guard(dir.clone());
     let mut services = Vec::new();
     for n in 0..nodes {
         let store = Arc::new(sluice::store::PostgresStore::open(url)?);
@@ -255,6 +258,21 @@ async fn cluster_throughput(
             Options { slots: 128, default_quotas: OPEN, cluster: Some(cluster), ..Options::default() };
         services.push(Service::open(store, engine, Arc::new(DatabaseClock::default()), options)?);
     }
+    Ok(Nodes { services, store: "PostgreSQL", cluster: true, _dir: guard })
+}
+
+/// Throughput of one SQLite node, or of `nodes` nodes on one PostgreSQL database: the
+/// jobs are enqueued over `orgs` orgs first (the nodes share the orgs out), then the
+/// clock runs from the drivers' start to the last job's success, counted from the nodes'
+/// completion streams. The drivers are `Service::run`, as `sluice serve` runs them.
+async fn throughput(
+    plugins: &Path,
+    jobs: u64,
+    url: Option<&str>,
+    nodes: usize,
+    orgs: usize,
+) -> anyhow::Result<()> {
+    let Nodes { services, store, cluster, _dir } = throughput_nodes(url, nodes)?;
     let first = &services[0];
     let mut tenants = Vec::new();
     for o in 0..orgs {
@@ -266,16 +284,17 @@ async fn cluster_throughput(
         enqueue(first, *org, "account", share).await?;
     }
     let enqueue_rate = jobs as f64 / started.elapsed().as_secs_f64();
-    // The orgs shared out before the clock starts (each node sees the others' heartbeats).
-    for _ in 0..3 {
-        for service in &services {
-            service.balance()?;
-            service.follow()?;
+    if cluster {
+        // The orgs shared out before the clock starts (each node sees the others' heartbeats).
+        for _ in 0..3 {
+            for service in &services {
+                service.balance()?;
+                service.follow()?;
+            }
         }
     }
-    let held: Vec<usize> = services.iter().map(|s| s.held_orgs().len()).collect();
     // Successes are counted from the nodes' completion streams, not by asking the
-    // database: a count over every job each few milliseconds would load the server the
+    // database: a count over every job each few milliseconds would load the store the
     // run is measuring.
     let succeeded = Arc::new(AtomicU64::new(0));
     for service in &services {
@@ -296,13 +315,16 @@ async fn cluster_throughput(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for service in &services {
-        for cluster in [false, true] {
+        for cluster_loop in [false, true] {
+            if cluster_loop && !cluster {
+                continue;
+            }
             let (service, mut stop) = (service.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if cluster { service.run_cluster(stopped).await } else { service.run(stopped).await }
+                if cluster_loop { service.run_cluster(stopped).await } else { service.run(stopped).await }
             }));
         }
     }
@@ -327,21 +349,33 @@ async fn cluster_throughput(
         stored += counts.iter().filter(|c| c.1 == Status::Succeeded).map(|c| c.2).sum::<u64>();
     }
     anyhow::ensure!(stored == jobs, "{stored} of {jobs} jobs succeeded");
-    let bare = bare_rate(plugins, jobs.min(200_000))?;
+    let calls = jobs.min(200_000);
+    let bare = bare_rate(plugins, calls)?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let bare_all = bare_rate_on_threads(plugins, calls, cores)?;
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     println!(
-        "throughput: {} jobs over {orgs} orgs enqueued at {} events/s",
+        "throughput: {} jobs over {orgs} org(s) enqueued at {} events/s",
         count(jobs),
         count(enqueue_rate as u64)
     );
     println!(
-        "  sluice (PostgreSQL, {nodes} node(s) in one process, orgs held {held:?}): {} jobs/s",
+        "  sluice ({store}, {nodes} node(s) in one process, each 128 slots a lane, a writer thread; \
+         {workers} tokio worker threads): {} jobs/s",
         count(sluice as u64)
     );
-    println!("  bare wasmtime instantiate+call loop (one thread): {} jobs/s", count(bare as u64));
-    println!("  ratio: {:.3}", sluice / bare);
+    println!("  bare wasmtime instantiate+call loop, one thread:     {} jobs/s", count(bare as u64));
+    println!(
+        "  bare wasmtime instantiate+call loop, {cores} threads:      {} jobs/s",
+        count(bare_all as u64)
+    );
+    println!("  ratio: {:.3} of one thread, {:.3} of {cores}", sluice / bare, sluice / bare_all);
     println!(
         "{}",
-        json!({"scenario": "throughput", "store": "PostgreSQL", "nodes": nodes, "orgs": orgs, "jobs": jobs, "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "bare_jobs_per_s": bare, "ratio": sluice / bare})
+        json!({"scenario": "throughput", "store": store, "nodes": nodes, "orgs": orgs, "jobs": jobs,
+            "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "tokio_workers": workers,
+            "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
+            "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all})
     );
     Ok(())
 }
