@@ -122,8 +122,11 @@ impl Queued {
 /// InProgress).
 pub(super) const START_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
-/// Rounds the driver may have with the writer before it waits for the oldest.
-const ROUNDS_IN_FLIGHT: usize = 8;
+/// Finished jobs the driver may have with the writer, not yet committed, before it
+/// waits for the oldest round: enough that a commit's fixed costs (the sync, the round
+/// trips to a database server) are shared by a few thousand jobs when the store is the
+/// bottleneck, few enough that a slow disk slows starts instead of piling up memory.
+const JOBS_AT_WRITER: usize = 4_096;
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
@@ -198,19 +201,12 @@ impl Service {
                         }
                         Some(Decision::Start(id)) => {
                             let spec = state.scheduler.spec(id).expect("a started job is known");
-                            let org = spec.org;
-                            let span = tracing::info_span!(
-                                "job",
-                                org = spec.org.0,
-                                lane = spec.lane.name(),
-                                job = id.0,
-                                definition = spec.definition.0
-                            );
+                            let (org, definition) = (spec.org, spec.definition);
                             state.pending.push(JobUpdate::Started { id, org, at: now });
                             state.young_starts.insert(id, decided);
                             let stop = StopSignal::default();
                             state.stops.insert(id, stop.clone());
-                            to_run.push((org, id, stop, span));
+                            to_run.push((org, lane, definition, id, stop));
                             state.running[lane.index()] += 1;
                         }
                     }
@@ -229,7 +225,15 @@ impl Service {
             self.request_flush()?;
         }
         let started = to_run.len();
-        for (org, id, stop, span) in to_run {
+        for (org, lane, definition, id, stop) in to_run {
+            // Made outside the state lock: a span's fields are formatted when it is made.
+            let span = tracing::info_span!(
+                "job",
+                org = org.0,
+                lane = lane.name(),
+                job = id.0,
+                definition = definition.0
+            );
             let service = self.clone();
             tokio::spawn(
                 async move {
@@ -526,7 +530,7 @@ impl Service {
     /// Gathers what else has finished, frees their slots and their orgs' threads and
     /// hands the round to the writer; returns where its commit is answered.
     /// Not cancel-safe (received executions are in hand): never raced against anything.
-    async fn send_round(&self, first: Finished) -> Result<super::writer::Answer> {
+    async fn send_round(&self, first: Finished) -> Result<(super::writer::Answer, usize)> {
         let mut batch = vec![first];
         // Group commit without waiting: what finished while the last round was being
         // committed is all in the channel, so under load one transaction (one fsync)
@@ -547,12 +551,13 @@ impl Service {
             state.scheduler.run_ended(finished.job);
             finished.ended = now;
         }
-        self.request_round(batch)
+        let jobs = batch.len();
+        Ok((self.request_round(batch)?, jobs))
     }
 
     /// Gathers what else has finished and records the round; returns once committed.
     async fn complete_round(&self, first: Finished) -> Result<()> {
-        super::writer::answered(self.send_round(first).await?).await
+        super::writer::answered(self.send_round(first).await?.0).await
     }
 
     /// Waits for at least one execution to finish and records the round.
@@ -607,9 +612,10 @@ impl Service {
         let mut shutdown = std::pin::pin!(shutdown);
         // Rounds handed to the writer and not yet answered, oldest first: the next
         // rounds' jobs start and run while they commit (the writer commits every round
-        // waiting in one transaction). Past `ROUNDS_IN_FLIGHT` the driver waits for the
-        // oldest, so a slow disk slows starts instead of piling up rounds.
-        let mut committing: std::collections::VecDeque<super::writer::Answer> = Default::default();
+        // waiting in one transaction). Past `JOBS_AT_WRITER` jobs the driver waits for
+        // the oldest.
+        let mut committing: std::collections::VecDeque<(super::writer::Answer, usize)> = Default::default();
+        let mut at_writer = 0;
         loop {
             if let Some(why) = self.failure() {
                 // The writer could not commit (nobody may have been waiting for it).
@@ -621,9 +627,9 @@ impl Service {
             }
             self.sample_if_due();
             // Rounds already committed: a refused commit stops the driver now, not later.
-            while let Some(Ok(answer)) = committing.front_mut().map(tokio::sync::oneshot::Receiver::try_recv)
-            {
-                committing.pop_front();
+            while let Some(Ok(answer)) = committing.front_mut().map(|(answer, _)| answer.try_recv()) {
+                let (_, jobs) = committing.pop_front().expect("a front was answered");
+                at_writer -= jobs;
                 answer?;
             }
             self.start_ready()?;
@@ -649,9 +655,11 @@ impl Service {
                         let answer = self.send_round(first).await?;
                         // Slots just freed: start their successors while the round commits.
                         self.start_ready()?;
+                        at_writer += answer.1;
                         committing.push_back(answer);
-                        while committing.len() > ROUNDS_IN_FLIGHT {
-                            let oldest = committing.pop_front().expect("more than one round in flight");
+                        while at_writer > JOBS_AT_WRITER {
+                            let (oldest, jobs) = committing.pop_front().expect("jobs at the writer are in rounds");
+                            at_writer -= jobs;
                             super::writer::answered(oldest).await?;
                         }
                     }
@@ -661,7 +669,7 @@ impl Service {
             }
         }
         // What was handed to the writer is committed before the driver ends.
-        for answer in committing {
+        for (answer, _) in committing {
             super::writer::answered(answer).await?;
         }
         self.flush()

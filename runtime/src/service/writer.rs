@@ -161,15 +161,23 @@ impl Service {
         // checked against the store and the earlier jobs' (nothing else writes records
         // until this group commits).
         let round_writes = Arc::new(Overlay::new(self.shared.store.clone() as Arc<dyn RecordStore>));
+        // The group's rounds are decided as one, in the order they came: one hold of
+        // the state lock for the group, not one per round (under load a group holds
+        // dozens of small rounds, and each lock taken waits on the driver's and the
+        // executions' turns).
+        let mut finished = Vec::new();
         for request in requests {
             match request {
-                Request::Round(finished, reply) => {
-                    self.prepare_round(finished, &round_writes, &mut own, &mut ended, &mut watched);
+                Request::Round(round, reply) => {
+                    finished.extend(round);
                     done.push(reply);
                 }
                 Request::Flush(reply) => done.push(reply),
                 Request::Batch(batch, reply) => batches.push((batch, reply)),
             }
+        }
+        if !finished.is_empty() {
+            self.prepare_round(finished, &round_writes, &mut own, &mut ended, &mut watched);
         }
         {
             // Whatever was decided up to now, flushes included.
