@@ -86,6 +86,12 @@ impl LaneQueue {
         }
     }
 
+    /// The first `n` queued jobs of each definition, the likeliest to start next
+    /// (canceled slots included until their turn comes).
+    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = JobId> + '_ {
+        self.queues.values().flat_map(move |queue| queue.iter().take(n).copied())
+    }
+
     /// Queued jobs per definition (canceled slots included until their turn comes).
     pub fn queued_by_definition(&self) -> impl Iterator<Item = (DefinitionId, usize)> + '_ {
         self.queues.iter().map(|(d, q)| (*d, q.len()))

@@ -226,6 +226,17 @@ impl Scheduler {
     }
 
     /// The status the scheduler holds for a job (`None` once forgotten or unknown).
+    /// Queued jobs of the org likely to start soon: the first `n` of each of its
+    /// definitions' queues, on every lane, that are still waiting.
+    pub fn upcoming(&self, org: OrgId, n: usize) -> Vec<JobId> {
+        Lane::ALL
+            .iter()
+            .filter_map(|lane| self.lanes.get(&(org, *lane)))
+            .flat_map(|queue| queue.upcoming(n))
+            .filter(|job| self.status(*job) == Some(Status::WaitingForResources))
+            .collect()
+    }
+
     pub fn status(&self, job: JobId) -> Option<Status> {
         self.jobs.get(&job).map(|e| e.status)
     }

@@ -92,6 +92,10 @@ pub(super) struct Queued {
 /// At most this many waiting jobs keep their payload in memory (~0.5 KB each).
 pub(super) const QUEUED_KEPT: usize = 65_536;
 
+/// Jobs read ahead from each of an org's definition queues when a start finds its
+/// payload missing from memory.
+const PREFETCH: usize = 2_048;
+
 impl Queued {
     pub(super) fn of_new(job: &crate::store::NewJob) -> Queued {
         Queued {
@@ -115,6 +119,17 @@ impl Queued {
             first_start_of: first.then_some(row.created_at),
         }
     }
+}
+
+/// A job the driver started, on its way to an execution.
+struct Start {
+    org: OrgId,
+    lane: Lane,
+    definition: DefinitionId,
+    id: JobId,
+    stop: StopSignal,
+    /// What the run needs, if kept in memory; otherwise read back before it runs.
+    queued: Option<Queued>,
 }
 
 /// How long a start may wait to be written with its run's end (see `State::take_pending`)
@@ -206,7 +221,8 @@ impl Service {
                             state.young_starts.insert(id, decided);
                             let stop = StopSignal::default();
                             state.stops.insert(id, stop.clone());
-                            to_run.push((org, lane, definition, id, stop));
+                            let queued = state.queued.remove(&id);
+                            to_run.push(Start { org, lane, definition, id, stop, queued });
                             state.running[lane.index()] += 1;
                         }
                     }
@@ -225,46 +241,108 @@ impl Service {
             self.request_flush()?;
         }
         let started = to_run.len();
-        for (org, lane, definition, id, stop) in to_run {
-            // Made outside the state lock: a span's fields are formatted when it is made.
-            let span = tracing::info_span!(
-                "job",
-                org = org.0,
-                lane = lane.name(),
-                job = id.0,
-                definition = definition.0
-            );
+        // A first start finds what it needs kept from the enqueue; a retry (or a start
+        // after a restart, or past the cache's bound) reads its job back, in one read
+        // per org for the round, off the driver.
+        let (ready, unread): (Vec<Start>, Vec<Start>) = to_run.into_iter().partition(|s| s.queued.is_some());
+        for start in ready {
+            self.spawn_execution(start);
+        }
+        let mut by_org: HashMap<OrgId, Vec<Start>> = HashMap::new();
+        for start in unread {
+            by_org.entry(start.org).or_default().push(start);
+        }
+        for (org, starts) in by_org {
             let service = self.clone();
-            tokio::spawn(
-                async move {
-                    let finished = service.execute_job(org, id, stop).await;
-                    tracing::debug!(
-                        ok = finished.outcome.is_ok(),
-                        fuel = finished.accounting.fuel_used,
-                        "executed"
-                    );
-                    // The receiver lives as long as the service.
-                    let _ = service.shared.finished_tx.send(finished);
+            // Past the cache, one read also brings the payloads of the org's next jobs
+            // (up to `PREFETCH` from each definition's queue), so that a long backlog
+            // is read in a few large reads rather than one small read per round.
+            // One read ahead per org at a time: rounds starting meanwhile read only their own.
+            let (ahead, reading_ahead) = {
+                let mut state = self.state();
+                let room = QUEUED_KEPT.saturating_sub(state.queued.len());
+                if room > 0 && state.prefetching.insert(org) {
+                    let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
+                    let upcoming = state.scheduler.upcoming(org, PREFETCH);
+                    let ahead: Vec<JobId> = upcoming
+                        .into_iter()
+                        .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
+                        .take(room)
+                        .collect();
+                    (ahead, true)
+                } else {
+                    (Vec::new(), false)
                 }
-                .instrument(span),
-            );
+            };
+            tokio::spawn(async move {
+                let mut ids: Vec<JobId> = starts.iter().map(|s| s.id).collect();
+                ids.extend(&ahead);
+                let store = service.shared.store.clone();
+                let read = tokio::task::spawn_blocking(move || store.jobs_by_id(org, &ids)).await;
+                let mut rows: HashMap<JobId, crate::store::JobRow> = match read {
+                    Ok(Ok(rows)) => rows.into_iter().map(|row| (row.id, row)).collect(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");
+                        HashMap::new()
+                    }
+                    Err(_) => HashMap::new(),
+                };
+                for mut start in starts {
+                    start.queued = rows.remove(&start.id).map(Queued::of_row);
+                    service.spawn_execution(start);
+                }
+                let mut state = service.state();
+                for id in ahead {
+                    // Kept only for a job still waiting (one started, canceled or handed
+                    // to another node meanwhile would never take it out).
+                    let waiting = state.scheduler.status(id) == Some(Status::WaitingForResources);
+                    if let Some(row) =
+                        rows.remove(&id).filter(|_| waiting && state.queued.len() < QUEUED_KEPT)
+                    {
+                        state.queued.insert(id, Queued::of_row(row));
+                    }
+                }
+                if reading_ahead {
+                    state.prefetching.remove(&org);
+                }
+            });
         }
         Ok(started)
     }
 
+    /// Runs a started job on a task of its own, in its span; its end goes to the driver.
+    fn spawn_execution(&self, start: Start) {
+        let Start { org, lane, definition, id, stop, queued } = start;
+        // Made outside the state lock: a span's fields are formatted when it is made.
+        let span = tracing::info_span!(
+            "job",
+            org = org.0,
+            lane = lane.name(),
+            job = id.0,
+            definition = definition.0
+        );
+        let service = self.clone();
+        tokio::spawn(
+            async move {
+                let finished = match queued {
+                    Some(job) => service.execute_job(org, id, stop, job).await,
+                    None => service.failed_early(org, id, "the job could not be read from the store"),
+                };
+                tracing::debug!(
+                    ok = finished.outcome.is_ok(),
+                    fuel = finished.accounting.fuel_used,
+                    "executed"
+                );
+                // The receiver lives as long as the service.
+                let _ = service.shared.finished_tx.send(finished);
+            }
+            .instrument(span),
+        );
+    }
+
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
-    async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal) -> Finished {
+    async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal, job: Queued) -> Finished {
         let began = std::time::Instant::now();
-        // A first start finds what it needs kept from the enqueue; a retry (or a start
-        // after a restart, or past the cache's bound) reads the job back.
-        let cached = self.state().queued.remove(&id);
-        let job = match cached {
-            Some(queued) => queued,
-            None => match self.shared.store.job(org, id) {
-                Ok(Some(row)) => Queued::of_row(row),
-                _ => return self.failed_early(org, id, "the job vanished from the store"),
-            },
-        };
         let definition = self.state().definitions.get(&job.definition).cloned();
         if let Some(created_at) = job.first_start_of {
             let latency = (self.now() - created_at).max(0) as f64 / 1000.0;

@@ -244,6 +244,8 @@ struct State {
     counters: health::Counters,
     /// What waiting jobs need at their first start, kept from their enqueue (bounded).
     queued: HashMap<JobId, execution::Queued>,
+    /// Orgs whose next jobs' payloads are being read ahead (see `start_ready`).
+    prefetching: HashSet<OrgId>,
     /// The orgs this node holds, at their lease's epoch (several nodes); `None`: the
     /// only node, holding every org.
     held: Option<HashMap<OrgId, Fence>>,
@@ -403,6 +405,7 @@ impl Service {
             ended: Vec::new(),
             counters: health::Counters::default(),
             queued: HashMap::new(),
+            prefetching: HashSet::new(),
             held: (!single).then(HashMap::new),
         };
         // The only node holds every org: it takes every unfinished job now, and delivers

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 
 use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 
@@ -726,11 +726,15 @@ impl PostgresStore {
             .unwrap_or(&self.readers[start % n])
     }
 
-    fn select_jobs(&self, sql: String, parameters: JobQuery) -> Result<Vec<JobRow>> {
+    /// Runs a job query on a read connection, its statement prepared once per connection
+    /// (a statement parsed for each call cost the server more than running it).
+    fn select_jobs(&self, sql: &'static str, parameters: JobQuery) -> Result<Vec<JobRow>> {
         self.read().run(move |client| -> Result<Vec<JobRow>> {
+            let sql = prepared(client, sql).db()?;
             let rows = match parameters {
                 JobQuery::Unfinished => client.query(&sql, &[]).db()?,
                 JobQuery::One(org, id) => client.query(&sql, &[&org, &id]).db()?,
+                JobQuery::Many(org, ids) => client.query(&sql, &[&org, &ids]).db()?,
                 JobQuery::Filtered(org, f) => client
                     .query(
                         &sql,
@@ -751,10 +755,27 @@ impl PostgresStore {
     }
 }
 
+/// The job queries, as `static` text so that each connection prepares them once.
+static UNFINISHED_JOBS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status < 30 ORDER BY id"));
+static JOB_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2"));
+static JOBS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND id = ANY($2)"));
+static FILTERED_JOBS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND ($2::BIGINT IS NULL OR status = $2)
+             AND ($3::BIGINT IS NULL OR definition_id = $3) AND ($4::BIGINT IS NULL OR lane = $4)
+             AND ($5::TEXT IS NULL OR correlation_id = $5) AND ($6::BIGINT IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7"
+    )
+});
+
 /// The parameters of a jobs query (owned: they travel to the connection's thread).
 enum JobQuery {
     Unfinished,
     One(i64, i64),
+    Many(i64, Vec<i64>),
     Filtered(i64, JobFilter),
 }
 
@@ -1175,25 +1196,20 @@ impl Store for PostgresStore {
     }
 
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
-        self.select_jobs(
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status < 30 ORDER BY id"),
-            JobQuery::Unfinished,
-        )
+        self.select_jobs(&UNFINISHED_JOBS, JobQuery::Unfinished)
     }
 
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2");
-        Ok(self.select_jobs(sql, JobQuery::One(i64::from(org.0), id.0 as i64))?.pop())
+        Ok(self.select_jobs(&JOB_BY_ID, JobQuery::One(i64::from(org.0), id.0 as i64))?.pop())
+    }
+
+    fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>> {
+        let ids = ids.iter().map(|id| id.0 as i64).collect();
+        self.select_jobs(&JOBS_BY_ID, JobQuery::Many(i64::from(org.0), ids))
     }
 
     fn jobs(&self, org: OrgId, f: &JobFilter) -> Result<Vec<JobRow>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND ($2::BIGINT IS NULL OR status = $2)
-             AND ($3::BIGINT IS NULL OR definition_id = $3) AND ($4::BIGINT IS NULL OR lane = $4)
-             AND ($5::TEXT IS NULL OR correlation_id = $5) AND ($6::BIGINT IS NULL OR id < $6)
-             ORDER BY id DESC LIMIT $7"
-        );
-        self.select_jobs(sql, JobQuery::Filtered(i64::from(org.0), f.clone()))
+        self.select_jobs(&FILTERED_JOBS, JobQuery::Filtered(i64::from(org.0), f.clone()))
     }
 
     fn operation(&self, org: OrgId, job: JobId) -> Result<Option<OperationRow>> {

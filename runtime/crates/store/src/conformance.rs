@@ -126,6 +126,11 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     let ids = store.insert_jobs(&[new_job(a, 1), new_job(a, 2), new_job(a, 3)]).unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in insertion order");
     assert_eq!(store.job(b, ids[0]).unwrap(), None, "another org's job is not found");
+    let mut read = store.jobs_by_id(a, &[ids[2], ids[0], JobId(9_999_999)]).unwrap();
+    read.sort_by_key(|row| row.id);
+    assert_eq!(read.iter().map(|row| row.id).collect::<Vec<_>>(), [ids[0], ids[2]], "unknown ids left out");
+    assert_eq!(read[0], store.job(a, ids[0]).unwrap().unwrap(), "the same row as a single read");
+    assert!(store.jobs_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
     store
         .apply(&[
             JobUpdate::Started { id: ids[0], org: a, at: 2_000 },

@@ -125,6 +125,9 @@ pub trait Store: RecordStore {
     /// Jobs not in a terminal status, to rebuild the scheduler after a restart.
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;
+    /// These jobs of the org, in one read, in no particular order: an id not found, or
+    /// another org's, is left out. For starts whose payload is not in memory.
+    fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>>;
     /// The org's jobs that pass `filter`, newest first.
     fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>>;
     /// A background operation of the org.
