@@ -336,6 +336,54 @@ async fn the_driver_loses_no_finished_execution_while_events_keep_arriving() {
     assert_eq!(h.service.store().job_counts(org).unwrap(), vec![(Lane::Priority, Status::Succeeded, 300)]);
 }
 
+/// More jobs wait than a node keeps payloads for in memory (65,536): the rest are read
+/// back when they start, a batch at a time and ahead of need; each runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_the_payload_cache_runs_every_job_once() {
+    const JOBS: u64 = 70_000;
+    let h = harness(Options { slots: 64, ..Options::default() });
+    let org = h.service.create_org("contoso").unwrap();
+    let open = Quotas { max_threads: 64, max_throughput: u32::MAX, ..Quotas::default() };
+    h.service.set_quotas(org, Lane::Priority, open).unwrap();
+    h.async_step(org, samples::ECHO, trigger("Create", "account"), None);
+    for chunk in 0..JOBS / 1_000 {
+        let events = (0..1_000)
+            .map(|n| Event {
+                message: "Create".into(),
+                entity: "account".into(),
+                record_id: Some(format!("a{}", chunk * 1_000 + n)),
+                attributes: attrs(&[]),
+            })
+            .collect();
+        h.service.fire_batch(org, events).await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = h.service.clone();
+        tokio::spawn(async move { service.run(async { stopped.await.unwrap_or(()) }).await })
+    };
+    let mut completions = h.service.watch_completions();
+    let mut succeeded = 0;
+    while succeeded < JOBS {
+        match tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
+            .await
+            .expect("jobs keep completing")
+        {
+            Ok(completion) => {
+                assert_eq!(completion.status, Status::Succeeded, "job {:?}", completion.job);
+                succeeded += 1;
+            }
+            // Completions this reader was too slow to see still happened: the store's
+            // counts below say how each ended.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => succeeded += missed,
+            Err(closed) => panic!("the completion stream ended: {closed}"),
+        }
+    }
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+    assert_eq!(h.service.store().job_counts(org).unwrap(), vec![(Lane::Priority, Status::Succeeded, JOBS)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_a_running_job_stops_its_execution_at_the_next_yield() {
     use sluice::engine::Limits;

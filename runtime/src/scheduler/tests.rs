@@ -254,3 +254,23 @@ fn a_deactivated_backlog_drains_even_while_its_org_is_at_the_throughput_cap() {
         assert_eq!(s.next(0), Some(Decision::CanceledOnPickup(JobId(id))), "canceling costs no start");
     }
 }
+
+#[test]
+fn upcoming_lists_each_definitions_next_waiting_jobs_of_the_org() {
+    let mut s = Scheduler::new(quotas(10, 1000));
+    for id in 1..=4 {
+        s.submit(spec(id, ORG_A, Lane::Regular, FLOW));
+    }
+    for id in 5..=7 {
+        s.submit(spec(id, ORG_A, Lane::Priority, STEP));
+    }
+    s.submit(spec(8, ORG_B, Lane::Regular, FLOW));
+    let mut next = s.upcoming(ORG_A, 2);
+    next.sort();
+    assert_eq!(next, [JobId(1), JobId(2), JobId(5), JobId(6)], "the first two of each queue, no other org's");
+    s.cancel(JobId(1)).unwrap();
+    let started = start(&mut s, 0).unwrap();
+    let mut next = s.upcoming(ORG_A, 2);
+    next.sort();
+    assert!(!next.contains(&JobId(1)) && !next.contains(&started), "only jobs still waiting: {next:?}");
+}

@@ -253,61 +253,64 @@ impl Service {
             by_org.entry(start.org).or_default().push(start);
         }
         for (org, starts) in by_org {
-            let service = self.clone();
-            // Past the cache, one read also brings the payloads of the org's next jobs
-            // (up to `PREFETCH` from each definition's queue), so that a long backlog
-            // is read in a few large reads rather than one small read per round.
-            // One read ahead per org at a time: rounds starting meanwhile read only their own.
-            let (ahead, reading_ahead) = {
-                let mut state = self.state();
-                let room = QUEUED_KEPT.saturating_sub(state.queued.len());
-                if room > 0 && state.prefetching.insert(org) {
-                    let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
-                    let upcoming = state.scheduler.upcoming(org, PREFETCH);
-                    let ahead: Vec<JobId> = upcoming
-                        .into_iter()
-                        .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
-                        .take(room)
-                        .collect();
-                    (ahead, true)
-                } else {
-                    (Vec::new(), false)
-                }
-            };
-            tokio::spawn(async move {
-                let mut ids: Vec<JobId> = starts.iter().map(|s| s.id).collect();
-                ids.extend(&ahead);
-                let store = service.shared.store.clone();
-                let read = tokio::task::spawn_blocking(move || store.jobs_by_id(org, &ids)).await;
-                let mut rows: HashMap<JobId, crate::store::JobRow> = match read {
-                    Ok(Ok(rows)) => rows.into_iter().map(|row| (row.id, row)).collect(),
-                    Ok(Err(e)) => {
-                        tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");
-                        HashMap::new()
-                    }
-                    Err(_) => HashMap::new(),
-                };
-                for mut start in starts {
-                    start.queued = rows.remove(&start.id).map(Queued::of_row);
-                    service.spawn_execution(start);
-                }
-                let mut state = service.state();
-                for id in ahead {
-                    // Kept only for a job still waiting (one started, canceled or handed
-                    // to another node meanwhile would never take it out).
-                    let waiting = state.scheduler.status(id) == Some(Status::WaitingForResources);
-                    if let Some(row) =
-                        rows.remove(&id).filter(|_| waiting && state.queued.len() < QUEUED_KEPT)
-                    {
-                        state.queued.insert(id, Queued::of_row(row));
-                    }
-                }
-                if reading_ahead {
-                    state.prefetching.remove(&org);
-                }
-            });
+            self.read_back_and_run(org, starts);
         }
         Ok(started)
+    }
+
+    /// Reads back the jobs of `starts` (one org's, their payloads not in memory) in one
+    /// read, off the driver, then runs them. Past the cache, the read also brings the
+    /// payloads of the org's next jobs (up to `PREFETCH` from each definition's queue),
+    /// so that a long backlog is read in a few large reads rather than one per round.
+    fn read_back_and_run(&self, org: OrgId, starts: Vec<Start>) {
+        let service = self.clone();
+        // One read ahead per org at a time: rounds starting meanwhile read only their own.
+        let (ahead, reading_ahead) = {
+            let mut state = self.state();
+            let room = QUEUED_KEPT.saturating_sub(state.queued.len());
+            if room > 0 && state.prefetching.insert(org) {
+                let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
+                let upcoming = state.scheduler.upcoming(org, PREFETCH);
+                let ahead: Vec<JobId> = upcoming
+                    .into_iter()
+                    .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
+                    .take(room)
+                    .collect();
+                (ahead, true)
+            } else {
+                (Vec::new(), false)
+            }
+        };
+        tokio::spawn(async move {
+            let mut ids: Vec<JobId> = starts.iter().map(|s| s.id).collect();
+            ids.extend(&ahead);
+            let store = service.shared.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.jobs_by_id(org, &ids)).await;
+            let mut rows: HashMap<JobId, crate::store::JobRow> = match read {
+                Ok(Ok(rows)) => rows.into_iter().map(|row| (row.id, row)).collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");
+                    HashMap::new()
+                }
+                Err(_) => HashMap::new(),
+            };
+            for mut start in starts {
+                start.queued = rows.remove(&start.id).map(Queued::of_row);
+                service.spawn_execution(start);
+            }
+            let mut state = service.state();
+            for id in ahead {
+                // Kept only for a job still waiting (one started, canceled or handed
+                // to another node meanwhile would never take it out).
+                let waiting = state.scheduler.status(id) == Some(Status::WaitingForResources);
+                if let Some(row) = rows.remove(&id).filter(|_| waiting && state.queued.len() < QUEUED_KEPT) {
+                    state.queued.insert(id, Queued::of_row(row));
+                }
+            }
+            if reading_ahead {
+                state.prefetching.remove(&org);
+            }
+        });
     }
 
     /// Runs a started job on a task of its own, in its span; its end goes to the driver.
