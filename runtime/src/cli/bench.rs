@@ -192,14 +192,7 @@ fn bare_rate_on_threads(plugins: &Path, calls: u64, threads: usize) -> anyhow::R
 }
 
 fn bare_rate(plugins: &Path, calls: u64) -> anyhow::Result<f64> {
-    let bare = Bare::new(&echo_path(plugins), false).map_err(|e| anyhow::anyhow!("baseline: {e}"))?;
-    let context =
-        baseline::context(vec![types::Attribute { name: "n".into(), value: types::Value::Integer(1) }]);
-    let started = Instant::now();
-    for _ in 0..calls {
-        bare.call(&context);
-    }
-    Ok(calls as f64 / started.elapsed().as_secs_f64())
+    bare_rate_on_threads(plugins, calls, 1)
 }
 
 pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
@@ -314,11 +307,10 @@ async fn throughput(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let mut tasks = Vec::new();
+    // Each node's driver, and with several nodes its cluster loop (leases, adoption).
+    let loops = if cluster { [false, true].as_slice() } else { [false].as_slice() };
     for service in &services {
-        for cluster_loop in [false, true] {
-            if cluster_loop && !cluster {
-                continue;
-            }
+        for &cluster_loop in loops {
             let (service, mut stop) = (service.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
                 let stopped = async move {

@@ -225,18 +225,20 @@ impl Scheduler {
         }
     }
 
-    /// The status the scheduler holds for a job (`None` once forgotten or unknown).
-    /// Queued jobs of the org likely to start soon: the first `n` of each of its
-    /// definitions' queues, on every lane, that are still waiting.
-    pub fn upcoming(&self, org: OrgId, n: usize) -> Vec<JobId> {
+    /// Queued jobs of the org likely to start soon: the first `per_definition` of each
+    /// of its definitions' queues, on every lane, that are still waiting; at most
+    /// `limit` in all (an org with thousands of definitions costs no more).
+    pub fn upcoming(&self, org: OrgId, per_definition: usize, limit: usize) -> Vec<JobId> {
         Lane::ALL
             .iter()
             .filter_map(|lane| self.lanes.get(&(org, *lane)))
-            .flat_map(|queue| queue.upcoming(n))
+            .flat_map(|queue| queue.upcoming(per_definition))
             .filter(|job| self.status(*job) == Some(Status::WaitingForResources))
+            .take(limit)
             .collect()
     }
 
+    /// The status the scheduler holds for a job (`None` once forgotten or unknown).
     pub fn status(&self, job: JobId) -> Option<Status> {
         self.jobs.get(&job).map(|e| e.status)
     }

@@ -93,8 +93,10 @@ pub(super) struct Queued {
 pub(super) const QUEUED_KEPT: usize = 65_536;
 
 /// Jobs read ahead from each of an org's definition queues when a start finds its
-/// payload missing from memory.
+/// payload missing from memory, and at most in all (the read holds the state lock while
+/// it picks them, and one read connection while it runs).
 const PREFETCH: usize = 2_048;
+const PREFETCH_IN_ALL: usize = 8_192;
 
 impl Queued {
     pub(super) fn of_new(job: &crate::store::NewJob) -> Queued {
@@ -270,11 +272,10 @@ impl Service {
             let room = QUEUED_KEPT.saturating_sub(state.queued.len());
             if room > 0 && state.prefetching.insert(org) {
                 let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
-                let upcoming = state.scheduler.upcoming(org, PREFETCH);
+                let upcoming = state.scheduler.upcoming(org, PREFETCH, room.min(PREFETCH_IN_ALL));
                 let ahead: Vec<JobId> = upcoming
                     .into_iter()
                     .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
-                    .take(room)
                     .collect();
                 (ahead, true)
             } else {
@@ -292,7 +293,10 @@ impl Service {
                     tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");
                     HashMap::new()
                 }
-                Err(_) => HashMap::new(),
+                Err(e) => {
+                    tracing::error!(org = org.0, error = %e, "reading jobs back to start them panicked");
+                    HashMap::new()
+                }
             };
             for mut start in starts {
                 start.queued = rows.remove(&start.id).map(Queued::of_row);
