@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice::engine::baseline::{self, Bare, types};
 use sluice::engine::{Engine, EngineSettings, Mode};
-use sluice::jobs::{Lane, Millis, OrgId, Quotas, Status};
+use sluice::jobs::{Lane, OrgId, Quotas, Status};
 use sluice::records::Attributes;
 use sluice::service::{ClusterOptions, DatabaseClock, Event, Options, Service, SystemClock};
 use sluice::store::{Definition, SqliteStore, Trigger};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::format::{bytes, count, micros};
+use super::format::{bytes, count};
 
 #[derive(clap::Subcommand)]
 pub enum Scenario {
@@ -39,16 +39,24 @@ pub enum Scenario {
         #[arg(long)]
         orgs: Option<usize>,
     },
-    /// Org A floods the regular lane with a runaway workflow while org B submits at a
-    /// steady rate on the same lane; B's pickup latency and rate against B alone.
+    /// Org B's steady trivial jobs beside org A's backlog on the same lane, slots
+    /// saturated (A's thread cap as high as the lane's slots): first a trivial flood,
+    /// then a CPU-bound one (`cpu_burn`, about 10 ms a job). B's p99 end-to-end latency
+    /// (created -> completed, µs) against B alone, in the same run.
     NoisyNeighbour {
-        #[arg(long, default_value_t = 1_000_000)]
+        /// A's backlog of trivial jobs (the CPU-bound one is at most 5,000 jobs).
+        #[arg(long, default_value_t = 200_000)]
         flood: u64,
         /// B's events per second.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 200)]
         rate: u64,
-        #[arg(long, default_value_t = 10)]
+        /// Seconds of B's load per measurement.
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Rounds of (alone, trivial flood, CPU-bound flood), interleaved; the ratios
+        /// reported are the medians.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
     },
     /// Dequeue-and-run throughput with a large backlog waiting against a small one;
     /// bytes on disk per waiting job.
@@ -57,8 +65,9 @@ pub enum Scenario {
         large: u64,
         #[arg(long, default_value_t = 10_000)]
         small: u64,
-        /// Jobs run from each backlog.
-        #[arg(long, default_value_t = 5_000)]
+        /// Jobs run to completion from each backlog (the oldest: with the large
+        /// backlog, their payloads are long out of the payload cache).
+        #[arg(long, default_value_t = 10_000)]
         run: u64,
     },
     /// The costliest uploads within the size limit and the complexity bounds: the CPU
@@ -200,8 +209,8 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         Scenario::Throughput { jobs, database, nodes, orgs } => {
             throughput(plugins, jobs, database.as_deref(), nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
         }
-        Scenario::NoisyNeighbour { flood, rate, seconds } => {
-            noisy_neighbour(plugins, flood, rate, seconds).await
+        Scenario::NoisyNeighbour { flood, rate, seconds, runs } => {
+            super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
         Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),
@@ -372,107 +381,28 @@ async fn throughput(
     Ok(())
 }
 
-/// B fires `rate` events a second for `seconds` while the driver runs; returns B's
-/// pickup latencies (ms) and completed jobs per second.
-async fn steady(
-    service: &Service,
-    org: OrgId,
-    rate: u64,
-    seconds: u64,
-) -> anyhow::Result<(Vec<Millis>, f64)> {
+/// Runs the driver, as `sluice serve` does, until `jobs` jobs of the backlog have
+/// completed; returns completed jobs per second.
+async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<f64> {
+    let mut completions = service.watch_completions();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
     let driver = {
         let service = service.clone();
         tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
     };
-    let started = Instant::now();
-    let total = rate * seconds;
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    let mut fired = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        interval.tick().await;
-        fired.extend(service.fire(org, create("contact", n)).await?.jobs);
-    }
-    // Let the last ones finish.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = service
-            .store()
-            .job_counts(org)?
-            .iter()
-            .filter(|(_, s, _)| s.is_terminal())
-            .map(|c| c.2)
-            .sum::<u64>();
-        if done >= fired.len() as u64 || Instant::now() > deadline {
-            break;
+    let mut completed = 0;
+    while completed < jobs {
+        match completions.recv().await {
+            Ok(_) => completed += 1,
+            Err(RecvError::Lagged(missed)) => completed += missed,
+            Err(RecvError::Closed) => break,
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let rate = completed as f64 / started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     driver.await??;
-    let jobs = service.store().jobs(org, &sluice::store::JobFilter::all(u32::MAX))?;
-    let completed = jobs.iter().filter(|j| j.status == Status::Succeeded).count() as f64;
-    let latencies = jobs.iter().filter_map(|j| Some(j.started_at? - j.created_at)).collect();
-    Ok((latencies, completed / elapsed))
-}
-
-fn p99(mut latencies: Vec<Millis>) -> Millis {
-    latencies.sort_unstable();
-    latencies.get(((latencies.len().max(1) - 1) as f64 * 0.99) as usize).copied().unwrap_or(0)
-}
-
-async fn noisy_neighbour(plugins: &Path, flood: u64, rate: u64, seconds: u64) -> anyhow::Result<()> {
-    let alone = fresh("alone")?;
-    let b = tenant(&alone.service, "steady", plugins, "contact", Lane::Regular)?;
-    let (latencies, alone_rate) = steady(&alone.service, b, rate, seconds).await?;
-    let alone_p99 = p99(latencies);
-    drop(alone);
-
-    let noisy = fresh("noisy")?;
-    let a = tenant(&noisy.service, "runaway", plugins, "account", Lane::Regular)?;
-    let b = tenant(&noisy.service, "steady", plugins, "contact", Lane::Regular)?;
-    let enqueue_rate = enqueue(&noisy.service, a, "account", flood).await?;
-    let (latencies, noisy_rate) = steady(&noisy.service, b, rate, seconds).await?;
-    let noisy_p99 = p99(latencies);
-    let a_done = noisy
-        .service
-        .store()
-        .job_counts(a)?
-        .iter()
-        .filter(|(_, s, _)| *s == Status::Succeeded)
-        .map(|c| c.2)
-        .sum::<u64>();
-    // Pickup latency is measured in whole milliseconds: compare with a floor of 1 ms.
-    let ratio = noisy_p99.max(1) as f64 / alone_p99.max(1) as f64;
-    println!(
-        "noisy neighbour: org A flooded {} runaway jobs (enqueued at {} events/s); org B fired {rate}/s for {seconds} s",
-        count(flood),
-        count(enqueue_rate as u64)
-    );
-    println!("  B alone:        p99 pickup {} · {:.1} jobs/s", micros(alone_p99 as u64 * 1000), alone_rate);
-    println!(
-        "  B beside flood: p99 pickup {} · {:.1} jobs/s (A ran {} of its jobs meanwhile)",
-        micros(noisy_p99 as u64 * 1000),
-        noisy_rate,
-        count(a_done)
-    );
-    println!("  p99 ratio: {ratio:.2} · rate ratio: {:.3}", noisy_rate / alone_rate);
-    println!(
-        "{}",
-        json!({"scenario": "noisy-neighbour", "flood": flood, "b_rate": rate, "alone_p99_ms": alone_p99, "noisy_p99_ms": noisy_p99, "p99_ratio": ratio, "alone_jobs_per_s": alone_rate, "noisy_jobs_per_s": noisy_rate, "rate_ratio": noisy_rate / alone_rate, "a_completed_meanwhile": a_done})
-    );
-    Ok(())
-}
-
-/// Runs `jobs` jobs out of the backlog; returns jobs per second.
-async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let mut begun = 0;
-    while begun < jobs {
-        begun += service.run_once().await? as u64;
-    }
-    Ok(begun as f64 / started.elapsed().as_secs_f64())
+    Ok(rate)
 }
 
 async fn backlog(plugins: &Path, large: u64, small: u64, run: u64) -> anyhow::Result<()> {
@@ -486,7 +416,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64) -> anyhow::Re
         rates.push(run_some(&bench.service, run.min(waiting)).await?);
     }
     let ratio = rates[1] / rates[0];
-    println!("backlog: running {} jobs", count(run));
+    println!("backlog: {} jobs run to completion from each backlog", count(run));
     println!("  with {} waiting: {} jobs/s", count(small), count(rates[0] as u64));
     println!("  with {} waiting: {} jobs/s", count(large), count(rates[1] as u64));
     println!(

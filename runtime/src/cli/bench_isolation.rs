@@ -22,6 +22,9 @@ use super::format::micros;
 pub const ATTACKS: &[&str] =
     &["alone", "conflicting-writes", "compile-bomb", "query-storm", "sync-flood", "pool-fill", "write-storm"];
 
+/// A lane's slots on a node as `sluice serve` runs it by default.
+const SLOTS: u32 = 16;
+
 /// One node as `sluice serve` runs it by default (16 slots per lane, default quotas).
 fn node(dir: &Path) -> anyhow::Result<Service> {
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
@@ -91,6 +94,7 @@ async fn attack(
     service: &Service,
     attacker: OrgId,
     plugins: &Path,
+    backlog: u64,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
@@ -155,6 +159,23 @@ async fn attack(
             hostile("failed-writes")?;
             tasks.push(flood("lead", 0, 8, Duration::from_millis(20), stop));
         }
+        "trivial-flood" | "cpu-flood" => {
+            // A backlog on the victim's lane, the attacker's thread cap as high as the
+            // lane's slots: the two caps together exceed the slots, so only the turns
+            // between orgs leave the victim a slot. A CPU-bound job burns about 10 ms.
+            let (plugin, jobs, rounds) =
+                if name == "cpu-flood" { ("cpu_burn", backlog.min(5_000), 20) } else { ("echo", backlog, 1) };
+            step(service, attacker, plugins, plugin, "lead", Mode::Asynchronous, None)?;
+            let open = Quotas { max_threads: SLOTS, max_throughput: u32::MAX, ..Quotas::default() };
+            service.set_quotas(attacker, Lane::Priority, open)?;
+            for from in (0..jobs).step_by(1_000) {
+                let mut batch = creates("lead", from, 1_000.min(jobs - from));
+                for event in &mut batch {
+                    event.attributes.insert("rounds".into(), Value::Integer(rounds));
+                }
+                service.fire_batch(attacker, batch).await?;
+            }
+        }
         other => anyhow::bail!("unknown attack '{other}' (one of {})", ATTACKS.join(", ")),
     }
     Ok(tasks)
@@ -168,7 +189,13 @@ struct Stages([u64; 6]);
 const STAGES: [&str; 6] = ["event", "to start", "run", "to round", "commit", "total"];
 
 /// The victim's end-to-end latencies under one attack.
-async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> anyhow::Result<Vec<Stages>> {
+async fn victim_under(
+    name: &str,
+    plugins: &Path,
+    rate: u64,
+    seconds: u64,
+    flood: u64,
+) -> anyhow::Result<Vec<Stages>> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-isolation-").tempdir()?;
     let service = node(dir.path())?;
     let victim = service.create_org("victim")?;
@@ -176,13 +203,14 @@ async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> an
     step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
     // The victim stays within its quotas (a throughput cap would queue it by design).
     service.set_quotas(victim, Lane::Priority, Quotas { max_throughput: u32::MAX, ..Quotas::default() })?;
+    // The attack set up (a flood's backlog enqueued) before the driver starts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack(name, &service, attacker, plugins, flood, stop.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = {
         let service = service.clone();
         tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let attackers = attack(name, &service, attacker, plugins, stop.clone()).await?;
     // Let the attack reach its steady state before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -230,6 +258,16 @@ async fn victim_under(name: &str, plugins: &Path, rate: u64, seconds: u64) -> an
         anyhow::bail!("the node failed under '{name}': {reason}");
     }
     anyhow::ensure!(created.is_empty(), "{} victim jobs did not complete under '{name}'", created.len());
+    if name.ends_with("-flood") {
+        let waiting: u64 = service
+            .store()
+            .job_counts(attacker)?
+            .iter()
+            .filter(|(_, status, _)| !status.is_terminal())
+            .map(|c| c.2)
+            .sum();
+        anyhow::ensure!(waiting > 0, "the flood ran out before the victim's load ended: raise --flood");
+    }
     Ok(latencies)
 }
 
@@ -263,6 +301,40 @@ pub async fn isolation(
          trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
          attacker: default quotas (4 threads per lane); {runs} round(s), interleaved"
     );
+    compare("isolation", plugins, attacks, rate, seconds, runs, 0).await
+}
+
+/// `sluice bench noisy-neighbour`: the victim beside a backlog of `flood` trivial jobs,
+/// then of CPU-bound ones (`cpu_burn`, about 10 ms each), on its own lane with the slots
+/// saturated; its p99 end-to-end latency against itself alone, in the same run.
+pub async fn noisy_neighbour(
+    plugins: &Path,
+    flood: u64,
+    rate: u64,
+    seconds: u64,
+    runs: u32,
+) -> anyhow::Result<()> {
+    println!(
+        "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
+         trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
+         attacker: a backlog on the same lane, {SLOTS} threads (caps together above the slots), \
+         no throughput cap; {runs} round(s), interleaved"
+    );
+    let floods = ["trivial-flood".to_string(), "cpu-flood".to_string()];
+    compare("noisy-neighbour", plugins, &floods, rate, seconds, runs, flood).await
+}
+
+/// The victim alone and under each attack, `runs` rounds interleaved; prints each and
+/// the medians, the last line JSON.
+async fn compare(
+    scenario: &str,
+    plugins: &Path,
+    attacks: &[String],
+    rate: u64,
+    seconds: u64,
+    runs: u32,
+    flood: u64,
+) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let attacks: Vec<&String> = attacks.iter().filter(|a| *a != "alone").collect();
     // Per attack, each round's (victim p99, ratio to that round's victim alone).
@@ -272,13 +344,13 @@ pub async fn isolation(
         if runs > 1 {
             println!("round {round}");
         }
-        let samples = victim_under("alone", plugins, rate, seconds).await?;
+        let samples = victim_under("alone", plugins, rate, seconds, flood).await?;
         let alone = p99(&samples);
         alone_p99s.push(alone);
         println!("{:<20} p99 {:>12}", "alone", micros(alone));
         println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
         for (n, name) in attacks.iter().enumerate() {
-            let samples = victim_under(name, plugins, rate, seconds).await?;
+            let samples = victim_under(name, plugins, rate, seconds, flood).await?;
             let p99 = p99(&samples);
             let ratio = p99 as f64 / alone.max(1) as f64;
             println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
@@ -305,7 +377,7 @@ pub async fn isolation(
     let alone = median(alone_p99s.iter().map(|&p| p as f64).collect()) as u64;
     println!(
         "{}",
-        json!({ "scenario": "isolation", "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds,
+        json!({ "scenario": scenario, "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds,
                 "runs": runs, "attacks": figures })
     );
     Ok(())

@@ -23,8 +23,9 @@ use client::Remote;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Log as JSON lines (one object per event, with the span's org, lane, job and
-    /// definition) instead of text. `RUST_LOG` sets the level (default `info`).
+    /// Log as JSON lines (one object per event, with its span's fields: a job's org,
+    /// lane, job and definition at `debug` level) instead of text. `RUST_LOG` sets the
+    /// level (default `info`).
     #[arg(long, global = true)]
     pub log_json: bool,
 }

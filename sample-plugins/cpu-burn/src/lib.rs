@@ -1,4 +1,5 @@
-//! CPU-bound work, used to measure the cost of metering. Input parameters:
+//! CPU-bound work, used to measure the cost of metering and to flood a node with
+//! costly jobs. Input parameters (or attributes of the event's record):
 //! - `workload`: `sieve` (default) counts the primes below `limit` (default 100,000), a
 //!   tight loop of a few instructions, the worst case for metering; `text` formats and
 //!   parses `limit` account numbers, closer to what business plug-ins spend CPU on.
@@ -40,8 +41,12 @@ fn text_work(count: usize) -> i64 {
 
 impl Plugin for CpuBurn {
     fn execute(ctx: Context) -> Result<Output, Error> {
-        let limit = ctx.input("limit").and_then(|v| v.as_integer()).unwrap_or(100_000);
-        let rounds = ctx.input("rounds").and_then(|v| v.as_integer()).unwrap_or(1);
+        // An input parameter, or else an attribute of the record the event is about.
+        let number = |name: &str| {
+            ctx.input(name).or_else(|| ctx.target().and_then(|t| t.get(name))).and_then(|v| v.as_integer())
+        };
+        let limit = number("limit").unwrap_or(100_000);
+        let rounds = number("rounds").unwrap_or(1);
         if !(2..=50_000_000).contains(&limit) {
             return Err(Error::business("limit must be between 2 and 50,000,000"));
         }

@@ -261,6 +261,14 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     };
     let before = succeeded(again.as_ref());
     assert!(before >= 1);
+    // Jobs are found by correlation within their org, and a purged job no longer is.
+    let by_correlation = |store: &dyn Store, org: OrgId, correlation: &str| -> Vec<JobId> {
+        let filter = JobFilter { correlation_id: Some(correlation.into()), ..JobFilter::all(10) };
+        store.jobs(org, &filter).unwrap().iter().map(|j| j.id).collect()
+    };
+    let correlation = again.job(a, ids[0]).unwrap().unwrap().correlation_id;
+    assert!(by_correlation(again.as_ref(), a, &correlation).contains(&ids[0]));
+    assert!(!by_correlation(again.as_ref(), b, &correlation).contains(&ids[0]), "another org's job");
     let none = crate::Cutoffs { succeeded: 0, failed: 0, canceled: 0, trace: 0, operations: 0 };
     assert_eq!(again.purge(&none, 10).unwrap(), (0, 0), "nothing is older than the cutoffs");
     let old_successes = crate::Cutoffs { succeeded: 10_000, ..none };
@@ -269,6 +277,7 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
         assert_eq!(succeeded(again.as_ref()), left);
     }
     assert_eq!(again.purge(&old_successes, 1).unwrap(), (0, 0));
+    assert!(by_correlation(again.as_ref(), a, &correlation).is_empty(), "purged with its job");
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,
