@@ -44,8 +44,8 @@ pub enum Scenario {
     /// then a CPU-bound one (`cpu_burn`, about 10 ms a job). B's p99 end-to-end latency
     /// (created -> completed, µs) against B alone, in the same run.
     NoisyNeighbour {
-        /// A's backlog of trivial jobs (the CPU-bound one is at most 5,000 jobs).
-        #[arg(long, default_value_t = 200_000)]
+        /// A's backlog, kept topped up as it drains (the CPU-bound one at most 2,000).
+        #[arg(long, default_value_t = 20_000)]
         flood: u64,
         /// B's events per second.
         #[arg(long, default_value_t = 200)]

@@ -162,19 +162,42 @@ async fn attack(
         "trivial-flood" | "cpu-flood" => {
             // A backlog on the victim's lane, the attacker's thread cap as high as the
             // lane's slots: the two caps together exceed the slots, so only the turns
-            // between orgs leave the victim a slot. A CPU-bound job burns about 10 ms.
-            let (plugin, jobs, rounds) =
-                if name == "cpu-flood" { ("cpu_burn", backlog.min(5_000), 20) } else { ("echo", backlog, 1) };
+            // between orgs leave the victim a slot. The backlog is enqueued before the
+            // driver starts and topped up as it drains (by at most what drained: a
+            // sustained flood, not an event storm). A CPU-bound job burns about 10 ms.
+            let (plugin, backlog, rounds) =
+                if name == "cpu-flood" { ("cpu_burn", backlog.min(2_000), 20) } else { ("echo", backlog, 1) };
             step(service, attacker, plugins, plugin, "lead", Mode::Asynchronous, None)?;
             let open = Quotas { max_threads: SLOTS, max_throughput: u32::MAX, ..Quotas::default() };
             service.set_quotas(attacker, Lane::Priority, open)?;
-            for from in (0..jobs).step_by(1_000) {
-                let mut batch = creates("lead", from, 1_000.min(jobs - from));
-                for event in &mut batch {
+            let batch = move |from: u64| {
+                let mut events = creates("lead", from, 1_000);
+                for event in &mut events {
                     event.attributes.insert("rounds".into(), Value::Integer(rounds));
                 }
-                service.fire_batch(attacker, batch).await?;
+                events
+            };
+            let mut fired = 0;
+            while fired < backlog {
+                service.fire_batch(attacker, batch(fired)).await?;
+                fired += 1_000;
             }
+            let (service, mut completions) = (service.clone(), service.watch_completions());
+            tasks.push(tokio::spawn(async move {
+                let mut completed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match completions.recv().await {
+                        Ok(done) if done.org == attacker => completed += 1,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => completed += missed,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                    if fired - completed.min(fired) < backlog / 2 {
+                        let _ = service.fire_batch(attacker, batch(fired)).await;
+                        fired += 1_000;
+                    }
+                }
+            }));
         }
         other => anyhow::bail!("unknown attack '{other}' (one of {})", ATTACKS.join(", ")),
     }
