@@ -365,12 +365,15 @@ async fn a_backlog_past_the_payload_cache_runs_every_job_once() {
             .collect();
         h.service.fire_batch(org, events).await.unwrap();
     }
+    // Subscribed before the driver starts: a completion sent before the subscription
+    // would never be counted (on a loaded machine the driver finished its first rounds
+    // before this thread subscribed, and the test waited for jobs long done).
+    let mut completions = h.service.watch_completions();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let driver = {
         let service = h.service.clone();
         tokio::spawn(async move { service.run(async { stopped.await.unwrap_or(()) }).await })
     };
-    let mut completions = h.service.watch_completions();
     let mut succeeded = 0;
     while succeeded < JOBS {
         match tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
