@@ -5,14 +5,17 @@
 //! reads, authentication and plug-ins' record reads never wait for a commit's fsync, and
 //! a commit never waits for someone's query.
 
+mod checkpoint;
 mod schema;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::checkpoint::Checkpointer;
 use crate::schema::{MIGRATIONS, next_id_sql};
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use sluice_core::records::{
@@ -33,6 +36,34 @@ pub struct SqliteStore {
     connection: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    checkpointer: Checkpointer,
+}
+
+/// The writing connection, held. Let go, it tells the checkpoint thread how large the
+/// log has grown (see `checkpoint`).
+struct Writing<'a> {
+    connection: MutexGuard<'a, Connection>,
+    checkpointer: &'a Checkpointer,
+}
+
+impl Deref for Writing<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.checkpointer.after_write();
+    }
 }
 
 /// Read-only connections per store: enough that one tenant's slow reads (at most
@@ -140,14 +171,21 @@ impl SqliteStore {
             reader.busy_timeout(std::time::Duration::from_secs(10)).db()?;
             readers.push(Mutex::new(reader));
         }
-        Ok(SqliteStore { connection: Mutex::new(connection), readers, next_reader: AtomicUsize::new(0) })
+        let checkpointer = Checkpointer::start(path, &connection).db()??;
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            checkpointer,
+        })
     }
 
     /// The writing connection.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> Writing<'_> {
         // A panic while holding the lock cannot leave a transaction open (rusqlite rolls
         // back on drop), so the connection is still usable.
-        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        Writing { connection, checkpointer: &self.checkpointer }
     }
 
     /// A read-only connection: a free one if there is one, else the next in turn. Each
