@@ -10,7 +10,7 @@
 //! it in place): one writing connection (commits are the store's writer's anyway), one
 //! for coordination, and a few readers, as for SQLite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, mpsc};
 
@@ -446,9 +446,7 @@ fn prepared(
 
 /// Writes one batch: its record changes, its transitions, its new jobs.
 fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<JobId>> {
-    for (org, change) in &batch.changes {
-        apply_change(client, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
-    }
+    write_changes(client, &batch.changes).map_err(|e| Error::WriteConflict(e.to_string()))?;
     // Starts and completions without record writes go in one statement; an update of a
     // job already gathered sends what is gathered first, so each job's updates apply in
     // the order decided. The rest go one by one, in order.
@@ -465,10 +463,68 @@ fn write_batch(client: &mut impl GenericClient, batch: &Batch) -> Result<Vec<Job
     insert_jobs(client, &batch.jobs, !batch.unadopted)
 }
 
+/// Applies record changes in order; a run of creates (a bulk import's events) goes in
+/// one statement rather than one round trip each.
+fn write_changes(
+    client: &mut impl GenericClient,
+    changes: &[(OrgId, RecordChange)],
+) -> std::result::Result<(), RecordError> {
+    let mut rest = changes;
+    while let Some((org, change)) = rest.first() {
+        let creates = rest.iter().take_while(|(_, c)| matches!(c, RecordChange::Create { .. })).count();
+        if creates > 1 {
+            create_records(client, &rest[..creates])?;
+            rest = &rest[creates..];
+        } else {
+            apply_change(client, i64::from(org.0), change)?;
+            rest = &rest[1..];
+        }
+    }
+    Ok(())
+}
+
+/// Inserts records in one statement; refuses, as one insert would, the first whose id
+/// exists already (in the store or earlier in the run).
+fn create_records(
+    client: &mut impl GenericClient,
+    creates: &[(OrgId, RecordChange)],
+) -> std::result::Result<(), RecordError> {
+    let (mut orgs, mut entities, mut ids, mut attributes) = (vec![], vec![], vec![], vec![]);
+    for (org, change) in creates {
+        if let RecordChange::Create { entity, id, attributes: written } = change {
+            check_entity_name(entity)?;
+            orgs.push(i64::from(org.0));
+            entities.push(entity.as_str());
+            ids.push(id.as_str());
+            attributes.push(json(written));
+        }
+    }
+    let statement = prepared(
+        client,
+        "INSERT INTO records (org_id, entity, id, attributes)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+         ON CONFLICT DO NOTHING RETURNING org_id, entity, id",
+    )
+    .map_err(record_error)?;
+    let rows = client.query(&statement, &[&orgs, &entities, &ids, &attributes]).map_err(record_error)?;
+    if rows.len() == creates.len() {
+        return Ok(());
+    }
+    let mut inserted: HashSet<(i64, String, String)> =
+        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    for ((org, entity), id) in orgs.iter().zip(&entities).zip(&ids) {
+        // Taken out when met: a second create of one id in the run is refused too.
+        if !inserted.remove(&(*org, entity.to_string(), id.to_string())) {
+            return Err(RecordError::Invalid(format!("a {entity} record with id {id} already exists")));
+        }
+    }
+    Ok(())
+}
+
 /// Starts and plain completions gathered for one statement ([`steady::write`]).
 #[derive(Default)]
 struct Gathered {
-    ids: std::collections::HashSet<JobId>,
+    ids: HashSet<JobId>,
     rows: steady::Rows,
 }
 

@@ -212,6 +212,35 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     let all_jobs = store.jobs(a, &JobFilter::all(100)).unwrap();
     assert!(!all_jobs.iter().any(|j| j.correlation_id == "c21"), "the refused batch left nothing");
 
+    // A bulk import's run of creates: all of it lands, or, when one id exists already
+    // (in the store or earlier in the run), the batch is refused and leaves nothing.
+    let create = |id: &str| {
+        (
+            a,
+            RecordChange::Create {
+                entity: "contact".into(),
+                id: id.into(),
+                attributes: attrs(&[("n", Value::Integer(1))]),
+            },
+        )
+    };
+    let imported = Batch { changes: vec![create("i1"), create("i2"), create("i3")], ..Batch::default() };
+    assert!(store.commit_each(&[&imported]).unwrap()[0].is_ok());
+    assert_eq!(store.retrieve(&org_a, "contact", "i3", &[]).unwrap().attributes["n"], Value::Integer(1));
+    for run in
+        [vec![create("i4"), create("i2"), create("i5")], vec![create("i6"), create("i7"), create("i6")]]
+    {
+        let refused = Batch { changes: run, jobs: vec![new_job(a, 23)], ..Batch::default() };
+        let result = store.commit_each(&[&refused]).unwrap().pop().unwrap();
+        assert!(
+            matches!(&result, Err(Error::WriteConflict(why)) if why.contains("already exists")),
+            "{result:?}"
+        );
+        for left_out in ["i4", "i5", "i6", "i7"] {
+            assert!(store.retrieve(&org_a, "contact", left_out, &[]).is_err(), "{left_out} was kept");
+        }
+    }
+
     // A run whose start is written with its end: one write sets both, in a batch with
     // other jobs' starts and ends (each job's updates in order: a retry started again).
     let quick = store.insert_jobs(&[new_job(b, 30), new_job(b, 31)]).unwrap();
