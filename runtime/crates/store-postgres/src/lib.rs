@@ -24,7 +24,8 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, records_in_order,
+    status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
@@ -920,6 +921,30 @@ impl RecordStore for PostgresStore {
             .run(move |client| apply_change(client, org, &change))
             .map_err(store_to_record_error)??;
         Ok(id)
+    }
+
+    fn retrieve_many(
+        &self,
+        org: &str,
+        entity: &str,
+        ids: &[String],
+    ) -> std::result::Result<Vec<(String, Option<Attributes>)>, RecordError> {
+        check_entity_name(entity)?;
+        let (org, owned_entity, owned_ids) = (org_number(org)?, entity.to_owned(), ids.to_vec());
+        let texts: HashMap<String, String> = self
+            .read()
+            .run(move |client| -> std::result::Result<HashMap<String, String>, RecordError> {
+                let statement = prepared(
+                    client,
+                    "SELECT id, attributes FROM records WHERE org_id = $1 AND entity = $2 AND id = ANY($3)",
+                )
+                .map_err(record_error)?;
+                let rows =
+                    client.query(&statement, &[&org, &owned_entity, &owned_ids]).map_err(record_error)?;
+                Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            })
+            .map_err(store_to_record_error)??;
+        records_in_order(ids, texts)
     }
 
     fn retrieve(

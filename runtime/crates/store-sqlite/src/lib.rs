@@ -8,6 +8,7 @@
 mod checkpoint;
 mod schema;
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +25,8 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, records_in_order,
+    status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
@@ -300,6 +302,29 @@ impl RecordStore for SqliteStore {
             id: id.into(),
             attributes: sluice_core::records::project(&attributes, columns),
         })
+    }
+
+    fn retrieve_many(
+        &self,
+        org: &str,
+        entity: &str,
+        ids: &[String],
+    ) -> std::result::Result<Vec<(String, Option<Attributes>)>, RecordError> {
+        check_entity_name(entity)?;
+        let org = org_number(org)?;
+        let listed = serde_json::to_string(ids).map_err(|e| RecordError::Invalid(e.to_string()))?;
+        let connection = self.read();
+        let mut read = connection
+            .prepare_cached(
+                "SELECT id, attributes FROM records
+                 WHERE org_id = ?1 AND entity = ?2 AND id IN (SELECT value FROM json_each(?3))",
+            )
+            .map_err(record_error)?;
+        let found: HashMap<String, String> = read
+            .query_map(params![org, entity, listed], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(record_error)?;
+        records_in_order(ids, found)
     }
 
     fn update(

@@ -40,3 +40,19 @@ pub const JOB_COLUMNS: &str = "id, org_id, lane, operation, definition_id, defin
     depth, record_entity, record_id, payload, dependency_token, status, created_at, started_at, completed_at, \
     postpone_until, retry_count, postponement_count, error_code, error_message, output, fuel_used, wall_time_us, \
     host_time_us, peak_memory_bytes, trace, exception_times";
+
+/// The answer of `retrieve_many`: for each id asked, in order, its record parsed from the
+/// attributes' JSON text `found` under it, or `None`.
+pub fn records_in_order(
+    ids: &[String],
+    mut found: std::collections::HashMap<String, String>,
+) -> std::result::Result<Vec<(String, Option<sluice_core::records::Attributes>)>, RecordError> {
+    ids.iter()
+        .map(|id| {
+            let record = found.remove(id).map(|text| {
+                serde_json::from_str(&text).map_err(|e| RecordError::Invalid(format!("corrupt record: {e}")))
+            });
+            Ok((id.clone(), record.transpose()?))
+        })
+        .collect()
+}

@@ -103,6 +103,14 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
         store.create(&org_a, "account", attrs(&[("id", "r1".into()), ("score", Value::Integer(5))])).unwrap();
     assert_eq!(id, "r1");
     assert!(matches!(store.retrieve(&org_b, "account", "r1", &[]), Err(RecordError::NotFound { .. })));
+    let ids = ["nope".to_string(), "r1".to_string()];
+    let many = store.retrieve_many(&org_a, "account", &ids).unwrap();
+    assert_eq!(many[0], ("nope".to_string(), None));
+    assert_eq!(
+        (many[1].0.as_str(), many[1].1.as_ref().map(|a| a["score"].clone())),
+        ("r1", Some(Value::Integer(5)))
+    );
+    assert_eq!(store.retrieve_many(&org_b, "account", &ids).unwrap()[1], ("r1".to_string(), None));
     store
         .update(&org_a, "account", "r1", attrs(&[("score", Value::Integer(6)), ("name", "A".into())]))
         .unwrap();

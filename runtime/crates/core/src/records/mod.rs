@@ -76,6 +76,24 @@ pub trait RecordStore: Send + Sync {
     fn delete(&self, org: &str, entity: &str, id: &str) -> Result<(), RecordError>;
     fn query(&self, org: &str, filter: &Filter) -> Result<Vec<Entity>, RecordError>;
 
+    /// Reads the records of one entity with these ids, every attribute, `None` for an id
+    /// not found: for a caller about to touch them all (a bulk import's events). A store
+    /// that can read many in one query should; the default reads them one by one.
+    fn retrieve_many(
+        &self,
+        org: &str,
+        entity: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<Attributes>)>, RecordError> {
+        ids.iter()
+            .map(|id| match self.retrieve(org, entity, id, &[]) {
+                Ok(found) => Ok((id.clone(), Some(found.attributes))),
+                Err(RecordError::NotFound { .. }) => Ok((id.clone(), None)),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
     /// Like [`RecordStore::query`], and says how many records it read to answer: what
     /// a plug-in's query is charged for. A store that reads only what it returns need
     /// not override it.
