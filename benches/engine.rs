@@ -59,12 +59,21 @@ impl Sluice {
 /// (the worst case for fuel metering) and text formatting and parsing.
 const WORKLOADS: [(&str, i64); 2] = [("sieve", 2_000_000), ("text", 100_000)];
 
+/// Where criterion keeps its results: `CRITERION_HOME`, else `criterion` in the target
+/// directory (`CARGO_TARGET_DIR` if set, as criterion itself reads it, else the
+/// workspace's `target`).
+fn criterion_home() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(target) => Path::new(&target).join("criterion"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"),
+    }
+}
+
 fn median_ns(group: &str, id: &str) -> f64 {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(group)
-        .join(id)
-        .join("new/estimates.json");
+    let path = criterion_home().join(group).join(id).join("new/estimates.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
     estimates["median"]["point_estimate"].as_f64().unwrap()
