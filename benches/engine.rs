@@ -72,6 +72,43 @@ fn criterion_home() -> std::path::PathBuf {
     }
 }
 
+/// Rounds of the interleaved comparison, and executions per side in each.
+const ROUNDS: usize = 21;
+const PER_ROUND: u64 = 2_000;
+
+/// The trivial ratio measured in alternating rounds (which side goes first alternates
+/// too), so that a drift of the machine — these are shared VMs — lands on both sides:
+/// criterion's groups run one after the other. Returns the median, lowest and highest
+/// of the rounds' ratios.
+fn interleaved_ratio(
+    bare: &Bare,
+    bare_context: &sluice::engine::baseline::context::ExecutionContext,
+    sluice: &Sluice,
+    context: &ExecutionContext,
+) -> (f64, f64, f64) {
+    let time_bare = || {
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            bare.call(bare_context);
+        }
+        started.elapsed()
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            let (bare_took, sluice_took) = if round % 2 == 0 {
+                let bare_took = time_bare();
+                (bare_took, sluice.run(PER_ROUND, context))
+            } else {
+                let sluice_took = sluice.run(PER_ROUND, context);
+                (time_bare(), sluice_took)
+            };
+            sluice_took.as_secs_f64() / bare_took.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (ratios[ROUNDS / 2], ratios[0], ratios[ROUNDS - 1])
+}
+
 fn median_ns(group: &str, id: &str) -> f64 {
     let path = criterion_home().join(group).join(id).join("new/estimates.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -130,6 +167,11 @@ fn main() {
         bare / 1e3
     );
     println!("RATIO per-execution sluice/bare = {:.3} (target <= 1.30)", sluice / bare);
+    let (median, low, high) = interleaved_ratio(&bare_echo, &bare_echo_context, &sluice_echo, &echo_context);
+    println!(
+        "RATIO per-execution sluice/bare, interleaved: median {median:.3} of {ROUNDS} rounds \
+         (lowest {low:.3}, highest {high:.3})"
+    );
     for (workload, _) in WORKLOADS {
         let group = format!("cpu-bound-{workload}");
         let (unmetered, metered) = (median_ns(&group, "unmetered"), median_ns(&group, "metered"));
