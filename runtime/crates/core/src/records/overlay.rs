@@ -15,9 +15,6 @@ use super::{
 pub struct Overlay {
     base: Arc<dyn RecordStore>,
     pending: Mutex<Pending>,
-    /// Records read from the base ahead of use ([`Overlay::read_ahead`]), as they were
-    /// then (`None`: not found). What this overlay writes is in `pending` and wins.
-    read_ahead: Mutex<HashMap<(String, String, String), Option<Attributes>>>,
 }
 
 #[derive(Default)]
@@ -25,11 +22,14 @@ struct Pending {
     /// (org, entity, id) → the record as written (`None`: deleted).
     records: HashMap<(String, String, String), Option<Attributes>>,
     changes: Vec<RecordChange>,
+    /// Records read from the base ahead of use ([`Overlay::read_ahead`]), as they were
+    /// then (`None`: not found); what `records` holds wins over them.
+    read_ahead: HashMap<(String, String, String), Option<Attributes>>,
 }
 
 impl Overlay {
     pub fn new(base: Arc<dyn RecordStore>) -> Self {
-        Overlay { base, pending: Mutex::default(), read_ahead: Mutex::default() }
+        Overlay { base, pending: Mutex::default() }
     }
 
     /// Reads these records of `entity` from the base in one go, so that the writes about
@@ -37,9 +37,9 @@ impl Overlay {
     /// the overlay, what it saw is checked again when the writes commit.
     pub fn read_ahead(&self, org: &str, entity: &str, ids: &[String]) -> Result<(), RecordError> {
         let found = self.base.retrieve_many(org, entity, ids)?;
-        let mut read_ahead = self.read_ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.lock();
         for (id, record) in found {
-            read_ahead.insert((org.into(), entity.into(), id), record);
+            pending.read_ahead.insert((org.into(), entity.into(), id), record);
         }
         Ok(())
     }
@@ -67,23 +67,19 @@ impl Overlay {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The record as the overlay sees it: `Some(None)` if deleted here, `None` if untouched.
-    fn buffered(&self, org: &str, entity: &str, id: &str) -> Option<Option<Attributes>> {
-        self.lock().records.get(&(org.into(), entity.into(), id.into())).cloned()
+    /// The record as the overlay knows it (written here, else read ahead): `Some(None)`
+    /// if deleted or not found, `None` if the base must be asked.
+    fn known(&self, org: &str, entity: &str, id: &str) -> Option<Option<Attributes>> {
+        let key = (org.into(), entity.into(), id.into());
+        let pending = self.lock();
+        pending.records.get(&key).or_else(|| pending.read_ahead.get(&key)).cloned()
     }
 
     fn current(&self, org: &str, entity: &str, id: &str) -> Result<Attributes, RecordError> {
-        match self.buffered(org, entity, id) {
+        match self.known(org, entity, id) {
             Some(Some(attributes)) => Ok(attributes),
             Some(None) => Err(RecordError::NotFound { entity: entity.into(), id: id.into() }),
-            None => {
-                let key = (org.to_owned(), entity.to_owned(), id.to_owned());
-                match self.read_ahead.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-                    Some(Some(attributes)) => Ok(attributes.clone()),
-                    Some(None) => Err(RecordError::NotFound { entity: entity.into(), id: id.into() }),
-                    None => self.base.retrieve(org, entity, id, &[]).map(|e| e.attributes),
-                }
-            }
+            None => self.base.retrieve(org, entity, id, &[]).map(|e| e.attributes),
         }
     }
 
