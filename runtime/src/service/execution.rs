@@ -618,7 +618,11 @@ impl Service {
     /// hands the round to the writer; returns where its commit is answered.
     /// Not cancel-safe (received executions are in hand): never raced against anything.
     async fn send_round(&self, first: Finished) -> Result<(super::writer::Answer, usize)> {
-        let mut batch = vec![first];
+        self.send_batch(vec![first]).await
+    }
+
+    /// [`Self::send_round`] for executions already in hand, with what else has finished.
+    async fn send_batch(&self, mut batch: Vec<Finished>) -> Result<(super::writer::Answer, usize)> {
         // Group commit without waiting: what finished while the last round was being
         // committed is all in the channel, so under load one transaction (one fsync)
         // covers many jobs, and a lone job commits at once. (A fixed window cost every
@@ -662,6 +666,28 @@ impl Service {
         let started = self.start_ready()?;
         if self.state().running != [0; 3] {
             self.collect_finished().await?;
+        }
+        self.flush()?;
+        Ok(started)
+    }
+
+    /// One round in which every job running finishes before any of them commits: starts
+    /// what may start, waits for all running executions and records them as one round.
+    /// For tests and simulations of jobs that ran side by side, whose order of finishing
+    /// must not decide the outcome (with [`Self::run_once`], a job finishing first commits
+    /// before the others have run their record calls). Returns how many jobs started.
+    pub async fn run_together(&self) -> Result<usize> {
+        let started = self.start_ready()?;
+        let running: usize = self.state().running.iter().sum();
+        let mut batch = Vec::with_capacity(running);
+        while batch.len() < running {
+            match self.next_finished().await {
+                Some(finished) => batch.push(finished),
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            super::writer::answered(self.send_batch(batch).await?.0).await?;
         }
         self.flush()?;
         Ok(started)
