@@ -2,6 +2,13 @@
 
 mod cli;
 
+/// mimalloc rather than glibc's malloc: a job's path allocates and frees many small
+/// objects across the runtime's threads (its context, its task, its instance's
+/// bookkeeping), and glibc's arenas spent a sixth of the workers' time there, much of it
+/// consolidating free chunks (see BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;
