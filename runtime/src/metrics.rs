@@ -44,6 +44,8 @@ pub struct Metrics {
     pub throttled: Family<QuotaLabels, Counter>,
     pub fuel: Family<OrgLane, Counter>,
     pub commit_latency: Histogram,
+    /// Starts that waited for their job to be read back from the store.
+    pub starts_read_back: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -62,6 +64,7 @@ impl Default for Metrics {
         let throttled = Family::<QuotaLabels, Counter>::default();
         let fuel = Family::<OrgLane, Counter>::default();
         let commit_latency = seconds_histogram();
+        let starts_read_back = Counter::default();
         registry.register("jobs", "Stored jobs by organisation, lane and status", jobs.clone());
         registry.register(
             "pickup_latency_seconds",
@@ -80,7 +83,22 @@ impl Default for Metrics {
             "Duration of each store transaction of the driver and of events",
             commit_latency.clone(),
         );
-        Metrics { registry, jobs, pickup_latency, run_time, throttled, fuel, commit_latency }
+        registry.register(
+            "starts_read_back",
+            "Job starts that waited for their job to be read back from the store (a retry, a \
+             job from before a restart or another node, or a payload past the node's memory)",
+            starts_read_back.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            pickup_latency,
+            run_time,
+            throttled,
+            fuel,
+            commit_latency,
+            starts_read_back,
+        }
     }
 }
 

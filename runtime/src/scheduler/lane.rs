@@ -92,6 +92,12 @@ impl LaneQueue {
         self.queues.values().flat_map(move |queue| queue.iter().take(n).copied())
     }
 
+    /// From each definition's queue, the job `depth` places from its front, or its last
+    /// job if it is shorter (canceled slots counted).
+    pub fn at_depth(&self, depth: usize) -> impl Iterator<Item = JobId> + '_ {
+        self.queues.values().filter_map(move |queue| queue.get(depth).or(queue.back()).copied())
+    }
+
     /// Queued jobs per definition (canceled slots included until their turn comes).
     pub fn queued_by_definition(&self) -> impl Iterator<Item = (DefinitionId, usize)> + '_ {
         self.queues.iter().map(|(d, q)| (*d, q.len()))

@@ -238,6 +238,16 @@ impl Scheduler {
             .collect()
     }
 
+    /// From each of the org's definition queues, the waiting job `depth` places from its
+    /// front (or its last): where a read ahead of the queues' payloads must reach.
+    pub fn at_depth(&self, org: OrgId, depth: usize) -> impl Iterator<Item = JobId> + '_ {
+        Lane::ALL
+            .iter()
+            .filter_map(move |lane| self.lanes.get(&(org, *lane)))
+            .flat_map(move |queue| queue.at_depth(depth))
+            .filter(|job| self.status(*job) == Some(Status::WaitingForResources))
+    }
+
     /// The status the scheduler holds for a job (`None` once forgotten or unknown).
     pub fn status(&self, job: JobId) -> Option<Status> {
         self.jobs.get(&job).map(|e| e.status)

@@ -362,7 +362,7 @@ pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
             state.background.insert(*id, job.org);
         }
         if job.status == Status::WaitingForResources {
-            if state.queued.len() < super::execution::QUEUED_KEPT {
+            if state.queued.len() < state.kept_payloads {
                 state.queued.insert(*id, super::execution::Queued::of_new(job));
             }
             state.scheduler.submit(crate::scheduler::JobSpec {

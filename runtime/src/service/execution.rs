@@ -78,7 +78,7 @@ pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
 }
 
 /// What a job's start needs: kept in memory from its enqueue (bounded by
-/// [`QUEUED_KEPT`]) so that a first start does not read its row back.
+/// `Options::kept_payloads`) so that a first start does not read its row back.
 pub(super) struct Queued {
     lane: Lane,
     definition: DefinitionId,
@@ -89,14 +89,19 @@ pub(super) struct Queued {
     first_start_of: Option<crate::jobs::Millis>,
 }
 
-/// At most this many waiting jobs keep their payload in memory (~0.5 KB each).
-pub(super) const QUEUED_KEPT: usize = 65_536;
-
 /// Jobs read ahead from each of an org's definition queues when a start finds its
 /// payload missing from memory, and at most in all (the read holds the state lock while
 /// it picks them, and one read connection while it runs).
 const PREFETCH: usize = 2_048;
 const PREFETCH_IN_ALL: usize = 8_192;
+
+/// A round that started an org's jobs from memory reads the org's queues ahead when the
+/// job this deep in one of them has no payload in memory: the next read is under way
+/// while the jobs before it run, so that starts past the cache do not wait for it.
+/// Before, a read ahead began only when a start found its payload missing, and every
+/// start waited for it: 60,000 jobs (all in memory) drained at 65,600 jobs/s on one
+/// PostgreSQL node, 200,000 at 39,300.
+const PREFETCH_LOW_WATER: usize = PREFETCH / 2;
 
 impl Queued {
     pub(super) fn of_new(job: &crate::store::NewJob) -> Queued {
@@ -188,6 +193,8 @@ impl Service {
         let now = self.now();
         let decided = std::time::Instant::now();
         let mut to_run = Vec::new();
+        let mut kept_starts: HashSet<OrgId> = HashSet::new();
+        let mut running_dry: Vec<OrgId> = Vec::new();
         let (flush, held_back) = {
             let mut state = self.state();
             for id in state.scheduler.wake(now) {
@@ -224,12 +231,24 @@ impl Service {
                             let stop = StopSignal::default();
                             state.stops.insert(id, stop.clone());
                             let queued = state.queued.remove(&id);
+                            if queued.is_some() {
+                                kept_starts.insert(org);
+                            }
                             to_run.push(Start { org, lane, definition, id, stop, queued });
                             state.running[lane.index()] += 1;
                         }
                     }
                 }
             }
+            // Orgs whose queues run out of payloads in memory soon, not being read already.
+            running_dry.extend(kept_starts.into_iter().filter(|org| {
+                !state.prefetching.contains(org)
+                    && state.queued.len() < state.kept_payloads
+                    && state
+                        .scheduler
+                        .at_depth(*org, PREFETCH_LOW_WATER)
+                        .any(|id| !state.queued.contains_key(&id))
+            }));
             let mut held_back = state.scheduler.take_held_back();
             held_back.sort();
             held_back.dedup();
@@ -247,12 +266,18 @@ impl Service {
         // after a restart, or past the cache's bound) reads its job back, in one read
         // per org for the round, off the driver.
         let (ready, unread): (Vec<Start>, Vec<Start>) = to_run.into_iter().partition(|s| s.queued.is_some());
+        if !unread.is_empty() {
+            self.shared.metrics.starts_read_back.inc_by(unread.len() as u64);
+        }
         for start in ready {
             self.spawn_execution(start);
         }
         let mut by_org: HashMap<OrgId, Vec<Start>> = HashMap::new();
         for start in unread {
             by_org.entry(start.org).or_default().push(start);
+        }
+        for org in running_dry {
+            by_org.entry(org).or_default();
         }
         for (org, starts) in by_org {
             self.read_back_and_run(org, starts);
@@ -264,24 +289,33 @@ impl Service {
     /// read, off the driver, then runs them. Past the cache, the read also brings the
     /// payloads of the org's next jobs (up to `PREFETCH` from each definition's queue),
     /// so that a long backlog is read in a few large reads rather than one per round.
+    /// With no starts, it only reads ahead (see `PREFETCH_LOW_WATER`).
     fn read_back_and_run(&self, org: OrgId, starts: Vec<Start>) {
         let service = self.clone();
         // One read ahead per org at a time: rounds starting meanwhile read only their own.
         let (ahead, reading_ahead) = {
             let mut state = self.state();
-            let room = QUEUED_KEPT.saturating_sub(state.queued.len());
+            let room = state.kept_payloads.saturating_sub(state.queued.len());
             if room > 0 && state.prefetching.insert(org) {
                 let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
-                let upcoming = state.scheduler.upcoming(org, PREFETCH, room.min(PREFETCH_IN_ALL));
+                // The room is for jobs not kept yet: the ones kept are skipped first.
+                let upcoming = state.scheduler.upcoming(org, PREFETCH, PREFETCH_IN_ALL);
                 let ahead: Vec<JobId> = upcoming
                     .into_iter()
                     .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
+                    .take(room)
                     .collect();
                 (ahead, true)
             } else {
                 (Vec::new(), false)
             }
         };
+        if starts.is_empty() && ahead.is_empty() {
+            if reading_ahead {
+                self.state().prefetching.remove(&org);
+            }
+            return;
+        }
         tokio::spawn(async move {
             let mut ids: Vec<JobId> = starts.iter().map(|s| s.id).collect();
             ids.extend(&ahead);
@@ -307,7 +341,9 @@ impl Service {
                 // Kept only for a job still waiting (one started, canceled or handed
                 // to another node meanwhile would never take it out).
                 let waiting = state.scheduler.status(id) == Some(Status::WaitingForResources);
-                if let Some(row) = rows.remove(&id).filter(|_| waiting && state.queued.len() < QUEUED_KEPT) {
+                if let Some(row) =
+                    rows.remove(&id).filter(|_| waiting && state.queued.len() < state.kept_payloads)
+                {
                     state.queued.insert(id, Queued::of_row(row));
                 }
             }

@@ -107,6 +107,10 @@ pub struct Options {
     /// Several nodes on one database: this node's name and lease timing. `None`: the
     /// only node, holding every org (the embedded SQLite default).
     pub cluster: Option<ClusterOptions>,
+    /// Waiting jobs whose payloads this node keeps in memory for their start (about
+    /// 0.5 KB each); past them, starts read jobs back from the store, ahead of need.
+    /// Default 65,536.
+    pub kept_payloads: usize,
 }
 
 impl Default for Options {
@@ -118,6 +122,7 @@ impl Default for Options {
             retention: Retention::default(),
             sync_per_org: 8,
             cluster: None,
+            kept_payloads: 65_536,
         }
     }
 }
@@ -242,8 +247,10 @@ struct State {
     ended: Vec<(OrgId, JobId)>,
     /// What the health view counts and samples.
     counters: health::Counters,
-    /// What waiting jobs need at their first start, kept from their enqueue (bounded).
+    /// What waiting jobs need at their first start, kept from their enqueue (at most
+    /// `kept_payloads`).
     queued: HashMap<JobId, execution::Queued>,
+    kept_payloads: usize,
     /// Orgs whose next jobs' payloads are being read ahead (see `start_ready`).
     prefetching: HashSet<OrgId>,
     /// The orgs this node holds, at their lease's epoch (several nodes); `None`: the
@@ -299,7 +306,7 @@ impl State {
             self.scheduler.restore(spec_of(&job), job.status, job.postponement_count, job.postpone_until);
             self.scheduler.restore_exceptions(id, &job.exception_times);
             // The row is at hand: its start need not read it back (as for a new job).
-            if job.status != Status::Waiting && self.queued.len() < execution::QUEUED_KEPT {
+            if job.status != Status::Waiting && self.queued.len() < self.kept_payloads {
                 self.queued.insert(id, execution::Queued::of_row(job));
             }
         }
@@ -405,6 +412,7 @@ impl Service {
             ended: Vec::new(),
             counters: health::Counters::default(),
             queued: HashMap::new(),
+            kept_payloads: options.kept_payloads,
             prefetching: HashSet::new(),
             held: (!single).then(HashMap::new),
         };
