@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! slots = 16                       # executions at once, per lane
+//! kept-payloads = 65_536           # waiting jobs' payloads kept in memory (~0.5 KB each)
 //! database = "postgres://sluice@db.internal/sluice"   # several nodes; default: SQLite
 //! [cluster]
 //! lease-ttl-seconds = 30           # a dead node's orgs are taken over within this
@@ -34,6 +35,10 @@ pub struct ServeConfig {
     /// Synchronous executions (sync steps, custom-API runs) one org may run at once.
     /// Default 8; one more answers 429 `sync-quota-exceeded`.
     pub sync_per_org: u32,
+    /// Waiting jobs whose payloads the node keeps in memory for their start (about
+    /// 0.5 KB each); past them, jobs are read back from the store ahead of need.
+    /// Default 65,536.
+    pub kept_payloads: usize,
     /// Quotas of every org and lane not set below (see [`Quotas`] for each default).
     pub default_quotas: Quotas,
     /// The sandbox: stack, plug-in size, pool size, and the default execution limits.
@@ -73,6 +78,7 @@ impl Default for ServeConfig {
         ServeConfig {
             slots: 16,
             sync_per_org: 8,
+            kept_payloads: 65_536,
             default_quotas: Quotas::default(),
             engine: EngineSettings::default(),
             retention: crate::service::Retention::default(),
@@ -115,5 +121,13 @@ mod tests {
         assert_eq!(config.orgs[0].regular.unwrap().max_throughput, Quotas::default().max_throughput);
         let error = ServeConfig::parse("slotz = 4").unwrap_err().to_string();
         assert!(error.contains("unknown field `slotz`"), "{error}");
+    }
+
+    #[test]
+    fn the_files_defaults_are_the_services() {
+        let (file, service) = (ServeConfig::default(), crate::service::Options::default());
+        assert_eq!((file.slots, file.sync_per_org), (service.slots, service.sync_per_org));
+        assert_eq!(file.kept_payloads, service.kept_payloads);
+        assert_eq!(ServeConfig::parse("kept-payloads = 1_000").unwrap().kept_payloads, 1_000);
     }
 }

@@ -121,7 +121,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         retention: config.retention,
         sync_per_org: config.sync_per_org,
         cluster: None,
-        ..Options::default()
+        kept_payloads: config.kept_payloads,
     };
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
         // One of several nodes: the database's clock, leases on the orgs.
