@@ -8,38 +8,40 @@ pub use sluice_core::run::{Mode, Stage};
 
 /// What a plug-in is told about the event it runs for. Only `message` and `entity` are
 /// required in JSON; the rest default (org `local`, depth 1, a fresh correlation id, ...).
+/// Fields at their default are left out when it is written: a job's payload is this
+/// JSON, one per waiting job, and the defaults were a quarter of a typical one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionContext {
     #[serde(default = "local")]
     pub org_id: String,
-    #[serde(default = "local")]
+    #[serde(default = "local", skip_serializing_if = "is_local")]
     pub user_id: String,
     /// `Create`, `Update`, `Delete` or a custom message.
     pub message: String,
     /// The primary entity's logical name.
     pub entity: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub stage: Stage,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub mode: Mode,
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub depth: u32,
     #[serde(default = "new_correlation_id")]
     pub correlation_id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     pub input_parameters: Attributes,
     /// The record being written (Dataverse's `Target`): the attributes a Create or
     /// Update sets; none for Delete.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Entity>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_image: Option<Entity>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_image: Option<Entity>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     pub shared_variables: Attributes,
 }
 
@@ -49,6 +51,18 @@ fn local() -> String {
 
 fn one() -> u32 {
     1
+}
+
+fn is_local(id: &str) -> bool {
+    id == "local"
+}
+
+fn is_one(depth: &u32) -> bool {
+    *depth == 1
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn new_correlation_id() -> String {
@@ -134,5 +148,45 @@ impl PluginOutput {
             .chain(&self.shared_variables)
             .map(|(name, value)| (name.len() + value.encoded_len()) as u64)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Value;
+
+    /// A job's payload leaves out what is at its default and reads back the same.
+    #[test]
+    fn a_context_is_written_without_its_defaults_and_reads_back_whole() {
+        let mut context = ExecutionContext::new("Create", "account");
+        context.correlation_id = "c".into();
+        let text = serde_json::to_string(&context).unwrap();
+        assert_eq!(text, r#"{"org_id":"local","message":"Create","entity":"account","correlation_id":"c"}"#);
+        assert_eq!(serde_json::from_str::<ExecutionContext>(&text).unwrap(), context);
+
+        let mut full = context.clone().for_stage(Stage::PreOperation);
+        full.user_id = "u".into();
+        full.mode = Mode::Synchronous;
+        full.depth = 2;
+        full.record_id = Some("a1".into());
+        full.input_parameters.insert("p".into(), Value::from("v"));
+        full.shared_variables.insert("s".into(), Value::Integer(1));
+        full.pre_image =
+            Some(Entity { logical_name: "account".into(), id: "a1".into(), attributes: Attributes::new() });
+        let text = serde_json::to_string(&full).unwrap();
+        for field in [
+            "user_id",
+            "stage",
+            "mode",
+            "depth",
+            "record_id",
+            "input_parameters",
+            "shared_variables",
+            "pre_image",
+        ] {
+            assert!(text.contains(&format!("\"{field}\"")), "{field} missing from {text}");
+        }
+        assert_eq!(serde_json::from_str::<ExecutionContext>(&text).unwrap(), full);
     }
 }
