@@ -225,15 +225,23 @@ impl Scheduler {
         }
     }
 
-    /// Queued jobs of the org likely to start soon: the first `per_definition` of each
-    /// of its definitions' queues, on every lane, that are still waiting; at most
-    /// `limit` in all (an org with thousands of definitions costs no more).
-    pub fn upcoming(&self, org: OrgId, per_definition: usize, limit: usize) -> Vec<JobId> {
+    /// Queued jobs of the org likely to start soon that the caller `wants`: among the
+    /// first `per_definition` of each of its definitions' queues, on every lane, those
+    /// still waiting; at most `limit` in all. What is not wanted (a payload already in
+    /// memory) is skipped before the limit, so a job missing deep in a later queue is
+    /// found however many are in memory ahead of it.
+    pub fn upcoming(
+        &self,
+        org: OrgId,
+        per_definition: usize,
+        limit: usize,
+        wanted: impl Fn(JobId) -> bool,
+    ) -> Vec<JobId> {
         Lane::ALL
             .iter()
             .filter_map(|lane| self.lanes.get(&(org, *lane)))
             .flat_map(|queue| queue.upcoming(per_definition))
-            .filter(|job| self.status(*job) == Some(Status::WaitingForResources))
+            .filter(|job| self.status(*job) == Some(Status::WaitingForResources) && wanted(*job))
             .take(limit)
             .collect()
     }

@@ -265,13 +265,17 @@ fn upcoming_lists_each_definitions_next_waiting_jobs_of_the_org() {
         s.submit(spec(id, ORG_A, Lane::Priority, STEP));
     }
     s.submit(spec(8, ORG_B, Lane::Regular, FLOW));
-    let mut next = s.upcoming(ORG_A, 2, 100);
+    let mut next = s.upcoming(ORG_A, 2, 100, |_| true);
     next.sort();
     assert_eq!(next, [JobId(1), JobId(2), JobId(5), JobId(6)], "the first two of each queue, no other org's");
-    assert_eq!(s.upcoming(ORG_A, 2, 3).len(), 3, "no more than the limit");
+    assert_eq!(s.upcoming(ORG_A, 2, 3, |_| true).len(), 3, "no more than the limit");
+    // The priority lane's queue comes first: its jobs, unwanted, do not use up the limit.
+    let mut unwanted_skipped = s.upcoming(ORG_A, 2, 2, |job| job != JobId(5) && job != JobId(6));
+    unwanted_skipped.sort();
+    assert_eq!(unwanted_skipped, [JobId(1), JobId(2)], "the limit counts only wanted jobs");
     s.cancel(JobId(1)).unwrap();
     let started = start(&mut s, 0).unwrap();
-    let mut next = s.upcoming(ORG_A, 2, 100);
+    let mut next = s.upcoming(ORG_A, 2, 100, |_| true);
     next.sort();
     assert!(!next.contains(&JobId(1)) && !next.contains(&started), "only jobs still waiting: {next:?}");
 }

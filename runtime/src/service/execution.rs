@@ -298,13 +298,11 @@ impl Service {
             let room = state.kept_payloads.saturating_sub(state.queued.len());
             if room > 0 && state.prefetching.insert(org) {
                 let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
-                // The room is for jobs not kept yet: the ones kept are skipped first.
-                let upcoming = state.scheduler.upcoming(org, PREFETCH, PREFETCH_IN_ALL);
-                let ahead: Vec<JobId> = upcoming
-                    .into_iter()
-                    .filter(|id| !starting.contains(id) && !state.queued.contains_key(id))
-                    .take(room)
-                    .collect();
+                // Jobs kept already are skipped before the limit: the job that made a round
+                // ask for this read (see `PREFETCH_LOW_WATER`) is always among those read,
+                // so no round asks again for a read that brings nothing.
+                let wanted = |id: JobId| !starting.contains(&id) && !state.queued.contains_key(&id);
+                let ahead = state.scheduler.upcoming(org, PREFETCH, room.min(PREFETCH_IN_ALL), wanted);
                 (ahead, true)
             } else {
                 (Vec::new(), false)
