@@ -24,7 +24,7 @@ fn check_refuses_every_bad_file_with_a_one_line_error_and_exit_1() {
     let echo = std::fs::read(samples::ECHO).unwrap();
     let oversize = {
         let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
-        bytes.resize(9 << 20, 0);
+        bytes.resize(33 << 20, 0);
         bytes
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -55,7 +55,7 @@ fn check_refuses_every_bad_file_with_a_one_line_error_and_exit_1() {
             .unwrap(),
             "has the wrong type",
         ),
-        ("huge.wasm", oversize, "over the 8388608-byte limit"),
+        ("huge.wasm", oversize, "over the 33554432-byte limit"),
     ];
     for (name, bytes, expected) in cases {
         let file = dir.path().join(name);

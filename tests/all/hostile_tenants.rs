@@ -182,7 +182,7 @@ async fn compile_bombs_are_refused_cheaply_and_leave_nothing_behind() {
 
     // Over the function bound: refused by the look before compiling.
     let compiled = engine.compilations();
-    let over = bomb(1, 15_001, 1);
+    let over = bomb(1, sluice::engine::Complexity::default().max_functions as usize + 1, 1);
     let refused = h.service.upload_plugin_bounded(h.attacker, "bomb", over).await.unwrap_err();
     assert!(refused.to_string().contains("too complex"), "{refused}");
     assert_eq!(engine.compilations(), compiled, "nothing was compiled");

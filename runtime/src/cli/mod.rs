@@ -9,6 +9,8 @@ mod plugin;
 mod serve;
 
 use std::path::PathBuf;
+
+use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -181,9 +183,34 @@ pub struct CommonOptions {
     /// Compile without reading or writing the artifact cache.
     #[arg(long)]
     no_cache: bool,
+    /// The server's configuration file: its `[engine]` table (limits, complexity, plug-in
+    /// size) applies here as it would on the server.
+    #[arg(long)]
+    server_config: Option<PathBuf>,
+    /// Largest plug-in file accepted, in bytes (default: the configuration's, 32 MiB).
+    #[arg(long)]
+    max_plugin_bytes: Option<u64>,
 }
 
 impl CommonOptions {
+    /// The engine's settings: the configuration file's, with the flags over them.
+    fn engine_settings(&self) -> anyhow::Result<sluice::engine::EngineSettings> {
+        let mut settings = match &self.server_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                sluice::config::ServeConfig::parse(&text)
+                    .with_context(|| format!("invalid configuration {}", path.display()))?
+                    .engine
+            }
+            None => sluice::engine::EngineSettings::default(),
+        };
+        if let Some(bytes) = self.max_plugin_bytes {
+            settings.max_plugin_bytes = bytes;
+        }
+        Ok(settings)
+    }
+
     fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde_json::json;
 use sluice::engine::{
-    Engine, EngineSettings, Execution, ExecutionContext, ExecutionRequest, Limits, LoadError, Plugin,
-    StepConfig,
+    Complexity, Engine, Execution, ExecutionContext, ExecutionRequest, Limits, LoadError, Plugin, StepConfig,
 };
 use sluice::records::{Entity, MemoryRecords, OrgRecords};
 
@@ -16,7 +15,7 @@ use super::format::{bytes, clean, count, micros};
 use super::{CommonOptions, PluginCommand};
 
 fn engine(common: &CommonOptions) -> anyhow::Result<Engine> {
-    Ok(Engine::new(EngineSettings::default(), common.cache_dir().as_deref())?)
+    Ok(Engine::new(common.engine_settings()?, common.cache_dir().as_deref())?)
 }
 
 /// Loads a plug-in file. An over-size file is refused from its size, before it is read.
@@ -47,7 +46,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            print_check(&file, &plugin, &engine.settings().default_limits);
+            print_check(&file, &plugin, &engine.settings().default_limits, &engine.settings().complexity);
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Run {
@@ -106,7 +105,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-fn print_check(file: &Path, plugin: &Plugin, limits: &Limits) {
+fn print_check(file: &Path, plugin: &Plugin, limits: &Limits, complexity: &Complexity) {
     let info = plugin.info();
     println!("{}: a valid Sluice plug-in", file.display());
     println!("  sha256   {}", info.content_hash);
@@ -121,6 +120,18 @@ fn print_check(file: &Path, plugin: &Plugin, limits: &Limits) {
     for name in &info.exports {
         println!("    {name}");
     }
+    let (t, most) = (&info.totals, &complexity);
+    println!("  contents (the engine's limit in brackets)");
+    println!("    functions       {} ({})", count(t.functions), count(most.max_functions.into()));
+    println!("    code            {} ({})", bytes(t.code_bytes), bytes(most.max_code_bytes));
+    println!(
+        "    largest body    {} ({})",
+        bytes(t.largest_function_bytes),
+        bytes(most.max_function_bytes.into())
+    );
+    println!("    most locals     {} ({})", count(t.most_locals), count(most.max_locals.into()));
+    println!("    data            {} ({})", bytes(t.data_bytes), bytes(most.max_data_bytes));
+    println!("    modules         {} ({})", t.modules, most.max_modules);
     println!("  limits per execution");
     println!("    fuel            {} units", count(limits.fuel));
     println!("    deadline        {} ms", count(limits.deadline_ms));

@@ -145,6 +145,8 @@ impl Engine {
         let state = ExecutionState {
             wasi: sandboxed_wasi(&stdout, &stderr),
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            outbound: Default::default(),
             limiter: Limiter::new(limits.memory_bytes, limits.table_elements, limits.instances),
             records: request.records,
             config: request.config,

@@ -79,6 +79,8 @@ pub(crate) enum HostTrap {
 pub(crate) struct ExecutionState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
+    pub http: wasmtime_wasi_http::WasiHttpCtx,
+    pub outbound: super::outbound::DeniedOutbound,
     pub limiter: Limiter,
     pub records: OrgRecords,
     pub config: StepConfig,
@@ -152,6 +154,16 @@ impl ExecutionState {
 impl WasiView for ExecutionState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for ExecutionState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 

@@ -17,22 +17,25 @@ use super::LoadError;
 /// Bounds on what an upload may contain, checked before it is compiled. The `[engine.
 /// complexity]` table of the configuration file; each field's default is in its doc.
 ///
-/// Compiling costs about 4 s of one core per MiB of code and about 0.14 ms per function
-/// (`sluice bench upload-bomb`, BENCHMARKS.md), so the defaults keep the worst upload
-/// near 5 s of CPU. Language runtimes (Python, JavaScript) need them raised, at that
-/// price per upload (paid once: accepted plug-ins are cached compiled).
+/// Compiling costs about a second of one core per MiB of code on the machines of
+/// BENCHMARKS.md (`sluice bench upload-bomb`), and uploads compile one per org at a time
+/// on at most half the node's cores. The defaults admit the language runtimes of plain
+/// componentize-py (13,400 functions, 6.3 MiB of code, 9 s to compile) and
+/// componentize-js (12,700 functions, 8.8 MiB, 11 s) builds, so the worst upload costs
+/// about 20 s of one core, paid once: accepted plug-ins are cached compiled. An operator
+/// whose tenants write only Rust can lower them (Rust plug-ins hold well under 1 MiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Complexity {
-    /// Functions defined across all of the component's core modules. Default 15,000.
+    /// Functions defined across all of the component's core modules. Default 50,000.
     pub max_functions: u32,
-    /// Bytes of function bodies across all modules. Default 640 KiB.
+    /// Bytes of function bodies across all modules. Default 16 MiB.
     pub max_code_bytes: u64,
-    /// Bytes of one function body. Default 128 KiB.
+    /// Bytes of one function body. Default 1 MiB (CPython's interpreter loop is 417 KiB).
     pub max_function_bytes: u32,
     /// Locals of one function. Default 50,000.
     pub max_locals: u32,
-    /// Bytes of data segments across all modules. Default 24 MiB.
+    /// Bytes of data segments across all modules. Default 32 MiB.
     pub max_data_bytes: u64,
     /// Core modules and components nested inside the component. Default 64.
     pub max_modules: u32,
@@ -43,31 +46,36 @@ pub struct Complexity {
 impl Default for Complexity {
     fn default() -> Self {
         Complexity {
-            max_functions: 15_000,
-            max_code_bytes: 640 << 10,
-            max_function_bytes: 128 << 10,
+            max_functions: 50_000,
+            max_code_bytes: 16 << 20,
+            max_function_bytes: 1 << 20,
             max_locals: 50_000,
-            max_data_bytes: 24 << 20,
+            max_data_bytes: 32 << 20,
             max_modules: 64,
             max_nesting: 4,
         }
     }
 }
 
-/// What the look found: the component's own imports and exports.
+/// What the look found: the component's own imports and exports, and its size in the
+/// terms of [`Complexity`].
 #[derive(Debug, Default)]
 pub(crate) struct Shape {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    pub totals: Totals,
 }
 
-/// Running totals of one upload.
-#[derive(Default)]
-struct Totals {
-    functions: u64,
-    code_bytes: u64,
-    data_bytes: u64,
-    modules: u64,
+/// What an upload holds, measured against [`Complexity`] (`sluice plugin check` shows it,
+/// so an author sees how near a limit a plug-in is).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Totals {
+    pub functions: u64,
+    pub code_bytes: u64,
+    pub largest_function_bytes: u64,
+    pub most_locals: u64,
+    pub data_bytes: u64,
+    pub modules: u64,
 }
 
 fn too_complex(what: String) -> LoadError {
@@ -81,7 +89,7 @@ fn malformed(e: wasmparser::BinaryReaderError) -> LoadError {
 /// Reads the component once and checks it against `limits`.
 pub(crate) fn inspect(bytes: &[u8], limits: &Complexity) -> Result<Shape, LoadError> {
     let mut shape = Shape::default();
-    let mut totals = Totals::default();
+    let totals = &mut shape.totals;
     // Nesting: true for a component, false for a core module, outermost first.
     let mut open: Vec<bool> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
@@ -126,6 +134,7 @@ pub(crate) fn inspect(bytes: &[u8], limits: &Complexity) -> Result<Shape, LoadEr
             }
             Payload::CodeSectionEntry(body) => {
                 let size = body.range().len();
+                totals.largest_function_bytes = totals.largest_function_bytes.max(size as u64);
                 if size > limits.max_function_bytes as usize {
                     return Err(too_complex(format!(
                         "a function of {size} bytes (the limit is {})",
@@ -143,6 +152,7 @@ pub(crate) fn inspect(bytes: &[u8], limits: &Complexity) -> Result<Shape, LoadEr
                         )));
                     }
                 }
+                totals.most_locals = totals.most_locals.max(count);
             }
             Payload::DataSection(reader) => {
                 totals.data_bytes += reader.range().len() as u64;

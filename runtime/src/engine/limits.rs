@@ -28,8 +28,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Elements across the execution's tables. Default 20,000; growth past it fails.
     pub table_elements: u64,
-    /// Core and component instances the execution may create. Default 32;
-    /// instantiation past it fails with `InstanceLimitExceeded`.
+    /// Core and component instances the execution may create. Default 64 (a
+    /// componentize-py build holds 38 core instances); instantiation past it fails with
+    /// `InstanceLimitExceeded`.
     pub instances: u64,
     /// Trace-log size in bytes; older lines are dropped to keep the newest. Default
     /// 10 KiB (as Dataverse). Never an error.
@@ -49,7 +50,7 @@ impl Default for Limits {
             deadline_ms: 120_000,
             memory_bytes: 64 * MIB,
             table_elements: 20_000,
-            instances: 32,
+            instances: 64,
             trace_log_bytes: 10 * KIB,
             output_bytes: MIB,
             record_writes: 1_000,
@@ -71,9 +72,14 @@ pub struct EngineSettings {
     /// WebAssembly stack, in bytes, of every execution. Default 512 KiB. Deeper
     /// recursion ends the execution with `StackOverflow`.
     pub max_wasm_stack: u64,
-    /// Largest plug-in upload, in bytes. Default 8 MiB; larger files are refused with
-    /// `TooLarge` before they are parsed.
+    /// Largest plug-in upload, in bytes. Default 32 MiB, which fits a plain
+    /// componentize-py (about 18 MiB) or componentize-js (about 12 MiB) build; larger
+    /// files are refused with `TooLarge` before they are parsed.
     pub max_plugin_bytes: u64,
+    /// Core instances one component may hold: each slot of the pool is sized for it.
+    /// Default 64 (a componentize-py build holds 38; a Rust one 4 to 6). A component with
+    /// more is refused at load (`malformed-component`, naming the limit).
+    pub max_core_instances: u32,
     /// Executions that may run at once in this process (the pooling allocator's slots).
     /// Default 256. Past it, instantiation fails with `Busy` until a slot frees.
     pub max_concurrent_executions: u32,
@@ -101,7 +107,8 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             max_wasm_stack: 512 * KIB,
-            max_plugin_bytes: 8 * MIB,
+            max_plugin_bytes: 32 * MIB,
+            max_core_instances: 64,
             max_concurrent_executions: 256,
             max_memory_bytes: 1024 * MIB,
             fuel_yield_interval: 100_000,

@@ -19,6 +19,7 @@ mod host;
 mod inspect;
 mod limiter;
 mod limits;
+mod outbound;
 mod plugin;
 mod trace_log;
 
@@ -34,7 +35,7 @@ pub use cpu::{CpuTurn, FairCpu};
 pub use error::{ExecutionError, LoadError};
 pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
 pub use host::StepConfig;
-pub use inspect::Complexity;
+pub use inspect::{Complexity, Totals};
 pub use limits::{EngineSettings, Limits};
 pub use plugin::{HANDLER_EXPORT, Plugin, PluginInfo};
 pub use trace_log::TraceLog;
@@ -51,8 +52,8 @@ pub enum SetupError {
     Cache(#[from] std::io::Error),
 }
 
-/// What one component may hold at most; the pool's totals are these times its slots.
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// What one component may hold at most; the pool's totals are these (and
+/// `max_core_instances`) times its slots.
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
@@ -119,14 +120,14 @@ impl Engine {
         // use the most instances, memories and tables per execution fills its own
         // executions' slots, never the shared totals that others' executions need.
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .total_core_instances(slots.saturating_mul(settings.max_core_instances))
             .total_memories(slots.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
             .total_tables(slots.saturating_mul(MAX_TABLES_PER_COMPONENT))
             .total_stacks(slots)
             .max_memory_size(usize_of(settings.max_memory_bytes)?)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_core_instances_per_component(settings.max_core_instances)
             .table_elements(usize_of(settings.default_limits.table_elements.max(20_000))?);
         reset_slots_in_place(&mut pool);
 
@@ -146,7 +147,10 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&config).map_err(invalid)?;
 
         let mut linker = Linker::new(&wasmtime);
+        // Every WASI 0.2 interface a standard library links, sandboxed: no preopened
+        // directories, sockets refused (`sandboxed_wasi`), HTTP by `outbound`'s rules.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(invalid)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(invalid)?;
         bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(invalid)?;
 

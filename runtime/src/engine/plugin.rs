@@ -23,10 +23,20 @@ use super::{Engine, LoadError};
 pub const HANDLER_EXPORT: &str = "sluice:plugin/handler@0.1.0";
 
 /// Interfaces a plug-in may import: Sluice's own, and the WASI 0.2 interfaces a
-/// language's standard library links (stdio, environment, clocks, random: provided with
-/// no environment and frozen clocks). Filesystem and sockets are not provided.
-const ALLOWED_IMPORT_PREFIXES: &[&str] =
-    &["sluice:plugin/", "wasi:cli/", "wasi:clocks/", "wasi:io/", "wasi:random/"];
+/// language's standard library links, as plain componentize-py and componentize-js
+/// builds import them: stdio, environment, clocks and random (no environment, frozen
+/// clocks), a filesystem with nothing in it (no preopened directory), sockets that
+/// refuse every use, and HTTP under the outbound policy (`outbound`).
+const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
+    "sluice:plugin/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:http/",
+];
 
 /// What `sluice plugin check` reports about a valid plug-in.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +50,8 @@ pub struct PluginInfo {
     pub from_cache: bool,
     /// Time spent compiling or loading the compiled artifact.
     pub load_time: Duration,
+    /// Its size in the terms of the engine's complexity limits.
+    pub totals: super::inspect::Totals,
 }
 
 /// A validated, compiled plug-in, ready to instantiate. Cheap to clone.
@@ -153,6 +165,7 @@ impl Engine {
             exports,
             from_cache,
             load_time: started.elapsed(),
+            totals: shape.totals,
         };
         Ok(Plugin { pre: Arc::new(pre), info: Arc::new(info) })
     }
