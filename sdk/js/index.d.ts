@@ -58,6 +58,9 @@ export interface Context {
   preImage: Entity | null;
   postImage: Entity | null;
   sharedVariables: Attributes;
+  /** The record the step is about: before the operation the Target; after it the
+   * post-image, or the Target when there is none. */
+  record: Entity | null;
 }
 
 export class Output {

@@ -17,6 +17,7 @@ mod hostile_tenants;
 mod http;
 mod isolation;
 mod job_service;
+mod language_plugins;
 mod limits;
 mod multi_node;
 mod observability;

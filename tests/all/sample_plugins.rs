@@ -205,14 +205,19 @@ async fn touch_counter_updates_the_record_that_triggered_it() {
 
 #[test]
 fn every_sample_plugin_has_a_test() {
-    let sources: String =
-        ["sample_plugins.rs", "hostile_plugins.rs", "hostile_tenants.rs", "limits.rs", "cli.rs"]
-            .iter()
-            .map(|file| {
-                std::fs::read_to_string(format!("{}/../tests/all/{file}", env!("CARGO_MANIFEST_DIR")))
-                    .unwrap()
-            })
-            .collect();
+    let sources: String = [
+        "sample_plugins.rs",
+        "hostile_plugins.rs",
+        "hostile_tenants.rs",
+        "limits.rs",
+        "cli.rs",
+        "language_plugins.rs",
+    ]
+    .iter()
+    .map(|file| {
+        std::fs::read_to_string(format!("{}/../tests/all/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    })
+    .collect();
     for (name, _) in samples::ALL {
         let constant = format!("samples::{}", name.replace('-', "_").to_uppercase());
         assert!(sources.contains(&constant), "sample plug-in {name} has no test (no use of {constant})");

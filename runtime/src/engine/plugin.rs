@@ -22,21 +22,58 @@ use super::{Engine, LoadError};
 /// The export every plug-in must have.
 pub const HANDLER_EXPORT: &str = "sluice:plugin/handler@0.1.0";
 
-/// Interfaces a plug-in may import: Sluice's own, and the WASI 0.2 interfaces a
-/// language's standard library links, as plain componentize-py and componentize-js
-/// builds import them: stdio, environment, clocks and random (no environment, frozen
-/// clocks), a filesystem with nothing in it (no preopened directory), sockets that
-/// refuse every use, and HTTP under the outbound policy (`outbound`).
-const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
-    "sluice:plugin/",
-    "wasi:cli/",
-    "wasi:clocks/",
-    "wasi:io/",
-    "wasi:random/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "wasi:http/",
+/// Interfaces a plug-in may import, by package and interface, with the version line the
+/// host links (a guest's `0.2.x` matches the host's 0.2 by semver, as wasmtime's linker
+/// does): Sluice's own, and the WASI 0.2 interfaces a language's standard library links,
+/// as plain componentize-py and componentize-js builds import them. Stdio, environment,
+/// clocks and random (no environment, frozen clocks), a filesystem with nothing in it
+/// (no preopened directory), sockets that refuse every use, and HTTP under the outbound
+/// policy (`outbound`). Anything else is refused by name before compiling.
+const PROVIDED_IMPORTS: &[(&str, &[&str])] = &[
+    ("sluice:plugin@0.1.", &["types", "context", "records", "tracing", "config"]),
+    (
+        "wasi:cli@0.2.",
+        &[
+            "environment",
+            "exit",
+            "stdin",
+            "stdout",
+            "stderr",
+            "terminal-input",
+            "terminal-output",
+            "terminal-stdin",
+            "terminal-stdout",
+            "terminal-stderr",
+        ],
+    ),
+    ("wasi:clocks@0.2.", &["monotonic-clock", "wall-clock"]),
+    ("wasi:io@0.2.", &["error", "poll", "streams"]),
+    ("wasi:random@0.2.", &["random", "insecure", "insecure-seed"]),
+    ("wasi:filesystem@0.2.", &["types", "preopens"]),
+    (
+        "wasi:sockets@0.2.",
+        &[
+            "network",
+            "instance-network",
+            "udp",
+            "udp-create-socket",
+            "tcp",
+            "tcp-create-socket",
+            "ip-name-lookup",
+        ],
+    ),
+    ("wasi:http@0.2.", &["types", "outgoing-handler"]),
 ];
+
+/// Whether the host provides the import `name` (`ns:package/interface@version`).
+fn is_provided(name: &str) -> bool {
+    let Some((path, version)) = name.split_once('@') else { return false };
+    let Some((package, interface)) = path.split_once('/') else { return false };
+    PROVIDED_IMPORTS.iter().any(|(line, interfaces)| {
+        let (line_package, line_version) = line.split_once('@').unwrap_or((line, ""));
+        line_package == package && version.starts_with(line_version) && interfaces.contains(&interface)
+    })
+}
 
 /// What `sluice plugin check` reports about a valid plug-in.
 #[derive(Debug, Clone, Serialize)]
@@ -111,9 +148,7 @@ impl Engine {
 
     fn load_checked(&self, bytes: &[u8], content_hash: &str, started: Instant) -> Result<Plugin, LoadError> {
         let shape = super::inspect::inspect(bytes, &self.inner.settings.complexity)?;
-        if let Some(unknown) =
-            shape.imports.iter().find(|name| !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)))
-        {
+        if let Some(unknown) = shape.imports.iter().find(|name| !is_provided(name)) {
             return Err(LoadError::UnknownImport { name: unknown.clone() });
         }
         if !shape.exports.iter().any(|name| name == HANDLER_EXPORT) {
@@ -124,9 +159,7 @@ impl Engine {
         let engine = &self.inner.wasmtime;
         let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
         let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-        if let Some(unknown) =
-            imports.iter().find(|name| !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)))
-        {
+        if let Some(unknown) = imports.iter().find(|name| !is_provided(name)) {
             return Err(LoadError::UnknownImport { name: unknown.clone() });
         }
         let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
@@ -234,5 +267,27 @@ impl Refused {
             recent.pop_front();
         }
         recent.push_back((content_hash.to_owned(), refusal.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_provided;
+
+    #[test]
+    fn imports_are_matched_by_interface_and_version_line() {
+        for name in ["wasi:http/types@0.2.10", "wasi:io/streams@0.2.0", "sluice:plugin/records@0.1.0"] {
+            assert!(is_provided(name), "{name}");
+        }
+        for name in [
+            "wasi:http/types@0.3.0",
+            "wasi:http/handler@0.2.6",
+            "wasi:keyvalue/store@0.2.0",
+            "sluice:plugin/records@0.2.0",
+            "wasi:io/streams",
+            "nonsense",
+        ] {
+            assert!(!is_provided(name), "{name}");
+        }
     }
 }

@@ -120,8 +120,15 @@ export function entityFromWit(e) {
   return e == null ? null : new Entity(e.logicalName, e.id, attributesFromWit(e.attributes));
 }
 
+/** Adds `record`: the record the step is about, as Dataverse hands it (before the
+ * operation the Target; after it the post-image, or the Target when there is none). */
+export function withRecord(context) {
+  context.record = context.stage === 'post-operation' ? (context.postImage ?? context.target) : context.target;
+  return context;
+}
+
 export function contextFromWit(c) {
-  return {
+  return withRecord({
     orgId: c.orgId,
     userId: c.userId,
     message: c.message,
@@ -136,7 +143,7 @@ export function contextFromWit(c) {
     preImage: entityFromWit(c.preImage),
     postImage: entityFromWit(c.postImage),
     sharedVariables: attributesFromWit(c.sharedVariables),
-  };
+  });
 }
 
 /** Checks what a plug-in function returned: an Output (or nothing). */

@@ -9,7 +9,7 @@
 
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { Entity, InvalidRecordCall, Output, RecordNotFound, failureOf, outputOf, useHost } from './index.js';
+import { Entity, InvalidRecordCall, Output, RecordNotFound, failureOf, outputOf, useHost, withRecord } from './index.js';
 import { Decimal, attributesFromJson, check, compareDecimals, same } from './values.js';
 
 const load = (source) => (typeof source === 'string' || source instanceof URL ? JSON.parse(readFileSync(source, 'utf8')) : source);
@@ -50,7 +50,7 @@ export function forStage(context, stage = context.stage) {
     seen.postImage = null;
     if (!seen.target && seen.message !== 'Delete') seen.target = postImage;
   }
-  return seen;
+  return withRecord(seen);
 }
 
 function comparable(a, b) {

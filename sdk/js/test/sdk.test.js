@@ -9,6 +9,7 @@ import { toWit, fromWit } from '../src/values.js';
 import { run } from '../src/testing.js';
 import { handler as echo } from '../../../sample-plugins/js/echo/echo.js';
 import { handler as accountNumber } from '../../../sample-plugins/js/account-number/account-number.js';
+import { handler as creditValidator } from '../../../sample-plugins/js/credit-validator/credit-validator.js';
 
 const examples = new URL('../../../sample-plugins/examples/', import.meta.url);
 
@@ -63,6 +64,15 @@ test('the harness creates the record a context is about', () => {
   const result = run(accountNumber, new URL('account-create.json', examples), { config: 'INV' });
   assert.deepEqual(result.output.outputParameters, { accountnumber: 'INV-000001' });
   assert.deepEqual(result.records.get('account', 'a-new').attributes, { name: 'Fabrikam', accountnumber: 'INV-000001' });
+});
+
+test('credit-validator refuses a negative limit with a business error', () => {
+  const refused = run(creditValidator, new URL('account-negative-credit.json', examples));
+  assert.deepEqual(refused.error, ['business', 'Credit limit cannot be negative (got -500.00).']);
+  const nameless = { message: 'Create', entity: 'account', stage: 'pre-validation', target: { logical_name: 'account', id: 'a', attributes: {} } };
+  assert.deepEqual(run(creditValidator, nameless).error, ['business', 'An account needs a name.']);
+  const fine = { message: 'Create', entity: 'account', target: { logical_name: 'account', id: 'a', attributes: { name: 'Contoso', creditlimit: { money: '10' } } } };
+  assert.deepEqual(run(creditValidator, fine).output.outputParameters, { valid: true });
 });
 
 test('errors become what the job records, and the handler throws the WIT error', () => {

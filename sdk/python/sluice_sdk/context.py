@@ -30,6 +30,15 @@ class Context:
     post_image: Optional[Entity] = None
     shared_variables: Attributes = field(default_factory=dict)
 
+    @property
+    def record(self) -> Optional[Entity]:
+        """The record the step is about, as Dataverse hands it: before the operation
+        (pre-validation, pre-operation) the Target, the attributes being written; after
+        it, the post-image (the whole record), or the Target when there is none."""
+        if self.stage == "post-operation":
+            return self.post_image or self.target
+        return self.target
+
 
 class Output:
     """What a successful run returns: output parameters and shared variables.

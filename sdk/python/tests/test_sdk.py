@@ -153,3 +153,13 @@ def test_stages_see_what_the_host_shows_them():
 def test_the_packaged_wit_is_the_hosts():
     packaged = Path(__file__).resolve().parents[1] / "sluice_sdk" / "wit" / "plugin.wit"
     assert packaged.read_text() == (ROOT / "wit" / "plugin.wit").read_text(), "copy wit/plugin.wit into the SDK"
+
+
+def test_credit_validator_refuses_a_negative_limit_with_a_business_error():
+    validate = sample("credit_validator")
+    refused = testing.run(validate, EXAMPLES / "account-negative-credit.json")
+    assert refused.error == ("business", "Credit limit cannot be negative (got -500.00).")
+    nameless = {"message": "Create", "entity": "account", "stage": "pre-validation", "target": {"logical_name": "account", "id": "a", "attributes": {}}}
+    assert testing.run(validate, nameless).error == ("business", "An account needs a name.")
+    fine = {"message": "Create", "entity": "account", "target": {"logical_name": "account", "id": "a", "attributes": {"name": "Contoso", "creditlimit": {"money": "10"}}}}
+    assert testing.run(validate, fine).output == Output(valid=True)
