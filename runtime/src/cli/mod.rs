@@ -155,6 +155,10 @@ pub enum PluginCommand {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Then run it this many times more (each with the records as loaded) and report
+        /// the time per execution: instantiation, the call and teardown, as a job pays.
+        #[arg(long, default_value_t = 0)]
+        repeat: u32,
         #[command(flatten)]
         common: CommonOptions,
     },

@@ -59,6 +59,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             deadline_ms,
             memory_bytes,
             json,
+            repeat,
             common,
         } => {
             let context: ExecutionContext = read_json(&input)?;
@@ -70,10 +71,13 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 Some(path) => read_json(path)?,
                 None => Vec::new(),
             };
-            let store = Arc::new(
-                MemoryRecords::with_records(&context.org_id, initial)
-                    .map_err(|e| anyhow::anyhow!("bad records file: {e}"))?,
-            );
+            let fresh_store = || -> anyhow::Result<Arc<MemoryRecords>> {
+                Ok(Arc::new(
+                    MemoryRecords::with_records(&context.org_id, initial.clone())
+                        .map_err(|e| anyhow::anyhow!("bad records file: {e}"))?,
+                ))
+            };
+            let store = fresh_store()?;
             let engine = engine(&common)?;
             let plugin = load(&engine, &file)?
                 .with_context(|| format!("{} is not a valid plug-in", file.display()))?;
@@ -81,19 +85,37 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             limits.fuel = fuel.unwrap_or(limits.fuel);
             limits.deadline_ms = deadline_ms.unwrap_or(limits.deadline_ms);
             limits.memory_bytes = memory_bytes.unwrap_or(limits.memory_bytes);
-            let org = context.org_id.clone();
-            let request = ExecutionRequest {
-                context,
-                records: OrgRecords::new(org, store.clone()),
-                config: StepConfig { unsecure: config, secure: secure_config },
-                limits,
+            let request = |store: Arc<MemoryRecords>| ExecutionRequest {
+                context: context.clone(),
+                records: OrgRecords::new(context.org_id.clone(), store),
+                config: StepConfig { unsecure: config.clone(), secure: secure_config.clone() },
+                limits: limits.clone(),
                 stop: None,
             };
-            let execution = engine.execute(&plugin, request).await;
+            let started = std::time::Instant::now();
+            let execution = engine.execute(&plugin, request(store)).await;
+            let first = started.elapsed();
+            let mut times = Vec::with_capacity(repeat as usize);
+            for _ in 0..repeat {
+                let store = fresh_store()?;
+                let started = std::time::Instant::now();
+                engine.execute(&plugin, request(store)).await;
+                times.push(started.elapsed());
+            }
+            let timing = Timing::of(first, times);
             if json {
-                print_json(&plugin, &execution);
+                print_json(&plugin, &execution, timing.as_ref());
             } else {
                 print_run(&file, &plugin, &execution);
+                if let Some(t) = &timing {
+                    println!(
+                        "repeated    {} runs: median {} · p99 {} per execution (the first took {})",
+                        count(t.runs),
+                        micros(t.median_us),
+                        micros(t.p99_us),
+                        micros(t.first_us)
+                    );
+                }
             }
             Ok(if execution.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -178,7 +200,32 @@ fn print_run(file: &Path, plugin: &Plugin, execution: &Execution) {
     );
 }
 
-fn print_json(plugin: &Plugin, execution: &Execution) {
+/// Time per execution over `--repeat` runs, in microseconds, end to end.
+#[derive(serde::Serialize)]
+struct Timing {
+    runs: u64,
+    first_us: u64,
+    median_us: u64,
+    p99_us: u64,
+}
+
+impl Timing {
+    fn of(first: std::time::Duration, mut times: Vec<std::time::Duration>) -> Option<Timing> {
+        if times.is_empty() {
+            return None;
+        }
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_micros() as u64;
+        Some(Timing {
+            runs: times.len() as u64,
+            first_us: first.as_micros() as u64,
+            median_us: at(0.5),
+            p99_us: at(0.99),
+        })
+    }
+}
+
+fn print_json(plugin: &Plugin, execution: &Execution, timing: Option<&Timing>) {
     let outcome = match &execution.outcome {
         Ok(output) => json!({ "status": "succeeded", "output": output }),
         Err(e) => json!({ "status": "failed", "error": { "code": e.code(), "message": e.to_string() } }),
@@ -189,6 +236,7 @@ fn print_json(plugin: &Plugin, execution: &Execution) {
         "changes": execution.changes,
         "trace": execution.trace,
         "accounting": execution.accounting,
+        "repeated": timing,
     });
     println!("{report}");
 }
