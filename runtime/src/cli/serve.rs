@@ -183,7 +183,10 @@ fn definition_named(
 }
 
 fn plugin(service: &Service, org: OrgId, dir: &Path, name: &str) -> anyhow::Result<u64> {
-    let path = dir.join(format!("{name}.wasm"));
+    plugin_file(service, org, &dir.join(format!("{name}.wasm")), name)
+}
+
+fn plugin_file(service: &Service, org: OrgId, path: &Path, name: &str) -> anyhow::Result<u64> {
     let bytes = std::fs::read(&path)
         .with_context(|| format!("cannot read {} (build the samples first)", path.display()))?;
     Ok(service.upload_plugin(org, name, &bytes)?.id)
@@ -225,6 +228,8 @@ async fn demo_load(service: Service, plugins: PathBuf) -> anyhow::Result<()> {
         Ok(step(failing, "always busy", flaky, on("Create", "task"), Some("1000000")))
     })?;
 
+    let polyglot = polyglot_tenant(&service, &plugins)?;
+
     let started = Instant::now();
     let mut deactivated = false;
     for tick in 0u64.. {
@@ -245,9 +250,47 @@ async fn demo_load(service: Service, plugins: PathBuf) -> anyhow::Result<()> {
         if tick % 50 == 0 {
             service.fire(failing, create("task", format!("task-{run}"), &[])).await?;
         }
+        if let Some(org) = polyglot
+            && tick % 5 == 0
+        {
+            service
+                .fire(org, create("account", format!("account-{run}"), &[("name", "Tailspin".into())]))
+                .await?;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// A tenant whose plug-ins are written in Python and JavaScript (the samples built beside
+/// the Rust ones, under `target/sample-plugins/`): a JavaScript credit validator, sync, and
+/// Python account numbering, async, on Create of account. `None` when they are not built.
+fn polyglot_tenant(service: &Service, plugins: &Path) -> anyhow::Result<Option<OrgId>> {
+    let Some(built) = plugins.parent().and_then(Path::parent) else { return Ok(None) };
+    let (python, js) = (built.join("python/account_number.wasm"), built.join("js/credit-validator.wasm"));
+    if !python.exists() || !js.exists() {
+        println!("demo: the Python and JavaScript samples are not built; tailspin is left out");
+        return Ok(None);
+    }
+    let org = org_named(service, "tailspin")?;
+    println!("demo: loading tailspin's Python and JavaScript plug-ins (the first load compiles each, ~10 s)");
+    let validator = plugin_file(service, org, &js, "credit-validator (JavaScript)")?;
+    definition_named(service, org, "validate accounts (JavaScript)", || {
+        let trigger = on("Create", "account");
+        Ok(Definition::step(
+            org,
+            "validate accounts (JavaScript)",
+            validator,
+            trigger,
+            Mode::Synchronous,
+            None,
+        ))
+    })?;
+    let numbering = plugin_file(service, org, &python, "account-number (Python)")?;
+    definition_named(service, org, "number accounts (Python)", || {
+        Ok(step(org, "number accounts (Python)", numbering, on("Create", "account"), Some("TSP")))
+    })?;
+    Ok(Some(org))
 }
 
 /// The crash-test load: N account creates, each triggering the numbering workflow.
