@@ -187,7 +187,7 @@ fn plugin(service: &Service, org: OrgId, dir: &Path, name: &str) -> anyhow::Resu
 }
 
 fn plugin_file(service: &Service, org: OrgId, path: &Path, name: &str) -> anyhow::Result<u64> {
-    let bytes = std::fs::read(&path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read {} (build the samples first)", path.display()))?;
     Ok(service.upload_plugin(org, name, &bytes)?.id)
 }

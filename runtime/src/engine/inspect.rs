@@ -29,9 +29,9 @@ use super::LoadError;
 pub struct Complexity {
     /// Functions defined across all of the component's core modules. Default 50,000.
     pub max_functions: u32,
-    /// Bytes of function bodies across all modules. Default 16 MiB.
+    /// Bytes of function bodies across all modules. Default 10 MiB.
     pub max_code_bytes: u64,
-    /// Bytes of one function body. Default 1 MiB (CPython's interpreter loop is 417 KiB).
+    /// Bytes of one function body. Default 512 KiB (CPython's interpreter loop is 417 KiB).
     pub max_function_bytes: u32,
     /// Locals of one function. Default 50,000.
     pub max_locals: u32,
@@ -47,8 +47,8 @@ impl Default for Complexity {
     fn default() -> Self {
         Complexity {
             max_functions: 50_000,
-            max_code_bytes: 16 << 20,
-            max_function_bytes: 1 << 20,
+            max_code_bytes: 10 << 20,
+            max_function_bytes: 512 << 10,
             max_locals: 50_000,
             max_data_bytes: 32 << 20,
             max_modules: 64,
