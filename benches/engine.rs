@@ -51,6 +51,7 @@ impl Sluice {
                     config: StepConfig::default(),
                     limits: Limits::default(),
                     stop: None,
+                    outbound: Default::default(),
                 };
                 let execution = self.engine.execute(&self.plugin, request).await;
                 assert!(execution.outcome.is_ok(), "{:?}", execution.outcome);

@@ -17,6 +17,7 @@
 //! allow-networks = ["10.20.0.0/16"]   # private targets the operator trusts
 //! [[org]]
 //! name = "contoso"
+//! outbound-allow-networks = ["10.20.0.0/16"]   # its plug-ins' HTTP may reach these too
 //! [org.regular]                    # this org's regular-lane quotas
 //! max-threads = 2
 //! max-throughput = 100
@@ -99,6 +100,11 @@ pub struct OrgConfig {
     pub priority: Option<Quotas>,
     #[serde(default)]
     pub regular: Option<Quotas>,
+    /// Networks beyond the public internet this org's plug-ins may reach over HTTP, IP
+    /// literals in them included (e.g. `["10.20.0.0/16"]` for an internal ERP). Default
+    /// none: public DNS names only.
+    #[serde(default)]
+    pub outbound_allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl ServeConfig {

@@ -17,6 +17,7 @@ pub mod api;
 pub mod callbacks;
 pub mod config;
 pub mod dashboard;
+pub mod egress;
 pub mod engine;
 pub mod metrics;
 pub mod scheduler;

@@ -102,10 +102,11 @@ export const config: { unsecure(): string | null; secure(): string | null };
 export interface Handler {
   execute(context: unknown): unknown;
   /** The function given to `plugin`, for the local harness. */
-  run(context: Context): Output | void;
+  run(context: Context): Output | void | Promise<Output | void>;
 }
-/** The plug-in's `handler` export: `export const handler = plugin((ctx) => ...)`. */
-export function plugin(execute: (context: Context) => Output | void): Handler;
+/** The plug-in's `handler` export: `export const handler = plugin((ctx) => ...)`; an
+ * async function (one that awaits `fetch`) is run to completion. */
+export function plugin(execute: (context: Context) => Output | void | Promise<Output | void>): Handler;
 
 export function fromJson(value: unknown): Value;
 export function toJson(value: Value): unknown;

@@ -18,8 +18,9 @@ export class FakeRecords {
 
 export function contextFromJson(data: object): Context;
 export function forStage(context: Context, stage?: Stage): Context;
+/** Runs the plug-in once; a promise of the Result for an async plug-in. */
 export function run(
-  plugin: Handler | ((context: Context) => Output | void),
+  plugin: Handler | ((context: Context) => Output | void | Promise<Output | void>),
   context: Context | object | string | URL,
   options?: { records?: Entity[] | object[] | string | URL; config?: string | null; secureConfig?: string | null; stage?: Stage },
 ): Result;

@@ -21,6 +21,7 @@ mod language_plugins;
 mod limits;
 mod multi_node;
 mod observability;
+mod outbound_http;
 mod sample_plugins;
 mod scheduler_simulation;
 mod support;

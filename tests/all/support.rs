@@ -63,6 +63,7 @@ pub async fn run_with(
         config: StepConfig { unsecure: config.map(Into::into), secure: None },
         limits,
         stop: None,
+        outbound: Default::default(),
     };
     engine().execute(&plugin(path), request).await
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::signature::sign;
-use super::target::{Refused, TargetPolicy};
+use crate::egress::{Refused, TargetPolicy};
 use crate::jobs::{JobId, OrgId};
 use crate::service::Service;
 use crate::store::{Delivery, DeliveryState};

@@ -5,8 +5,7 @@
 
 mod deliver;
 mod signature;
-mod target;
 
+pub use crate::egress::{Refused, TargetPolicy, forbidden_kind, parse as parse_uri};
 pub use deliver::{CallbackSettings, Deliverer};
 pub use signature::{sign, verify};
-pub use target::{Refused, TargetPolicy, forbidden_kind, parse as parse_uri};

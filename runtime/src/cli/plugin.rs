@@ -91,6 +91,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 config: StepConfig { unsecure: config.clone(), secure: secure_config.clone() },
                 limits: limits.clone(),
                 stop: None,
+                outbound: Default::default(),
             };
             let started = std::time::Instant::now();
             let execution = engine.execute(&plugin, request(store)).await;

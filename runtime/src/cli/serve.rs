@@ -140,6 +140,8 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
     let service = Service::open(store, engine, clock, options)?;
     for org in &config.orgs {
         let id = org_named(&service, &org.name)?;
+        let access = sluice::engine::OutboundAccess { allow_networks: org.outbound_allow_networks.clone() };
+        service.set_outbound_access(id, access);
         for (lane, quotas) in [(Lane::Priority, org.priority), (Lane::Regular, org.regular)] {
             if let Some(quotas) = quotas {
                 service.set_quotas(id, lane, quotas)?;

@@ -21,6 +21,7 @@ use super::host::bindings::Plugin as Instance;
 use super::host::bindings::exports::sluice::plugin::handler::{Output, PluginError};
 use super::host::{ExecutionState, HostTrap, StepConfig};
 use super::limiter::Limiter;
+use super::outbound::{Outbound, OutboundAccess};
 use super::trace_log::TraceLog;
 use super::{Engine, ExecutionContext, ExecutionError, Limits, Plugin, PluginOutput};
 use crate::records::{OrgRecords, RecordChange};
@@ -33,6 +34,8 @@ pub struct ExecutionRequest {
     pub limits: Limits,
     /// Raised to stop the run at its next yield (a cancel or pause of its job).
     pub stop: Option<StopSignal>,
+    /// What the org's plug-ins may reach over HTTP beyond the public internet.
+    pub outbound: OutboundAccess,
 }
 
 /// Asks a running execution to stop; it ends with [`ExecutionError::Stopped`] at its
@@ -142,11 +145,14 @@ impl Engine {
         let trace_limit = usize::try_from(limits.trace_log_bytes).unwrap_or(usize::MAX);
         let stdout = MemoryOutputPipe::new(trace_limit);
         let stderr = MemoryOutputPipe::new(trace_limit);
+        let deadline = started + limits.deadline();
+        let outbound = Outbound::new(&request.outbound, &limits, deadline);
+        let (http_spent, http_notes) = (outbound.spent_ns.clone(), outbound.notes.clone());
         let state = ExecutionState {
             wasi: sandboxed_wasi(&stdout, &stderr),
             table: ResourceTable::new(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            outbound: Default::default(),
+            outbound,
             limiter: Limiter::new(limits.memory_bytes, limits.table_elements, limits.instances),
             records: request.records,
             config: request.config,
@@ -176,7 +182,6 @@ impl Engine {
         }
 
         let context = context_to_wit(&request.context);
-        let deadline = started + limits.deadline();
         let turn = self.inner.cpu.execution(&org);
         let host_ns = store.data().host_ns.clone();
         let ran = guarded(deadline, request.stop.as_ref(), turn, &host_ns, async {
@@ -195,6 +200,10 @@ impl Engine {
 
         let state = store.into_data();
         let mut trace = state.trace;
+        for note in http_notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            trace.push(note);
+        }
+        let host_time = state.host_time + Duration::from_nanos(http_spent.load(Ordering::Relaxed));
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             for line in String::from_utf8_lossy(&pipe.contents()).lines() {
                 trace.push(&format!("[{stream}] {line}"));
@@ -206,7 +215,7 @@ impl Engine {
             accounting: Accounting {
                 fuel_used,
                 wall_time_us: started.elapsed().as_micros() as u64,
-                host_time_us: state.host_time.as_micros() as u64,
+                host_time_us: host_time.as_micros() as u64,
                 peak_memory_bytes: state.limiter.peak_memory as u64,
             },
             changes: state.changes,

@@ -80,7 +80,7 @@ pub(crate) struct ExecutionState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub http: wasmtime_wasi_http::WasiHttpCtx,
-    pub outbound: super::outbound::DeniedOutbound,
+    pub outbound: super::outbound::Outbound,
     pub limiter: Limiter,
     pub records: OrgRecords,
     pub config: StepConfig,

@@ -41,6 +41,15 @@ pub struct Limits {
     /// Record writes (create, update, delete) per execution. Default 1,000; one more
     /// ends the execution with `RecordWriteLimitExceeded`, which stops event storms.
     pub record_writes: u64,
+    /// Outgoing HTTP requests per execution. Default 16; 0 refuses every request. One
+    /// more is refused (`connection-limit-reached` to the plug-in), the run goes on.
+    pub http_requests: u64,
+    /// Bytes of HTTP bodies, sent and received together, per execution. Default 4 MiB;
+    /// a request past it is refused (`HTTP-request-body-size`/`HTTP-response-body-size`).
+    pub http_bytes: u64,
+    /// Time for one HTTP request, in milliseconds, within the run's deadline. Default
+    /// 10,000 (`connection-timeout` to the plug-in).
+    pub http_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +63,9 @@ impl Default for Limits {
             trace_log_bytes: 10 * KIB,
             output_bytes: MIB,
             record_writes: 1_000,
+            http_requests: 16,
+            http_bytes: 4 * MIB,
+            http_timeout_ms: 10_000,
         }
     }
 }

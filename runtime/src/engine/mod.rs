@@ -37,6 +37,7 @@ pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
 pub use host::StepConfig;
 pub use inspect::{Complexity, Totals};
 pub use limits::{EngineSettings, Limits};
+pub use outbound::OutboundAccess;
 pub use plugin::{HANDLER_EXPORT, Plugin, PluginInfo};
 pub use trace_log::TraceLog;
 

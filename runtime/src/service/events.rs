@@ -311,6 +311,7 @@ impl Service {
             config,
             limits: self.shared.options.limits.clone(),
             stop: None,
+            outbound: self.outbound_access(org),
         };
         let execution = self.shared.engine.execute(&compiled, request).await;
         execution.outcome.map_err(|error| Error::StepFailed { step: step.name.clone(), error })

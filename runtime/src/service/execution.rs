@@ -434,6 +434,7 @@ impl Service {
                 config,
                 limits: self.shared.options.limits.clone(),
                 stop: Some(stop.clone()),
+                outbound: self.outbound_access(org),
             };
             let execution = self.shared.engine.execute(&compiled, request).await;
             accounting.fuel_used += execution.accounting.fuel_used;

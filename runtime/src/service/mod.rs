@@ -206,6 +206,9 @@ struct Shared {
     last_change: Mutex<u64>,
     /// Jobs that reached a terminal status, as their round commits (for watchers).
     completions: tokio::sync::broadcast::Sender<Completion>,
+    /// Networks beyond the public internet each org's plug-ins may reach over HTTP (the
+    /// operator's allow-lists; most orgs have none).
+    outbound: std::sync::RwLock<HashMap<OrgId, crate::engine::OutboundAccess>>,
 }
 
 /// A job that reached a terminal status, and when its status was committed.
@@ -450,6 +453,7 @@ impl Service {
                 failure: Mutex::new(None),
                 last_change: Mutex::new(last_change),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
+                outbound: Default::default(),
             }),
         };
         writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
@@ -515,6 +519,17 @@ impl Service {
 
     pub fn options(&self) -> &Options {
         &self.shared.options
+    }
+
+    /// Lets the org's plug-ins reach `access`'s networks over HTTP beyond the public
+    /// internet (the operator's allow-list; set from the configuration file at start).
+    pub fn set_outbound_access(&self, org: OrgId, access: crate::engine::OutboundAccess) {
+        self.shared.outbound.write().unwrap_or_else(|e| e.into_inner()).insert(org, access);
+    }
+
+    /// What the org's plug-ins may reach over HTTP beyond the public internet.
+    pub(crate) fn outbound_access(&self, org: OrgId) -> crate::engine::OutboundAccess {
+        self.shared.outbound.read().unwrap_or_else(|e| e.into_inner()).get(&org).cloned().unwrap_or_default()
     }
 
     /// The largest plug-in upload the engine accepts.

@@ -158,14 +158,23 @@ export function outputOf(returned) {
  * any other thrown value is a transient error that keeps its message (never a bare trap).
  */
 export function plugin(execute) {
+  const toWit = (returned) => {
+    const output = outputOf(returned);
+    return { outputParameters: attributesToWit(output.outputParameters), sharedVariables: attributesToWit(output.sharedVariables) };
+  };
+  const fail = (error) => {
+    const [tag, val] = failureOf(error);
+    throw { tag, val };
+  };
   return {
+    // An async function (one that awaits `fetch`) returns a promise: the runtime runs
+    // its event loop until the promise settles.
     execute(witContext) {
       try {
-        const output = outputOf(execute(contextFromWit(witContext)));
-        return { outputParameters: attributesToWit(output.outputParameters), sharedVariables: attributesToWit(output.sharedVariables) };
+        const returned = execute(contextFromWit(witContext));
+        return typeof returned?.then === 'function' ? returned.then(toWit, fail) : toWit(returned);
       } catch (error) {
-        const [tag, val] = failureOf(error);
-        throw { tag, val };
+        fail(error);
       }
     },
     run: execute,

@@ -160,16 +160,34 @@ export function run(plugin, context, { records = [], config = null, secureConfig
     unsecureConfig: () => config,
     secureConfig: () => secureConfig,
   });
-  try {
-    const output = outputOf(execute(ctx));
+  const succeed = (returned) => {
+    const output = outputOf(returned);
     Object.values(output.outputParameters).concat(Object.values(output.sharedVariables)).forEach(check);
     result.output = output;
-  } catch (error) {
+    return result;
+  };
+  const fail = (error) => {
     result.error = failureOf(error);
+    return result;
+  };
+  let returned;
+  try {
+    returned = execute(ctx);
+  } catch (error) {
+    useHost(previous);
+    return fail(error);
+  }
+  // An async plug-in (one that awaits): the result is a promise of the same Result.
+  if (typeof returned?.then === 'function') {
+    return returned.then(succeed, fail).finally(() => useHost(previous));
+  }
+  try {
+    return succeed(returned);
+  } catch (error) {
+    return fail(error);
   } finally {
     useHost(previous);
   }
-  return result;
 }
 
 export { Output };

@@ -119,3 +119,16 @@ test('the packaged WIT is the host\'s', () => {
   const packaged = readFileSync(new URL('../wit/plugin.wit', import.meta.url), 'utf8');
   assert.equal(packaged, readFileSync(new URL('../../../wit/plugin.wit', import.meta.url), 'utf8'), 'copy wit/plugin.wit into the SDK');
 });
+
+test('an async plug-in runs to completion, and its rejection is a transient error', async () => {
+  const waits = plugin(async (ctx) => {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    return new Output({ message: ctx.message });
+  });
+  const result = await run(waits, { message: 'Ping', entity: 'none' });
+  assert.deepEqual(result.output.outputParameters, { message: 'Ping' });
+  const rejects = await run(async () => {
+    throw new Error('the rates service is down');
+  }, { message: 'Ping', entity: 'none' });
+  assert.deepEqual(rejects.error, ['transient', 'Error: the rates service is down']);
+});

@@ -1,5 +1,6 @@
-//! Which callback targets Sluice may contact: http(s) URLs whose every resolved address
-//! is public. Loopback, private, link-local, unspecified, shared, multicast, reserved
+//! Where Sluice may connect on behalf of a tenant (callbacks of background operations,
+//! plug-ins' outgoing HTTP requests): http(s) URLs whose every resolved address is
+//! public, Dataverse's sandbox rules. Loopback, private, link-local, unspecified, shared, multicast, reserved
 //! and documentation ranges are refused (IPv4, IPv6, and IPv4 embedded in IPv6:
 //! mapped, compatible, NAT64, 6to4) unless the operator allow-lists a network. A host
 //! written as an IP literal is refused outright (DNS names only) unless its network is
@@ -14,19 +15,17 @@ use reqwest::Url;
 /// Why a target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("callback URI is not an http or https URL: {0}")]
+    #[error("{0} is not an http or https URL")]
     BadUri(String),
-    #[error("callback host {host} resolves to {address}, a {kind} address")]
+    #[error("host {host} resolves to {address}, a {kind} address")]
     Forbidden { host: String, address: IpAddr, kind: &'static str },
-    #[error(
-        "callback URI {uri} names an IP literal ({address}, a {kind} address); callbacks go to DNS names only"
-    )]
+    #[error("{uri} names an IP literal ({address}, a {kind} address); only DNS names are reached")]
     IpLiteral { uri: String, address: IpAddr, kind: &'static str },
-    #[error("callback host {host} does not resolve: {reason}")]
+    #[error("host {host} does not resolve: {reason}")]
     Unresolved { host: String, reason: String },
 }
 
-/// The allow-list of networks the operator trusts as callback targets.
+/// The allow-list of networks the operator trusts as targets.
 #[derive(Debug, Clone, Default)]
 pub struct TargetPolicy {
     pub allow: Vec<IpNet>,
@@ -96,7 +95,7 @@ impl TargetPolicy {
 
     /// An IP-literal host (in any notation the URL parser reads: dotted, decimal, hex,
     /// octal, short, IPv6) is refused unless the operator allow-listed its network:
-    /// callbacks name DNS names.
+    /// targets are DNS names.
     fn literal(&self, uri: &str, address: IpAddr, port: u16) -> Result<SocketAddr, Refused> {
         let canonical = address.to_canonical();
         if self.allow.iter().any(|net| net.contains(&address) || net.contains(&canonical)) {
@@ -130,7 +129,7 @@ impl TargetPolicy {
     }
 }
 
-/// An http or https URL with a host, as a callback URI must be: written out as
+/// An http or https URL with a host, as a target must be: written out as
 /// `scheme://host…` (no `http:host` or backslash forms the URL standard repairs), with
 /// a non-empty host and no userinfo of any shape (`user@`, `:pw@`, a bare `@`), and no
 /// whitespace or control characters.
