@@ -2,8 +2,9 @@
 //! plug-in size limit and the engine's `complexity` bounds, each loaded once in a fresh
 //! process of its own (the checks, then compilation, single-threaded as the service does
 //! it), so its CPU time and peak memory are its own; prints each and, as the last line,
-//! JSON with the worst of each. The budget is 5 s of CPU and 512 MiB per upload. Linux
-//! only (it reads `/proc`).
+//! JSON with the worst of each. The budget is 30 s of CPU and 512 MiB per upload: the
+//! bounds admit the Python and JavaScript runtimes, whose own builds take 9 to 11 s to
+//! compile (BENCHMARKS.md). Linux only (it reads `/proc`).
 
 use std::time::Instant;
 
@@ -133,7 +134,7 @@ pub fn upload_bomb() -> anyhow::Result<()> {
     let settings = EngineSettings::default();
     println!(
         "each shape loaded once in a process of its own, single-threaded; limit {} per upload; \
-         budget 5 s CPU, 512 MiB",
+         budget 30 s CPU, 512 MiB",
         bytes(settings.max_plugin_bytes)
     );
     let (mut worst_cpu, mut worst_memory) = (0.0f64, 0u64);

@@ -17,13 +17,14 @@ use super::LoadError;
 /// Bounds on what an upload may contain, checked before it is compiled. The `[engine.
 /// complexity]` table of the configuration file; each field's default is in its doc.
 ///
-/// Compiling costs about a second of one core per MiB of code on the machines of
-/// BENCHMARKS.md (`sluice bench upload-bomb`), and uploads compile one per org at a time
-/// on at most half the node's cores. The defaults admit the language runtimes of plain
-/// componentize-py (13,400 functions, 6.3 MiB of code, 9 s to compile) and
-/// componentize-js (12,700 functions, 8.8 MiB, 11 s) builds, so the worst upload costs
-/// about 20 s of one core, paid once: accepted plug-ins are cached compiled. An operator
-/// whose tenants write only Rust can lower them (Rust plug-ins hold well under 1 MiB).
+/// Compiling costs one to two seconds of one core per MiB of code on the machine of
+/// BENCHMARKS.md (`sluice bench upload-bomb`), more for large function bodies, and
+/// uploads compile one per org at a time on at most half the node's cores. The defaults
+/// admit the language runtimes of plain componentize-py (13,400 functions, 6.3 MiB of
+/// code, largest body 417 KiB: 9 s to compile) and componentize-js (12,700 functions,
+/// 8.8 MiB: 11 s) builds; the worst upload within them measured 22 s of one core and
+/// 373 MB, paid once (accepted plug-ins are cached compiled). An operator whose tenants
+/// write only Rust can lower them (Rust plug-ins hold well under 1 MiB of code).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Complexity {
