@@ -18,6 +18,7 @@
 //! [[org]]
 //! name = "contoso"
 //! outbound-allow-networks = ["10.20.0.0/16"]   # its plug-ins' HTTP may reach these too
+//! max-plugin-bytes = 67_108_864    # its plug-ins may be larger than [engine]'s limit
 //! [org.regular]                    # this org's regular-lane quotas
 //! max-threads = 2
 //! max-throughput = 100
@@ -105,6 +106,10 @@ pub struct OrgConfig {
     /// none: public DNS names only.
     #[serde(default)]
     pub outbound_allow_networks: Vec<ipnet::IpNet>,
+    /// The largest plug-in this org may upload, in bytes, over `[engine]
+    /// max-plugin-bytes` (larger or smaller). Default: the engine's.
+    #[serde(default)]
+    pub max_plugin_bytes: Option<u64>,
 }
 
 impl ServeConfig {

@@ -402,6 +402,27 @@ async fn bad_input_answers_4xx_with_stable_codes() {
     assert_eq!(server.get("/jobs", token).await.json, json!([]));
 }
 
+/// A tenant reads its records as its plug-ins left them; another tenant's are not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_read_by_their_own_tenant_only() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let (tenant, other) = (server.tenant("contoso").await, server.tenant("fabrikam").await);
+    let o = objects(&server, &tenant).await;
+    server.wait_for(&format!("/jobs/{}", o.job), &tenant.token, terminal).await;
+    let all = server.get("/records/account?top=10", &tenant.token).await;
+    assert_eq!(all.status, 200, "{all:?}");
+    let record = &all.json[0];
+    assert_eq!(record["attributes"]["name"], "Contoso", "{all:?}");
+    let id = record["id"].as_str().unwrap();
+    let one = server.get(&format!("/records/account/{id}"), &tenant.token).await;
+    assert_eq!(one.json["attributes"]["accountnumber"], "ACC-000001", "{one:?}");
+    let theirs = server.get(&format!("/records/account/{id}"), &other.token).await;
+    assert_eq!((theirs.status, theirs.code()), (404, "record-not-found"), "{theirs:?}");
+    assert_eq!(server.get("/records/account", &other.token).await.json, json!([]));
+    let bad = server.get("/records/account?top=x", &tenant.token).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid-query"), "{bad:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_exactly_the_routes() {
     let server = TestServer::start(CallbackSettings::default()).await;
@@ -434,6 +455,8 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         "GET /orgs/{org}/tokens",
         "GET /plugins",
         "GET /quotas",
+        "GET /records/{entity}",
+        "GET /records/{entity}/{id}",
         "GET /steps",
         "GET /steps/{id}",
         "GET /workflows",

@@ -169,3 +169,35 @@ fn run_explains_a_bad_context_file() {
         assert!(stderr.contains(expected), "expected '{expected}' in {stderr}");
     }
 }
+
+/// Without a records file, the record a context is about exists as the write made it (so
+/// a plug-in's update of it works, as on a server); `--repeat` reports the time per
+/// execution; the plug-in's load time is in microseconds.
+#[test]
+fn run_creates_the_contexts_record_and_repeats_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("context.json");
+    std::fs::write(
+        &input,
+        r#"{"message": "Create", "entity": "account", "record_id": "a-new",
+            "post_image": {"logical_name": "account", "id": "a-new", "attributes": {"name": "Fabrikam"}}}"#,
+    )
+    .unwrap();
+    let args = [
+        "plugin",
+        "run",
+        samples::ACCOUNT_NUMBER,
+        "--input",
+        input.to_str().unwrap(),
+        "--repeat",
+        "5",
+        "--json",
+    ];
+    let out = sluice(&args, &dir.path().join("cache"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"]["output"]["output_parameters"]["accountnumber"], "ACC-000001", "{report}");
+    assert_eq!(report["repeated"]["runs"], 5, "{report}");
+    assert!(report["repeated"]["median_us"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["plugin"]["load_time_us"].is_u64(), "{report}");
+}

@@ -96,6 +96,17 @@ fn the_cli_session_runs() {
     let out = run_session("cli");
     assert!(out.contains("number accounts"), "{out}");
     assert!(out.contains("async-plugin"), "{out}");
+    // `job wait` shows the finished job with its output and readable times; `records get`
+    // the record the plug-in updated.
+    assert!(
+        out.contains(r#"output                        {"output_parameters":{"accountnumber":"ACC-"#),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("completed_at") && l.ends_with('Z') && l.contains('T')),
+        "{out}"
+    );
+    assert!(out.contains("  accountnumber  \"ACC-"), "{out}");
     assert!(out.contains("status_name                 succeeded"), "{out}");
     assert!(out.contains("callback.delivery.state"), "{out}");
     assert!(out.contains("priority"), "{out}");

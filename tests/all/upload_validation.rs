@@ -129,3 +129,34 @@ fn every_sample_plugin_is_accepted() {
         assert!(plugin.info().exports.iter().any(|e| e == HANDLER_EXPORT));
     }
 }
+
+/// The operator sets an org's plug-in size limit over the engine's, larger or smaller;
+/// other orgs keep the engine's, and an accepted plug-in runs whatever the limit.
+#[test]
+fn an_orgs_plugin_size_limit_overrides_the_engines() {
+    use std::sync::Arc;
+
+    use sluice::service::{Options, Service, SystemClock};
+    use sluice::store::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let small = EngineSettings { max_plugin_bytes: 1024, ..EngineSettings::default() };
+    let engine = Engine::new(small, Some(&dir.path().join("artifacts"))).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("sluice.db")).unwrap());
+    let service = Service::open(store, engine, Arc::new(SystemClock), Options::default()).unwrap();
+    let (larger, tighter, plain) = (
+        service.create_org("larger").unwrap(),
+        service.create_org("tighter").unwrap(),
+        service.create_org("plain").unwrap(),
+    );
+    service.set_plugin_limit(larger, 1 << 20);
+    service.set_plugin_limit(tighter, 100);
+    let echo = std::fs::read(samples::ECHO).unwrap();
+    assert!(service.upload_plugin(larger, "echo", &echo).is_ok(), "raised for its org");
+    for (org, limit) in [(plain, 1024), (tighter, 100)] {
+        let refused = service.upload_plugin(org, "echo", &echo).unwrap_err().to_string();
+        assert!(refused.contains(&format!("over the {limit}-byte limit")), "{refused}");
+        assert!(service.plugins(org).unwrap().is_empty(), "a refused upload stores nothing");
+    }
+    assert_eq!(service.max_plugin_bytes(), 1 << 20, "the API reads bodies up to the largest org limit");
+}

@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod operations;
 mod operator;
+mod records;
 mod views;
 
 use std::sync::Arc;
@@ -129,6 +130,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::run_custom_api))
         .routes(routes!(events::fire_event))
         .routes(routes!(events::fire_batch))
+        .routes(routes!(records::list_records))
+        .routes(routes!(records::get_record))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::job_trace))

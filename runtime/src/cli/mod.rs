@@ -257,9 +257,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Records { command, remote } => {
             client::run_records(command, &remote).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Job { command, remote } => {
-            client::run_job(command, &remote).await.map(|()| ExitCode::SUCCESS)
-        }
+        Command::Job { command, remote } => match client::run_job(command, &remote).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if e.is::<client::JobDidNotSucceed>() => Ok(ExitCode::from(1)),
+            Err(e) => Err(e),
+        },
         Command::Operation { command, remote } => {
             client::run_operation(command, &remote).await.map(|()| ExitCode::SUCCESS)
         }

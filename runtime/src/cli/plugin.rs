@@ -67,10 +67,23 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             // the operation; the Target instead).
             let stage = context.stage;
             let context = context.for_stage(stage);
-            let initial: Vec<Entity> = match &records {
+            let mut initial: Vec<Entity> = match &records {
                 Some(path) => read_json(path)?,
                 None => Vec::new(),
             };
+            // The record the context is about exists as the host's write made it, when
+            // the records file does not give it (an update of it then works as on a server).
+            if let (Some(id), Some(written)) =
+                (&context.record_id, context.post_image.as_ref().or(context.target.as_ref()))
+                && context.message != "Delete"
+                && !initial.iter().any(|e| e.logical_name == context.entity && &e.id == id)
+            {
+                initial.push(Entity {
+                    logical_name: context.entity.clone(),
+                    id: id.clone(),
+                    attributes: written.attributes.clone(),
+                });
+            }
             let fresh_store = || -> anyhow::Result<Arc<MemoryRecords>> {
                 Ok(Arc::new(
                     MemoryRecords::with_records(&context.org_id, initial.clone())

@@ -142,6 +142,9 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         let id = org_named(&service, &org.name)?;
         let access = sluice::engine::OutboundAccess { allow_networks: org.outbound_allow_networks.clone() };
         service.set_outbound_access(id, access);
+        if let Some(bytes) = org.max_plugin_bytes {
+            service.set_plugin_limit(id, bytes);
+        }
         for (lane, quotas) in [(Lane::Priority, org.priority), (Lane::Regular, org.regular)] {
             if let Some(quotas) = quotas {
                 service.set_quotas(id, lane, quotas)?;

@@ -85,10 +85,15 @@ pub struct PluginInfo {
     pub exports: Vec<String>,
     /// Whether the native code came from the artifact cache (no compilation).
     pub from_cache: bool,
-    /// Time spent compiling or loading the compiled artifact.
+    /// Time spent compiling or loading the compiled artifact (`load_time_us` in JSON).
+    #[serde(rename = "load_time_us", serialize_with = "micros")]
     pub load_time: Duration,
     /// Its size in the terms of the engine's complexity limits.
     pub totals: super::inspect::Totals,
+}
+
+fn micros<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_micros() as u64)
 }
 
 /// A validated, compiled plug-in, ready to instantiate. Cheap to clone.
@@ -133,8 +138,14 @@ impl Engine {
     /// ([`inspect`](super::inspect)), and only then compilation. Nothing is written to the
     /// artifact cache unless the plug-in is accepted.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_within(bytes, self.inner.settings.max_plugin_bytes)
+    }
+
+    /// [`Engine::load`] with a size limit of its own (an org's, set by the operator)
+    /// instead of the engine's `max-plugin-bytes`.
+    pub fn load_within(&self, bytes: &[u8], max_bytes: u64) -> Result<Plugin, LoadError> {
         let started = Instant::now();
-        self.check_envelope(bytes)?;
+        self.check_envelope(bytes, max_bytes)?;
         let content_hash = sha256_hex(bytes);
         if let Some(refusal) = self.inner.refused.get(&content_hash) {
             return Err(refusal);
@@ -204,8 +215,7 @@ impl Engine {
     }
 
     /// The checks that need no parsing: size, emptiness, magic number, component layer.
-    fn check_envelope(&self, bytes: &[u8]) -> Result<(), LoadError> {
-        let limit = self.inner.settings.max_plugin_bytes;
+    fn check_envelope(&self, bytes: &[u8], limit: u64) -> Result<(), LoadError> {
         if bytes.len() as u64 > limit {
             return Err(LoadError::TooLarge { size: bytes.len() as u64, limit });
         }

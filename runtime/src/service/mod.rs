@@ -209,6 +209,9 @@ struct Shared {
     /// Networks beyond the public internet each org's plug-ins may reach over HTTP (the
     /// operator's allow-lists; most orgs have none).
     outbound: std::sync::RwLock<HashMap<OrgId, crate::engine::OutboundAccess>>,
+    /// Orgs whose plug-ins may be larger (or must be smaller) than the engine's
+    /// `max-plugin-bytes` (the operator's; set from the configuration file at start).
+    plugin_limits: std::sync::RwLock<HashMap<OrgId, u64>>,
 }
 
 /// A job that reached a terminal status, and when its status was committed.
@@ -454,6 +457,7 @@ impl Service {
                 last_change: Mutex::new(last_change),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
                 outbound: Default::default(),
+                plugin_limits: Default::default(),
             }),
         };
         writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
@@ -532,9 +536,23 @@ impl Service {
         self.shared.outbound.read().unwrap_or_else(|e| e.into_inner()).get(&org).cloned().unwrap_or_default()
     }
 
-    /// The largest plug-in upload the engine accepts.
+    /// The largest plug-in upload any org may send: the engine's limit, or an org's
+    /// larger one (the API reads upload bodies up to this).
     pub fn max_plugin_bytes(&self) -> u64 {
-        self.shared.engine.settings().max_plugin_bytes
+        let limits = self.shared.plugin_limits.read().unwrap_or_else(|e| e.into_inner());
+        limits.values().copied().fold(self.shared.engine.settings().max_plugin_bytes, u64::max)
+    }
+
+    /// Sets the largest plug-in the org may upload (the operator's; `[[org]]
+    /// max-plugin-bytes` in the configuration file), over the engine's default.
+    pub fn set_plugin_limit(&self, org: OrgId, max_bytes: u64) {
+        self.shared.plugin_limits.write().unwrap_or_else(|e| e.into_inner()).insert(org, max_bytes);
+    }
+
+    /// The largest plug-in the org may upload.
+    pub fn plugin_limit(&self, org: OrgId) -> u64 {
+        let limits = self.shared.plugin_limits.read().unwrap_or_else(|e| e.into_inner());
+        limits.get(&org).copied().unwrap_or(self.shared.engine.settings().max_plugin_bytes)
     }
 
     // ---- the operator ----
@@ -569,7 +587,7 @@ impl Service {
 
     /// Validates and stores a plug-in version (compiled once, cached).
     pub fn upload_plugin(&self, org: OrgId, name: &str, bytes: &[u8]) -> Result<StoredPlugin> {
-        let plugin = self.shared.engine.load(bytes)?;
+        let plugin = self.shared.engine.load_within(bytes, self.plugin_limit(org))?;
         let stored = self.shared.store.save_plugin(org, name, &plugin.info().content_hash, bytes)?;
         self.state().plugins.insert((org, stored.id), plugin);
         Ok(stored)
@@ -652,6 +670,23 @@ impl Service {
 
     /// A job of the org, with its live status: a start not yet committed (group
     /// commit) already shows as InProgress.
+    /// One of the org's records, as the store holds it (all its attributes).
+    pub fn record(&self, org: OrgId, entity: &str, id: &str) -> Result<crate::records::Entity> {
+        Ok(self.shared.store.retrieve(&org.0.to_string(), entity, id, &[])?)
+    }
+
+    /// The org's records of `entity`, in id order, at most `top` (what a plug-in's query
+    /// with no condition would read).
+    pub fn records(&self, org: OrgId, entity: &str, top: u32) -> Result<Vec<crate::records::Entity>> {
+        let filter = crate::records::Filter {
+            entity: entity.to_owned(),
+            columns: Vec::new(),
+            conditions: Vec::new(),
+            top: Some(top),
+        };
+        Ok(self.shared.store.query(&org.0.to_string(), &filter)?)
+    }
+
     pub fn job(&self, org: OrgId, id: JobId) -> Result<JobRow> {
         let mut job = self.shared.store.job(org, id)?.ok_or(Error::NotFound("job"))?;
         self.live_status(std::slice::from_mut(&mut job));

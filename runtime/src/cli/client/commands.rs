@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Map, Value as Json, json};
 
-use super::table::{clean, clean_lines, fields, table};
+use super::table::{cell, clean, clean_lines, fields, table};
 use super::{Client, Remote};
 
 /// `NAME=VALUE` pairs as a JSON object: a value that parses as JSON is taken as such
@@ -60,6 +60,7 @@ const JOB_FIELDS: &[&str] = &[
     "accounting.wall_time_us",
     "accounting.host_time_us",
     "accounting.peak_memory_bytes",
+    "output",
 ];
 const OPERATION_FIELDS: &[&str] = &[
     "id",
@@ -172,7 +173,7 @@ pub async fn run_quotas(command: QuotasCommand, remote: &Remote) -> anyhow::Resu
         QuotasCommand::Set { org, lane, quotas } => {
             let body = parameters(&quotas)?;
             let lane = client.call(Method::PUT, &format!("/orgs/{org}/quotas/{lane}"), Some(&body)).await?;
-            client.print(&json!([lane]), lanes_table);
+            client.print(&lane, |l| lanes_table(&json!([l])));
         }
     }
     Ok(())
@@ -263,7 +264,7 @@ pub async fn run_step(command: StepCommand, remote: &Remote) -> anyhow::Result<(
                 "mode": mode, "rank": rank, "filtering_attributes": filter, "unsecure_config": config,
                 "secure_config": secure_config, "auto_delete": auto_delete});
             let step = client.post("/steps", &body).await?;
-            client.print(&json!([step]), |s| table(s, DEFINITION_COLUMNS));
+            client.print(&step, |s| table(&json!([s]), DEFINITION_COLUMNS));
         }
         StepCommand::List => client.print(&client.get("/steps").await?, |s| table(s, DEFINITION_COLUMNS)),
         StepCommand::Show { id } => {
@@ -439,8 +440,8 @@ pub async fn run_api(command: ApiCommand, remote: &Remote) -> anyhow::Result<()>
                 .collect();
             let body =
                 json!({"name": name, "plugin": plugin, "parameters": declared?, "unsecure_config": config});
-            client
-                .print(&json!([client.post("/custom-apis", &body).await?]), |a| table(a, DEFINITION_COLUMNS));
+            let api = client.post("/custom-apis", &body).await?;
+            client.print(&api, |a| table(&json!([a]), DEFINITION_COLUMNS));
         }
         ApiCommand::Run { name, parameters: pairs } => {
             let output = client
@@ -504,11 +505,45 @@ pub enum RecordsCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// Show one record, all its attributes (values in their JSON form).
+    Get { entity: String, id: String },
+    /// List the first records of an entity, in id order.
+    List {
+        entity: String,
+        #[arg(long, default_value_t = 50)]
+        top: u32,
+    },
+}
+
+/// A record's entity or id as one segment of a path.
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A record's attributes, one `name  value` line each (values in their JSON form).
+fn record_lines(record: &Json) -> String {
+    let mut out = format!("{} {}\n", cell(&record["logical_name"]), cell(&record["id"]));
+    for (name, value) in record["attributes"].as_object().into_iter().flatten() {
+        out.push_str(&format!("  {}  {}\n", clean(name), clean(&value.to_string())));
+    }
+    out
 }
 
 pub async fn run_records(command: RecordsCommand, remote: &Remote) -> anyhow::Result<()> {
     let client = Client::new(remote)?;
-    let RecordsCommand::Import { file, entity, batch } = command;
+    let (file, entity, batch) = match command {
+        RecordsCommand::Import { file, entity, batch } => (file, entity, batch),
+        RecordsCommand::Get { entity, id } => {
+            let record = client.get(&format!("/records/{}/{}", encode(&entity), encode(&id))).await?;
+            client.print(&record, record_lines);
+            return Ok(());
+        }
+        RecordsCommand::List { entity, top } => {
+            let records = client.get(&format!("/records/{}?top={top}", encode(&entity))).await?;
+            client.print(&records, |all| all.as_array().into_iter().flatten().map(record_lines).collect());
+            return Ok(());
+        }
+    };
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let records: Vec<Json> = match serde_json::from_str::<Json>(&text) {
         Ok(Json::Array(records)) => records,
@@ -565,6 +600,14 @@ pub enum JobCommand {
     Show {
         id: u64,
     },
+    /// Wait until the job ends (succeeded, failed or canceled) and show it; exits 1 if
+    /// it did not succeed.
+    Wait {
+        id: u64,
+        /// Give up after this many seconds (exit 2).
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
     /// The plug-in trace log and accounting.
     Trace {
         id: u64,
@@ -580,6 +623,11 @@ pub enum JobCommand {
     },
 }
 
+/// `job wait` saw the job end otherwise than succeeded (exit code 1, not 2).
+#[derive(Debug, thiserror::Error)]
+#[error("job {0} did not succeed")]
+pub struct JobDidNotSucceed(pub u64);
+
 pub async fn run_job(command: JobCommand, remote: &Remote) -> anyhow::Result<()> {
     let client = Client::new(remote)?;
     let one = |j: &Json| fields(j, JOB_FIELDS);
@@ -594,6 +642,25 @@ pub async fn run_job(command: JobCommand, remote: &Remote) -> anyhow::Result<()>
                 .print(&client.get(&format!("/jobs?{}", query.join("&"))).await?, |j| table(j, JOB_COLUMNS));
         }
         JobCommand::Show { id } => client.print(&client.get(&format!("/jobs/{id}")).await?, one),
+        JobCommand::Wait { id, timeout_s } => {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+            let job = loop {
+                let job = client.get(&format!("/jobs/{id}")).await?;
+                if job["status"].as_u64().is_some_and(|s| s >= 30) {
+                    break job;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < until,
+                    "job {id} did not end within {timeout_s} s (status {})",
+                    cell(&job["status_name"])
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            client.print(&job, one);
+            if job["status_name"] != "succeeded" {
+                return Err(JobDidNotSucceed(id).into());
+            }
+        }
         JobCommand::Trace { id } => {
             let trace = client.get(&format!("/jobs/{id}/trace")).await?;
             client.print(&trace, |t| {

@@ -14,9 +14,9 @@ use reqwest::Method;
 use serde_json::Value as Json;
 
 pub use commands::{
-    ApiCommand, EventCommand, JobCommand, OperationCommand, OrgCommand, QuotasCommand, RecordsCommand,
-    StepCommand, WorkflowCommand, run_api, run_event, run_job, run_operation, run_org, run_plugin_remote,
-    run_quotas, run_records, run_step, run_workflow,
+    ApiCommand, EventCommand, JobCommand, JobDidNotSucceed, OperationCommand, OrgCommand, QuotasCommand,
+    RecordsCommand, StepCommand, WorkflowCommand, run_api, run_event, run_job, run_operation, run_org,
+    run_plugin_remote, run_quotas, run_records, run_step, run_workflow,
 };
 
 /// Where the server is and how to print; every client command takes these.

@@ -34,10 +34,24 @@ pub fn table(rows: &Json, columns: &[&str]) -> String {
     out
 }
 
-/// One object as `key: value` lines, for the given fields.
+/// One object as `key: value` lines, for the given fields. Times (`…_at`,
+/// `postpone_until`: epoch milliseconds on the wire) are shown in RFC 3339, UTC; objects
+/// (an output) as compact JSON.
 pub fn fields(object: &Json, names: &[&str]) -> String {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
-    names.iter().map(|name| format!("{name:<width$}  {}\n", cell(&field(object, name)))).collect()
+    let shown = |name: &str, value: Json| match value.as_i64() {
+        Some(ms) if name.ends_with("_at") || name.ends_with("_until") => moment(ms),
+        _ => cell(&value),
+    };
+    names.iter().map(|name| format!("{name:<width$}  {}\n", shown(name, field(object, name)))).collect()
+}
+
+/// Epoch milliseconds as an RFC 3339 UTC time (the number itself if out of range).
+fn moment(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 fn field(object: &Json, path: &str) -> Json {
@@ -47,6 +61,15 @@ fn field(object: &Json, path: &str) -> Json {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn times_read_as_utc_and_outputs_as_json() {
+        let job = json!({"created_at": 1_795_000_000_123_i64, "output": {"a": 1}, "postpone_until": null});
+        let text = super::fields(&job, &["created_at", "output", "postpone_until"]);
+        assert!(text.contains("2026-11-18T") && text.contains(".123Z"), "{text}");
+        assert!(text.contains(r#"{"a":1}"#), "{text}");
+        assert!(text.contains("postpone_until  -"), "{text}");
+    }
 
     #[test]
     fn cells_escape_control_characters_from_the_server() {
