@@ -110,8 +110,8 @@ async fn credit_validator_refuses_with_a_business_error_in_every_language() {
     }
 }
 
-/// Through a real server: a sync validator's business message reaches the caller, and an
-/// async step's job runs and records its output.
+/// Through a real server: a sync validator's business message reaches the caller, an
+/// async one's is its failed job's, and an async step's job runs and records its output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_plugins_run_through_a_server() {
     let server = TestServer::start(CallbackSettings::default()).await;
@@ -131,6 +131,24 @@ async fn python_and_javascript_plugins_run_through_a_server() {
         assert_eq!((refused.status, refused.code()), (422, "step-failed"), "{language}: {refused:?}");
         let message = refused.json["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("Credit limit cannot be negative (got -5.00)."), "{language}: {refused:?}");
+
+        // The same validator as an async step on contacts: its exception's message is the
+        // failed job's.
+        let step = json!({"name": "validate contacts", "plugin": validator, "message": "Create", "entity": "contact"});
+        assert_eq!(server.post("/steps", token, step).await.status, 201, "{language}");
+        let contact = json!({"message": "Create", "entity": "contact", "attributes": {"name": "Risky", "creditlimit": {"money": "-7"}}});
+        let contact = server.post("/events", token, contact).await;
+        let job = format!("/jobs/{}", contact.json["jobs"][0]);
+        let failed = server.wait_for(&job, token, |j| j["status"].as_u64().is_some_and(|s| s >= 30)).await;
+        assert_eq!(failed["status_name"], "failed", "{language}: {failed}");
+        assert_eq!(failed["error_code"], "business-error", "{language}: {failed}");
+        assert!(
+            failed["error_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Credit limit cannot be negative (got -7.00)."),
+            "{language}: {failed}"
+        );
 
         let created = json!({"message": "Create", "entity": "account", "attributes": {"name": "Contoso"}});
         let created = server.post("/events", token, created).await;
