@@ -539,3 +539,47 @@ async fn a_node_whose_store_refuses_commits_reports_itself_unhealthy() {
     let reason = health.to_string();
     assert!(reason.contains("the store refused a commit"), "{health}");
 }
+
+/// Dependency tokens through the API: an org's jobs that name the same token run one at a
+/// time in order; another org's jobs naming the same string are not in that chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependency_tokens_chain_an_orgs_jobs_and_never_another_orgs() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let (a, b) = (server.tenant("contoso").await, server.tenant("fabrikam").await);
+    for tenant in [&a, &b] {
+        let burn = server.upload(tenant, samples::CPU_BURN, "burn").await;
+        let step = json!({"name": "burn", "plugin": burn, "message": "Create", "entity": "task"});
+        assert_eq!(server.post("/steps", &tenant.token, step).await.status, 201);
+    }
+    let fire = |tenant: &Tenant, rounds: u32, token: Option<&str>| {
+        let event = json!({"message": "Create", "entity": "task", "dependency_token": token,
+                           "attributes": {"limit": 1_000_000, "rounds": rounds}});
+        let token = tenant.token.clone();
+        let server = &server;
+        async move {
+            let reply = server.post("/events", &token, event).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            format!("/jobs/{}", reply.json["jobs"][0])
+        }
+    };
+    let long = fire(&a, 100, Some("nightly")).await;
+    let next = fire(&a, 1, Some("nightly")).await;
+    let free = fire(&a, 1, None).await;
+    let other = fire(&b, 1, Some("nightly")).await;
+    let done = |job: &Json| job["status"].as_u64().is_some_and(|s| s >= 30);
+    let long = server.wait_for(&long, &a.token, done).await;
+    let next = server.wait_for(&next, &a.token, done).await;
+    let free = server.wait_for(&free, &a.token, done).await;
+    let other = server.wait_for(&other, &b.token, done).await;
+    for job in [&long, &next, &free, &other] {
+        assert_eq!(job["status_name"], "succeeded", "{job}");
+    }
+    let at = |job: &Json, field: &str| job[field].as_i64().unwrap();
+    assert!(at(&next, "started_at") >= at(&long, "completed_at"), "the chain waits: {long} {next}");
+    assert!(at(&free, "started_at") < at(&long, "completed_at"), "a job without the token does not: {free}");
+    assert!(at(&other, "started_at") < at(&long, "completed_at"), "another org's chain is its own: {other}");
+
+    let too_long = json!({"message": "Create", "entity": "task", "dependency_token": "t".repeat(300)});
+    let refused = server.post("/events", &a.token, too_long).await;
+    assert_eq!((refused.status, refused.code()), (422, "too-large"), "{refused:?}");
+}

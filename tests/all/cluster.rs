@@ -58,6 +58,7 @@ async fn create(service: &Service, org: OrgId, entity: &str, id: &str) -> Vec<Jo
         entity: entity.into(),
         record_id: Some(id.into()),
         attributes: attrs(&[("name", Value::from(id))]),
+        dependency_token: None,
     };
     service.fire(org, event).await.unwrap().jobs
 }

@@ -31,6 +31,7 @@ fn create(entity: &str, id: &str) -> Event {
         entity: entity.into(),
         record_id: Some(id.into()),
         attributes: attrs(&[("name", Value::from(id))]),
+        dependency_token: None,
     }
 }
 
@@ -159,6 +160,7 @@ async fn an_early_sync_step_sees_the_target_being_written() {
         entity: "account".into(),
         record_id: Some("a1".into()),
         attributes: attrs(&[("name", Value::from("Contoso")), ("creditlimit", Value::Integer(100))]),
+        dependency_token: None,
     };
     let outcome = service.fire(org, valid).await.expect("a valid account passes the pre-validation step");
     assert_eq!(outcome.sync_outputs[0].1.output_parameters["valid"], Value::Boolean(true));
@@ -168,6 +170,7 @@ async fn an_early_sync_step_sees_the_target_being_written() {
         entity: "account".into(),
         record_id: Some("a2".into()),
         attributes: attrs(&[("name", Value::from("Fabrikam")), ("creditlimit", Value::Integer(-5))]),
+        dependency_token: None,
     };
     let refused = service.fire(org, invalid).await.unwrap_err();
     assert!(refused.to_string().contains("Credit limit cannot be negative"), "{refused}");

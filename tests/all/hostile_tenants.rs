@@ -52,6 +52,7 @@ impl Harness {
                 entity: entity.into(),
                 record_id: Some(format!("{prefix}-{i}")),
                 attributes: attrs(&[("name", Value::String(format!("{prefix} {i}")))]),
+                dependency_token: None,
             })
             .collect();
         let outcomes = self.service.fire_batch(org, events).await.unwrap();
@@ -217,6 +218,7 @@ async fn a_query_storm_pays_for_what_it_reads() {
                 entity: "task".into(),
                 record_id: Some(format!("t-{i:06}")),
                 attributes: attrs(&[("subject", Value::from("busy"))]),
+                dependency_token: None,
             })
             .collect();
         h.service.fire_batch(h.attacker, events).await.unwrap();
@@ -293,6 +295,7 @@ async fn a_sync_flood_is_bounded_per_org_and_cannot_fill_the_pool_the_jobs_need(
                 entity: "lead".into(),
                 record_id: Some(format!("lead-{i}")),
                 attributes: Default::default(),
+                dependency_token: None,
             };
             service.fire(attacker, event).await
         })

@@ -77,6 +77,7 @@ impl Harness {
             entity: entity.into(),
             record_id: Some(id.into()),
             attributes: attrs(&[("name", Value::from(id))]),
+            dependency_token: None,
         };
         self.service.fire(org, event).await.unwrap().jobs
     }
@@ -158,6 +159,7 @@ async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(backe
                 entity: "contact".into(),
                 record_id: Some("c1".into()),
                 attributes: attrs(&[("touches", Value::Integer(0))]),
+                dependency_token: None,
             },
         )
         .await
@@ -287,6 +289,7 @@ async fn a_failing_sync_step_rolls_the_event_back_and_returns_its_error() {
         entity: "account".into(),
         record_id: Some("a1".into()),
         attributes: attrs(&[("name", "Risky".into()), ("creditlimit", Value::Money("-1".parse().unwrap()))]),
+        dependency_token: None,
     };
     let error = h.service.fire(org, bad).await.unwrap_err().to_string();
     assert!(error.contains("Credit limit cannot be negative"), "{error}");
@@ -297,6 +300,7 @@ async fn a_failing_sync_step_rolls_the_event_back_and_returns_its_error() {
         entity: "account".into(),
         record_id: Some("a2".into()),
         attributes: attrs(&[("name", "Solid".into())]),
+        dependency_token: None,
     };
     let outcome = h.service.fire(org, good).await.unwrap();
     assert_eq!(outcome.sync_outputs[0].1.output_parameters["valid"], Value::Boolean(true));
@@ -362,6 +366,7 @@ async fn a_backlog_past_the_payload_cache_runs_every_job_once() {
                 entity: "account".into(),
                 record_id: Some(format!("a{}", chunk * 1_000 + n)),
                 attributes: attrs(&[]),
+                dependency_token: None,
             })
             .collect();
         h.service.fire_batch(org, events).await.unwrap();
@@ -426,6 +431,7 @@ async fn retention_drops_traces_after_a_day_succeeded_jobs_after_30_days_failed_
         entity: "account".into(),
         record_id: Some("a1".into()),
         attributes: attrs(&[]),
+        dependency_token: None,
     };
     let failed = h.service.fire(org, nameless).await.unwrap().jobs[0];
     h.service.run_until_idle().await.unwrap();
@@ -455,7 +461,7 @@ async fn a_background_operation_is_kept_for_its_90_day_ttl_whatever_its_status()
     let parameter = ApiParameter { name: "Text".into(), kind: "string".into(), optional: false };
     h.service.register_custom_api(org, "Echo", echo, vec![parameter], None, None).unwrap();
     let parameters = attrs(&[("Text", Value::from("hi"))]);
-    let operation = h.service.start_background_operation(org, "Echo", parameters, None).await.unwrap();
+    let operation = h.service.start_background_operation(org, "Echo", parameters, None, None).await.unwrap();
     h.service.run_until_idle().await.unwrap();
     let (job, row) = h.service.operation(org, operation).unwrap();
     assert_eq!(job.status, Status::Succeeded);
@@ -538,6 +544,7 @@ async fn a_backlog_past_memory_is_read_ahead_before_its_starts_need_it() {
                 entity: "account".into(),
                 record_id: Some(format!("a{batch}-{i}")),
                 attributes: attrs(&[]),
+                dependency_token: None,
             })
             .collect();
         h.service.fire_batch(org, events).await.unwrap();

@@ -37,7 +37,13 @@ pub async fn start(
     }
     let id = state
         .service
-        .start_background_operation(org, &r.request.name, r.request.parameters, r.callback_uri)
+        .start_background_operation(
+            org,
+            &r.request.name,
+            r.request.parameters,
+            r.callback_uri,
+            r.dependency_token,
+        )
         .await?;
     let location = location(&state, id);
     let body = AcceptedView { id: id.0.to_string(), location: location.clone() };

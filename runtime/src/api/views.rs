@@ -436,6 +436,10 @@ pub struct ApiRequest {
 pub struct BackgroundRequest {
     pub request: ApiRequest,
     pub callback_uri: Option<String>,
+    /// Runs after every earlier job of the org that named the same token has ended
+    /// (chains are per org).
+    #[serde(default)]
+    pub dependency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -162,6 +162,7 @@ fn create(entity: &str, n: u64) -> Event {
         entity: entity.into(),
         record_id: Some(format!("{entity}-{n}")),
         attributes: Attributes::new(),
+        dependency_token: None,
     }
 }
 

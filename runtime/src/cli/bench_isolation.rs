@@ -59,6 +59,7 @@ fn creates(entity: &str, from: u64, n: u64) -> Vec<Event> {
             entity: entity.into(),
             record_id: Some(format!("{entity}-{i}")),
             attributes: Attributes::from([("subject".to_owned(), Value::String(format!("row {i}")))]),
+            dependency_token: None,
         })
         .collect()
 }

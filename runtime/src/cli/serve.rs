@@ -207,7 +207,13 @@ fn step(org: OrgId, name: &str, plugin: u64, trigger: Trigger, config: Option<&s
 
 fn create(entity: &str, id: String, attributes: &[(&str, Value)]) -> Event {
     let attributes: Attributes = attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    Event { message: "Create".into(), entity: entity.into(), record_id: Some(id), attributes }
+    Event {
+        message: "Create".into(),
+        entity: entity.into(),
+        record_id: Some(id),
+        attributes,
+        dependency_token: None,
+    }
 }
 
 /// The demo tenants and their load: watch the runaway being contained.

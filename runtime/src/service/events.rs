@@ -31,6 +31,11 @@ pub struct Event {
     /// The attributes to create or set.
     #[serde(default)]
     pub attributes: Attributes,
+    /// Jobs this event creates run one at a time, in submission order, with every other
+    /// job of the org that names the same token (Dataverse's dependency token). Chains
+    /// are per org: two orgs using the same string share nothing.
+    #[serde(default)]
+    pub dependency_token: Option<String>,
 }
 
 /// What an event did.
@@ -129,8 +134,13 @@ impl Service {
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             let start = overlay.changes_len();
+            let token = event.dependency_token.clone();
+            if let Some(token) = &token {
+                crate::limits::name("a dependency token", token)
+                    .map_err(crate::records::RecordError::from)?;
+            }
             let (outcome, core, pre_image) = self.prepare(org, event, &overlay).await?;
-            prepared.push((outcome, start, core, pre_image, overlay.changes_len()));
+            prepared.push((outcome, start, core, pre_image, overlay.changes_len(), token));
         }
         let changes = overlay.changes();
         let _turn = self.commit_turn(org).await?;
@@ -138,7 +148,7 @@ impl Service {
         let mut ranges = Vec::with_capacity(prepared.len());
         {
             let mut state = self.state();
-            for (outcome, start, core, pre_image, end) in &mut prepared {
+            for (outcome, start, core, pre_image, end, token) in &mut prepared {
                 let mut triggers: Vec<Trigger> = changes[*start..*end]
                     .iter()
                     .enumerate()
@@ -147,8 +157,11 @@ impl Service {
                 if let Some(trigger) = triggers.get_mut(*core - *start) {
                     trigger.pre_image = pre_image.take();
                 }
-                let jobs =
+                let mut jobs =
                     self.plan_jobs(&mut state, org, &triggers, &outcome.correlation_id, overlay.as_ref());
+                for job in &mut jobs {
+                    job.dependency_token = token.clone();
+                }
                 ranges.push(planned.len()..planned.len() + jobs.len());
                 planned.extend(jobs);
             }

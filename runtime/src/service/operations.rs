@@ -182,7 +182,11 @@ impl Service {
         name: &str,
         parameters: Attributes,
         callback_uri: Option<String>,
+        dependency_token: Option<String>,
     ) -> Result<JobId> {
+        if let Some(token) = &dependency_token {
+            crate::limits::name("a dependency token", token).map_err(crate::records::RecordError::from)?;
+        }
         let api = self.custom_api(org, name)?;
         let context = self.api_context(org, &api, parameters, Mode::Asynchronous)?;
         let now = self.now();
@@ -197,7 +201,7 @@ impl Service {
             depth: 1,
             record: None,
             payload: serde_json::to_string(&context).expect("a context serialises"),
-            dependency_token: None,
+            dependency_token,
             created_at: now,
             status: Status::WaitingForResources,
             error: None,

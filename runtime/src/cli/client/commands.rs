@@ -482,13 +482,17 @@ pub enum EventCommand {
         /// An attribute NAME=VALUE. Repeat.
         #[arg(long = "set")]
         attributes: Vec<String>,
+        /// Its jobs run one at a time, in order, with the org's other jobs naming it.
+        #[arg(long)]
+        dependency_token: Option<String>,
     },
 }
 
 pub async fn run_event(command: EventCommand, remote: &Remote) -> anyhow::Result<()> {
     let client = Client::new(remote)?;
-    let EventCommand::Fire { message, entity, record, attributes } = command;
-    let body = json!({"message": message, "entity": entity, "record_id": record, "attributes": parameters(&attributes)?});
+    let EventCommand::Fire { message, entity, record, attributes, dependency_token } = command;
+    let body = json!({"message": message, "entity": entity, "record_id": record,
+        "attributes": parameters(&attributes)?, "dependency_token": dependency_token});
     let outcome = client.post("/events", &body).await?;
     client.print(&outcome, |o| fields(o, &["record_id", "correlation_id", "jobs"]));
     Ok(())
@@ -708,6 +712,9 @@ pub enum OperationCommand {
         /// Wait for it to end (with a spinner) and print the result.
         #[arg(long)]
         wait: bool,
+        /// It runs after the org's earlier jobs naming the same token have ended.
+        #[arg(long)]
+        dependency_token: Option<String>,
     },
     Show {
         id: String,
@@ -747,8 +754,15 @@ pub async fn run_operation(command: OperationCommand, remote: &Remote) -> anyhow
     let client = Client::new(remote)?;
     let one = |o: &Json| fields(o, OPERATION_FIELDS);
     match command {
-        OperationCommand::Start { name, parameters: pairs, callback, wait: wait_for_it } => {
-            let body = json!({"request": {"name": name, "parameters": parameters(&pairs)?}, "callback_uri": callback});
+        OperationCommand::Start {
+            name,
+            parameters: pairs,
+            callback,
+            wait: wait_for_it,
+            dependency_token,
+        } => {
+            let body = json!({"request": {"name": name, "parameters": parameters(&pairs)?}, "callback_uri": callback,
+                "dependency_token": dependency_token});
             let accepted = client.post("/background-operations", &body).await?;
             if wait_for_it {
                 let id = accepted["id"].as_str().unwrap_or_default().to_owned();
