@@ -161,3 +161,22 @@ async fn python_and_javascript_plugins_run_through_a_server() {
         assert!(trace.json.to_string().contains("becomes ACC-000001"), "{language}: {trace:?}");
     }
 }
+
+/// What a hostile plug-in's standard library would try: the host's files, its root
+/// folder, its environment, a socket, a name lookup. The WASI interfaces are linked, so a
+/// plain build loads, but each reaches nothing.
+#[tokio::test]
+async fn a_python_standard_library_reaches_no_file_socket_or_environment() {
+    let run =
+        run(samples::PY_SANDBOX_PROBE, ExecutionContext::new("Probe", "none"), &store(vec![]), None).await;
+    let output = run.outcome.expect("the probe reports what it tried").output_parameters;
+    let said = |key: &str| match &output[key] {
+        Value::String(text) => text.clone(),
+        other => panic!("{key}: {other:?}"),
+    };
+    for attempt in ["file", "listing", "socket", "tcp", "lookup"] {
+        assert!(said(attempt).starts_with("refused:"), "{attempt}: {}", said(attempt));
+    }
+    assert_eq!(said("tcp"), "refused: PermissionError", "sockets refuse every use");
+    assert_eq!(said("environment"), "allowed: {}", "the environment is empty");
+}
