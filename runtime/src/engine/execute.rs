@@ -147,7 +147,6 @@ impl Engine {
         let stderr = MemoryOutputPipe::new(trace_limit);
         let deadline = started + limits.deadline();
         let outbound = Outbound::new(&request.outbound, &limits, deadline);
-        let (http_spent, http_notes) = (outbound.spent_ns.clone(), outbound.notes.clone());
         let state = ExecutionState {
             wasi: sandboxed_wasi(&stdout, &stderr),
             table: ResourceTable::new(),
@@ -200,10 +199,13 @@ impl Engine {
 
         let state = store.into_data();
         let mut trace = state.trace;
-        for note in http_notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            trace.push(note);
+        let mut host_time = state.host_time;
+        if let Some(usage) = state.outbound.usage() {
+            for note in usage.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                trace.push(note);
+            }
+            host_time += Duration::from_nanos(usage.spent_ns.load(Ordering::Relaxed));
         }
-        let host_time = state.host_time + Duration::from_nanos(http_spent.load(Ordering::Relaxed));
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             for line in String::from_utf8_lossy(&pipe.contents()).lines() {
                 trace.push(&format!("[{stream}] {line}"));

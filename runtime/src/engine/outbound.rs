@@ -37,14 +37,22 @@ pub struct OutboundAccess {
 pub(crate) struct Outbound {
     policy: TargetPolicy,
     requests_left: u64,
-    /// Body bytes (sent and received) the execution may still move.
-    bytes_left: Arc<AtomicU64>,
+    bytes: u64,
     timeout: Duration,
     deadline: Instant,
+    /// Made at the first request: most executions make none, and this is the per-job path.
+    usage: Option<Arc<Usage>>,
+}
+
+/// What an execution's requests used, shared with the requests in flight.
+#[derive(Default)]
+pub(crate) struct Usage {
+    /// Body bytes (sent and received) the execution may still move.
+    bytes_left: AtomicU64,
     /// Time spent in requests, for the run's host time.
-    pub spent_ns: Arc<AtomicU64>,
+    pub spent_ns: AtomicU64,
     /// What happened to each refused or failed request, for the trace log.
-    pub notes: Arc<Mutex<Vec<String>>>,
+    pub notes: Mutex<Vec<String>>,
 }
 
 impl Outbound {
@@ -52,12 +60,16 @@ impl Outbound {
         Outbound {
             policy: TargetPolicy { allow: access.allow_networks.clone() },
             requests_left: limits.http_requests,
-            bytes_left: Arc::new(AtomicU64::new(limits.http_bytes)),
+            bytes: limits.http_bytes,
             timeout: Duration::from_millis(limits.http_timeout_ms),
             deadline,
-            spent_ns: Arc::default(),
-            notes: Arc::default(),
+            usage: None,
         }
+    }
+
+    /// What the execution's requests used, if it made any.
+    pub fn usage(&self) -> Option<&Arc<Usage>> {
+        self.usage.as_ref()
     }
 }
 
@@ -79,20 +91,26 @@ impl WasiHttpHooks for Outbound {
         _done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         let target = format!("{} {}", request.method(), request.uri());
-        let notes = self.notes.clone();
-        let note = move |text: String| notes.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+        let bytes = self.bytes;
+        let usage = self
+            .usage
+            .get_or_insert_with(|| Arc::new(Usage { bytes_left: AtomicU64::new(bytes), ..Usage::default() }))
+            .clone();
+        let note = {
+            let usage = usage.clone();
+            move |text: String| usage.notes.lock().unwrap_or_else(|e| e.into_inner()).push(text)
+        };
         if self.requests_left == 0 {
             note(format!("http: {target}: refused: past the limit of requests per execution"));
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         }
         self.requests_left -= 1;
-        let (policy, bytes_left, spent) =
-            (self.policy.clone(), self.bytes_left.clone(), self.spent_ns.clone());
+        let policy = self.policy.clone();
         let timeout = self.timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         Box::new(async move {
             let started = Instant::now();
-            let sent = send(request, &policy, &bytes_left, timeout).await;
-            spent.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let sent = send(request, &policy, &usage.bytes_left, timeout).await;
+            usage.spent_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             sent.map(|response| {
                 let done: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
                 (response, done)
