@@ -4,6 +4,7 @@
 //! ```toml
 //! slots = 16                       # executions at once, per lane
 //! kept-payloads = 65_536           # waiting jobs' payloads kept in memory (~0.5 KB each)
+//! fairness = "cost"                # turns between orgs charged by cost, or "job-count"
 //! database = "postgres://sluice@db.internal/sluice"   # several nodes; default: SQLite
 //! [cluster]
 //! lease-ttl-seconds = 30           # a dead node's orgs are taken over within this
@@ -41,6 +42,10 @@ pub struct ServeConfig {
     /// 0.5 KB each); past them, jobs are read back from the store ahead of need.
     /// Default 65,536.
     pub kept_payloads: usize,
+    /// How turns between orgs (and between an org's definitions) are counted on a lane:
+    /// `cost` (fuel, with host-call time folded in; the default) or `job-count` (one
+    /// turn per job, to measure against).
+    pub fairness: crate::service::Fairness,
     /// Quotas of every org and lane not set below (see [`Quotas`] for each default).
     pub default_quotas: Quotas,
     /// The sandbox: stack, plug-in size, pool size, and the default execution limits.
@@ -81,6 +86,7 @@ impl Default for ServeConfig {
             slots: 16,
             sync_per_org: 8,
             kept_payloads: 65_536,
+            fairness: crate::service::Fairness::Cost,
             default_quotas: Quotas::default(),
             engine: EngineSettings::default(),
             retention: crate::service::Retention::default(),

@@ -58,6 +58,22 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1)]
         runs: u32,
     },
+    /// Org B's trivial jobs beside org A's backlog of CPU-bound jobs (`cpu_burn`, about
+    /// 10 ms each) on the same lane, both with the lane's slots as their thread cap: B's
+    /// p99 end-to-end latency against B alone, with turns charged by cost and counted in
+    /// jobs, in the same run. The last line is JSON (`b_p99_ratio`).
+    CostFairness {
+        /// B's events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Seconds of B's load per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds of (alone, by cost, in jobs), interleaved; the ratios reported are the
+        /// medians.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+    },
     /// Dequeue-and-run throughput with a large backlog waiting against a small one;
     /// bytes on disk per waiting job.
     Backlog {
@@ -212,6 +228,9 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         }
         Scenario::NoisyNeighbour { flood, rate, seconds, runs } => {
             super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs).await
+        }
+        Scenario::CostFairness { rate, seconds, runs } => {
+            super::bench_isolation::cost_fairness(plugins, rate, seconds, runs).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
         Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),

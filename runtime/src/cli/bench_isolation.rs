@@ -13,7 +13,7 @@ use serde_json::json;
 use sluice::engine::{Engine, EngineSettings, Mode};
 use sluice::jobs::{JobId, Lane, OrgId, Quotas};
 use sluice::records::{Attributes, Value};
-use sluice::service::{Event, Options, Service, SystemClock};
+use sluice::service::{Event, Fairness, Options, Service, SystemClock};
 use sluice::store::{Definition, SqliteStore, Trigger};
 
 use super::format::micros;
@@ -25,11 +25,14 @@ pub const ATTACKS: &[&str] =
 /// A lane's slots on a node as `sluice serve` runs it by default.
 const SLOTS: u32 = 16;
 
-/// One node as `sluice serve` runs it by default (16 slots per lane, default quotas).
-fn node(dir: &Path) -> anyhow::Result<Service> {
+/// One node as `sluice serve` runs it by default (16 slots per lane, default quotas),
+/// counting turns as `fairness` says.
+fn node(dir: &Path, fairness: Fairness) -> anyhow::Result<Service> {
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
     let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
-    Ok(Service::open(store, engine, Arc::new(SystemClock), Options::default())?)
+    let options =
+        Options { fairness, executions: Some(super::sandbox_threads::handle()?), ..Options::default() };
+    Ok(Service::open(store, engine, Arc::new(SystemClock), options)?)
 }
 
 fn plugin(service: &Service, org: OrgId, plugins: &Path, name: &str) -> anyhow::Result<u64> {
@@ -160,19 +163,25 @@ async fn attack(
             hostile("failed-writes")?;
             tasks.push(flood("lead", 0, 8, Duration::from_millis(20), stop));
         }
-        "trivial-flood" | "cpu-flood" => {
+        "trivial-flood" | "cpu-flood" | "cost-flood" => {
             // A backlog on the victim's lane, the attacker's thread cap as high as the
             // lane's slots: the two caps together exceed the slots, so only the turns
             // between orgs leave the victim a slot. The backlog is enqueued before the
             // driver starts and topped up as it drains (by at most what drained: a
             // sustained flood, not an event storm). A CPU-bound job burns about 10 ms.
-            let (plugin, backlog, rounds) =
-                if name == "cpu-flood" { ("cpu_burn", backlog.min(2_000), 20) } else { ("echo", backlog, 1) };
+            // The cost flood tops up 100 at a time (a CPU-bound backlog drains slowly,
+            // so one large top-up's commit would be the victim's worst wait, not the
+            // turns being measured).
+            let (plugin, backlog, rounds) = match name {
+                "trivial-flood" => ("echo", backlog, 1),
+                _ => ("cpu_burn", backlog.min(2_000), 20),
+            };
+            let top_up = if name == "cost-flood" { 100 } else { 1_000 };
             step(service, attacker, plugins, plugin, "lead", Mode::Asynchronous, None)?;
             let open = Quotas { max_threads: SLOTS, max_throughput: u32::MAX, ..Quotas::default() };
             service.set_quotas(attacker, Lane::Priority, open)?;
             let batch = move |from: u64| {
-                let mut events = creates("lead", from, 1_000);
+                let mut events = creates("lead", from, top_up);
                 for event in &mut events {
                     event.attributes.insert("rounds".into(), Value::Integer(rounds));
                 }
@@ -181,7 +190,7 @@ async fn attack(
             let mut fired = 0;
             while fired < backlog {
                 service.fire_batch(attacker, batch(fired)).await?;
-                fired += 1_000;
+                fired += top_up;
             }
             let (service, mut completions) = (service.clone(), service.watch_completions());
             tasks.push(tokio::spawn(async move {
@@ -195,7 +204,7 @@ async fn attack(
                     }
                     if fired - completed.min(fired) < backlog / 2 {
                         let _ = service.fire_batch(attacker, batch(fired)).await;
-                        fired += 1_000;
+                        fired += top_up;
                     }
                 }
             }));
@@ -219,14 +228,18 @@ async fn victim_under(
     rate: u64,
     seconds: u64,
     flood: u64,
+    fairness: Fairness,
 ) -> anyhow::Result<Vec<Stages>> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-isolation-").tempdir()?;
-    let service = node(dir.path())?;
+    let service = node(dir.path(), fairness)?;
     let victim = service.create_org("victim")?;
     let attacker = service.create_org("attacker")?;
     step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
     // The victim stays within its quotas (a throughput cap would queue it by design).
-    service.set_quotas(victim, Lane::Priority, Quotas { max_throughput: u32::MAX, ..Quotas::default() })?;
+    // Beside a cost flood its thread cap is the attacker's.
+    let threads = if name == "cost-flood" { SLOTS } else { Quotas::default().max_threads };
+    let quotas = Quotas { max_threads: threads, max_throughput: u32::MAX, ..Quotas::default() };
+    service.set_quotas(victim, Lane::Priority, quotas)?;
     // The attack set up (a flood's backlog enqueued) before the driver starts.
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(name, &service, attacker, plugins, flood, stop.clone()).await?;
@@ -348,6 +361,64 @@ pub async fn noisy_neighbour(
     compare("noisy-neighbour", plugins, &floods, rate, seconds, runs, flood).await
 }
 
+/// `sluice bench cost-fairness`: the victim's trivial jobs beside a backlog of CPU-bound
+/// ones (`cpu_burn`, about 10 ms each) of an org with the same thread cap (the lane's
+/// slots), with turns counted by cost and then in jobs, against the victim alone; `runs`
+/// rounds interleaved. The last line is JSON with the victim's p99 ratio under each.
+pub async fn cost_fairness(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> anyhow::Result<()> {
+    println!(
+        "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
+         trivial jobs/s for {seconds} s on the priority lane; attacker: a backlog of 1,000 \
+         CPU-bound jobs on the same lane, topped up as it drains; both with {SLOTS} threads and \
+         no throughput cap; turns counted by cost, then in jobs; {runs} round(s), interleaved"
+    );
+    let runs = runs.max(1);
+    let modes = [("cost", Fairness::Cost), ("job-count", Fairness::JobCount)];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut alone_p99s = Vec::new();
+    for round in 1..=runs {
+        if runs > 1 {
+            println!("round {round}");
+        }
+        let samples = victim_under("alone", plugins, rate, seconds, 1_000, Fairness::Cost).await?;
+        let alone = p99(&samples);
+        alone_p99s.push(alone as f64);
+        println!("{:<24} p99 {:>12}", "alone", micros(alone));
+        println!("{:<24} p50/p99 µs: {}", "", stages_line(&samples));
+        for (n, (label, fairness)) in modes.iter().enumerate() {
+            let samples = victim_under("cost-flood", plugins, rate, seconds, 1_000, *fairness).await?;
+            let p99 = p99(&samples);
+            let ratio = p99 as f64 / alone.max(1) as f64;
+            println!("{:<24} p99 {:>12}   ÷ alone {ratio:.2}", format!("turns by {label}"), micros(p99));
+            println!("{:<24} p50/p99 µs: {}", "", stages_line(&samples));
+            ratios[n].push(ratio);
+            p99s[n].push(p99 as f64);
+        }
+    }
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let mut figures = serde_json::Map::new();
+    for (n, (label, _)) in modes.iter().enumerate() {
+        let ratio = median(ratios[n].clone());
+        if runs > 1 {
+            println!("median, turns by {label}: ÷ alone {ratio:.2}");
+        }
+        figures.insert(
+            label.to_string(),
+            json!({ "victim_p99_us": median(p99s[n].clone()) as u64, "ratio": round2(ratio),
+                    "ratios": ratios[n].iter().map(|r| round2(*r)).collect::<Vec<_>>() }),
+        );
+    }
+    println!(
+        "{}",
+        json!({ "scenario": "cost-fairness", "victim_alone_p99_us": median(alone_p99s) as u64,
+                "b_p99_ratio": round2(median(ratios[0].clone())),
+                "b_p99_ratio_job_count": round2(median(ratios[1].clone())),
+                "rate": rate, "seconds": seconds, "runs": runs, "fairness": figures })
+    );
+    Ok(())
+}
+
 /// The victim alone and under each attack, `runs` rounds interleaved; prints each and
 /// the medians, the last line JSON.
 async fn compare(
@@ -368,13 +439,13 @@ async fn compare(
         if runs > 1 {
             println!("round {round}");
         }
-        let samples = victim_under("alone", plugins, rate, seconds, flood).await?;
+        let samples = victim_under("alone", plugins, rate, seconds, flood, Fairness::Cost).await?;
         let alone = p99(&samples);
         alone_p99s.push(alone);
         println!("{:<20} p99 {:>12}", "alone", micros(alone));
         println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
         for (n, name) in attacks.iter().enumerate() {
-            let samples = victim_under(name, plugins, rate, seconds, flood).await?;
+            let samples = victim_under(name, plugins, rate, seconds, flood, Fairness::Cost).await?;
             let p99 = p99(&samples);
             let ratio = p99 as f64 / alone.max(1) as f64;
             println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));

@@ -6,6 +6,7 @@ mod bench_upload;
 mod client;
 mod format;
 mod plugin;
+mod sandbox_threads;
 mod serve;
 
 use std::path::PathBuf;

@@ -122,6 +122,8 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         sync_per_org: config.sync_per_org,
         cluster: None,
         kept_payloads: config.kept_payloads,
+        fairness: config.fairness,
+        executions: Some(super::sandbox_threads::handle()?),
     };
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
         // One of several nodes: the database's clock, leases on the orgs.

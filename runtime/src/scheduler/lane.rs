@@ -1,5 +1,5 @@
-//! One organisation's lane: its ready jobs by definition (taking turns), its running
-//! count and its throughput window.
+//! One organisation's lane: its ready jobs by definition (taking turns by what each has
+//! cost), its running count and its throughput window.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,11 +13,19 @@ pub(super) struct LaneQueue {
     pub starts: u32,
     /// Jobs queued and still waiting (queue slots of canceled jobs are not counted).
     pub ready: u64,
-    /// Whether the org is in the lane's ring.
+    /// The org's place in the lane's ring: the cost it has been charged there (virtual
+    /// time), and whether it is in the ring now.
+    pub charged: u64,
     pub in_ring: bool,
-    /// Definitions with queued jobs, in turn order.
+    /// Definitions with queued jobs, in the order they got queued jobs.
     turns: VecDeque<DefinitionId>,
     queues: HashMap<DefinitionId, VecDeque<JobId>>,
+    /// The cost each definition has been charged (kept while the org holds the lane, so
+    /// a definition that empties its queue keeps its debt, never a credit: it comes
+    /// back at `floor` at least).
+    definition_charged: HashMap<DefinitionId, u64>,
+    /// The charge of the definition that took the last turn.
+    floor: u64,
 }
 
 impl LaneQueue {
@@ -25,6 +33,9 @@ impl LaneQueue {
         let queue = self.queues.entry(definition).or_default();
         if queue.is_empty() {
             self.turns.push_back(definition);
+            let floor = self.floor;
+            let charged = self.definition_charged.entry(definition).or_default();
+            *charged = (*charged).max(floor);
         }
         queue.push_back(job);
         self.ready += 1;
@@ -39,13 +50,24 @@ impl LaneQueue {
         queue.push_front(job);
         self.turns.retain(|d| *d != definition);
         self.turns.push_front(definition);
+        // The lowest charge of the definitions waiting, and the front wins ties.
+        let lowest = self.turns.iter().filter_map(|d| self.definition_charged.get(d)).min().copied();
+        let charged = self.definition_charged.entry(definition).or_default();
+        *charged = lowest.unwrap_or(*charged).min(*charged);
         self.ready += 1;
     }
 
-    /// The oldest live job of the definition whose turn it is; `live` tells queue slots
-    /// still waiting from those canceled since.
-    pub fn pop(&mut self, live: impl Fn(JobId) -> bool) -> Option<JobId> {
-        while let Some(definition) = self.turns.pop_front() {
+    /// The definition whose turn it is: the least charged, the earliest queued on ties.
+    fn next_turn(&self) -> Option<usize> {
+        let charged = |d: &DefinitionId| self.definition_charged.get(d).copied().unwrap_or(0);
+        (0..self.turns.len()).min_by_key(|&i| (charged(&self.turns[i]), i))
+    }
+
+    /// The oldest live job of the definition whose turn it is, charged `cost` to that
+    /// definition; `live` tells queue slots still waiting from those canceled since.
+    pub fn pop(&mut self, cost: impl Fn(DefinitionId) -> u64, live: impl Fn(JobId) -> bool) -> Option<JobId> {
+        while let Some(turn) = self.next_turn() {
+            let definition = self.turns.remove(turn).expect("a turn in range");
             let Some(queue) = self.queues.get_mut(&definition) else { continue };
             let mut found = None;
             while let Some(job) = queue.pop_front() {
@@ -60,6 +82,9 @@ impl LaneQueue {
                 self.turns.push_back(definition);
             }
             if let Some(job) = found {
+                let charged = self.definition_charged.entry(definition).or_default();
+                self.floor = self.floor.max(*charged);
+                *charged = charged.saturating_add(cost(definition));
                 self.ready -= 1;
                 return Some(job);
             }
@@ -69,8 +94,16 @@ impl LaneQueue {
 
     /// The job `pop` would return next, without taking it.
     pub fn peek(&self, live: impl Fn(JobId) -> bool) -> Option<JobId> {
-        let definition = self.turns.front()?;
+        let definition = self.turns.get(self.next_turn()?)?;
         self.queues.get(definition)?.iter().copied().find(|job| live(*job))
+    }
+
+    /// Corrects a definition's charge once a run's real cost is known (`charged` was
+    /// its estimate at the start).
+    pub fn correct(&mut self, definition: DefinitionId, charged: u64, cost: u64) {
+        if let Some(total) = self.definition_charged.get_mut(&definition) {
+            *total = total.saturating_sub(charged).saturating_add(cost);
+        }
     }
 
     /// The quota that forbids one more start now, if one does.

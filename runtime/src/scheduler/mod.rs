@@ -5,10 +5,21 @@
 //! persists what it decides; on restart the scheduler is rebuilt from the store.
 //!
 //! Fairness is hierarchical. Lanes take turns; within a lane, organisations with
-//! runnable jobs take turns (round robin); within an organisation, definitions take
-//! turns; within a definition, jobs run in submission order. A backlog therefore only
-//! delays its own definition's jobs: everyone else's pickup latency is set by the number
-//! of *active* organisations and definitions, not by the size of anyone's backlog.
+//! runnable jobs take turns; within an organisation, definitions take turns; within a
+//! definition, jobs run in submission order. A backlog therefore only delays its own
+//! definition's jobs: everyone else's pickup latency is set by the number of *active*
+//! organisations and definitions, not by the size of anyone's backlog.
+//!
+//! Turns are charged by cost ([`Fairness::Cost`], the default): the next start goes to
+//! the org, and within it the definition, that has been charged least (start-time fair
+//! queueing, virtual time in fuel units). A start is charged its definition's recent
+//! mean cost at once and corrected to the run's real cost ([`Scheduler::run_ended`]), so
+//! an org whose jobs burn 100× the fuel gets 1/100th of the starts while others wait,
+//! not half of them. An org or definition that comes back after a pause starts at the
+//! lane's floor (the charge of the last turn taken): it keeps its debt, never a credit.
+//! And since a slot, unlike a core, cannot be taken back from a running job, the last
+//! `slots / 8` free slots of a lane go only to orgs holding fewer than that many there:
+//! an org arriving at a lane filled by another's long jobs finds a slot at once.
 //!
 //! Quotas (per organisation and lane, see [`Quotas`]) gate every start on the priority
 //! and regular lanes: the thread cap and the fixed throughput window. Exceptions are
@@ -20,9 +31,37 @@ mod lane;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use lane::LaneQueue;
+
+/// How turns between orgs, and between an org's definitions, are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fairness {
+    /// By what each job cost (fuel, with host-call time folded in), with headroom for
+    /// newcomers in a full lane. The default.
+    #[default]
+    Cost,
+    /// One turn per job, whatever it costs, and no headroom (round robin): what job
+    /// systems that cap per key do; kept to measure against.
+    JobCount,
+}
+
+/// A new definition's first jobs are charged this, in fuel units, until runs of it have
+/// ended (about a trivial plug-in's cost).
+pub const FIRST_ESTIMATE: u64 = 50_000;
+
+/// Fuel units charged per microsecond spent in host calls (about what a guest burns in
+/// that time): waiting on a host call holds a slot as long as computing would.
+pub const FUEL_PER_HOST_MICROSECOND: u64 = 1_000;
+
+/// What one run cost, for turns: its fuel (host calls' work included) and its time in
+/// host calls.
+pub fn cost_of(accounting: &sluice_core::run::Accounting) -> u64 {
+    accounting.fuel_used.saturating_add(accounting.host_time_us.saturating_mul(FUEL_PER_HOST_MICROSECOND))
+}
 
 /// What the scheduler needs to know of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +143,8 @@ struct Entry {
     /// Its run has ended and its thread is counted free ([`Scheduler::run_ended`]),
     /// though where it goes is not decided yet.
     run_ended: bool,
+    /// What its start was charged (its definition's estimate then).
+    charged: u64,
 }
 
 #[derive(Default)]
@@ -111,8 +152,17 @@ pub struct Scheduler {
     default_quotas: Quotas,
     quotas: HashMap<(OrgId, Lane), Quotas>,
     lanes: HashMap<(OrgId, Lane), LaneQueue>,
-    /// Per lane, the organisations with ready jobs, in turn order.
-    rings: [VecDeque<OrgId>; 3],
+    /// Per lane, the organisations with ready jobs, by what they have been charged there.
+    rings: [BTreeSet<(u64, OrgId)>; 3],
+    /// Per lane, the charge of the org that took the last turn.
+    floors: [u64; 3],
+    fairness: Fairness,
+    /// A lane's slots on this node, when the caller bounds them (headroom needs it).
+    slots: Option<u32>,
+    /// Per lane, jobs in progress (all orgs).
+    lane_running: [u32; 3],
+    /// Per definition, the recent mean cost of its runs.
+    estimates: HashMap<DefinitionId, u64>,
     next_lane: usize,
     jobs: HashMap<JobId, Entry>,
     /// Postponed jobs by the time they wake.
@@ -152,6 +202,31 @@ impl Scheduler {
         Scheduler { default_quotas, ..Default::default() }
     }
 
+    /// How turns are counted, and the slots each lane has on this node (`None`: the
+    /// caller does not bound them, so no headroom is kept).
+    pub fn set_fairness(&mut self, fairness: Fairness, slots: Option<u32>) {
+        self.fairness = fairness;
+        self.slots = slots;
+    }
+
+    /// The free slots of a lane kept for orgs holding fewer than that many there.
+    fn headroom(&self) -> u32 {
+        match (self.fairness, self.slots) {
+            (Fairness::Cost, Some(slots)) => slots / 8,
+            _ => 0,
+        }
+    }
+
+    /// What an org has been charged on a lane (virtual time, fuel units).
+    pub fn charged(&self, org: OrgId, lane: Lane) -> u64 {
+        self.lanes.get(&(org, lane)).map_or(0, |q| q.charged)
+    }
+
+    /// A definition's estimated cost per run (fuel units).
+    pub fn estimate(&self, definition: DefinitionId) -> u64 {
+        estimate_of(&self.estimates, self.fairness, definition)
+    }
+
     pub fn set_quotas(&mut self, org: OrgId, lane: Lane, quotas: Quotas) {
         self.quotas.insert((org, lane), quotas);
     }
@@ -179,6 +254,7 @@ impl Scheduler {
             postponements: 0,
             postpone_until: None,
             run_ended: false,
+            charged: 0,
         };
         self.jobs.insert(id, entry);
         if first_in_chain {
@@ -337,13 +413,24 @@ impl Scheduler {
 
     /// The next job of one lane (for a node whose lanes have slots of their own).
     pub fn next_in_lane(&mut self, lane: Lane, now: Millis) -> Option<Decision> {
-        for _ in 0..self.rings[lane.index()].len() {
-            let org = self.rings[lane.index()].pop_front()?;
+        let li = lane.index();
+        let headroom = self.headroom();
+        let in_headroom =
+            self.slots.is_some_and(|slots| slots.saturating_sub(self.lane_running[li]) <= headroom);
+        let mut after: Option<(u64, OrgId)> = None;
+        loop {
+            let key = match after {
+                None => self.rings[li].first().copied(),
+                Some(k) => self.rings[li].range((Bound::Excluded(k), Bound::Unbounded)).next().copied(),
+            }?;
+            after = Some(key);
+            let org = key.1;
             let quotas = self.quotas(org, lane);
             let draining = self.draining.contains(&org);
             let queue = self.lanes.get_mut(&(org, lane)).expect("an org in the ring has a lane queue");
             if queue.ready == 0 || draining {
                 queue.in_ring = false;
+                self.rings[li].remove(&key);
                 continue;
             }
             let jobs = &self.jobs;
@@ -362,36 +449,57 @@ impl Scheduler {
                 && !cancelable()
             {
                 self.held_back.push((org, lane, quota));
-                self.rings[lane.index()].push_back(org);
                 continue;
             }
-            let picked = queue.pop(live);
+            if in_headroom && queue.running >= headroom && !cancelable() {
+                continue;
+            }
+            self.rings[li].remove(&key);
+            let (estimates, fairness) = (&self.estimates, self.fairness);
+            let estimate = |d: DefinitionId| estimate_of(estimates, fairness, d);
+            let picked = queue.pop(estimate, live);
+            let Some(id) = picked else {
+                queue.in_ring = false;
+                continue;
+            };
+            let entry = self.jobs.get_mut(&id).expect("a queued job has an entry");
+            entry.queued = false;
+            let canceled = self.deactivated.contains(&entry.spec.definition);
+            let cost = if canceled { 0 } else { estimate(entry.spec.definition) };
+            entry.charged = cost;
+            self.floors[li] = self.floors[li].max(queue.charged);
+            queue.charged = queue.charged.saturating_add(cost);
             if queue.ready > 0 {
-                self.rings[lane.index()].push_back(org);
+                self.rings[li].insert((queue.charged, org));
             } else {
                 queue.in_ring = false;
             }
-            let Some(id) = picked else { continue };
-            let entry = self.jobs.get_mut(&id).expect("a queued job has an entry");
-            entry.queued = false;
-            if self.deactivated.contains(&entry.spec.definition) {
+            if canceled {
+                // The definition was charged an estimate for a job that never runs.
+                let definition = entry.spec.definition;
                 entry.status = Status::Canceled;
+                let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
+                queue.correct(definition, estimate_of(&self.estimates, fairness, definition), 0);
                 self.finish_chain(id);
                 return Some(Decision::CanceledOnPickup(id));
             }
             entry.status = Status::InProgress;
             let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
             queue.count_start(&quotas, now);
+            self.lane_running[li] += 1;
             return Some(Decision::Start(id));
         }
-        None
     }
 
     /// A started job's execution has ended: its thread counts as free for its org's
     /// next job at once, before [`Scheduler::finished`] decides where it goes (which
     /// waits for the round's turn at the store's writer). An org's thread cap bounds the
     /// executions under way, not the commits behind them.
-    pub fn run_ended(&mut self, job: JobId) {
+    ///
+    /// `cost` is what the run cost ([`cost_of`]): its org and definition are charged
+    /// that instead of the estimate their turn was charged at its start, and the
+    /// definition's estimate moves toward it.
+    pub fn run_ended(&mut self, job: JobId, cost: u64) {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         if entry.run_ended
             || !matches!(entry.status, Status::InProgress | Status::Pausing | Status::Canceling)
@@ -399,9 +507,33 @@ impl Scheduler {
             return;
         }
         entry.run_ended = true;
-        if let Some(queue) = self.lanes.get_mut(&(entry.spec.org, entry.spec.lane)) {
+        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
+        let charged = std::mem::take(&mut entry.charged);
+        self.release_thread(org, lane);
+        if self.fairness == Fairness::JobCount {
+            return;
+        }
+        let estimate = self.estimates.entry(definition).or_insert(cost);
+        // A mean over about the last 8 runs: quick to follow a definition that turns
+        // costly, steady over the noise of one run.
+        *estimate = (*estimate * 7 + cost) / 8;
+        let li = lane.index();
+        if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
+            let in_ring = queue.in_ring && self.rings[li].remove(&(queue.charged, org));
+            queue.charged = queue.charged.saturating_sub(charged).saturating_add(cost);
+            queue.correct(definition, charged, cost);
+            if in_ring {
+                self.rings[li].insert((queue.charged, org));
+            }
+        }
+    }
+
+    /// One of the org's threads on the lane is free.
+    fn release_thread(&mut self, org: OrgId, lane: Lane) {
+        if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
             queue.running = queue.running.saturating_sub(1);
         }
+        self.lane_running[lane.index()] = self.lane_running[lane.index()].saturating_sub(1);
     }
 
     /// Records how a started job's execution ended and decides where it goes.
@@ -414,8 +546,8 @@ impl Scheduler {
         let (org, lane) = (entry.spec.org, entry.spec.lane);
         let counted = !std::mem::take(&mut entry.run_ended);
         let quotas = self.quotas(org, lane);
-        if let Some(queue) = self.lanes.get_mut(&(org, lane)).filter(|_| counted) {
-            queue.running = queue.running.saturating_sub(1);
+        if counted {
+            self.release_thread(org, lane);
         }
         let entry = self.jobs.get_mut(&job).expect("checked above");
         let after = match (outcome, was) {
@@ -544,9 +676,14 @@ impl Scheduler {
                 self.timers.remove(&(until, *id));
             }
         }
-        self.lanes.retain(|(o, _), _| *o != org);
+        for lane in Lane::ALL {
+            if let Some(queue) = self.lanes.remove(&(org, lane)) {
+                let running = &mut self.lane_running[lane.index()];
+                *running = running.saturating_sub(queue.running);
+            }
+        }
         for ring in &mut self.rings {
-            ring.retain(|o| *o != org);
+            ring.retain(|(_, o)| *o != org);
         }
         self.chains.retain(|(o, _), _| *o != org);
         self.draining.remove(&org);
@@ -567,7 +704,8 @@ impl Scheduler {
                     && !queue.in_ring
                 {
                     queue.in_ring = true;
-                    self.rings[lane.index()].push_back(org);
+                    queue.charged = queue.charged.max(self.floors[lane.index()]);
+                    self.rings[lane.index()].insert((queue.charged, org));
                 }
             }
         }
@@ -615,7 +753,8 @@ impl Scheduler {
         }
         if !queue.in_ring {
             queue.in_ring = true;
-            self.rings[lane.index()].push_back(org);
+            queue.charged = queue.charged.max(self.floors[lane.index()]);
+            self.rings[lane.index()].insert((queue.charged, org));
         }
     }
 
@@ -650,5 +789,13 @@ impl Scheduler {
                 self.chains.remove(&key);
             }
         }
+    }
+}
+
+/// What a start of `definition` is charged before its run's cost is known.
+fn estimate_of(estimates: &HashMap<DefinitionId, u64>, fairness: Fairness, definition: DefinitionId) -> u64 {
+    match fairness {
+        Fairness::Cost => estimates.get(&definition).copied().unwrap_or(FIRST_ESTIMATE),
+        Fairness::JobCount => 1,
     }
 }

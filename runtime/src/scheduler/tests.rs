@@ -45,8 +45,8 @@ fn a_thread_is_free_when_its_run_ends_before_its_end_is_decided() {
     }
     let first = start(&mut s, 0).unwrap();
     assert_eq!(s.next(0), None, "one in progress is the cap");
-    s.run_ended(first);
-    s.run_ended(first);
+    s.run_ended(first, 1);
+    s.run_ended(first, 1);
     assert_eq!(s.running(ORG_A, Lane::Regular), 0, "an ended run is counted free once");
     let second = start(&mut s, 1).unwrap();
     assert_eq!(s.finished(first, 2, Outcome::Exception), Ok(After::Retry));
@@ -278,4 +278,134 @@ fn upcoming_lists_each_definitions_next_waiting_jobs_of_the_org() {
     let mut next = s.upcoming(ORG_A, 2, 100, |_| true);
     next.sort();
     assert!(!next.contains(&JobId(1)) && !next.contains(&started), "only jobs still waiting: {next:?}");
+}
+
+/// Starts `n` jobs one after another, each run ending at once at the cost `cost` gives
+/// its org; returns how many each org started.
+fn run_costed(
+    s: &mut Scheduler,
+    n: usize,
+    cost: impl Fn(OrgId, DefinitionId) -> u64,
+) -> HashMap<JobSpecKey, usize> {
+    let mut started: HashMap<JobSpecKey, usize> = HashMap::new();
+    for _ in 0..n {
+        let job = start(s, 0).expect("both orgs have a backlog");
+        let spec = s.spec(job).unwrap().clone();
+        *started.entry((spec.org, spec.definition)).or_default() += 1;
+        s.run_ended(job, cost(spec.org, spec.definition));
+        s.finished(job, 0, Outcome::Succeeded).unwrap();
+    }
+    started
+}
+
+type JobSpecKey = (OrgId, DefinitionId);
+
+fn backlog(s: &mut Scheduler, org: OrgId, definition: DefinitionId, from: u64, n: u64) {
+    for id in from..from + n {
+        s.submit(spec(id, org, Lane::Regular, definition));
+    }
+}
+
+#[test]
+fn turns_between_orgs_are_charged_by_cost() {
+    let mut s = Scheduler::new(quotas(1_000, 1_000_000));
+    backlog(&mut s, ORG_A, FLOW, 0, 10_000);
+    backlog(&mut s, ORG_B, STEP, 100_000, 10_000);
+    // A's jobs cost 100 times B's.
+    let cost = |org: OrgId, _| if org == ORG_A { 10_000_000 } else { 100_000 };
+    let started = run_costed(&mut s, 5_050, cost);
+    let (a, b) = (started[&(ORG_A, FLOW)], started[&(ORG_B, STEP)]);
+    // Equal cost for each: B about 100 starts for each of A's (the first estimates aside).
+    assert!((45..=60).contains(&a), "A started {a}, B {b}");
+    assert!(b > 4_950, "B started {b}");
+    let (ca, cb) = (s.charged(ORG_A, Lane::Regular), s.charged(ORG_B, Lane::Regular));
+    assert!(ca.abs_diff(cb) <= 10_000_000, "each was charged about the same: {ca} and {cb}");
+}
+
+#[test]
+fn counted_in_jobs_the_costly_org_takes_every_other_turn() {
+    let mut s = Scheduler::new(quotas(1_000, 1_000_000));
+    s.set_fairness(Fairness::JobCount, Some(16));
+    backlog(&mut s, ORG_A, FLOW, 0, 1_000);
+    backlog(&mut s, ORG_B, STEP, 100_000, 1_000);
+    let started = run_costed(&mut s, 1_000, |org, _| if org == ORG_A { 10_000_000 } else { 100_000 });
+    assert_eq!((started[&(ORG_A, FLOW)], started[&(ORG_B, STEP)]), (500, 500));
+}
+
+#[test]
+fn definitions_inside_an_org_share_its_turns_by_cost() {
+    let mut s = Scheduler::new(quotas(1_000, 1_000_000));
+    backlog(&mut s, ORG_A, FLOW, 0, 10_000);
+    backlog(&mut s, ORG_A, STEP, 100_000, 10_000);
+    let started = run_costed(&mut s, 2_020, |_, d| if d == FLOW { 5_000_000 } else { 50_000 });
+    let (flow, step) = (started[&(ORG_A, FLOW)], started[&(ORG_A, STEP)]);
+    assert!(
+        (15..=30).contains(&flow) && step > 1_990,
+        "the runaway-costly flow started {flow}, the step {step}"
+    );
+}
+
+#[test]
+fn an_org_back_from_idle_starts_at_the_floor_with_no_saved_credit() {
+    let mut s = Scheduler::new(quotas(1_000, 1_000_000));
+    backlog(&mut s, ORG_A, FLOW, 0, 1_000);
+    run_costed(&mut s, 100, |_, _| 1_000_000);
+    // B arrives after A was charged 100 runs: it shares from now on rather than
+    // taking every turn until it has caught up.
+    backlog(&mut s, ORG_B, STEP, 100_000, 1_000);
+    let started = run_costed(&mut s, 100, |_, _| 1_000_000);
+    let b = started[&(ORG_B, STEP)];
+    assert!((45..=55).contains(&b), "B took {b} of 100 turns");
+}
+
+#[test]
+fn the_last_free_slots_are_kept_for_an_org_holding_few() {
+    let mut s = Scheduler::new(quotas(16, 1_000_000));
+    s.set_fairness(Fairness::Cost, Some(16));
+    backlog(&mut s, ORG_A, FLOW, 0, 100);
+    let mut a_running = 0;
+    while start(&mut s, 0).is_some() {
+        a_running += 1;
+    }
+    assert_eq!(a_running, 14, "A alone leaves the headroom (16 / 8 slots) free");
+    backlog(&mut s, ORG_B, STEP, 1_000, 10);
+    let first = start(&mut s, 0).expect("B finds a slot at once");
+    assert_eq!(s.spec(first).unwrap().org, ORG_B);
+    let second = start(&mut s, 0).expect("B holds fewer than the headroom");
+    assert_eq!(s.spec(second).unwrap().org, ORG_B);
+    assert_eq!(s.next(0), None, "every slot is taken");
+    // Counted in jobs, nothing is kept: A takes every slot.
+    let mut s = Scheduler::new(quotas(16, 1_000_000));
+    s.set_fairness(Fairness::JobCount, Some(16));
+    backlog(&mut s, ORG_A, FLOW, 0, 100);
+    let mut a_running = 0;
+    while a_running < 16 && start(&mut s, 0).is_some() {
+        a_running += 1;
+    }
+    assert_eq!(a_running, 16);
+}
+
+#[test]
+fn a_freed_slot_goes_to_the_org_charged_least() {
+    let mut s = Scheduler::new(quotas(16, 1_000_000));
+    s.set_fairness(Fairness::Cost, Some(16));
+    backlog(&mut s, ORG_A, FLOW, 0, 100);
+    let mut running: Vec<JobId> = std::iter::from_fn(|| start(&mut s, 0)).collect();
+    backlog(&mut s, ORG_B, STEP, 1_000, 100);
+    running.extend(std::iter::from_fn(|| start(&mut s, 0)));
+    assert_eq!(running.len(), 16);
+    // A's costly runs end one by one: every slot freed past the headroom goes to B,
+    // charged least; the headroom itself stays free (both hold 2 or more).
+    for _ in 0..8 {
+        let a_job = *running.iter().find(|j| s.spec(**j).unwrap().org == ORG_A).unwrap();
+        running.retain(|j| *j != a_job);
+        s.run_ended(a_job, 10_000_000);
+        s.finished(a_job, 0, Outcome::Succeeded).unwrap();
+        while let Some(next) = start(&mut s, 0) {
+            assert_eq!(s.spec(next).unwrap().org, ORG_B);
+            running.push(next);
+        }
+        assert!((14..=15).contains(&running.len()), "the lane stays busy but for the headroom");
+    }
+    assert_eq!((s.running(ORG_A, Lane::Regular), s.running(ORG_B, Lane::Regular)), (6, 8));
 }

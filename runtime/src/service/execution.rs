@@ -366,22 +366,20 @@ impl Service {
             definition = definition.0
         );
         let service = self.clone();
-        tokio::spawn(
-            async move {
-                let finished = match queued {
-                    Some(job) => service.execute_job(org, id, stop, job).await,
-                    None => service.failed_early(org, id, "the job could not be read from the store"),
-                };
-                tracing::debug!(
-                    ok = finished.outcome.is_ok(),
-                    fuel = finished.accounting.fuel_used,
-                    "executed"
-                );
-                // The receiver lives as long as the service.
-                let _ = service.shared.finished_tx.send(finished);
-            }
-            .instrument(span),
-        );
+        let execution = async move {
+            let finished = match queued {
+                Some(job) => service.execute_job(org, id, stop, job).await,
+                None => service.failed_early(org, id, "the job could not be read from the store"),
+            };
+            tracing::debug!(ok = finished.outcome.is_ok(), fuel = finished.accounting.fuel_used, "executed");
+            // The receiver lives as long as the service.
+            let _ = service.shared.finished_tx.send(finished);
+        }
+        .instrument(span);
+        match &self.shared.options.executions {
+            Some(runtime) => drop(runtime.spawn(execution)),
+            None => drop(tokio::spawn(execution)),
+        }
     }
 
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
@@ -675,7 +673,7 @@ impl Service {
         let mut state = self.state();
         for finished in &mut batch {
             state.running[finished.lane.index()] -= 1;
-            state.scheduler.run_ended(finished.job);
+            state.scheduler.run_ended(finished.job, crate::scheduler::cost_of(&finished.accounting));
             finished.ended = now;
         }
         let jobs = batch.len();

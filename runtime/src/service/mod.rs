@@ -34,6 +34,7 @@ pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
 use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use crate::records::RecordError;
+pub use crate::scheduler::Fairness;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
 use crate::store::{
     ChangeKind, Cutoffs, Definition, Fence, JobFilter, JobRow, JobUpdate, Operation, PluginRow, Store,
@@ -111,6 +112,14 @@ pub struct Options {
     /// 0.5 KB each); past them, starts read jobs back from the store, ahead of need.
     /// Default 65,536.
     pub kept_payloads: usize,
+    /// How turns between orgs and between an org's definitions are counted: by cost
+    /// (the default) or one per job (to measure against). See [`Fairness`].
+    pub fairness: Fairness,
+    /// The runtime that jobs' executions are polled on; `None`: the caller's. `sluice
+    /// serve` gives them one of their own whose threads run at a lower OS priority, so
+    /// that however much CPU tenants' plug-ins want, the node's own work (the store's
+    /// writer, the driver, the API) is never queued behind them.
+    pub executions: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Options {
@@ -123,6 +132,8 @@ impl Default for Options {
             sync_per_org: 8,
             cluster: None,
             kept_payloads: 65_536,
+            fairness: Fairness::Cost,
+            executions: None,
         }
     }
 }
@@ -379,6 +390,7 @@ impl Service {
         options: Options,
     ) -> Result<Self> {
         let mut scheduler = Scheduler::new(options.default_quotas);
+        scheduler.set_fairness(options.fairness, Some(options.slots as u32));
         for (org, lane, quotas) in store.all_quotas()? {
             scheduler.set_quotas(org, lane, quotas);
         }
