@@ -10,6 +10,7 @@ mod cluster_simulation;
 mod crash_recovery;
 mod dashboard;
 mod durable_state;
+mod fairness;
 mod fuzz;
 mod hostile_input;
 mod hostile_plugins;
