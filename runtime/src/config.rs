@@ -6,6 +6,8 @@
 //! kept-payloads = 65_536           # waiting jobs' payloads kept in memory (~0.5 KB each)
 //! fairness = "cost"                # turns between orgs charged by cost, or "job-count"
 //! database = "postgres://sluice@db.internal/sluice"   # several nodes; default: SQLite
+//! [runaway]                       # when a definition is flagged and throttled
+//! surge = 10                       # its recent rate against its baseline
 //! [cluster]
 //! lease-ttl-seconds = 30           # a dead node's orgs are taken over within this
 //! [default-quotas]                 # every org and lane the file does not name
@@ -20,6 +22,7 @@
 //! name = "contoso"
 //! outbound-allow-networks = ["10.20.0.0/16"]   # its plug-ins' HTTP may reach these too
 //! max-plugin-bytes = 67_108_864    # its plug-ins may be larger than [engine]'s limit
+//! notify-url = "https://ops.contoso.example/sluice"   # told of its runaway definitions
 //! [org.regular]                    # this org's regular-lane quotas
 //! max-threads = 2
 //! max-throughput = 100
@@ -64,6 +67,8 @@ pub struct ServeConfig {
     pub database: Option<String>,
     /// How nodes on one database share the orgs.
     pub cluster: ClusterConfig,
+    /// When a definition is flagged as a runaway and throttled.
+    pub runaway: crate::service::RunawayRule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +100,7 @@ impl Default for ServeConfig {
             orgs: Vec::new(),
             database: None,
             cluster: ClusterConfig::default(),
+            runaway: crate::service::RunawayRule::default(),
         }
     }
 }
@@ -116,6 +122,12 @@ pub struct OrgConfig {
     /// max-plugin-bytes` (larger or smaller). Default: the engine's.
     #[serde(default)]
     pub max_plugin_bytes: Option<u64>,
+    /// Where the org is told, by a signed POST (Standard Webhooks, the org's webhook
+    /// secret), when one of its definitions is flagged as a runaway and throttled, and
+    /// when it is released. Checked like callback targets (`[callbacks]
+    /// allow-networks`). Default none: the log and the dashboard only.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 impl ServeConfig {

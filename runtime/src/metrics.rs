@@ -46,6 +46,14 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Starts that waited for their job to be read back from the store.
     pub starts_read_back: Counter,
+    /// 1 while a definition is flagged as a runaway and throttled, else 0.
+    pub runaway: Family<DefinitionLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DefinitionLabels {
+    pub org: String,
+    pub definition: String,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -65,6 +73,12 @@ impl Default for Metrics {
         let fuel = Family::<OrgLane, Counter>::default();
         let commit_latency = seconds_histogram();
         let starts_read_back = Counter::default();
+        let runaway = Family::<DefinitionLabels, Gauge>::default();
+        registry.register(
+            "runaway_throttled",
+            "1 while a definition is flagged as a runaway and throttled (see the runaway rule), else 0",
+            runaway.clone(),
+        );
         registry.register("jobs", "Stored jobs by organisation, lane and status", jobs.clone());
         registry.register(
             "pickup_latency_seconds",
@@ -98,6 +112,7 @@ impl Default for Metrics {
             fuel,
             commit_latency,
             starts_read_back,
+            runaway,
         }
     }
 }
@@ -123,6 +138,11 @@ impl Metrics {
         let labels =
             QuotaLabels { org: org.0.to_string(), lane: lane.name().to_owned(), quota: quota.to_owned() };
         self.throttled.get_or_create(&labels).inc();
+    }
+
+    pub fn set_runaway(&self, org: OrgId, definition: crate::jobs::DefinitionId, throttled: bool) {
+        let labels = DefinitionLabels { org: org.0.to_string(), definition: definition.0.to_string() };
+        self.runaway.get_or_create(&labels).set(i64::from(throttled));
     }
 
     /// The OpenMetrics text of every metric.

@@ -23,6 +23,7 @@ mod limits;
 mod multi_node;
 mod observability;
 mod outbound_http;
+mod runaways;
 mod sample_plugins;
 mod scheduler_simulation;
 mod support;

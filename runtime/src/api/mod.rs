@@ -15,6 +15,7 @@ mod jobs;
 mod operations;
 mod operator;
 mod records;
+mod runaways;
 mod views;
 
 use std::sync::Arc;
@@ -112,6 +113,10 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(operator::revoke_token))
         .routes(routes!(operator::set_quotas))
         .routes(routes!(operator::org_quotas))
+        .routes(routes!(runaways::release_any))
+        .routes(routes!(runaways::deactivate_any))
+        .routes(routes!(runaways::release_own))
+        .routes(routes!(runaways::deactivate_own))
         .routes(routes!(definitions::own_org))
         .routes(routes!(definitions::own_quotas))
         .routes(routes!(definitions::upload_plugin, definitions::list_plugins))

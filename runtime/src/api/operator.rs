@@ -14,7 +14,7 @@ use crate::service::LaneHealth;
 
 /// The org a path names: an id outside the org id range names none (404), like an
 /// unknown one.
-fn org_id(service: &crate::service::Service, text: &str) -> Result<OrgId, ApiError> {
+pub(super) fn org_id(service: &crate::service::Service, text: &str) -> Result<OrgId, ApiError> {
     let id = parse_id(text, "organisation")?;
     let org = OrgId(u32::try_from(id).map_err(|_| ApiError::not_found("organisation"))?);
     service.org_name(org)?;

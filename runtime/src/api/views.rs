@@ -172,6 +172,14 @@ pub struct CustomApiRequest {
     pub secure_config: Option<String>,
 }
 
+/// A runaway flag cleared by hand.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleasedView {
+    pub definition: u64,
+    /// The flag it had (why, since when, the figures); `null` if it was not flagged.
+    pub released: Option<crate::service::RunawayFlag>,
+}
+
 /// A step, a workflow or a custom API.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DefinitionView {
@@ -180,7 +188,8 @@ pub struct DefinitionView {
     /// `step`, `workflow` or `custom-api`.
     pub kind: &'static str,
     pub trigger: TriggerView,
-    /// Workflows: Activated (true) or Draft. Steps and custom APIs: always true.
+    /// Workflows: Activated (true) or Draft. Steps and custom APIs: true unless
+    /// deactivated (`POST /definitions/{id}/deactivate`).
     pub active: bool,
     pub auto_delete: bool,
     /// The kind's own fields (plug-in, stage, mode, rank, steps, version, parameters).

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::signature::sign;
 use crate::egress::{Refused, TargetPolicy};
 use crate::jobs::{JobId, OrgId};
-use crate::service::Service;
+use crate::service::{Notice, Service};
 use crate::store::{Delivery, DeliveryState};
 
 /// How callbacks are delivered (`[callbacks]` of the configuration file).
@@ -59,11 +59,56 @@ impl Deliverer {
 
     /// Delivers callbacks until the service's channel closes. Returns at once if
     /// another deliverer already took the channel.
+    /// Runaway notices go to their org's notification URL meanwhile.
     pub async fn run(self) {
         let Some(mut ended) = self.service.take_ended_operations() else { return };
+        if let Some(mut notices) = self.service.take_notices() {
+            let deliverer = self.clone();
+            tokio::spawn(async move {
+                while let Some(notice) = notices.recv().await {
+                    let deliverer = deliverer.clone();
+                    tokio::spawn(async move { deliverer.notify(notice).await });
+                }
+            });
+        }
         while let Some((org, id)) = ended.recv().await {
             let deliverer = self.clone();
             tokio::spawn(async move { deliverer.deliver(org, id).await });
+        }
+    }
+
+    /// Tells an org of a runaway definition at its notification URL (if it has one),
+    /// signed and retried as callbacks are; the outcome goes to the log.
+    pub async fn notify(&self, notice: Notice) {
+        let org = OrgId(notice.org);
+        let Some(uri) = self.service.notify_url(org) else { return };
+        let body = serde_json::to_vec(&notice).expect("plain data serialises");
+        let message_id = format!("msg_sluice_{}_{}_{}", notice.kind, notice.definition, notice.at);
+        let policy = TargetPolicy { allow: self.settings.allow_networks.clone() };
+        let secret = match self.service.webhook_secret(org) {
+            Ok(secret) => secret,
+            Err(e) => return tracing::error!(org = org.0, error = %e, "no signing secret"),
+        };
+        let mut backoff = Duration::from_millis(self.settings.first_retry_ms);
+        for attempt in 1..=self.settings.tries.max(1) {
+            let tried = match policy.resolve(&uri).await {
+                Ok((url, addresses)) => self.try_once(&url, &addresses, &secret, &message_id, &body).await,
+                Err(Refused::Unresolved { host, reason }) => {
+                    Err(format!("{host} does not resolve: {reason}"))
+                }
+                Err(refused) => {
+                    return tracing::warn!(org = org.0, %refused, "notification target refused");
+                }
+            };
+            match tried {
+                Ok(()) => return tracing::info!(org = org.0, kind = notice.kind, "org notified"),
+                Err(error) if attempt < self.settings.tries => {
+                    tracing::info!(org = org.0, attempt, %error, "notification try failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(error) => tracing::warn!(org = org.0, %error, "notification not delivered"),
+            }
         }
     }
 

@@ -124,6 +124,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         kept_payloads: config.kept_payloads,
         fairness: config.fairness,
         executions: Some(super::sandbox_threads::handle()?),
+        runaway: config.runaway,
     };
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
         // One of several nodes: the database's clock, leases on the orgs.
@@ -147,6 +148,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         if let Some(bytes) = org.max_plugin_bytes {
             service.set_plugin_limit(id, bytes);
         }
+        service.set_notify_url(id, org.notify_url.clone());
         for (lane, quotas) in [(Lane::Priority, org.priority), (Lane::Regular, org.regular)] {
             if let Some(quotas) = quotas {
                 service.set_quotas(id, lane, quotas)?;

@@ -29,6 +29,8 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/panel", get(panel))
         .route("/dashboard/series", get(series))
         .route("/dashboard/orgs/{org}/workflows/{id}/deactivate", post(deactivate))
+        .route("/dashboard/orgs/{org}/definitions/{id}/deactivate", post(deactivate))
+        .route("/dashboard/orgs/{org}/definitions/{id}/release", post(release))
         .route("/dashboard/jobs", get(jobs))
         .route("/dashboard/orgs/{org}/jobs/{id}", get(job))
         .route("/dashboard/assets/{file}", get(asset))
@@ -185,7 +187,7 @@ fn render_panel(service: &Service, viewer: Viewer) -> Result<String, ApiError> {
                 "<li><strong>{}</strong> of {}: {} {}</li>",
                 escape(&d.name),
                 escape(&org.name),
-                escape(d.flag.as_deref().unwrap_or_default()),
+                runaway_flag(d).unwrap_or_else(|| escape(d.flag.as_deref().unwrap_or_default())),
                 deactivate_button(org.org, d),
             )
         })
@@ -198,16 +200,38 @@ fn render_panel(service: &Service, viewer: Viewer) -> Result<String, ApiError> {
     Ok(alerts + &health.iter().map(render_org).collect::<String>())
 }
 
-/// The one-click deactivate of an active workflow (nothing for other definitions).
+/// The one-click actions on a definition: deactivate an active workflow or a runaway,
+/// release a runaway's throttle (its new rate accepted as normal).
 fn deactivate_button(org: u32, d: &crate::service::DefinitionHealth) -> String {
-    match (d.kind, d.active) {
-        ("workflow", true) => format!(
-            "<form method=\"post\" action=\"/dashboard/orgs/{org}/workflows/{id}/deactivate\"><button class=\"deactivate\" data-definition=\"{id}\">Deactivate</button></form>",
-            id = d.id
+    let id = d.id;
+    let release = if d.runaway.is_some() {
+        format!(
+            "<form method=\"post\" action=\"/dashboard/orgs/{org}/definitions/{id}/release\"><button class=\"release\" data-definition=\"{id}\">Release</button></form>"
+        )
+    } else {
+        String::new()
+    };
+    let deactivate = match (d.kind, d.active) {
+        (_, true) if d.kind == "workflow" || d.runaway.is_some() => format!(
+            "<form method=\"post\" action=\"/dashboard/orgs/{org}/definitions/{id}/deactivate\"><button class=\"deactivate\" data-definition=\"{id}\">Deactivate</button></form>"
         ),
         ("workflow", false) => "draft".into(),
         _ => String::new(),
-    }
+    };
+    release + &deactivate
+}
+
+/// A runaway flag as the dashboard shows it: throttled since when (UTC), and why.
+fn runaway_flag(d: &crate::service::DefinitionHealth) -> Option<String> {
+    let flag = d.runaway.as_ref()?;
+    let day = flag.since.div_euclid(1000).rem_euclid(86_400);
+    let since = format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60);
+    Some(format!(
+        "<span class=\"flag throttled\" data-definition=\"{}\" data-since=\"{}\">throttled since {since} UTC: {}</span>",
+        d.id,
+        flag.since,
+        escape(&flag.reason())
+    ))
 }
 
 fn count(h: &crate::service::LaneView, status: Status) -> u64 {
@@ -260,10 +284,12 @@ fn render_org(org: &OrgHealth) -> String {
         .iter()
         .map(|d| {
             let action = deactivate_button(org.org, d);
-            let flag = d
-                .flag
-                .as_deref()
-                .map(|f| format!("<span class=\"flag\" data-definition=\"{}\">{}</span>", d.id, escape(f)))
+            let flag = runaway_flag(d)
+                .or_else(|| {
+                    d.flag.as_deref().map(|f| {
+                        format!("<span class=\"flag\" data-definition=\"{}\">{}</span>", d.id, escape(f))
+                    })
+                })
                 .unwrap_or_default();
             vec![
                 format!(
@@ -309,6 +335,21 @@ async fn deactivate(
         return Err(ApiError::not_found("workflow").into());
     }
     state.service.set_active(org, DefinitionId(path_id(&id, "workflow")?), false)?;
+    Ok(Redirect::to("/dashboard"))
+}
+
+/// Clears a runaway's flag and throttle (its new rate accepted as normal).
+async fn release(
+    viewer: Result<Viewer, ApiError>,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Redirect, PageError> {
+    let viewer = viewer?;
+    let org = OrgId(path_id(&org, "definition")?);
+    if !viewer.sees(org) {
+        return Err(ApiError::not_found("definition").into());
+    }
+    state.service.release_runaway(org, DefinitionId(path_id(&id, "definition")?))?;
     Ok(Redirect::to("/dashboard"))
 }
 

@@ -26,6 +26,8 @@ pub(super) struct LaneQueue {
     definition_charged: HashMap<DefinitionId, u64>,
     /// The charge of the definition that took the last turn.
     floor: u64,
+    /// Jobs in progress per definition (for a throttled definition's cap).
+    definition_running: HashMap<DefinitionId, u32>,
 }
 
 impl LaneQueue {
@@ -57,16 +59,35 @@ impl LaneQueue {
         self.ready += 1;
     }
 
-    /// The definition whose turn it is: the least charged, the earliest queued on ties.
-    fn next_turn(&self) -> Option<usize> {
+    /// The definition whose turn it is: the least charged of those `allowed` (given how
+    /// many of its jobs are in progress), the earliest queued on ties.
+    fn next_turn(&self, allowed: &impl Fn(DefinitionId, u32) -> bool) -> Option<usize> {
         let charged = |d: &DefinitionId| self.definition_charged.get(d).copied().unwrap_or(0);
-        (0..self.turns.len()).min_by_key(|&i| (charged(&self.turns[i]), i))
+        (0..self.turns.len())
+            .filter(|&i| allowed(self.turns[i], self.running_of(self.turns[i])))
+            .min_by_key(|&i| (charged(&self.turns[i]), i))
     }
 
-    /// The oldest live job of the definition whose turn it is, charged `cost` to that
-    /// definition; `live` tells queue slots still waiting from those canceled since.
-    pub fn pop(&mut self, cost: impl Fn(DefinitionId) -> u64, live: impl Fn(JobId) -> bool) -> Option<JobId> {
-        while let Some(turn) = self.next_turn() {
+    /// Jobs of the definition in progress.
+    pub fn running_of(&self, definition: DefinitionId) -> u32 {
+        self.definition_running.get(&definition).copied().unwrap_or(0)
+    }
+
+    /// Whether some definition `allowed` has a queued job (canceled slots included).
+    pub fn has_turn(&self, allowed: &impl Fn(DefinitionId, u32) -> bool) -> bool {
+        self.next_turn(allowed).is_some()
+    }
+
+    /// The oldest live job of the definition whose turn it is, among those `allowed`,
+    /// charged `cost` to that definition; `live` tells queue slots still waiting from
+    /// those canceled since.
+    pub fn pop(
+        &mut self,
+        cost: impl Fn(DefinitionId) -> u64,
+        allowed: impl Fn(DefinitionId, u32) -> bool,
+        live: impl Fn(JobId) -> bool,
+    ) -> Option<JobId> {
+        while let Some(turn) = self.next_turn(&allowed) {
             let definition = self.turns.remove(turn).expect("a turn in range");
             let Some(queue) = self.queues.get_mut(&definition) else { continue };
             let mut found = None;
@@ -93,8 +114,12 @@ impl LaneQueue {
     }
 
     /// The job `pop` would return next, without taking it.
-    pub fn peek(&self, live: impl Fn(JobId) -> bool) -> Option<JobId> {
-        let definition = self.turns.get(self.next_turn()?)?;
+    pub fn peek(
+        &self,
+        allowed: &impl Fn(DefinitionId, u32) -> bool,
+        live: impl Fn(JobId) -> bool,
+    ) -> Option<JobId> {
+        let definition = self.turns.get(self.next_turn(allowed)?)?;
         self.queues.get(definition)?.iter().copied().find(|job| live(*job))
     }
 
@@ -136,7 +161,7 @@ impl LaneQueue {
         self.queues.iter().map(|(d, q)| (*d, q.len()))
     }
 
-    pub fn count_start(&mut self, quotas: &Quotas, now: Millis) {
+    pub fn count_start(&mut self, definition: DefinitionId, quotas: &Quotas, now: Millis) {
         let window = now.div_euclid(quotas.throughput_window());
         if window != self.window {
             self.window = window;
@@ -144,5 +169,17 @@ impl LaneQueue {
         }
         self.starts += 1;
         self.running += 1;
+        *self.definition_running.entry(definition).or_default() += 1;
+    }
+
+    /// One of the definition's jobs is no longer in progress.
+    pub fn count_end(&mut self, definition: DefinitionId) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(running) = self.definition_running.get_mut(&definition) {
+            *running -= 1;
+            if *running == 0 {
+                self.definition_running.remove(&definition);
+            }
+        }
     }
 }

@@ -49,6 +49,11 @@ pub enum Fairness {
     JobCount,
 }
 
+/// A throttled definition may hold this fraction (1/4) of its org's thread cap on the
+/// lane, at least one thread: it keeps running, slowly, while the org's other
+/// definitions have the rest.
+pub const THROTTLED_SHARE: u32 = 4;
+
 /// A new definition's first jobs are charged this, in fuel units, until runs of it have
 /// ended (about a trivial plug-in's cost).
 pub const FIRST_ESTIMATE: u64 = 50_000;
@@ -163,6 +168,9 @@ pub struct Scheduler {
     lane_running: [u32; 3],
     /// Per definition, the recent mean cost of its runs.
     estimates: HashMap<DefinitionId, u64>,
+    /// Definitions throttled as runaways: each may have at most a [`THROTTLED_SHARE`]
+    /// of its org's lane threads in progress.
+    throttled: HashSet<DefinitionId>,
     next_lane: usize,
     jobs: HashMap<JobId, Entry>,
     /// Postponed jobs by the time they wake.
@@ -436,14 +444,24 @@ impl Scheduler {
             let jobs = &self.jobs;
             let deactivated = &self.deactivated;
             let live = |id: JobId| jobs.get(&id).is_some_and(|e| e.queued);
+            let throttled = &self.throttled;
+            let throttled_cap = (quotas.max_threads / THROTTLED_SHARE).max(1);
+            let allowed = |d: DefinitionId, running: u32| {
+                !throttled.contains(&d) || running < throttled_cap || deactivated.contains(&d)
+            };
             // A job of a deactivated definition is canceled when its turn comes even if the
             // org is at its quota: canceling costs no thread and no start.
             let cancelable = || {
                 queue
-                    .peek(live)
+                    .peek(&allowed, live)
                     .and_then(|id| jobs.get(&id))
                     .is_some_and(|e| deactivated.contains(&e.spec.definition))
             };
+            if !queue.has_turn(&allowed) {
+                // Every definition with jobs waiting is throttled and at its share.
+                self.held_back.push((org, lane, "runaway-throttled"));
+                continue;
+            }
             if lane != Lane::Exempt
                 && let Some(quota) = queue.held_back_by(&quotas, now)
                 && !cancelable()
@@ -457,7 +475,7 @@ impl Scheduler {
             self.rings[li].remove(&key);
             let (estimates, fairness) = (&self.estimates, self.fairness);
             let estimate = |d: DefinitionId| estimate_of(estimates, fairness, d);
-            let picked = queue.pop(estimate, live);
+            let picked = queue.pop(estimate, allowed, live);
             let Some(id) = picked else {
                 queue.in_ring = false;
                 continue;
@@ -484,8 +502,9 @@ impl Scheduler {
                 return Some(Decision::CanceledOnPickup(id));
             }
             entry.status = Status::InProgress;
+            let definition = entry.spec.definition;
             let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
-            queue.count_start(&quotas, now);
+            queue.count_start(definition, &quotas, now);
             self.lane_running[li] += 1;
             return Some(Decision::Start(id));
         }
@@ -509,7 +528,7 @@ impl Scheduler {
         entry.run_ended = true;
         let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
         let charged = std::mem::take(&mut entry.charged);
-        self.release_thread(org, lane);
+        self.release_thread(org, lane, definition);
         if self.fairness == Fairness::JobCount {
             return;
         }
@@ -529,9 +548,9 @@ impl Scheduler {
     }
 
     /// One of the org's threads on the lane is free.
-    fn release_thread(&mut self, org: OrgId, lane: Lane) {
+    fn release_thread(&mut self, org: OrgId, lane: Lane, definition: DefinitionId) {
         if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
-            queue.running = queue.running.saturating_sub(1);
+            queue.count_end(definition);
         }
         self.lane_running[lane.index()] = self.lane_running[lane.index()].saturating_sub(1);
     }
@@ -543,11 +562,11 @@ impl Scheduler {
         if !matches!(was, Status::InProgress | Status::Pausing | Status::Canceling) {
             return Err(Refusal::NotAllowed(was));
         }
-        let (org, lane) = (entry.spec.org, entry.spec.lane);
+        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
         let counted = !std::mem::take(&mut entry.run_ended);
         let quotas = self.quotas(org, lane);
         if counted {
-            self.release_thread(org, lane);
+            self.release_thread(org, lane, definition);
         }
         let entry = self.jobs.get_mut(&job).expect("checked above");
         let after = match (outcome, was) {
@@ -661,6 +680,21 @@ impl Scheduler {
 
     pub fn activate(&mut self, definition: DefinitionId) {
         self.deactivated.remove(&definition);
+    }
+
+    /// Throttles a runaway definition to a [`THROTTLED_SHARE`] of its org's lane threads
+    /// (`false`: releases it). Not stopped: its jobs keep starting, fewer at once.
+    pub fn set_throttled(&mut self, definition: DefinitionId, throttled: bool) {
+        if throttled {
+            self.throttled.insert(definition);
+        } else {
+            self.throttled.remove(&definition);
+        }
+    }
+
+    /// Jobs of one definition in progress on a lane of its org.
+    pub fn running_of(&self, org: OrgId, lane: Lane, definition: DefinitionId) -> u32 {
+        self.lanes.get(&(org, lane)).map_or(0, |q| q.running_of(definition))
     }
 
     /// Forgets everything of an org (this node no longer holds it: another node runs its

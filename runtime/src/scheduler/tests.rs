@@ -409,3 +409,25 @@ fn a_freed_slot_goes_to_the_org_charged_least() {
     }
     assert_eq!((s.running(ORG_A, Lane::Regular), s.running(ORG_B, Lane::Regular)), (6, 8));
 }
+
+#[test]
+fn a_throttled_definition_keeps_a_quarter_of_its_orgs_threads() {
+    let mut s = Scheduler::new(quotas(8, 1_000_000));
+    backlog(&mut s, ORG_A, FLOW, 0, 100);
+    backlog(&mut s, ORG_A, STEP, 1_000, 100);
+    s.set_throttled(FLOW, true);
+    let started: Vec<JobId> = std::iter::from_fn(|| start(&mut s, 0)).collect();
+    assert_eq!(started.len(), 8, "the org's cap is used in full");
+    assert_eq!(s.running_of(ORG_A, Lane::Regular, FLOW), 2, "the runaway holds 8 / 4 threads");
+    assert_eq!(s.running_of(ORG_A, Lane::Regular, STEP), 6);
+    // With nothing else waiting it still runs, at its share.
+    let mut s = Scheduler::new(quotas(8, 1_000_000));
+    backlog(&mut s, ORG_A, FLOW, 0, 100);
+    s.set_throttled(FLOW, true);
+    let first: Vec<JobId> = std::iter::from_fn(|| start(&mut s, 0)).collect();
+    assert_eq!(first.len(), 2, "throttled, not stopped");
+    s.run_ended(first[0], 1);
+    assert!(start(&mut s, 0).is_some(), "an ended run frees its share");
+    s.set_throttled(FLOW, false);
+    assert_eq!(std::iter::from_fn(|| start(&mut s, 0)).count(), 6, "released: the whole cap again");
+}

@@ -379,6 +379,7 @@ pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
             if state.queued.len() < state.kept_payloads {
                 state.queued.insert(*id, super::execution::Queued::of_new(job));
             }
+            state.runaways.created(job.definition, 1);
             state.scheduler.submit(crate::scheduler::JobSpec {
                 id: *id,
                 org: job.org,

@@ -697,6 +697,7 @@ impl Service {
     /// (if any is running). Returns how many jobs started; what the round decided, the
     /// starts of jobs still running included, is durable on return.
     pub async fn run_once(&self) -> Result<usize> {
+        self.sample_if_due();
         let started = self.start_ready()?;
         if self.state().running != [0; 3] {
             self.collect_finished().await?;
@@ -730,6 +731,7 @@ impl Service {
     /// Runs jobs until nothing more can start at the clock's current time and nothing
     /// is running: postponed jobs and the next throughput window wait for the clock.
     pub async fn run_until_idle(&self) -> Result<()> {
+        self.sample_if_due();
         loop {
             self.start_ready()?;
             if self.state().running == [0; 3] {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
-use super::{Result, Service, State};
+use super::{Notice, Result, RunawayFlag, Service, State};
 use crate::jobs::{DefinitionId, Lane, MINUTE, Millis, OrgId};
 
 /// How often the driver samples, and how many samples are kept.
@@ -94,6 +94,9 @@ pub struct DefinitionHealth {
     pub fuel_used: u64,
     /// Why it is flagged (a runaway, or failing), if it is.
     pub flag: Option<String>,
+    /// Flagged as a runaway and throttled: since when, and the figures that tripped the
+    /// rule.
+    pub runaway: Option<RunawayFlag>,
 }
 
 impl Counters {
@@ -117,11 +120,74 @@ impl Service {
         }
         state.counters.last_sample = now;
         let sample = sample(&state, now);
+        let changes = state.runaways.tick(now, &sample.definitions);
+        let mut notices = Vec::new();
+        for change in changes {
+            let (definition, flag, throttled) = match change {
+                super::runaway::Change::Flagged(d, flag) => (d, flag, true),
+                super::runaway::Change::Released(d, flag) => (d, flag, false),
+            };
+            state.scheduler.set_throttled(definition, throttled);
+            let Some(found) = state.definitions.get(&definition) else { continue };
+            notices.push(Notice {
+                kind: if throttled { "definition.throttled" } else { "definition.released" },
+                org: found.org.0,
+                definition: definition.0,
+                definition_name: found.name.clone(),
+                reason: flag.reason(),
+                flag,
+                at: now,
+            });
+        }
         let samples = &mut state.counters.samples;
         samples.push_back(sample);
         while samples.len() > SAMPLES_KEPT {
             samples.pop_front();
         }
+        drop(state);
+        for notice in notices {
+            self.announce_runaway(notice);
+        }
+    }
+
+    /// Tells the operator (a log line, the metrics) and the org (its notification URL,
+    /// through the deliverer) of a definition flagged or released.
+    fn announce_runaway(&self, notice: Notice) {
+        let throttled = notice.kind == "definition.throttled";
+        if throttled {
+            tracing::warn!(org = notice.org, definition = notice.definition, name = %notice.definition_name,
+                reason = %notice.reason, "runaway definition flagged and throttled");
+        } else {
+            tracing::info!(org = notice.org, definition = notice.definition, name = %notice.definition_name,
+                "runaway definition calmed down: released");
+        }
+        self.shared.metrics.set_runaway(OrgId(notice.org), DefinitionId(notice.definition), throttled);
+        // Nobody listening (no API server) is fine: the flag is on the dashboard.
+        let _ = self.shared.notices_tx.send(notice);
+    }
+
+    /// Clears a definition's runaway flag by hand (the tenant or the operator): it is
+    /// released, and its recent rate is accepted as its normal. Returns the flag it had
+    /// (`None`: it was not flagged).
+    pub fn release_runaway(&self, org: OrgId, definition: DefinitionId) -> Result<Option<RunawayFlag>> {
+        let mut state = self.state();
+        if !state.definitions.get(&definition).is_some_and(|d| d.org == org) {
+            return Err(super::Error::NotFound("definition"));
+        }
+        let flag = state.runaways.clear(definition);
+        if flag.is_some() {
+            state.scheduler.set_throttled(definition, false);
+            drop(state);
+            self.shared.metrics.set_runaway(org, definition, false);
+            tracing::info!(org = org.0, definition = definition.0, "runaway flag cleared by hand");
+            self.shared.work.notify_one();
+        }
+        Ok(flag)
+    }
+
+    /// A definition's runaway flag, if it has one.
+    pub fn runaway(&self, definition: DefinitionId) -> Option<RunawayFlag> {
+        self.state().runaways.flag(definition).cloned()
     }
 
     /// The health of one org, or of every org (the operator's view).
@@ -214,8 +280,11 @@ fn worst_definitions(state: &State, org: OrgId, now: Millis) -> Vec<DefinitionHe
             let before = minute_ago.and_then(|s| s.definitions.get(&d.id)).copied().unwrap_or(0);
             let counters = state.counters.definitions.get(&d.id).copied().unwrap_or_default();
             let growth = backlog as i64 - before as i64;
-            let flag = if backlog >= RUNAWAY_BACKLOG && growth > 0 && d.active {
-                Some(format!("runaway: {backlog} queued, +{growth} in the last minute"))
+            let runaway = state.runaways.flag(d.id).cloned();
+            let flag = if let Some(runaway) = &runaway {
+                Some(format!("runaway, throttled: {}", runaway.reason()))
+            } else if backlog >= RUNAWAY_BACKLOG && growth > 0 && d.active {
+                Some(format!("growing: {backlog} queued, +{growth} in the last minute"))
             } else if counters.failures >= 10 && counters.failures * 2 > counters.runs {
                 Some(format!("failing: {} of {} runs failed", counters.failures, counters.runs))
             } else {
@@ -232,18 +301,14 @@ fn worst_definitions(state: &State, org: OrgId, now: Millis) -> Vec<DefinitionHe
                 failures: counters.failures,
                 fuel_used: counters.fuel,
                 flag,
+                runaway,
             }
         })
         .collect();
-    list.sort_by(|a, b| {
-        (b.flag.is_some(), b.backlog, b.growth, b.failures, b.fuel_used).cmp(&(
-            a.flag.is_some(),
-            a.backlog,
-            a.growth,
-            a.failures,
-            a.fuel_used,
-        ))
-    });
+    let rank = |d: &DefinitionHealth| {
+        (d.runaway.is_some(), d.flag.is_some(), d.backlog, d.growth, d.failures, d.fuel_used)
+    };
+    list.sort_by(|a, b| rank(b).cmp(&rank(a)));
     list.truncate(10);
     list
 }

@@ -13,6 +13,7 @@ mod execution;
 mod health;
 mod loops;
 mod operations;
+mod runaway;
 mod sync_gate;
 mod tenancy;
 mod writer;
@@ -28,6 +29,7 @@ pub use events::{Event, EventOutcome};
 pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
+pub use runaway::{RunawayFlag, RunawayRule};
 pub use sync_gate::SyncRefusal;
 pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 
@@ -120,6 +122,8 @@ pub struct Options {
     /// that however much CPU tenants' plug-ins want, the node's own work (the store's
     /// writer, the driver, the API) is never queued behind them.
     pub executions: Option<tokio::runtime::Handle>,
+    /// When a definition is flagged as a runaway and throttled (see [`RunawayRule`]).
+    pub runaway: RunawayRule,
 }
 
 impl Default for Options {
@@ -134,6 +138,7 @@ impl Default for Options {
             kept_payloads: 65_536,
             fairness: Fairness::Cost,
             executions: None,
+            runaway: RunawayRule::default(),
         }
     }
 }
@@ -223,6 +228,29 @@ struct Shared {
     /// Orgs whose plug-ins may be larger (or must be smaller) than the engine's
     /// `max-plugin-bytes` (the operator's; set from the configuration file at start).
     plugin_limits: std::sync::RwLock<HashMap<OrgId, u64>>,
+    /// Where each org is told of its definitions flagged and released (the
+    /// operator's; set from the configuration file at start).
+    notify_urls: std::sync::RwLock<HashMap<OrgId, String>>,
+    /// Runaway notices, for the deliverer.
+    notices_tx: mpsc::UnboundedSender<Notice>,
+    notices_rx: Mutex<Option<mpsc::UnboundedReceiver<Notice>>>,
+}
+
+/// Something an org is told of at its notification URL (and the operator in the log).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Notice {
+    /// `definition.throttled` or `definition.released`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub org: u32,
+    pub definition: u64,
+    pub definition_name: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The figures of the flag (the one released, for a release).
+    pub flag: RunawayFlag,
+    /// When (ms since the epoch).
+    pub at: Millis,
 }
 
 /// A job that reached a terminal status, and when its status was committed.
@@ -264,6 +292,8 @@ struct State {
     ended: Vec<(OrgId, JobId)>,
     /// What the health view counts and samples.
     counters: health::Counters,
+    /// Definitions creating jobs abnormally fast (flagged ones are throttled).
+    runaways: runaway::Detector,
     /// What waiting jobs need at their first start, kept from their enqueue (at most
     /// `kept_payloads`).
     queued: HashMap<JobId, execution::Queued>,
@@ -411,6 +441,7 @@ impl Service {
         let sync_gate = Arc::new(sync_gate::SyncGate::new(options.sync_per_org, (pool - job_slots) as u32));
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let single = options.cluster.is_none();
         // A node joining a cluster follows the changes made from now on (it reads
         // everything else fresh as it takes orgs).
@@ -429,6 +460,7 @@ impl Service {
             background: HashMap::new(),
             ended: Vec::new(),
             counters: health::Counters::default(),
+            runaways: runaway::Detector::new(options.runaway),
             queued: HashMap::new(),
             kept_payloads: options.kept_payloads,
             prefetching: HashSet::new(),
@@ -470,6 +502,9 @@ impl Service {
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
                 outbound: Default::default(),
                 plugin_limits: Default::default(),
+                notify_urls: Default::default(),
+                notices_tx,
+                notices_rx: Mutex::new(Some(notices_rx)),
             }),
         };
         writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
@@ -493,6 +528,25 @@ impl Service {
     /// service: the callback deliverer.
     pub fn take_ended_operations(&self) -> Option<mpsc::UnboundedReceiver<(OrgId, JobId)>> {
         self.shared.ended_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The runaway notices (definitions flagged and released), as they happen. One taker
+    /// per service: the callback deliverer.
+    pub fn take_notices(&self) -> Option<mpsc::UnboundedReceiver<Notice>> {
+        self.shared.notices_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Where the org is told of its runaway definitions (`None`: nowhere but the log).
+    pub fn set_notify_url(&self, org: OrgId, url: Option<String>) {
+        let mut urls = self.shared.notify_urls.write().unwrap_or_else(|e| e.into_inner());
+        match url {
+            Some(url) => urls.insert(org, url),
+            None => urls.remove(&org),
+        };
+    }
+
+    pub fn notify_url(&self, org: OrgId) -> Option<String> {
+        self.shared.notify_urls.read().unwrap_or_else(|e| e.into_inner()).get(&org).cloned()
     }
 
     /// Announces committed ends of background operations.
@@ -671,6 +725,11 @@ impl Service {
             state.scheduler.activate(id);
         } else {
             state.scheduler.deactivate(id);
+            // Deactivated, it creates no jobs: a runaway flag has nothing left to hold.
+            if state.runaways.clear(id).is_some() {
+                state.scheduler.set_throttled(id, false);
+                self.shared.metrics.set_runaway(org, id, false);
+            }
         }
         drop(state);
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
@@ -872,6 +931,8 @@ impl Service {
         self.shared.store.delete_definition(org, id)?;
         state.definitions.remove(&id);
         state.scheduler.deactivate(id);
+        state.runaways.forget(id);
+        state.scheduler.set_throttled(id, false);
         drop(state);
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         self.shared.work.notify_one();

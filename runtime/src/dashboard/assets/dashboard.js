@@ -57,10 +57,10 @@ async function refreshPanel() {
 
 showPanel(document.getElementById("panel").innerHTML);
 
-// One click: deactivate without leaving the page, then refresh.
+// One click: deactivate (or release a runaway) without leaving the page, then refresh.
 document.addEventListener("submit", async (event) => {
   const form = event.target;
-  if (!form.action.includes("/deactivate")) return;
+  if (!form.action.includes("/deactivate") && !form.action.includes("/release")) return;
   event.preventDefault();
   await fetch(form.action, { method: "POST", credentials: "same-origin", redirect: "manual" });
   await refreshPanel();
