@@ -171,7 +171,7 @@ impl Service {
     /// (`None`: it was not flagged).
     pub fn release_runaway(&self, org: OrgId, definition: DefinitionId) -> Result<Option<RunawayFlag>> {
         let mut state = self.state();
-        if !state.definitions.get(&definition).is_some_and(|d| d.org == org) {
+        if state.definitions.get(&definition).is_none_or(|d| d.org != org) {
             return Err(super::Error::NotFound("definition"));
         }
         let flag = state.runaways.clear(definition);
@@ -308,7 +308,7 @@ fn worst_definitions(state: &State, org: OrgId, now: Millis) -> Vec<DefinitionHe
     let rank = |d: &DefinitionHealth| {
         (d.runaway.is_some(), d.flag.is_some(), d.backlog, d.growth, d.failures, d.fuel_used)
     };
-    list.sort_by(|a, b| rank(b).cmp(&rank(a)));
+    list.sort_by_key(|d| std::cmp::Reverse(rank(d)));
     list.truncate(10);
     list
 }
