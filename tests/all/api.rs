@@ -583,3 +583,38 @@ async fn dependency_tokens_chain_an_orgs_jobs_and_never_another_orgs() {
     let refused = server.post("/events", &a.token, too_long).await;
     assert_eq!((refused.status, refused.code()), (422, "too-large"), "{refused:?}");
 }
+
+/// The runaway actions through the API: releasing a definition that is not flagged
+/// answers `released: null`; another org's definition is 404 (never 403), for the
+/// tenant and for a wrong org in the operator's path; deactivating any definition kind
+/// stops its new jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_release_and_deactivate_in_one_request() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let contoso = server.tenant("contoso").await;
+    let fabrikam = server.tenant("fabrikam").await;
+    let echo = server.upload(&contoso, samples::ECHO, "echo").await;
+    let step = json!({"name": "audit", "plugin": echo, "message": "Create", "entity": "lead"});
+    let step = server.post("/steps", &contoso.token, step).await.json["id"].as_u64().unwrap();
+
+    let released = server.post(&format!("/definitions/{step}/release"), &contoso.token, json!({})).await;
+    assert_eq!(
+        (released.status, released.json.clone()),
+        (200, json!({"definition": step, "released": null}))
+    );
+    let theirs = server.post(&format!("/definitions/{step}/release"), &fabrikam.token, json!({})).await;
+    assert_eq!((theirs.status, theirs.code()), (404, "not-found"));
+    let theirs = server.post(&format!("/definitions/{step}/deactivate"), &fabrikam.token, json!({})).await;
+    assert_eq!(theirs.status, 404);
+    let wrong_org = format!("/orgs/{}/definitions/{step}/release", fabrikam.org);
+    assert_eq!(server.post(&wrong_org, &server.operator, json!({})).await.status, 404);
+    let operator = format!("/orgs/{}/definitions/{step}/release", contoso.org);
+    assert_eq!(server.post(&operator, &server.operator, json!({})).await.status, 200);
+    assert_eq!(server.post(&operator, &contoso.token, json!({})).await.status, 403, "operator only");
+
+    let deactivated =
+        server.post(&format!("/definitions/{step}/deactivate"), &contoso.token, json!({})).await;
+    assert_eq!((deactivated.status, deactivated.json["active"].clone()), (200, json!(false)));
+    let lead = server.post("/events", &contoso.token, json!({"message": "Create", "entity": "lead"})).await;
+    assert_eq!(lead.json["jobs"], json!([]), "a deactivated step starts nothing");
+}

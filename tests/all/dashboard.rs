@@ -128,6 +128,25 @@ async fn the_runaway_is_flagged_charted_and_one_click_drains_it() {
 
     let flag = format!("document.querySelector('.flag[data-definition=\"{workflow}\"]') !== null");
     until(&client, "the runaway flagged", &format!("return {flag};")).await;
+    // The runaway rule trips (a surge from nothing to 200 leads a second, the backlog
+    // growing): the definition is shown throttled, why, and since when.
+    let throttled = format!(
+        "const f = document.querySelector('.flag.throttled[data-definition=\"{workflow}\"]'); \
+         return !!f && /^throttled since \\d\\d:\\d\\d:\\d\\d UTC: creating \\d+ jobs\\/s against its usual/.test(f.textContent) \
+         && Number(f.dataset.since) > 0 \
+         && document.querySelector('button.release[data-definition=\"{workflow}\"]') !== null;"
+    );
+    until(&client, "the runaway throttled, why and since when", &throttled).await;
+    let shown = server.get("/health", &runaway.token).await;
+    let definition = shown.json[0]["definitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == workflow)
+        .unwrap()
+        .clone();
+    assert!(definition["runaway"]["since"].as_i64().unwrap() > 0, "{definition}");
+    assert!(definition["runaway"]["rate"].as_f64().unwrap() >= 20.0, "{definition}");
     let org = runaway.org;
     let charted = format!(
         "const c = window.sluiceCharts[{org}]; return !!c && c.backlog.data[0].length >= 3 \
