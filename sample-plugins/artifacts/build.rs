@@ -89,8 +89,10 @@ fn main() {
     all.push_str("];\n");
     fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("plugins.rs"), consts + &all).unwrap();
 
-    // Folders, not the npm packages under them (thousands of files to stat).
-    let mut watched = vec![root.join("wit"), root.join("sdk/src"), root.join("sdk/Cargo.toml")];
+    // Folders, not the npm packages under them (thousands of files to stat). A new Rust
+    // sample is a new workspace member: it changes Cargo.lock.
+    let mut watched =
+        vec![root.join("wit"), root.join("sdk/src"), root.join("sdk/Cargo.toml"), root.join("Cargo.lock")];
     watched.extend(
         ["sdk/python/sluice_sdk", "sdk/js/src", "sdk/js/bin", "sample-plugins/python"].map(|p| root.join(p)),
     );

@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 use sluice::callbacks::CallbackSettings;
 use sluice_sample_plugins as samples;
 
-use crate::http::{Tenant, TestServer};
+use crate::http::{Reply, Tenant, TestServer};
 
 fn terminal(job: &Json) -> bool {
     job["status"].as_u64().is_some_and(|s| s >= 30)
@@ -617,4 +617,74 @@ async fn runaway_release_and_deactivate_in_one_request() {
     assert_eq!((deactivated.status, deactivated.json["active"].clone()), (200, json!(false)));
     let lead = server.post("/events", &contoso.token, json!({"message": "Create", "entity": "lead"})).await;
     assert_eq!(lead.json["jobs"], json!([]), "a deactivated step starts nothing");
+}
+
+/// E-mail jobs through the API: creating an `email` record (by an event, or from a
+/// plug-in through its record service) queues the org's sender as an e-mail job on the
+/// exempt lane, which runs although the org's other lanes are at their quotas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_jobs_run_on_the_exempt_lane_outside_the_quotas() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let contoso = server.tenant("contoso").await;
+    // One start an hour on the priority lane, already taken by a lead's job.
+    let tight = json!({"max-threads": 1, "max-throughput": 1, "throughput-window-minutes": 60});
+    for lane in ["priority", "regular"] {
+        let path = format!("/orgs/{}/quotas/{lane}", contoso.org);
+        assert_eq!(server.send(Method::PUT, &path, &server.operator, Some(tight.clone())).await.status, 200);
+    }
+    let echo = server.upload(&contoso, samples::ECHO, "echo").await;
+    let welcome = server.upload(&contoso, samples::WELCOME_MAIL, "welcome-mail").await;
+    for (name, plugin, entity) in
+        [("audit", echo, "lead"), ("send e-mail", echo, "email"), ("welcome", welcome, "contact")]
+    {
+        let step = json!({"name": name, "plugin": plugin, "message": "Create", "entity": entity});
+        assert_eq!(server.post("/steps", &contoso.token, step).await.status, 201);
+    }
+    let jobs_of = |reply: Reply| -> Vec<u64> {
+        reply.json["jobs"].as_array().unwrap().iter().map(|j| j.as_u64().unwrap()).collect()
+    };
+    let lead =
+        jobs_of(server.post("/events", &contoso.token, json!({"message": "Create", "entity": "lead"})).await);
+    server.wait_for(&format!("/jobs/{}", lead[0]), &contoso.token, |j| j["status"] == 30).await;
+    let held =
+        jobs_of(server.post("/events", &contoso.token, json!({"message": "Create", "entity": "lead"})).await);
+
+    // Three e-mails sent through the API: e-mail jobs on the exempt lane, all run.
+    for n in 0..3 {
+        let email = json!({"message": "Create", "entity": "email",
+                           "attributes": {"to": format!("user{n}@example.com"), "subject": "Your invoice"}});
+        let jobs = jobs_of(server.post("/events", &contoso.token, email).await);
+        assert_eq!(jobs.len(), 1);
+        let job = server.wait_for(&format!("/jobs/{}", jobs[0]), &contoso.token, |j| j["status"] == 30).await;
+        assert_eq!(
+            (job["lane"].as_str(), job["operation"].as_str()),
+            (Some("exempt"), Some("email")),
+            "{job}"
+        );
+    }
+    let waiting = server.get(&format!("/jobs/{}", held[0]), &contoso.token).await;
+    assert_eq!(waiting.json["status"], 0, "the lead's job still waits for its window: {}", waiting.json);
+
+    // A plug-in queues one: a new contact's welcome step creates an `email` record.
+    let fabrikam = server.tenant("fabrikam").await;
+    let echo = server.upload(&fabrikam, samples::ECHO, "echo").await;
+    let welcome = server.upload(&fabrikam, samples::WELCOME_MAIL, "welcome-mail").await;
+    let sender = json!({"name": "send e-mail", "plugin": echo, "message": "Create", "entity": "email"});
+    let sender = server.post("/steps", &fabrikam.token, sender).await.json["id"].as_u64().unwrap();
+    let step = json!({"name": "welcome", "plugin": welcome, "message": "Create", "entity": "contact"});
+    assert_eq!(server.post("/steps", &fabrikam.token, step).await.status, 201);
+    let contact = json!({"message": "Create", "entity": "contact",
+                         "attributes": {"fullname": "Ada Lovelace", "emailaddress1": "ada@example.com"}});
+    let queued = jobs_of(server.post("/events", &fabrikam.token, contact).await);
+    let welcome_job =
+        server.wait_for(&format!("/jobs/{}", queued[0]), &fabrikam.token, |j| j["status"] == 30).await;
+    assert_eq!(welcome_job["lane"], "priority");
+    let sent = server
+        .wait_for(&format!("/jobs?definition={sender}"), &fabrikam.token, |list| {
+            list.as_array().is_some_and(|l| l.len() == 1 && l[0]["status"] == 30)
+        })
+        .await;
+    assert_eq!((sent[0]["lane"].as_str(), sent[0]["depth"].as_u64()), (Some("exempt"), Some(2)), "{sent}");
+    let email = server.get("/records/email", &fabrikam.token).await;
+    assert_eq!(email.json[0]["attributes"]["subject"], "Welcome, Ada Lovelace", "{}", email.json);
 }

@@ -431,3 +431,16 @@ fn a_throttled_definition_keeps_a_quarter_of_its_orgs_threads() {
     s.set_throttled(FLOW, false);
     assert_eq!(std::iter::from_fn(|| start(&mut s, 0)).count(), 6, "released: the whole cap again");
 }
+
+#[test]
+fn the_exempt_lane_ignores_quotas_and_still_takes_turns_between_orgs() {
+    let mut s = Scheduler::new(quotas(1, 1));
+    for id in 0..10 {
+        s.submit(spec(id, ORG_A, Lane::Exempt, FLOW));
+        s.submit(spec(100 + id, ORG_B, Lane::Exempt, STEP));
+    }
+    let jobs: Vec<JobId> = std::iter::from_fn(|| start(&mut s, 0)).collect();
+    let started: Vec<OrgId> = jobs.iter().map(|j| s.spec(*j).unwrap().org).collect();
+    assert_eq!(started.len(), 20, "no thread or throughput cap on the exempt lane");
+    assert!(started.chunks(2).all(|pair| pair.contains(&ORG_A) && pair.contains(&ORG_B)), "{started:?}");
+}

@@ -391,6 +391,12 @@ pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
     }
 }
 
+/// The entity of e-mail messages. Creating one (through the API, or from a plug-in or a
+/// custom API through its record service) is a send-email request: the async steps and
+/// workflows on its Create run as e-mail jobs, on the exempt lane, outside the quotas
+/// (still in turns with other orgs', by cost).
+pub const EMAIL_ENTITY: &str = "email";
+
 fn new_job(
     state: &mut State,
     org: OrgId,
@@ -400,7 +406,10 @@ fn new_job(
     correlation: &str,
     now: Millis,
 ) -> NewJob {
+    let sends_email = trigger.entity == EMAIL_ENTITY && trigger.message == "Create";
     let (operation, version) = match &definition.kind {
+        DefinitionKind::Step { .. } if sends_email => (Operation::Email, 1),
+        DefinitionKind::Workflow { version, .. } if sends_email => (Operation::Email, *version),
         DefinitionKind::Step { .. } => (Operation::AsyncPlugin, 1),
         DefinitionKind::Workflow { version, .. } => (Operation::Workflow, *version),
         DefinitionKind::CustomApi { .. } => (Operation::BackgroundOperation, 1),
@@ -420,7 +429,7 @@ fn new_job(
     if state.loops.too_deep(correlation, trigger.depth, now) {
         status = Status::Failed;
         error = Some((loops::DEPTH_ERROR_CODE.to_owned(), loops::depth_message(trigger.depth)));
-    } else if operation == Operation::Workflow
+    } else if matches!(definition.kind, DefinitionKind::Workflow { .. })
         && state.loops.workflow_loops(definition.id, (&trigger.entity, &trigger.id), now)
     {
         status = Status::Canceled;

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 pub use clock::{Clock, DatabaseClock, ManualClock, SystemClock};
 pub use cluster::ClusterOptions;
-pub use events::{Event, EventOutcome};
+pub use events::{EMAIL_ENTITY, Event, EventOutcome};
 pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
