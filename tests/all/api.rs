@@ -688,3 +688,34 @@ async fn email_jobs_run_on_the_exempt_lane_outside_the_quotas() {
     let email = server.get("/records/email", &fabrikam.token).await;
     assert_eq!(email.json[0]["attributes"]["subject"], "Welcome, Ada Lovelace", "{}", email.json);
 }
+
+/// Bulk-import settings through the API: a workflow's `bulk` is kept and shown; a bad
+/// one is refused by name; an import batch (`import: true`) coalesces its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_batch_coalesces_jobs_as_each_workflow_says() {
+    let server = TestServer::start(CallbackSettings::default()).await;
+    let tenant = server.tenant("contoso").await;
+    let echo = server.upload(&tenant, samples::ECHO, "echo").await;
+    let workflow = |bulk: &str| {
+        json!({"name": "enrich", "trigger": {"message": "Create", "entity": "account"},
+               "steps": [{"plugin": echo}], "activate": true, "bulk": bulk})
+    };
+    for bad in ["batched(0)", "batched(many)", "sometimes"] {
+        let refused = server.post("/workflows", &tenant.token, workflow(bad)).await;
+        assert_eq!(refused.status, 422, "{bad}: {:?}", refused.json);
+    }
+    let created = server.post("/workflows", &tenant.token, workflow("batched(25)")).await;
+    assert_eq!((created.status, created.json["spec"]["bulk"].clone()), (201, json!("batched(25)")));
+    let events: Vec<Json> =
+        (0..100).map(|n| json!({"message": "Create", "entity": "account", "attributes": {"n": n}})).collect();
+    let imported =
+        server.post("/events/batch", &tenant.token, json!({"events": events, "import": true})).await;
+    assert_eq!(imported.status, 200);
+    let jobs: usize =
+        imported.json.as_array().unwrap().iter().map(|o| o["jobs"].as_array().unwrap().len()).sum();
+    assert_eq!(jobs, 4, "100 records, 25 a job");
+    let plain = server.post("/events/batch", &tenant.token, json!({"events": events[..10]})).await;
+    let jobs: usize =
+        plain.json.as_array().unwrap().iter().map(|o| o["jobs"].as_array().unwrap().len()).sum();
+    assert_eq!(jobs, 10, "a plain batch starts a job per event");
+}

@@ -2,6 +2,7 @@
 //! Guest plug-ins come from `sample-plugins/`, built by `sluice-sample-plugins`.
 
 mod api;
+mod bulk_import;
 mod callbacks;
 mod cli;
 mod client;

@@ -108,6 +108,7 @@ pub async fn register_step(
             rank: r.rank,
             unsecure_config: r.unsecure_config,
             secure_config: r.secure_config,
+            bulk: r.bulk,
         },
         active: true,
         auto_delete: r.auto_delete,
@@ -193,7 +194,7 @@ pub async fn create_workflow(
         org,
         name: r.name,
         trigger,
-        kind: DefinitionKind::Workflow { version: 1, steps: steps(r.steps)? },
+        kind: DefinitionKind::Workflow { version: 1, steps: steps(r.steps)?, bulk: r.bulk },
         active: r.activate,
         auto_delete: r.auto_delete,
     };
@@ -230,7 +231,7 @@ pub async fn version_workflow(
 ) -> Result<Json<DefinitionView>, ApiError> {
     let mut workflow = find(&state.service, org, &id, "workflow")?;
     check_trigger(&r.trigger.entity, &r.trigger.filtering_attributes)?;
-    let DefinitionKind::Workflow { version, .. } = workflow.kind else {
+    let DefinitionKind::Workflow { version, bulk, .. } = workflow.kind else {
         return Err(ApiError::not_found("workflow"));
     };
     workflow.trigger = Trigger {
@@ -238,7 +239,7 @@ pub async fn version_workflow(
         entity: r.trigger.entity,
         filtering_attributes: r.trigger.filtering_attributes,
     };
-    workflow.kind = DefinitionKind::Workflow { version: version + 1, steps: steps(r.steps)? };
+    workflow.kind = DefinitionKind::Workflow { version: version + 1, steps: steps(r.steps)?, bulk };
     let id = state.service.save_definition(workflow)?;
     Ok(Json(state.service.definition(org, id)?.into()))
 }

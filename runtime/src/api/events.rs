@@ -53,7 +53,11 @@ pub async fn fire_batch(
             format!("at most {MAX_BATCH} events per batch"),
         ));
     }
-    let outcomes = state.service.fire_batch(org, batch.events).await?;
+    let outcomes = if batch.import {
+        state.service.import_batch(org, batch.events).await?
+    } else {
+        state.service.fire_batch(org, batch.events).await?
+    };
     Ok(Json(outcomes.into_iter().map(view).collect()))
 }
 

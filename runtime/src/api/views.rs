@@ -8,7 +8,7 @@ use crate::engine::{Mode, PluginOutput, Stage};
 use crate::records::Attributes;
 use crate::service::Event;
 use crate::store::{
-    ApiParameter, Definition, DefinitionKind, Delivery, JobRow, OperationRow, PluginRow, TokenRow,
+    ApiParameter, Bulk, Definition, DefinitionKind, Delivery, JobRow, OperationRow, PluginRow, TokenRow,
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,6 +116,11 @@ pub struct StepRequest {
     /// Delete each job when it succeeds.
     #[serde(default)]
     pub auto_delete: bool,
+    /// What a bulk import's records start: `per-record` (default), `batched(N)` or
+    /// `after-import`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub bulk: Bulk,
 }
 
 fn one() -> i32 {
@@ -150,6 +155,11 @@ pub struct WorkflowRequest {
     pub activate: bool,
     #[serde(default)]
     pub auto_delete: bool,
+    /// What a bulk import's records start: `per-record` (default), `batched(N)` or
+    /// `after-import`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub bulk: Bulk,
 }
 
 /// A new version of a workflow: its trigger and steps (its state is kept).
@@ -209,10 +219,12 @@ pub enum SpecView {
         rank: i32,
         unsecure_config: Option<String>,
         has_secure_config: bool,
+        bulk: Bulk,
     },
     Workflow {
         version: u32,
         steps: Vec<WorkflowStepView>,
+        bulk: Bulk,
     },
     CustomApi {
         plugin: u64,
@@ -225,7 +237,7 @@ pub enum SpecView {
 impl From<DefinitionKind> for SpecView {
     fn from(kind: DefinitionKind) -> Self {
         match kind {
-            DefinitionKind::Step { plugin, stage, mode, rank, unsecure_config, secure_config } => {
+            DefinitionKind::Step { plugin, stage, mode, rank, unsecure_config, secure_config, bulk } => {
                 SpecView::Step {
                     plugin,
                     stage,
@@ -233,10 +245,12 @@ impl From<DefinitionKind> for SpecView {
                     rank,
                     unsecure_config,
                     has_secure_config: secure_config.is_some(),
+                    bulk,
                 }
             }
-            DefinitionKind::Workflow { version, steps } => SpecView::Workflow {
+            DefinitionKind::Workflow { version, steps, bulk } => SpecView::Workflow {
                 version,
+                bulk,
                 steps: steps
                     .into_iter()
                     .map(|s| WorkflowStepView { plugin: s.plugin, config: s.config })
@@ -299,6 +313,11 @@ impl From<PluginOutput> for OutputView {
 pub struct EventBatch {
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<Event>,
+    /// A bulk import: each matching async step and workflow starts jobs as its `bulk`
+    /// setting says (per record, batched, or one after the import). Default false: every
+    /// event starts its jobs as a single event would.
+    #[serde(default)]
+    pub import: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Error, Result, Service, State, loops};
 use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
-use crate::jobs::{JobId, Millis, OrgId, Status};
+use crate::jobs::{DefinitionId, JobId, Millis, OrgId, Status};
 use crate::records::{Attributes, Entity, OrgRecords, Overlay, RecordChange, RecordStore, Value};
-use crate::store::{Batch, Definition, DefinitionKind, NewJob, Operation};
+use crate::store::{Batch, Bulk, Definition, DefinitionKind, NewJob, Operation};
 
 /// A message on a record, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +126,20 @@ impl Service {
     /// handles one, later events see earlier ones' writes, and all commit together or
     /// not at all. One commit instead of one per event is what makes imports fast.
     pub async fn fire_batch(&self, org: OrgId, events: Vec<Event>) -> Result<Vec<EventOutcome>> {
+        self.fire_events(org, events, false).await
+    }
+
+    /// Fires many events as a bulk import: as [`Self::fire_batch`], but the async steps
+    /// and workflows that the imported records trigger start jobs as each one's `bulk`
+    /// setting says: one per record, one per N records (their ids in `record_ids`), or
+    /// one for the whole request after its records commit. Jobs that name several
+    /// records are listed on the batch's last event. Triggers of what sync steps write,
+    /// and every trigger one level deeper, are per record as always.
+    pub async fn import_batch(&self, org: OrgId, events: Vec<Event>) -> Result<Vec<EventOutcome>> {
+        self.fire_events(org, events, true).await
+    }
+
+    async fn fire_events(&self, org: OrgId, events: Vec<Event>, import: bool) -> Result<Vec<EventOutcome>> {
         let store: Arc<dyn RecordStore> = self.shared.store.clone();
         let overlay = Arc::new(Overlay::new(store));
         if events.len() > 1 {
@@ -146,6 +160,7 @@ impl Service {
         let _turn = self.commit_turn(org).await?;
         let mut planned = Vec::new();
         let mut ranges = Vec::with_capacity(prepared.len());
+        let mut coalesced = import.then(Coalesced::default);
         {
             let mut state = self.state();
             for (outcome, start, core, pre_image, end, token) in &mut prepared {
@@ -157,13 +172,26 @@ impl Service {
                 if let Some(trigger) = triggers.get_mut(*core - *start) {
                     trigger.pre_image = pre_image.take();
                 }
-                let mut jobs =
-                    self.plan_jobs(&mut state, org, &triggers, &outcome.correlation_id, overlay.as_ref());
+                let mut jobs = self.plan_jobs_coalescing(
+                    &mut state,
+                    org,
+                    &triggers,
+                    &outcome.correlation_id,
+                    overlay.as_ref(),
+                    coalesced.as_mut(),
+                );
                 for job in &mut jobs {
                     job.dependency_token = token.clone();
                 }
                 ranges.push(planned.len()..planned.len() + jobs.len());
                 planned.extend(jobs);
+            }
+            if let Some(coalesced) = coalesced {
+                let bulk = bulk_jobs(&mut state, org, coalesced, self.now());
+                if let Some(last) = ranges.last_mut() {
+                    last.end += bulk.len();
+                }
+                planned.extend(bulk);
             }
         }
         // The changes, the sync steps' writes and the jobs they start commit together.
@@ -340,6 +368,20 @@ impl Service {
         correlation: &str,
         reader: &dyn RecordStore,
     ) -> Vec<NewJob> {
+        self.plan_jobs_coalescing(state, org, triggers, correlation, reader, None)
+    }
+
+    /// [`Self::plan_jobs`] for an import: the imported records' own triggers (depth 1)
+    /// of definitions whose `bulk` is not per record go to `coalesced` instead.
+    fn plan_jobs_coalescing(
+        &self,
+        state: &mut State,
+        org: OrgId,
+        triggers: &[Trigger],
+        correlation: &str,
+        reader: &dyn RecordStore,
+        mut coalesced: Option<&mut Coalesced>,
+    ) -> Vec<NewJob> {
         let now = self.now();
         let mut new_jobs = Vec::new();
         for trigger in triggers {
@@ -354,6 +396,13 @@ impl Service {
                 .cloned()
                 .collect();
             for definition in definitions {
+                if let Some(coalesced) = coalesced.as_deref_mut()
+                    && trigger.depth == 1
+                    && definition.kind.bulk() != Bulk::PerRecord
+                {
+                    coalesced.entry((definition.id, trigger.message)).or_default().push(trigger.id.clone());
+                    continue;
+                }
                 new_jobs.push(new_job(
                     state,
                     org,
@@ -362,11 +411,49 @@ impl Service {
                     post_image.clone(),
                     correlation,
                     now,
+                    None,
                 ));
             }
         }
         new_jobs
     }
+}
+
+/// An import's records per (definition, message) whose jobs are coalesced, in order.
+type Coalesced = std::collections::BTreeMap<(DefinitionId, &'static str), Vec<String>>;
+
+/// The jobs of an import's coalesced triggers: per definition, one per `N` records
+/// (`batched(N)`) or one in all (`after-import`), each with its own correlation.
+fn bulk_jobs(state: &mut State, org: OrgId, coalesced: Coalesced, now: Millis) -> Vec<NewJob> {
+    let mut jobs = Vec::new();
+    for ((id, message), ids) in coalesced {
+        let Some(definition) = state.definitions.get(&id).cloned() else { continue };
+        let trigger = Trigger {
+            message,
+            entity: definition.trigger.entity.clone(),
+            id: String::new(),
+            changed: Vec::new(),
+            pre_image: None,
+            written: None,
+            depth: 1,
+        };
+        let groups: Vec<Option<&[String]>> = match definition.kind.bulk() {
+            Bulk::Batched(n) => ids.chunks(n.max(1) as usize).map(Some).collect(),
+            _ => vec![None],
+        };
+        for group in groups {
+            let mut inputs = Attributes::new();
+            let count = group.map_or(ids.len(), <[String]>::len);
+            inputs.insert("record_count".into(), Value::Integer(count as i64));
+            if let Some(group) = group {
+                let listed = serde_json::to_string(group).expect("strings serialise");
+                inputs.insert("record_ids".into(), Value::String(listed));
+            }
+            let correlation = uuid::Uuid::new_v4().to_string();
+            jobs.push(new_job(state, org, &definition, &trigger, None, &correlation, now, Some(inputs)));
+        }
+    }
+    jobs
 }
 
 /// Queues committed jobs (those not refused at creation) with the scheduler.
@@ -397,6 +484,9 @@ pub(super) fn submit_jobs(state: &mut State, ids: &[JobId], jobs: &[NewJob]) {
 /// (still in turns with other orgs', by cost).
 pub const EMAIL_ENTITY: &str = "email";
 
+/// The job `definition` runs for `trigger`; `bulk` holds the input parameters of a job
+/// for many records of an import (no one record: no record id, no images).
+#[allow(clippy::too_many_arguments)]
 fn new_job(
     state: &mut State,
     org: OrgId,
@@ -405,6 +495,7 @@ fn new_job(
     post_image: Option<Entity>,
     correlation: &str,
     now: Millis,
+    bulk: Option<Attributes>,
 ) -> NewJob {
     let sends_email = trigger.entity == EMAIL_ENTITY && trigger.message == "Create";
     let (operation, version) = match &definition.kind {
@@ -425,11 +516,20 @@ fn new_job(
     context.org_id = org.0.to_string();
     context.depth = trigger.depth;
     context.correlation_id = correlation.to_owned();
+    let record = match bulk {
+        Some(inputs) => {
+            context.record_id = None;
+            context.input_parameters = inputs;
+            None
+        }
+        None => Some((trigger.entity.clone(), trigger.id.clone())),
+    };
     let (mut status, mut error) = (Status::WaitingForResources, None);
     if state.loops.too_deep(correlation, trigger.depth, now) {
         status = Status::Failed;
         error = Some((loops::DEPTH_ERROR_CODE.to_owned(), loops::depth_message(trigger.depth)));
     } else if matches!(definition.kind, DefinitionKind::Workflow { .. })
+        && !trigger.id.is_empty()
         && state.loops.workflow_loops(definition.id, (&trigger.entity, &trigger.id), now)
     {
         status = Status::Canceled;
@@ -443,7 +543,7 @@ fn new_job(
         definition_version: version,
         correlation_id: correlation.to_owned(),
         depth: trigger.depth,
-        record: Some((trigger.entity.clone(), trigger.id.clone())),
+        record,
         payload: serde_json::to_string(&context).expect("a context serialises"),
         dependency_token: None,
         created_at: now,

@@ -7,8 +7,8 @@ use sluice_core::records::{Attributes, Condition, Filter, Operator, RecordChange
 use sluice_core::run::{Accounting, Mode, Stage};
 
 use crate::{
-    Batch, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation, Store,
-    Trigger,
+    Batch, Bulk, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation,
+    Store, Trigger,
 };
 
 fn attrs(pairs: &[(&str, Value)]) -> Attributes {
@@ -87,6 +87,7 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
             rank: 1,
             unsecure_config: Some("ACC".into()),
             secure_config: None,
+            bulk: Bulk::Batched(250),
         },
         active: true,
         auto_delete: true,

@@ -16,8 +16,9 @@ mod model;
 
 pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
-    ApiParameter, Background, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
-    JobUpdate, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStep,
+    ApiParameter, Background, Bulk, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
+    JobUpdate, MAX_BULK_BATCH, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
+    WorkflowStep,
 };
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};

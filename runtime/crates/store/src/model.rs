@@ -56,6 +56,59 @@ pub struct WorkflowStep {
     pub config: Option<String>,
 }
 
+/// What an async step or workflow does with the records of a bulk import (an event
+/// batch sent as an import): its per-record triggers are kept, coalesced, or deferred.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Bulk {
+    /// One job per record, as for any event (the default).
+    #[default]
+    PerRecord,
+    /// One job per this many records of an import request, their ids in the input
+    /// parameter `record_ids` (a JSON array of strings), their number in `record_count`.
+    Batched(u32),
+    /// One job per import request, after its records are committed: `record_count`
+    /// only (the plug-in queries what it needs).
+    AfterImport,
+}
+
+/// The most records one batched job names.
+pub const MAX_BULK_BATCH: u32 = 1_000;
+
+impl std::fmt::Display for Bulk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bulk::PerRecord => f.write_str("per-record"),
+            Bulk::Batched(n) => write!(f, "batched({n})"),
+            Bulk::AfterImport => f.write_str("after-import"),
+        }
+    }
+}
+
+impl From<Bulk> for String {
+    fn from(bulk: Bulk) -> String {
+        bulk.to_string()
+    }
+}
+
+impl TryFrom<String> for Bulk {
+    type Error = String;
+
+    /// `per-record`, `batched(N)` (1 ≤ N ≤ [`MAX_BULK_BATCH`]) or `after-import`.
+    fn try_from(text: String) -> Result<Bulk, String> {
+        let batched = text.strip_prefix("batched(").and_then(|rest| rest.strip_suffix(')'));
+        match (text.as_str(), batched) {
+            ("per-record", _) => Ok(Bulk::PerRecord),
+            ("after-import", _) => Ok(Bulk::AfterImport),
+            (_, Some(n)) => match n.trim().parse::<u32>() {
+                Ok(n) if (1..=MAX_BULK_BATCH).contains(&n) => Ok(Bulk::Batched(n)),
+                _ => Err(format!("batched(N) needs 1 <= N <= {MAX_BULK_BATCH}, not '{n}'")),
+            },
+            _ => Err(format!("bulk '{text}': per-record, batched(N) or after-import")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum DefinitionKind {
@@ -69,9 +122,18 @@ pub enum DefinitionKind {
         unsecure_config: Option<String>,
         #[serde(default)]
         secure_config: Option<String>,
+        /// What a bulk import's records start (async steps).
+        #[serde(default)]
+        bulk: Bulk,
     },
     /// A workflow: ordered steps run as one job on the regular lane.
-    Workflow { version: u32, steps: Vec<WorkflowStep> },
+    Workflow {
+        version: u32,
+        steps: Vec<WorkflowStep>,
+        /// What a bulk import's records start.
+        #[serde(default)]
+        bulk: Bulk,
+    },
     /// A custom API: a plug-in behind a message of its own (the trigger's message),
     /// run synchronously or as a background operation with declared parameters.
     CustomApi {
@@ -98,6 +160,14 @@ pub struct ApiParameter {
 }
 
 impl DefinitionKind {
+    /// What a bulk import's records start (per record for custom APIs).
+    pub fn bulk(&self) -> Bulk {
+        match self {
+            DefinitionKind::Step { bulk, .. } | DefinitionKind::Workflow { bulk, .. } => *bulk,
+            DefinitionKind::CustomApi { .. } => Bulk::PerRecord,
+        }
+    }
+
     /// `step`, `workflow` or `custom-api`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -152,6 +222,7 @@ impl Definition {
                 rank: 1,
                 unsecure_config: config.map(Into::into),
                 secure_config: None,
+                bulk: Bulk::PerRecord,
             },
             active: true,
             auto_delete: false,
@@ -165,7 +236,11 @@ impl Definition {
             org,
             name: name.into(),
             trigger,
-            kind: DefinitionKind::Workflow { version: 1, steps: vec![WorkflowStep { plugin, config: None }] },
+            kind: DefinitionKind::Workflow {
+                version: 1,
+                steps: vec![WorkflowStep { plugin, config: None }],
+                bulk: Bulk::PerRecord,
+            },
             active: true,
             auto_delete: false,
         }

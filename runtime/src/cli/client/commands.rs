@@ -501,7 +501,9 @@ pub async fn run_event(command: EventCommand, remote: &Remote) -> anyhow::Result
 #[derive(clap::Subcommand)]
 pub enum RecordsCommand {
     /// Create records from a file (a JSON array of attribute objects, or one object per
-    /// line), in batches, each batch one transaction; shows a progress bar.
+    /// line), in batches, each batch one transaction; shows a progress bar. Sent as an
+    /// import: each async step and workflow the records trigger starts its jobs as its
+    /// `bulk` setting says (per record, batched(N), or one per batch after it commits).
     Import {
         file: PathBuf,
         #[arg(long)]
@@ -569,7 +571,7 @@ pub async fn run_records(command: RecordsCommand, remote: &Remote) -> anyhow::Re
     for chunk in records.chunks(batch.max(1)) {
         let events: Vec<Json> =
             chunk.iter().map(|a| json!({"message": "Create", "entity": entity, "attributes": a})).collect();
-        let outcomes = client.post("/events/batch", &json!({ "events": events })).await?;
+        let outcomes = client.post("/events/batch", &json!({ "events": events, "import": true })).await?;
         for outcome in outcomes.as_array().into_iter().flatten() {
             jobs += outcome["jobs"].as_array().map_or(0, Vec::len);
         }
