@@ -74,6 +74,20 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1)]
         runs: u32,
     },
+    /// MISSION scenario 1 in each bulk-import mode: org A imports 10,000 accounts, each
+    /// triggering a workflow (per-record, batched(100), after-import); org B's trivial
+    /// workflow on the same lane: B's p99 end-to-end latency against B alone.
+    BulkImport {
+        /// B's events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Seconds of B's load per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds of (alone, each mode), interleaved; the ratios reported are the medians.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+    },
     /// Dequeue-and-run throughput with a large backlog waiting against a small one;
     /// bytes on disk per waiting job.
     Backlog {
@@ -231,6 +245,9 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         }
         Scenario::CostFairness { rate, seconds, runs } => {
             super::bench_isolation::cost_fairness(plugins, rate, seconds, runs).await
+        }
+        Scenario::BulkImport { rate, seconds, runs } => {
+            super::bench_isolation::bulk_import(plugins, rate, seconds, runs).await
         }
         Scenario::Backlog { large, small, run } => backlog(plugins, large, small, run).await,
         Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),

@@ -14,7 +14,7 @@ use sluice::engine::{Engine, EngineSettings, Mode};
 use sluice::jobs::{JobId, Lane, OrgId, Quotas};
 use sluice::records::{Attributes, Value};
 use sluice::service::{Event, Fairness, Options, Service, SystemClock};
-use sluice::store::{Definition, SqliteStore, Trigger};
+use sluice::store::{Bulk, Definition, SqliteStore, Trigger};
 
 use super::format::micros;
 
@@ -209,6 +209,34 @@ async fn attack(
                 }
             }));
         }
+        "import-alone" => {}
+        "import-per-record" | "import-batched" | "import-after" => {
+            // Scenario 1: 10,000 accounts, each triggering a workflow, imported in
+            // requests of 500 (as `sluice records import` sends them) once, from the
+            // start of the victim's load; the workflow's bulk setting is the mode.
+            let bulk = match name {
+                "import-per-record" => Bulk::PerRecord,
+                "import-batched" => Bulk::Batched(100),
+                _ => Bulk::AfterImport,
+            };
+            let echo = plugin(service, attacker, plugins, "echo")?;
+            let mut flow =
+                Definition::workflow(attacker, "enrich account", echo, Trigger::on("Create", "account"));
+            if let sluice::store::DefinitionKind::Workflow { bulk: setting, .. } = &mut flow.kind {
+                *setting = bulk;
+            }
+            service.save_definition(flow)?;
+            let service = service.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for request in 0..20 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let _ = service.import_batch(attacker, creates("account", request * 500, 500)).await;
+                }
+            }));
+        }
         other => anyhow::bail!("unknown attack '{other}' (one of {})", ATTACKS.join(", ")),
     }
     Ok(tasks)
@@ -234,12 +262,26 @@ async fn victim_under(
     let service = node(dir.path(), fairness)?;
     let victim = service.create_org("victim")?;
     let attacker = service.create_org("attacker")?;
-    step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
+    // Beside an import the victim runs a workflow, on the import's lane (regular);
+    // otherwise an async step (priority).
+    let lane = if name.starts_with("import-") {
+        let echo = plugin(&service, victim, plugins, "echo")?;
+        service.save_definition(Definition::workflow(
+            victim,
+            "contact",
+            echo,
+            Trigger::on("Create", "contact"),
+        ))?;
+        Lane::Regular
+    } else {
+        step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
+        Lane::Priority
+    };
     // The victim stays within its quotas (a throughput cap would queue it by design).
     // Beside a cost flood its thread cap is the attacker's.
     let threads = if name == "cost-flood" { SLOTS } else { Quotas::default().max_threads };
     let quotas = Quotas { max_threads: threads, max_throughput: u32::MAX, ..Quotas::default() };
-    service.set_quotas(victim, Lane::Priority, quotas)?;
+    service.set_quotas(victim, lane, quotas)?;
     // The attack set up (a flood's backlog enqueued) before the driver starts.
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(name, &service, attacker, plugins, flood, stop.clone()).await?;
@@ -338,7 +380,7 @@ pub async fn isolation(
          trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
          attacker: default quotas (4 threads per lane); {runs} round(s), interleaved"
     );
-    compare("isolation", plugins, attacks, rate, seconds, runs, 0).await
+    compare("isolation", "alone", plugins, attacks, rate, seconds, runs, 0).await
 }
 
 /// `sluice bench noisy-neighbour`: the victim beside a backlog of `flood` trivial jobs,
@@ -358,7 +400,23 @@ pub async fn noisy_neighbour(
          no throughput cap; {runs} round(s), interleaved"
     );
     let floods = ["trivial-flood".to_string(), "cpu-flood".to_string()];
-    compare("noisy-neighbour", plugins, &floods, rate, seconds, runs, flood).await
+    compare("noisy-neighbour", "alone", plugins, &floods, rate, seconds, runs, flood).await
+}
+
+/// `sluice bench bulk-import`: MISSION scenario 1 in each bulk-import mode. Org A
+/// imports 10,000 accounts (requests of 500), each triggering a workflow whose setting
+/// is per-record, batched(100) or after-import; org B's trivial workflow runs beside it
+/// on the same lane. B's p99 end-to-end latency against B alone, in the same run.
+pub async fn bulk_import(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> anyhow::Result<()> {
+    println!(
+        "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
+         trivial workflow jobs/s for {seconds} s on the regular lane (4 threads, no throughput \
+         cap); attacker: 10,000 accounts imported in requests of 500 from the load's first \
+         second, each triggering a workflow (default quotas); {runs} round(s), interleaved"
+    );
+    let modes: Vec<String> =
+        ["import-per-record", "import-batched", "import-after"].iter().map(|m| m.to_string()).collect();
+    compare("bulk-import", "import-alone", plugins, &modes, rate, seconds, runs, 0).await
 }
 
 /// `sluice bench cost-fairness`: the victim's trivial jobs beside a backlog of CPU-bound
@@ -419,10 +477,12 @@ pub async fn cost_fairness(plugins: &Path, rate: u64, seconds: u64, runs: u32) -
     Ok(())
 }
 
-/// The victim alone and under each attack, `runs` rounds interleaved; prints each and
-/// the medians, the last line JSON.
+/// The victim alone (as `alone` sets it up) and under each attack, `runs` rounds
+/// interleaved; prints each and the medians, the last line JSON.
+#[allow(clippy::too_many_arguments)]
 async fn compare(
     scenario: &str,
+    alone: &str,
     plugins: &Path,
     attacks: &[String],
     rate: u64,
@@ -439,7 +499,7 @@ async fn compare(
         if runs > 1 {
             println!("round {round}");
         }
-        let samples = victim_under("alone", plugins, rate, seconds, flood, Fairness::Cost).await?;
+        let samples = victim_under(alone, plugins, rate, seconds, flood, Fairness::Cost).await?;
         let alone = p99(&samples);
         alone_p99s.push(alone);
         println!("{:<20} p99 {:>12}", "alone", micros(alone));
