@@ -203,6 +203,29 @@ async fn touch_counter_updates_the_record_that_triggered_it() {
     assert_eq!(run.trace.lines().collect::<Vec<_>>(), ["depth 3: touches 5"]);
 }
 
+#[tokio::test]
+async fn welcome_mail_queues_an_email_record_for_a_contact_with_an_address() {
+    let contact = entity(
+        "contact",
+        "c1",
+        &[("fullname", "Ada Lovelace".into()), ("emailaddress1", "ada@example.com".into())],
+    );
+    let records = store(vec![contact.clone()]);
+    let sent = run(samples::WELCOME_MAIL, on_record("Create", &contact), &records, None).await;
+    let output = sent.outcome.unwrap().output_parameters;
+    assert_eq!(output["queued"], Value::Boolean(true));
+    let Value::String(id) = &output["email"] else { panic!("{output:?}") };
+    let email = records.retrieve("local", "email", id, &[]).unwrap().attributes;
+    assert_eq!(email["to"], Value::from("ada@example.com"));
+    assert_eq!(email["subject"], Value::from("Welcome, Ada Lovelace"));
+    assert!(matches!(&email["regardingobjectid"], Value::EntityReference(r) if r.id == "c1"));
+
+    let silent = entity("contact", "c2", &[("fullname", "No Address".into())]);
+    let run =
+        run(samples::WELCOME_MAIL, on_record("Create", &silent), &store(vec![silent.clone()]), None).await;
+    assert_eq!(run.outcome.unwrap().output_parameters["queued"], Value::Boolean(false));
+}
+
 #[test]
 fn every_sample_plugin_has_a_test() {
     let sources: String = [
