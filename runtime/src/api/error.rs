@@ -125,6 +125,10 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
             }
             ServiceError::Store(store) => store.into(),
+            ServiceError::PartlyImported { error, .. } => {
+                let inner: ApiError = (*error).into();
+                ApiError::new(inner.status, "partly-imported", message)
+            }
         }
     }
 }

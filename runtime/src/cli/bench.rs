@@ -196,7 +196,8 @@ fn create(entity: &str, n: u64) -> Event {
     }
 }
 
-/// Enqueues `n` events in batches of 1,000, with progress; returns events per second.
+/// Enqueues `n` events as imports of 1,000 (as `sluice records import --batch 1000`
+/// sends them), with progress; returns events per second.
 async fn enqueue(service: &Service, org: OrgId, entity: &str, n: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let progress = indicatif::ProgressBar::new(n).with_message(format!("enqueueing {entity} events"));
@@ -204,7 +205,7 @@ async fn enqueue(service: &Service, org: OrgId, entity: &str, n: u64) -> anyhow:
     while next < n {
         let batch: Vec<Event> = (next..(next + 1_000).min(n)).map(|i| create(entity, i)).collect();
         next += batch.len() as u64;
-        service.fire_batch(org, batch).await?;
+        service.import_batch(org, batch).await?;
         progress.set_position(next);
     }
     progress.finish_and_clear();

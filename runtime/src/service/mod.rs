@@ -78,6 +78,10 @@ pub enum Error {
     SyncBusy(#[from] SyncRefusal),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// An import failed to commit part way: its first `committed` events are stored
+    /// (with their jobs), the rest are not.
+    #[error("the import stopped after {committed} events were stored: {error}")]
+    PartlyImported { committed: usize, error: Box<Error> },
 }
 
 impl From<Refusal> for Error {
