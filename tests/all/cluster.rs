@@ -296,3 +296,61 @@ async fn scenario_3_a_failing_plugin_is_postponed_and_resumed_from_another_node(
     let refused = command_elsewhere(elsewhere, holding, move |n| n.resume(org, job)).await;
     assert!(matches!(refused, Err(sluice::service::Error::NotAllowed(Status::Canceled))), "{refused:?}");
 }
+
+/// The runaway rule across nodes: a surge of events fired on the node that does not
+/// hold the org is counted by the holder as it adopts the jobs, flagged and throttled
+/// there, and a release asked on the other node reaches the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_fired_on_another_node_is_flagged_by_the_holder_and_released_from_either() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let first = node(&url, "a", &clock, 30_000, Options::default());
+    let second = node(&url, "b", &clock, 30_000, Options::default());
+    let org = first.create_org("contoso").unwrap();
+    settle(&[&first, &second]);
+    let nodes = [&first, &second];
+    let holding = holder(&nodes, org);
+    let elsewhere = other(&nodes, holding);
+    elsewhere.set_quotas(org, Lane::Regular, Quotas { max_threads: 2, ..Quotas::default() }).unwrap();
+    let echo = plugin(elsewhere, org, samples::ECHO);
+    let flow = elsewhere
+        .save_definition(Definition::workflow(org, "sync", echo, Trigger::on("Create", "lead")))
+        .unwrap();
+    holding.follow().unwrap();
+    let second_of = |n: u64, at: i64| -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                message: "Create".into(),
+                entity: "lead".into(),
+                record_id: Some(format!("l-{at}-{i}")),
+                attributes: attrs(&[]),
+                dependency_token: None,
+            })
+            .collect()
+    };
+    // A minute at one lead a second, then 200 a second, all fired on the other node.
+    for rate in std::iter::repeat_n(1, 60).chain(std::iter::repeat_n(200, 40)) {
+        clock.advance(1_000);
+        elsewhere.fire_batch(org, second_of(rate, holding.now())).await.unwrap();
+        holding.follow().unwrap();
+        if rate == 1 {
+            holding.run_until_idle().await.unwrap();
+        } else {
+            holding.run_once().await.unwrap();
+        }
+        if holding.runaway(flow).is_some() {
+            break;
+        }
+    }
+    let flag = holding.runaway(flow).expect("the holder flagged it");
+    assert!(flag.rate >= 100.0, "{flag:?}");
+    assert_eq!(elsewhere.runaway(flow), None, "the other node holds no flag of its own");
+    // Released from the other node: the holder clears it and answers with the flag.
+    let released =
+        command_elsewhere(elsewhere, holding, move |n| n.release_runaway(org, flow)).await.unwrap();
+    assert_eq!(released, Some(flag));
+    assert_eq!(holding.runaway(flow), None);
+    let again = command_elsewhere(elsewhere, holding, move |n| n.release_runaway(org, flow)).await.unwrap();
+    assert_eq!(again, None, "nothing left to clear");
+    assert!(elsewhere.release_runaway(org, DefinitionId(999_999)).is_err(), "an unknown definition");
+}

@@ -287,7 +287,12 @@ impl Service {
         let now = self.now();
         let mut state = self.state();
         // An org lost since the adoption (a fenced commit, a renewal) is not restored.
-        let jobs = jobs.into_iter().filter(|job| state.holds(job.org)).collect();
+        let jobs: Vec<_> = jobs.into_iter().filter(|job| state.holds(job.org)).collect();
+        // Created on another node just now: the runaway rule counts them here, where
+        // their definitions' jobs run.
+        for job in jobs.iter().filter(|job| job.status == crate::jobs::Status::WaitingForResources) {
+            state.runaways.created(job.definition, 1);
+        }
         let settled = state.restore(jobs, now);
         state.pending.extend(settled);
         drop(state);
@@ -316,6 +321,7 @@ impl Service {
                 ChangeKind::Cancel | ChangeKind::Pause | ChangeKind::Resume => {
                     self.answer_command(&change)?
                 }
+                ChangeKind::Release => self.answer_release(&change)?,
             }
         }
         Ok(rebalance)
@@ -364,27 +370,48 @@ impl Service {
         Ok(())
     }
 
-    /// Asks the node holding the org to carry out a command and waits for its answer.
-    pub(super) fn remote_command(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
-        let store = &self.shared.store;
-        let change = store.log_change(org, kind, id.0)?;
+    /// Clears a runaway flag asked on another node, if this node holds the org: the
+    /// answer is the flag it had (JSON), `none`, or `not-found`.
+    fn answer_release(&self, change: &Change) -> Result<()> {
+        if change.answer.is_some() || !self.state().held.as_ref().is_some_and(|h| h.contains_key(&change.org))
+        {
+            return Ok(());
+        }
+        let answer = match self.release_here(change.org, crate::jobs::DefinitionId(change.key)) {
+            Ok(Some(flag)) => serde_json::to_string(&flag).expect("a flag serialises"),
+            Ok(None) => "none".to_owned(),
+            Err(Error::NotFound(_)) => "not-found".to_owned(),
+            Err(e) => return Err(e),
+        };
+        self.shared.store.answer_change(change.id, &answer)?;
+        Ok(())
+    }
+
+    /// Asks the node holding the org to clear a definition's runaway flag and waits.
+    pub(super) fn remote_release(
+        &self,
+        org: OrgId,
+        definition: crate::jobs::DefinitionId,
+    ) -> Result<Option<super::RunawayFlag>> {
+        let change = self.shared.store.log_change(org, ChangeKind::Release, definition.0)?;
+        let answer = self.await_answer(org, change, ChangeKind::Release)?;
+        match answer.as_str() {
+            "none" => Ok(None),
+            "not-found" => Err(Error::NotFound("definition")),
+            json => serde_json::from_str(json).map(Some).map_err(|_| {
+                Error::Store(crate::store::Error::Corrupt(format!("a release's answer '{answer}'")))
+            }),
+        }
+    }
+
+    /// Waits for the node holding `org` to answer change `change` (polling the log).
+    fn await_answer(&self, org: OrgId, change: u64, kind: ChangeKind) -> Result<String> {
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            let Some(answer) = store.change(change)?.and_then(|c| c.answer) else { continue };
-            let status = |code: &str| {
-                code.parse::<u32>().ok().and_then(Status::from_code).ok_or_else(|| {
-                    Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'")))
-                })
-            };
-            return match answer.split_once(' ') {
-                Some(("ok", code)) => status(code),
-                Some(("not-allowed", code)) => Err(Error::NotAllowed(status(code)?)),
-                _ if answer == "not-found" => Err(Error::NotFound("job")),
-                _ => {
-                    Err(Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'"))))
-                }
-            };
+            if let Some(answer) = self.shared.store.change(change)?.and_then(|c| c.answer) {
+                return Ok(answer);
+            }
         }
         Err(Error::Unavailable(format!(
             "the node holding org {} did not answer the {} within {} s; try again",
@@ -392,5 +419,19 @@ impl Service {
             kind.name(),
             COMMAND_TIMEOUT.as_secs()
         )))
+    }
+
+    /// Asks the node holding the org to carry out a command and waits for its answer.
+    pub(super) fn remote_command(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
+        let change = self.shared.store.log_change(org, kind, id.0)?;
+        let answer = self.await_answer(org, change, kind)?;
+        let corrupt = || Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'")));
+        let status = |code: &str| code.parse::<u32>().ok().and_then(Status::from_code).ok_or_else(corrupt);
+        match answer.split_once(' ') {
+            Some(("ok", code)) => status(code),
+            Some(("not-allowed", code)) => Err(Error::NotAllowed(status(code)?)),
+            _ if answer == "not-found" => Err(Error::NotFound("job")),
+            _ => Err(corrupt()),
+        }
     }
 }

@@ -169,7 +169,23 @@ impl Service {
     /// Clears a definition's runaway flag by hand (the tenant or the operator): it is
     /// released, and its recent rate is accepted as its normal. Returns the flag it had
     /// (`None`: it was not flagged).
+    ///
+    /// With several nodes, the node holding the org does it (through the change log).
     pub fn release_runaway(&self, org: OrgId, definition: DefinitionId) -> Result<Option<RunawayFlag>> {
+        let state = self.state();
+        if state.definitions.get(&definition).is_none_or(|d| d.org != org) {
+            return Err(super::Error::NotFound("definition"));
+        }
+        if !state.holds(org) {
+            drop(state);
+            return self.remote_release(org, definition);
+        }
+        drop(state);
+        self.release_here(org, definition)
+    }
+
+    /// [`Self::release_runaway`] on the node holding the org.
+    pub(super) fn release_here(&self, org: OrgId, definition: DefinitionId) -> Result<Option<RunawayFlag>> {
         let mut state = self.state();
         if state.definitions.get(&definition).is_none_or(|d| d.org != org) {
             return Err(super::Error::NotFound("definition"));

@@ -44,16 +44,19 @@ pub enum ChangeKind {
     Cancel,
     Pause,
     Resume,
+    /// A runaway flag of definition `key` cleared by hand, for the node holding its org.
+    Release,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 6] = [
+    pub const ALL: [ChangeKind; 7] = [
         ChangeKind::Definition,
         ChangeKind::Quotas,
         ChangeKind::Org,
         ChangeKind::Cancel,
         ChangeKind::Pause,
         ChangeKind::Resume,
+        ChangeKind::Release,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +67,7 @@ impl ChangeKind {
             ChangeKind::Cancel => "cancel",
             ChangeKind::Pause => "pause",
             ChangeKind::Resume => "resume",
+            ChangeKind::Release => "release",
         }
     }
 
