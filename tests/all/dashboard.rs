@@ -132,7 +132,7 @@ async fn the_runaway_is_flagged_charted_and_one_click_drains_it() {
     // growing): the definition is shown throttled, why, and since when.
     let throttled = format!(
         "const f = document.querySelector('.flag.throttled[data-definition=\"{workflow}\"]'); \
-         return !!f && /^throttled since \\d\\d:\\d\\d:\\d\\d UTC: creating \\d+ jobs\\/s against its usual/.test(f.textContent) \
+         return !!f && /^throttled since \\d\\d:\\d\\d:\\d\\d UTC: creating \\d+ jobs\\/s (against its usual|where it created almost none)/.test(f.textContent) \
          && Number(f.dataset.since) > 0 \
          && document.querySelector('button.release[data-definition=\"{workflow}\"]') !== null;"
     );

@@ -76,14 +76,12 @@ pub struct RunawayFlag {
 impl RunawayFlag {
     /// The flag in words, as the dashboard, the log and the API show it.
     pub fn reason(&self) -> String {
-        format!(
-            "creating {:.0} jobs/s against its usual {:.1}/s ({:.0}×); {} queued, +{} in 20 s",
-            self.rate,
-            self.baseline,
-            self.rate / self.baseline.max(0.1),
-            self.backlog,
-            self.growth
-        )
+        let usual = if self.baseline < 0.05 {
+            "where it created almost none before".to_owned()
+        } else {
+            format!("against its usual {:.1}/s ({:.0}×)", self.baseline, self.rate / self.baseline)
+        };
+        format!("creating {:.0} jobs/s {usual}; {} queued, +{} in 20 s", self.rate, self.backlog, self.growth)
     }
 }
 
