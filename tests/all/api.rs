@@ -722,4 +722,23 @@ async fn an_import_batch_coalesces_jobs_as_each_workflow_says() {
     let jobs: usize =
         plain.json.as_array().unwrap().iter().map(|o| o["jobs"].as_array().unwrap().len()).sum();
     assert_eq!(jobs, 10, "a plain batch starts a job per event");
+
+    // A plain batch is one transaction that everyone's commits wait behind: at most
+    // 1,000 events. An import, committed 100 at a time, may hold 5,000.
+    let leads = |n: usize| -> Vec<Json> {
+        (0..n).map(|i| json!({"message": "Create", "entity": "lead", "record_id": format!("l{i}")})).collect()
+    };
+    let refused = server.post("/events/batch", &tenant.token, json!({"events": leads(1_001)})).await;
+    assert_eq!((refused.status, refused.code()), (400, "batch-too-large"), "{:?}", refused.json);
+    assert_eq!(
+        server.get("/records/lead", &tenant.token).await.json,
+        json!([]),
+        "a refused batch stores nothing"
+    );
+    let imported =
+        server.post("/events/batch", &tenant.token, json!({"events": leads(1_001), "import": true})).await;
+    assert_eq!(imported.status, 200);
+    let refused =
+        server.post("/events/batch", &tenant.token, json!({"events": leads(5_001), "import": true})).await;
+    assert_eq!((refused.status, refused.code()), (400, "batch-too-large"));
 }
