@@ -211,12 +211,15 @@ fn deactivate_button(org: u32, d: &crate::service::DefinitionHealth) -> String {
     } else {
         String::new()
     };
-    let deactivate = match (d.kind, d.active) {
-        (_, true) if d.kind == "workflow" || d.runaway.is_some() => format!(
+    // A workflow can always be deactivated here; a step only when it is a runaway.
+    let deactivate = if d.active && (d.kind == "workflow" || d.runaway.is_some()) {
+        format!(
             "<form method=\"post\" action=\"/dashboard/orgs/{org}/definitions/{id}/deactivate\"><button class=\"deactivate\" data-definition=\"{id}\">Deactivate</button></form>"
-        ),
-        ("workflow", false) => "draft".into(),
-        _ => String::new(),
+        )
+    } else if d.kind == "workflow" {
+        "draft".into()
+    } else {
+        String::new()
     };
     release + &deactivate
 }

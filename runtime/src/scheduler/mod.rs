@@ -230,11 +230,6 @@ impl Scheduler {
         self.lanes.get(&(org, lane)).map_or(0, |q| q.charged)
     }
 
-    /// A definition's estimated cost per run (fuel units).
-    pub fn estimate(&self, definition: DefinitionId) -> u64 {
-        estimate_of(&self.estimates, self.fairness, definition)
-    }
-
     pub fn set_quotas(&mut self, org: OrgId, lane: Lane, quotas: Quotas) {
         self.quotas.insert((org, lane), quotas);
     }
@@ -457,7 +452,7 @@ impl Scheduler {
                     .and_then(|id| jobs.get(&id))
                     .is_some_and(|e| deactivated.contains(&e.spec.definition))
             };
-            if !queue.has_turn(&allowed) {
+            if !throttled.is_empty() && !queue.has_turn(&allowed) {
                 // Every definition with jobs waiting is throttled and at its share.
                 self.held_back.push((org, lane, "runaway-throttled"));
                 continue;

@@ -199,8 +199,8 @@ impl Service {
         let chunk = if import { IMPORT_CHUNK } else { prepared.len().max(1) };
         let (mut changes, mut planned) = (changes.into_iter(), planned.into_iter());
         let mut ids = Vec::with_capacity(ranges.last().map_or(0, |r| r.end));
-        for events in (0..prepared.len()).collect::<Vec<_>>().chunks(chunk) {
-            let (first, last) = (events[0], events[events.len() - 1]);
+        for first in (0..prepared.len()).step_by(chunk) {
+            let last = (first + chunk).min(prepared.len()) - 1;
             let batch = Batch {
                 changes: changes
                     .by_ref()

@@ -190,15 +190,27 @@ impl Service {
         if state.definitions.get(&definition).is_none_or(|d| d.org != org) {
             return Err(super::Error::NotFound("definition"));
         }
-        let flag = state.runaways.clear(definition);
+        let flag = self.clear_runaway(&mut state, org, definition);
         if flag.is_some() {
-            state.scheduler.set_throttled(definition, false);
             drop(state);
-            self.shared.metrics.set_runaway(org, definition, false);
             tracing::info!(org = org.0, definition = definition.0, "runaway flag cleared by hand");
             self.shared.work.notify_one();
         }
         Ok(flag)
+    }
+
+    /// Clears a definition's runaway flag, its throttle and its metric (by hand, or
+    /// because it was deactivated or deleted). Returns the flag it had.
+    pub(super) fn clear_runaway(
+        &self,
+        state: &mut State,
+        org: OrgId,
+        definition: DefinitionId,
+    ) -> Option<RunawayFlag> {
+        let flag = state.runaways.clear(definition)?;
+        state.scheduler.set_throttled(definition, false);
+        self.shared.metrics.set_runaway(org, definition, false);
+        Some(flag)
     }
 
     /// A definition's runaway flag, if it has one.

@@ -730,10 +730,7 @@ impl Service {
         } else {
             state.scheduler.deactivate(id);
             // Deactivated, it creates no jobs: a runaway flag has nothing left to hold.
-            if state.runaways.clear(id).is_some() {
-                state.scheduler.set_throttled(id, false);
-                self.shared.metrics.set_runaway(org, id, false);
-            }
+            self.clear_runaway(&mut state, org, id);
         }
         drop(state);
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
@@ -935,8 +932,8 @@ impl Service {
         self.shared.store.delete_definition(org, id)?;
         state.definitions.remove(&id);
         state.scheduler.deactivate(id);
+        self.clear_runaway(&mut state, org, id);
         state.runaways.forget(id);
-        state.scheduler.set_throttled(id, false);
         drop(state);
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         self.shared.work.notify_one();
