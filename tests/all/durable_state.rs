@@ -67,7 +67,8 @@ fn waiting_job(org: OrgId, definition: sluice::jobs::DefinitionId) -> NewJob {
         correlation_id: "c".into(),
         depth: 1,
         record: None,
-        payload: serde_json::to_string(&sluice::engine::ExecutionContext::new("Create", "account")).unwrap(),
+        // JSON, as an earlier Sluice stored payloads: still read.
+        payload: serde_json::to_vec(&sluice::engine::ExecutionContext::new("Create", "account")).unwrap(),
         dependency_token: None,
         created_at: T0,
         status: Status::WaitingForResources,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::payload::RowKeys;
 use super::{Error, Result, Service, State, loops};
 use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
 use crate::jobs::{DefinitionId, JobId, Millis, OrgId, Status};
@@ -570,7 +571,10 @@ fn new_job(
         correlation_id: correlation.to_owned(),
         depth: trigger.depth,
         record,
-        payload: serde_json::to_string(&context).expect("a context serialises"),
+        payload: super::payload::encode(
+            &context,
+            RowKeys { org, correlation_id: correlation, depth: trigger.depth },
+        ),
         dependency_token: None,
         created_at: now,
         status,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use super::events::Trigger;
+use super::payload::RowKeys;
 use super::{Error, Result, Service};
 use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
@@ -84,7 +85,7 @@ pub(super) struct Queued {
     definition: DefinitionId,
     correlation: String,
     depth: u32,
-    payload: String,
+    payload: Vec<u8>,
     /// The job's creation time, if this is its first start (for the pickup latency).
     first_start_of: Option<crate::jobs::Millis>,
 }
@@ -397,7 +398,8 @@ impl Service {
         let Some(definition) = definition else {
             return self.failed_early(org, id, "its definition was deleted");
         };
-        let context: ExecutionContext = match serde_json::from_str(&job.payload) {
+        let keys = RowKeys { org, correlation_id: &job.correlation, depth: job.depth };
+        let context: ExecutionContext = match super::payload::decode(&job.payload, keys) {
             Ok(context) => context,
             Err(e) => return self.failed_early(org, id, &format!("corrupt payload: {e}")),
         };

@@ -13,6 +13,7 @@ mod execution;
 mod health;
 mod loops;
 mod operations;
+mod payload;
 mod runaway;
 mod sync_gate;
 mod tenancy;

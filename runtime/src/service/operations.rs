@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::events::Trigger as Change;
+use super::payload::RowKeys;
 use super::{DAY, Error, Result, Service};
 use crate::engine::{ExecutionContext, Mode, PluginOutput};
 use crate::jobs::{DefinitionId, JobId, Millis, OrgId, Status};
@@ -191,6 +192,7 @@ impl Service {
         let context = self.api_context(org, &api, parameters, Mode::Asynchronous)?;
         let now = self.now();
         let ttl = Millis::from(self.shared.options.retention.operation_days) * DAY;
+        let keys = RowKeys { org, correlation_id: &context.correlation_id, depth: 1 };
         let job = NewJob {
             org,
             lane: Operation::BackgroundOperation.lane(),
@@ -200,7 +202,7 @@ impl Service {
             correlation_id: context.correlation_id.clone(),
             depth: 1,
             record: None,
-            payload: serde_json::to_string(&context).expect("a context serialises"),
+            payload: super::payload::encode(&context, keys),
             dependency_token,
             created_at: now,
             status: Status::WaitingForResources,

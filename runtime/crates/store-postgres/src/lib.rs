@@ -202,6 +202,11 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO job_payloads (job_id, payload) SELECT id, payload FROM jobs;
     ALTER TABLE jobs DROP COLUMN payload;
     ",
+    // 6: payloads are bytes (the service's compact form); the JSON ones written before
+    // stay readable as their UTF-8 bytes.
+    "
+    ALTER TABLE job_payloads ALTER COLUMN payload TYPE BYTEA USING convert_to(payload, 'UTF8');
+    ",
 ];
 
 /// Where a job's columns are read from ([`JOB_COLUMNS`]: its payload has a table of its
@@ -645,7 +650,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
     let depth = column(&|j| i64::from(j.depth));
     let entity = text(&|j| j.record.as_ref().map(|r| r.0.clone()));
     let record = text(&|j| j.record.as_ref().map(|r| r.1.clone()));
-    let payload: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let payload: Vec<&[u8]> = jobs.iter().map(|j| j.payload.as_slice()).collect();
     let token = text(&|j| j.dependency_token.clone());
     let status = column(&|j| i64::from(j.status.code()));
     let created = column(&|j| j.created_at);
@@ -659,7 +664,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
             INSERT INTO job_correlations (job_id, org_id, correlation_id)
             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $7::TEXT[])
          ), payloads AS (
-            INSERT INTO job_payloads (job_id, payload) SELECT * FROM unnest($1::BIGINT[], $11::TEXT[])
+            INSERT INTO job_payloads (job_id, payload) SELECT * FROM unnest($1::BIGINT[], $11::BYTEA[])
          )
          INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id,
             depth, record_entity, record_id, dependency_token, status, created_at, completed_at,
@@ -667,7 +672,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
          SELECT u.id, u.org, u.lane, u.operation, u.definition, u.version, u.correlation, u.depth,
             u.entity, u.record, u.token, u.status, u.created, u.completed, u.code, u.message
          FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
-            $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],
+            $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::BYTEA[], $12::TEXT[],
             $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $17::TEXT[])
             AS u(id, org, lane, operation, definition, version, correlation, depth, entity, record,
                  payload, token, status, created, completed, code, message)",

@@ -24,3 +24,28 @@ fn postgres_passes_the_conformance_suite() {
     sluice_store::conformance::run(&|| open(&url), &|| open(&url));
     sluice_store::conformance::cluster(open(&url).as_ref());
 }
+
+/// Before migration 6 a job's payload was JSON text; after it, the same bytes.
+#[test]
+fn postgres_migrates_payloads_stored_as_text() {
+    let url = fresh_database();
+    let org = sluice_core::jobs::OrgId(1);
+    let id = PostgresStore::open(&url)
+        .unwrap()
+        .insert_jobs(&[sluice_store::conformance::new_job(org, 1)])
+        .unwrap()[0];
+    // Back to the schema before migration 6, with a payload as it was written then.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "UPDATE job_payloads SET payload = convert_to('{\"message\":\"Create\"}', 'UTF8');
+             ALTER TABLE job_payloads ALTER COLUMN payload TYPE TEXT USING convert_from(payload, 'UTF8');
+             DELETE FROM schema_version WHERE applied = 6;",
+        )
+        .unwrap();
+    let stored: String = client.query_one("SELECT payload FROM job_payloads", &[]).unwrap().get(0);
+    assert_eq!(stored, r#"{"message":"Create"}"#);
+    drop(client);
+    let row = PostgresStore::open(&url).unwrap().job(org, id).unwrap().unwrap();
+    assert_eq!(row.payload, br#"{"message":"Create"}"#);
+}

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::checkpoint::Checkpointer;
@@ -99,7 +100,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRow, i64, i64, String)> {
         correlation_id: row.get(6)?,
         depth: row.get::<_, i64>(7)? as u32,
         record,
-        payload: row.get(10)?,
+        payload: payload_column(row, 10)?,
         dependency_token: row.get(11)?,
         status: Status::WaitingForResources,
         created_at: row.get(13)?,
@@ -1110,6 +1111,14 @@ impl SqliteStore {
         let mut statement = connection.prepare_cached(sql).db()?;
         let rows = statement.query_map(parameters, job_from_row).db()?;
         rows.map(|row| finish_job(row.db()?)).collect()
+    }
+}
+
+/// A job's payload: bytes (a BLOB), or the JSON text an earlier Sluice wrote.
+fn payload_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    match row.get_ref(index)? {
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(bytes.to_vec()),
+        other => Err(rusqlite::Error::InvalidColumnType(index, "payload".into(), other.data_type())),
     }
 }
 

@@ -21,3 +21,21 @@ fn sqlite_refuses_a_file_that_is_not_a_database() {
     std::fs::write(&path, b"this is not sqlite, it is a shopping list").unwrap();
     assert!(SqliteStore::open(&path).is_err());
 }
+
+/// Earlier versions stored a job's payload as JSON text; it is read back as its bytes.
+#[test]
+fn sqlite_reads_a_payload_stored_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    let org = sluice_core::jobs::OrgId(1);
+    let id =
+        SqliteStore::open(&path).unwrap().insert_jobs(&[sluice_store::conformance::new_job(org, 1)]).unwrap()
+            [0];
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute("UPDATE jobs SET payload = '{\"message\":\"Create\"}' WHERE id = ?1", [id.0 as i64])
+        .unwrap();
+    drop(connection);
+    let row = SqliteStore::open(&path).unwrap().job(org, id).unwrap().unwrap();
+    assert_eq!(row.payload, br#"{"message":"Create"}"#);
+}

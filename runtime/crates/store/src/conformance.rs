@@ -15,7 +15,9 @@ fn attrs(pairs: &[(&str, Value)]) -> Attributes {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
-fn new_job(org: OrgId, n: u32) -> NewJob {
+/// A waiting job of `org` numbered `n`, as the suite inserts them (also for backends'
+/// own tests).
+pub fn new_job(org: OrgId, n: u32) -> NewJob {
     NewJob {
         org,
         lane: Lane::Priority,
@@ -25,7 +27,8 @@ fn new_job(org: OrgId, n: u32) -> NewJob {
         correlation_id: format!("c{n}"),
         depth: 1,
         record: Some(("account".into(), format!("a{n}"))),
-        payload: "{}".into(),
+        // Not UTF-8, with a zero byte: the store keeps a payload as bytes.
+        payload: vec![1, 0, 0xff, n as u8],
         dependency_token: None,
         created_at: 1_000 + i64::from(n),
         status: Status::WaitingForResources,
@@ -139,6 +142,10 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     read.sort_by_key(|row| row.id);
     assert_eq!(read.iter().map(|row| row.id).collect::<Vec<_>>(), [ids[0], ids[2]], "unknown ids left out");
     assert_eq!(read[0], store.job(a, ids[0]).unwrap().unwrap(), "the same row as a single read");
+    assert_eq!(
+        (read[0].payload.as_slice(), read[1].payload.as_slice()),
+        (&[1, 0, 0xff, 1][..], &[1, 0, 0xff, 3][..])
+    );
     assert!(store.jobs_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
     store
         .apply(&[

@@ -259,8 +259,8 @@ pub struct NewJob {
     pub depth: u32,
     /// The record the event concerned (entity, id), for loop detection and display.
     pub record: Option<(String, String)>,
-    /// The execution context, as JSON.
-    pub payload: String,
+    /// The execution context in the service's stored form: opaque bytes to the store.
+    pub payload: Vec<u8>,
     pub dependency_token: Option<String>,
     pub created_at: Millis,
     /// WaitingForResources, or a terminal status for a job refused at creation.
@@ -367,7 +367,9 @@ pub struct JobRow {
     pub correlation_id: String,
     pub depth: u32,
     pub record: Option<(String, String)>,
-    pub payload: String,
+    /// The execution context in the service's stored form (see [`NewJob::payload`]).
+    #[serde(skip)]
+    pub payload: Vec<u8>,
     pub dependency_token: Option<String>,
     pub status: Status,
     pub created_at: Millis,
