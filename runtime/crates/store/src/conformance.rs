@@ -377,6 +377,17 @@ pub fn cluster(store: &dyn Store) {
     store.commit(&Batch { updates: vec![started], fence: Some(second), ..Batch::default() }).unwrap();
     assert_eq!(store.starts_since(org, Lane::Priority, 5_000).unwrap(), 1);
     assert_eq!(store.starts_since(org, Lane::Priority, 5_001).unwrap(), 0);
+    // A run's start written with its end counts as well.
+    let more = store
+        .commit(&Batch { jobs: vec![new_job(org, 5)], fence: Some(second), ..Batch::default() })
+        .unwrap();
+    let mut ended = finished(more[0], org, Status::Succeeded, Vec::new());
+    if let JobUpdate::Finished { started, at, .. } = &mut ended {
+        (*started, *at) = (Some(65_000), 65_010);
+    }
+    store.commit(&Batch { updates: vec![ended], fence: Some(second), ..Batch::default() }).unwrap();
+    assert_eq!(store.starts_since(org, Lane::Priority, 60_000).unwrap(), 1);
+    assert_eq!(store.starts_since(org, Lane::Priority, 5_000).unwrap(), 2);
     assert_eq!(store.starts_since(org, Lane::Regular, 0).unwrap(), 0);
     assert_eq!(store.renew_leases("n2", &[second], -1).unwrap(), vec![org]);
     let third = store.take_lease("n3", org, 30_000).unwrap().expect("an expired lease is taken");
