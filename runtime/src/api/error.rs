@@ -125,9 +125,14 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
             }
             ServiceError::Store(store) => store.into(),
-            ServiceError::PartlyImported { error, .. } => {
+            ServiceError::PartlyImported { committed, error } => {
                 let inner: ApiError = (*error).into();
-                ApiError::new(inner.status, "partly-imported", message)
+                ApiError {
+                    status: inner.status,
+                    code: "partly-imported",
+                    details: Some(serde_json::json!({ "committed": committed, "error_code": inner.code })),
+                    message,
+                }
             }
         }
     }
@@ -237,4 +242,23 @@ pub async fn method_not_allowed() -> ApiError {
         "method-not-allowed",
         "this route does not take that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_import_answers_with_the_inner_status_and_how_many_were_stored() {
+        let conflict =
+            ServiceError::Store(crate::store::Error::WriteConflict("a account record exists".into()));
+        let error: ApiError =
+            ServiceError::PartlyImported { committed: 200, error: Box::new(conflict) }.into();
+        assert_eq!((error.status, error.code), (StatusCode::CONFLICT, "partly-imported"));
+        assert_eq!(
+            error.details,
+            Some(serde_json::json!({ "committed": 200, "error_code": "write-conflict" }))
+        );
+        assert!(error.message.contains("after 200 events"), "{}", error.message);
+    }
 }

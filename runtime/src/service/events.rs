@@ -199,7 +199,7 @@ impl Service {
         // import commits IMPORT_CHUNK events a transaction (see there).
         let chunk = if import { IMPORT_CHUNK } else { prepared.len().max(1) };
         let (mut changes, mut planned) = (changes.into_iter(), planned.into_iter());
-        let mut ids = Vec::with_capacity(ranges.last().map_or(0, |r| r.end));
+        let mut chunks = Vec::with_capacity(prepared.len().div_ceil(chunk));
         for first in (0..prepared.len()).step_by(chunk) {
             let last = (first + chunk).min(prepared.len()) - 1;
             let batch = Batch {
@@ -211,14 +211,9 @@ impl Service {
                 jobs: planned.by_ref().take(ranges[last].end - ranges[first].start).collect(),
                 ..Batch::default()
             };
-            match self.commit_and_start(batch).await {
-                Ok(new) => ids.extend(new),
-                Err(error) if first > 0 => {
-                    return Err(Error::PartlyImported { committed: first, error: Box::new(error) });
-                }
-                Err(error) => return Err(error),
-            }
+            chunks.push((first, batch));
         }
+        let ids = self.commit_chunks(chunks).await?;
         Ok(prepared
             .into_iter()
             .zip(ranges)
@@ -227,6 +222,24 @@ impl Service {
                 outcome
             })
             .collect())
+    }
+
+    /// Commits a request's transactions in order, each `(index of its first event,
+    /// batch)`: one for a plain batch, one per `IMPORT_CHUNK` events for an import.
+    /// A failure after the first has committed is [`Error::PartlyImported`], naming how
+    /// many events are stored; the failed chunk and those after it store nothing.
+    async fn commit_chunks(&self, chunks: Vec<(usize, Batch)>) -> Result<Vec<JobId>> {
+        let mut ids = Vec::new();
+        for (first, batch) in chunks {
+            match self.commit_and_start(batch).await {
+                Ok(new) => ids.extend(new),
+                Err(error) if first > 0 => {
+                    return Err(Error::PartlyImported { committed: first, error: Box::new(error) });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(ids)
     }
 
     /// Commits a request's batch (in the writer's next group), queues its jobs and
@@ -580,5 +593,58 @@ fn new_job(
         status,
         error,
         background: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::RecordChange;
+
+    fn creates(org: OrgId, ids: std::ops::Range<u32>) -> Batch {
+        let changes = ids
+            .map(|n| {
+                let create = RecordChange::Create {
+                    entity: "account".into(),
+                    id: format!("a{n}"),
+                    attributes: Attributes::new(),
+                };
+                (org, create)
+            })
+            .collect();
+        Batch { changes, ..Batch::default() }
+    }
+
+    /// An import whose third transaction fails (another request took one of its ids
+    /// after it was validated): the first two stay stored, the error names how many
+    /// events they held, and nothing of the failed one is stored.
+    #[tokio::test]
+    async fn an_import_that_fails_midway_says_how_many_events_were_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SqliteStore::open(&dir.path().join("sluice.db")).unwrap());
+        let engine = crate::engine::Engine::new(crate::engine::EngineSettings::default(), None).unwrap();
+        let clock = Arc::new(super::super::ManualClock::new(1_000));
+        let service = Service::open(store, engine, clock, super::super::Options::default()).unwrap();
+        let org = service.create_org("acme").unwrap();
+        service.commit_batch(creates(org, 250..251)).await.unwrap();
+
+        let chunks =
+            vec![(0, creates(org, 0..100)), (100, creates(org, 100..200)), (200, creates(org, 200..300))];
+        match service.commit_chunks(chunks).await {
+            Err(Error::PartlyImported { committed: 200, error }) => {
+                assert!(matches!(*error, Error::Store(crate::store::Error::WriteConflict(_))), "{error}");
+            }
+            other => panic!("expected a partial import, got {other:?}"),
+        }
+        let stored = |id: &str| service.shared.store.retrieve(&org.0.to_string(), "account", id, &[]).is_ok();
+        assert!(stored("a0") && stored("a199"), "the first two transactions stay");
+        assert!(!stored("a200") && !stored("a299"), "nothing of the failed one is stored");
+
+        let chunks = vec![(0, creates(org, 250..251)), (1, creates(org, 300..301))];
+        assert!(
+            matches!(service.commit_chunks(chunks).await, Err(Error::Store(_))),
+            "a failure of the first transaction is the plain error"
+        );
+        assert!(!stored("a300"), "and nothing after it is tried");
     }
 }
