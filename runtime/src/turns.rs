@@ -23,6 +23,10 @@ impl<K: Hash + Eq + Clone> Turns<K> {
     /// `key`'s turns.
     pub fn of(&self, key: &K) -> Arc<Semaphore> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up first: `entry` would clone the key (an org's name) at every call.
+        if let Some(turns) = by_key.get(key) {
+            return turns.clone();
+        }
         by_key.entry(key.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.each))).clone()
     }
 

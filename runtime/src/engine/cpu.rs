@@ -64,9 +64,13 @@ impl FairCpu {
 
     /// The handle one execution of `org` polls through.
     pub fn execution(self: &Arc<Self>, org: &str) -> CpuTurn {
-        let org: Arc<str> = Arc::from(org);
         let mut state = self.lock();
         let floor = state.floor;
+        // The org's name as the map holds it: no allocation per execution once known.
+        let org: Arc<str> = match state.orgs.get_key_value(org) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(org),
+        };
         let time = state.orgs.entry(org.clone()).or_default();
         if time.executions == 0 {
             time.used_ns = time.used_ns.max(floor);

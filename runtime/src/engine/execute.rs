@@ -120,19 +120,33 @@ async fn guarded<F: Future>(
     work: F,
 ) -> Ended<F::Output> {
     let mut work = pin!(work);
-    let checked = std::future::poll_fn(|cx| {
+    // The deadline's timer is set by the first poll that leaves the run waiting (for a
+    // CPU turn or in a host call): most runs end in their first poll, and a timer costs
+    // a registration with tokio's driver and a clock read per run.
+    let mut timer = pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
         if stop.is_some_and(StopSignal::is_stopped) {
             return Poll::Ready(Ended::Stopped);
         }
         if Instant::now() >= deadline {
             return Poll::Ready(Ended::Deadline);
         }
-        std::task::ready!(turn.poll_take(cx));
-        let polled = work.as_mut().poll(cx);
-        turn.give_back(host_ns.swap(0, Ordering::Relaxed));
-        polled.map(Ended::Done)
-    });
-    tokio::time::timeout_at(deadline.into(), checked).await.unwrap_or(Ended::Deadline)
+        if turn.poll_take(cx).is_ready() {
+            let polled = work.as_mut().poll(cx);
+            turn.give_back(host_ns.swap(0, Ordering::Relaxed));
+            if let Poll::Ready(output) = polled {
+                return Poll::Ready(Ended::Done(output));
+            }
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(deadline.into())));
+        }
+        match timer.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ended::Deadline),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl Engine {
@@ -168,10 +182,15 @@ impl Engine {
         store.limiter(|state| &mut state.limiter);
         // wasmtime 48 (feature `call-hook`): the hook runs as every host call returns to
         // the guest, with the store in hand, so what the call cost is taken from the fuel.
-        store.call_hook(|mut store, hook| match hook {
-            CallHook::ReturningFromHost => pay_host_fuel(&mut store),
-            _ => Ok(()),
-        });
+        // Only record calls cost fuel: a plug-in that does not import them never owes
+        // any, and runs without the hook (wasmtime calls it at every crossing between
+        // guest and host, instantiation's included).
+        if plugin.pays_host_fuel {
+            store.call_hook(|mut store, hook| match hook {
+                CallHook::ReturningFromHost => pay_host_fuel(&mut store),
+                _ => Ok(()),
+            });
+        }
         let fuel_ready = store
             .set_fuel(limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(self.inner.settings.fuel_yield_interval)));

@@ -29,6 +29,10 @@ pub const HANDLER_EXPORT: &str = "sluice:plugin/handler@0.1.0";
 /// clocks and random (no environment, frozen clocks), a filesystem with nothing in it
 /// (no preopened directory), sockets that refuse every use, and HTTP under the outbound
 /// policy (`outbound`). Anything else is refused by name before compiling.
+/// The record calls' interface, any version: the host calls that charge fuel
+/// (`host.rs`).
+const RECORDS_INTERFACE: &str = "sluice:plugin/records@";
+
 const PROVIDED_IMPORTS: &[(&str, &[&str])] = &[
     ("sluice:plugin@0.1.", &["types", "context", "records", "tracing", "config"]),
     (
@@ -101,6 +105,8 @@ fn micros<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S:
 pub struct Plugin {
     pub(crate) pre: Arc<PluginPre<ExecutionState>>,
     pub(crate) info: Arc<PluginInfo>,
+    /// Whether it imports the record calls, the only host calls that cost fuel.
+    pub(crate) pays_host_fuel: bool,
 }
 
 impl Plugin {
@@ -211,7 +217,8 @@ impl Engine {
             load_time: started.elapsed(),
             totals: shape.totals,
         };
-        Ok(Plugin { pre: Arc::new(pre), info: Arc::new(info) })
+        let pays_host_fuel = info.imports.iter().any(|name| name.starts_with(RECORDS_INTERFACE));
+        Ok(Plugin { pre: Arc::new(pre), info: Arc::new(info), pays_host_fuel })
     }
 
     /// The checks that need no parsing: size, emptiness, magic number, component layer.
