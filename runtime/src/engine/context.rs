@@ -66,7 +66,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 fn new_correlation_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    sluice_core::new_id()
 }
 
 impl ExecutionContext {

@@ -278,7 +278,7 @@ impl Service {
             (_, Some(id)) => id.clone(),
             ("Create", None) => match event.attributes.get("id") {
                 Some(Value::String(id)) => id.clone(),
-                _ => uuid::Uuid::new_v4().to_string(),
+                _ => sluice_core::new_id(),
             },
             _ => return Err(Error::Invalid(format!("{message} needs a record_id"))),
         };
@@ -286,7 +286,7 @@ impl Service {
             "Create" => None,
             _ => Some(overlay.retrieve(&org_key, &event.entity, &id, &[])?),
         };
-        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let correlation_id = sluice_core::new_id();
         let steps = self.sync_steps(org, message, &event);
         let written = (message != "Delete").then(|| event.attributes.clone());
         let mut context =
@@ -489,7 +489,7 @@ fn bulk_jobs(state: &mut State, org: OrgId, coalesced: Coalesced, now: Millis) -
                 let listed = serde_json::to_string(group).expect("strings serialise");
                 inputs.insert("record_ids".into(), Value::String(listed));
             }
-            let correlation = uuid::Uuid::new_v4().to_string();
+            let correlation = sluice_core::new_id();
             jobs.push(new_job(state, org, &definition, &trigger, None, &correlation, now, Some(inputs)));
         }
     }

@@ -146,7 +146,7 @@ impl Service {
         check_parameters(declared, &parameters)?;
         let mut context = ExecutionContext::new(&api.trigger.message, "");
         context.org_id = org.0.to_string();
-        context.correlation_id = uuid::Uuid::new_v4().to_string();
+        context.correlation_id = sluice_core::new_id();
         context.mode = mode;
         context.input_parameters = parameters;
         Ok(context)

@@ -161,7 +161,7 @@ impl OrgRecords {
 pub fn take_record_id(attributes: &mut Attributes) -> Result<String, RecordError> {
     match attributes.remove("id") {
         Some(Value::String(id)) if !id.is_empty() => Ok(id),
-        None | Some(Value::Null) => Ok(uuid::Uuid::new_v4().to_string()),
+        None | Some(Value::Null) => Ok(crate::new_id()),
         Some(other) => Err(RecordError::Invalid(format!("a record id is a non-empty string, not {other:?}"))),
     }
 }
