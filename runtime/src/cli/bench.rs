@@ -167,7 +167,9 @@ fn fresh(name: &str) -> anyhow::Result<Bench> {
     // 128 slots on each of three lanes, and room for synchronous work beside them.
     let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
     let engine = Engine::new(settings, Some(&dir.join("artifacts")))?;
-    let options = Options { slots: 128, default_quotas: OPEN, ..Options::default() };
+    // Plug-ins on their own threads at a lower priority, as `sluice serve` runs them.
+    let executions = Some(super::sandbox_threads::handle()?);
+    let options = Options { slots: 128, default_quotas: OPEN, executions, ..Options::default() };
     let service = Service::open(store, engine, Arc::new(SystemClock), options)?;
     Ok(Bench { service, _dir: tempfile_guard::Guard(dir) })
 }
@@ -310,8 +312,14 @@ fn throughput_nodes(url: Option<&str>, nodes: usize) -> anyhow::Result<Nodes> {
         let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
         let engine = Engine::new(settings, Some(&dir.join(format!("artifacts-{n}"))))?;
         let cluster = ClusterOptions { node: format!("bench-{n}"), ..ClusterOptions::new() };
-        let options =
-            Options { slots: 128, default_quotas: OPEN, cluster: Some(cluster), ..Options::default() };
+        let executions = Some(super::sandbox_threads::handle()?);
+        let options = Options {
+            slots: 128,
+            default_quotas: OPEN,
+            cluster: Some(cluster),
+            executions,
+            ..Options::default()
+        };
         services.push(Service::open(store, engine, Arc::new(DatabaseClock::default()), options)?);
     }
     Ok(Nodes { services, store: "PostgreSQL", cluster: true, _dir: guard })
@@ -409,6 +417,7 @@ async fn throughput(
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let bare_all = bare_rate_on_threads(plugins, calls, cores)?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let sandbox_workers = super::sandbox_threads::handle()?.metrics().num_workers();
     println!(
         "throughput: {} jobs over {orgs} org(s) enqueued at {} events/s",
         count(jobs),
@@ -416,7 +425,7 @@ async fn throughput(
     );
     println!(
         "  sluice ({store}, {nodes} node(s) in one process, each 128 slots a lane, a writer thread; \
-         {workers} tokio worker threads): {} jobs/s",
+         {workers} tokio worker threads for the nodes, {sandbox_workers} at nice 10 for plug-ins): {} jobs/s",
         count(sluice as u64)
     );
     println!("  bare wasmtime instantiate+call loop, one thread:     {} jobs/s", count(bare as u64));
@@ -429,6 +438,7 @@ async fn throughput(
         "{}",
         json!({"scenario": "throughput", "store": store, "nodes": nodes, "orgs": orgs, "jobs": jobs,
             "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "tokio_workers": workers,
+            "sandbox_workers": sandbox_workers,
             "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
             "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all})
     );
