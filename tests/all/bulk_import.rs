@@ -19,12 +19,9 @@ use crate::support::{attrs, engine};
 
 fn accounts(from: usize, n: usize) -> Vec<Event> {
     (from..from + n)
-        .map(|i| Event {
-            message: "Create".into(),
-            entity: "account".into(),
-            record_id: Some(format!("acc-{i:05}")),
-            attributes: attrs(&[("name", Value::String(format!("Account {i}")))]),
-            dependency_token: None,
+        .map(|i| {
+            let name = attrs(&[("name", Value::String(format!("Account {i}")))]);
+            crate::support::create_event("account", format!("acc-{i:05}"), name)
         })
         .collect()
 }

@@ -318,15 +318,7 @@ async fn a_runaway_fired_on_another_node_is_flagged_by_the_holder_and_released_f
         .unwrap();
     holding.follow().unwrap();
     let second_of = |n: u64, at: i64| -> Vec<Event> {
-        (0..n)
-            .map(|i| Event {
-                message: "Create".into(),
-                entity: "lead".into(),
-                record_id: Some(format!("l-{at}-{i}")),
-                attributes: attrs(&[]),
-                dependency_token: None,
-            })
-            .collect()
+        (0..n).map(|i| crate::support::create_event("lead", format!("l-{at}-{i}"), attrs(&[]))).collect()
     };
     // A minute at one lead a second, then 200 a second, all fired on the other node.
     for rate in std::iter::repeat_n(1, 60).chain(std::iter::repeat_n(200, 40)) {

@@ -26,13 +26,7 @@ fn step(service: &Service, org: OrgId, path: &str, entity: &str, mode: Mode) -> 
 }
 
 fn create(entity: &str, id: &str) -> Event {
-    Event {
-        message: "Create".into(),
-        entity: entity.into(),
-        record_id: Some(id.into()),
-        attributes: attrs(&[("name", Value::from(id))]),
-        dependency_token: None,
-    }
+    crate::support::create_event(entity, id, attrs(&[("name", Value::from(id))]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,12 +29,12 @@ fn step(service: &Service, org: OrgId, path: &str, entity: &str) {
 
 fn creates(entity: &str, prefix: &str, n: usize, rounds: i64) -> Vec<Event> {
     (0..n)
-        .map(|i| Event {
-            message: "Create".into(),
-            entity: entity.into(),
-            record_id: Some(format!("{prefix}-{i}")),
-            attributes: attrs(&[("rounds", Value::Integer(rounds))]),
-            dependency_token: None,
+        .map(|i| {
+            crate::support::create_event(
+                entity,
+                format!("{prefix}-{i}"),
+                attrs(&[("rounds", Value::Integer(rounds))]),
+            )
         })
         .collect()
 }

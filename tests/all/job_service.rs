@@ -539,13 +539,7 @@ async fn a_backlog_past_memory_is_read_ahead_before_its_starts_need_it() {
     h.async_step(org, samples::ECHO, trigger("Create", "account"), None);
     for batch in 0..8 {
         let events = (0..1_000)
-            .map(|i| Event {
-                message: "Create".into(),
-                entity: "account".into(),
-                record_id: Some(format!("a{batch}-{i}")),
-                attributes: attrs(&[]),
-                dependency_token: None,
-            })
+            .map(|i| crate::support::create_event("account", format!("a{batch}-{i}"), attrs(&[])))
             .collect();
         h.service.fire_batch(org, events).await.unwrap();
     }

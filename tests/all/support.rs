@@ -40,6 +40,17 @@ pub fn attrs(pairs: &[(&str, Value)]) -> Attributes {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
+/// An event creating record `id` of `entity` with these attributes.
+pub fn create_event(entity: &str, id: impl Into<String>, attributes: Attributes) -> sluice::service::Event {
+    sluice::service::Event {
+        message: "Create".into(),
+        entity: entity.into(),
+        record_id: Some(id.into()),
+        attributes,
+        dependency_token: None,
+    }
+}
+
 pub fn entity(logical_name: &str, id: &str, attributes: &[(&str, Value)]) -> Entity {
     Entity { logical_name: logical_name.into(), id: id.into(), attributes: attrs(attributes) }
 }

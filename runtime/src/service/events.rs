@@ -454,7 +454,7 @@ impl Service {
 /// event prepared, its sync steps run, on one overlay) before anything commits, then
 /// written in transactions of this many events, so that the store's one writer serves
 /// other tenants' commits between them (one transaction of 5,000 events held it for
-/// about 100 ms). An import request whose later transaction fails (a write conflict with
+/// about 100 ms when ids were random). An import request whose later transaction fails (a write conflict with
 /// another writer) keeps the events before it, as Dataverse's imports do; the error
 /// says so.
 pub const IMPORT_CHUNK: usize = 100;

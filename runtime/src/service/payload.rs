@@ -46,14 +46,16 @@ pub(super) enum PayloadError {
 /// The context in its stored form.
 pub(super) fn encode(context: &ExecutionContext, row: RowKeys<'_>) -> Vec<u8> {
     let record_id = context.record_id.as_deref();
-    let mut input_parameters = context.input_parameters.clone();
-    let target_parameter = match (record_id, input_parameters.get("Target")) {
-        (Some(id), Some(Value::String(target))) if target == id => {
-            input_parameters.remove("Target");
-            true
-        }
-        _ => false,
-    };
+    let target_parameter = matches!(
+        (record_id, context.input_parameters.get("Target")),
+        (Some(id), Some(Value::String(target))) if target == id
+    );
+    let input_parameters = context
+        .input_parameters
+        .iter()
+        .filter(|(name, _)| !(target_parameter && name.as_str() == "Target"))
+        .map(|(name, value)| (name.clone(), StoredValue::of(value)))
+        .collect();
     let target = context.target.as_ref().map(|e| StoredEntity::of(e, context));
     let post_image = match &context.post_image {
         None => Image::None,
@@ -71,7 +73,7 @@ pub(super) fn encode(context: &ExecutionContext, row: RowKeys<'_>) -> Vec<u8> {
         depth: (context.depth != row.depth).then_some(context.depth),
         correlation_id: (context.correlation_id != row.correlation_id)
             .then(|| context.correlation_id.clone()),
-        input_parameters: pairs(&input_parameters),
+        input_parameters,
         target_parameter,
         target,
         pre_image: context.pre_image.as_ref().map(|e| StoredEntity::of(e, context)),

@@ -34,7 +34,8 @@ fn postgres_migrates_payloads_stored_as_text() {
         .unwrap()
         .insert_jobs(&[sluice_store::conformance::new_job(org, 1)])
         .unwrap()[0];
-    // Back to the schema before migration 6, with a payload as it was written then.
+    // Back to the schema before migration 6, with a payload as it was written then
+    // (undoing 6 only while it is the last migration: a later one must be undone here too).
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
         .batch_execute(
