@@ -342,7 +342,7 @@ impl Service {
             } else {
                 state.scheduler.deactivate(definition.id);
             }
-            state.definitions.insert(definition.id, definition);
+            state.definitions.insert(definition.id, std::sync::Arc::new(definition));
         }
         drop(state);
         self.shared.work.notify_one();

@@ -331,7 +331,7 @@ impl Service {
         Ok((outcome, core, pre_image))
     }
 
-    fn sync_steps(&self, org: OrgId, message: &'static str, event: &Event) -> Vec<Definition> {
+    fn sync_steps(&self, org: OrgId, message: &'static str, event: &Event) -> Vec<Arc<Definition>> {
         let probe = Trigger {
             message,
             entity: event.entity.clone(),
@@ -342,7 +342,7 @@ impl Service {
             depth: 1,
         };
         let state = self.state();
-        let mut steps: Vec<Definition> =
+        let mut steps: Vec<Arc<Definition>> =
             state.definitions.values().filter(|d| is_sync(d) && matches(d, org, &probe)).cloned().collect();
         steps.sort_by_key(|d| match d.kind {
             DefinitionKind::Step { stage, rank, .. } => (stage.number(), rank, d.id),
@@ -420,7 +420,7 @@ impl Service {
                 "Delete" => None,
                 _ => reader.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
             };
-            let definitions: Vec<Definition> = state
+            let definitions: Vec<Arc<Definition>> = state
                 .definitions
                 .values()
                 .filter(|d| !is_sync(d) && matches(d, org, trigger))

@@ -134,6 +134,8 @@ struct Start {
     org: OrgId,
     lane: Lane,
     definition: DefinitionId,
+    /// What it runs, as it was when the job started (`None`: deleted since).
+    runs: Option<Arc<Definition>>,
     id: JobId,
     stop: StopSignal,
     /// What the run needs, if kept in memory; otherwise read back before it runs.
@@ -178,13 +180,13 @@ impl Service {
     /// A compiled plug-in, from the cache or loaded from the store (compiled code comes
     /// from the engine's artifact cache).
     pub(super) fn plugin(&self, org: OrgId, id: u64) -> Result<Plugin> {
-        if let Some(plugin) = self.state().plugins.get(&(org, id)) {
+        if let Some(plugin) = self.shared.plugins.read().unwrap_or_else(|e| e.into_inner()).get(&(org, id)) {
             return Ok(plugin.clone());
         }
         let bytes = self.shared.store.plugin_bytes(org, id)?.ok_or(Error::NotFound("plug-in"))?;
         // Its size was checked against the org's limit when it was uploaded.
         let plugin = self.shared.engine.load_within(&bytes, u64::MAX)?;
-        self.state().plugins.insert((org, id), plugin.clone());
+        self.shared.plugins.write().unwrap_or_else(|e| e.into_inner()).insert((org, id), plugin.clone());
         Ok(plugin)
     }
 
@@ -236,7 +238,8 @@ impl Service {
                             if queued.is_some() {
                                 kept_starts.insert(org);
                             }
-                            to_run.push(Start { org, lane, definition, id, stop, queued });
+                            let runs = state.definitions.get(&definition).cloned();
+                            to_run.push(Start { org, lane, definition, runs, id, stop, queued });
                             state.running[lane.index()] += 1;
                         }
                     }
@@ -355,7 +358,7 @@ impl Service {
 
     /// Runs a started job on a task of its own, in its span; its end goes to the driver.
     fn spawn_execution(&self, start: Start) {
-        let Start { org, lane, definition, id, stop, queued } = start;
+        let Start { org, lane, definition, runs, id, stop, queued } = start;
         // At debug level: at info a span per job cost its workers about a tenth of their
         // time (its fields formatted, with colours, when it is made; entered at each
         // poll), and no info event happens inside a job. Made outside the state lock.
@@ -369,8 +372,8 @@ impl Service {
         let service = self.clone();
         let execution = async move {
             let finished = match queued {
-                Some(job) => service.execute_job(org, id, stop, job).await,
-                None => service.failed_early(org, id, "the job could not be read from the store"),
+                Some(job) => service.execute_job(org, id, stop, job, runs).await,
+                None => service.failed_early(org, lane, id, "the job could not be read from the store"),
             };
             tracing::debug!(ok = finished.outcome.is_ok(), fuel = finished.accounting.fuel_used, "executed");
             // The receiver lives as long as the service.
@@ -384,9 +387,17 @@ impl Service {
     }
 
     /// Runs one job: its step, or its workflow's steps in order, against one overlay.
-    async fn execute_job(&self, org: OrgId, id: JobId, stop: StopSignal, job: Queued) -> Finished {
+    /// Takes no lock of the service's state (the writer holds it while it prepares a
+    /// group, and a job's run must not wait for that).
+    async fn execute_job(
+        &self,
+        org: OrgId,
+        id: JobId,
+        stop: StopSignal,
+        job: Queued,
+        definition: Option<Arc<Definition>>,
+    ) -> Finished {
         let began = std::time::Instant::now();
-        let definition = self.state().definitions.get(&job.definition).cloned();
         if let Some(created_at) = job.first_start_of {
             let latency = (self.now() - created_at).max(0) as f64 / 1000.0;
             self.shared
@@ -396,12 +407,12 @@ impl Service {
                 .observe(latency);
         }
         let Some(definition) = definition else {
-            return self.failed_early(org, id, "its definition was deleted");
+            return self.failed_early(org, job.lane, id, "its definition was deleted");
         };
         let keys = RowKeys { org, correlation_id: &job.correlation, depth: job.depth };
         let context: ExecutionContext = match super::payload::decode(&job.payload, keys) {
             Ok(context) => context,
-            Err(e) => return self.failed_early(org, id, &format!("corrupt payload: {e}")),
+            Err(e) => return self.failed_early(org, job.lane, id, &format!("corrupt payload: {e}")),
         };
         let steps: Vec<(u64, StepConfig)> = match &definition.kind {
             DefinitionKind::Step { plugin, unsecure_config, secure_config, .. }
@@ -472,9 +483,8 @@ impl Service {
         }
     }
 
-    fn failed_early(&self, org: OrgId, id: JobId, why: &str) -> Finished {
+    fn failed_early(&self, org: OrgId, lane: Lane, id: JobId, why: &str) -> Finished {
         let now = std::time::Instant::now();
-        let lane = self.state().scheduler.spec(id).map_or(Lane::Priority, |s| s.lane);
         Finished {
             job: id,
             lane,

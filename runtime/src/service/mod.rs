@@ -205,6 +205,10 @@ struct Shared {
     clock: Arc<dyn Clock>,
     options: Options,
     state: Mutex<State>,
+    /// Compiled plug-ins by (org, id), loaded once (a plug-in version never changes, so
+    /// nothing invalidates an entry). Apart from the state so that an execution looking
+    /// up its plug-in never waits on the writer's hold of the state's lock.
+    plugins: std::sync::RwLock<HashMap<(OrgId, u64), Plugin>>,
     /// The store's one writer (`writer.rs`): every commit goes through it, grouped.
     writer: std::sync::mpsc::Sender<writer::Request>,
     finished_tx: mpsc::UnboundedSender<Finished>,
@@ -274,8 +278,9 @@ pub struct Completion {
 
 struct State {
     scheduler: Scheduler,
-    definitions: HashMap<DefinitionId, Definition>,
-    plugins: HashMap<(OrgId, u64), Plugin>,
+    /// Shared with the executions that run them (an execution holds its definition as
+    /// it was when the job started, without this lock).
+    definitions: HashMap<DefinitionId, Arc<Definition>>,
     /// Jobs whose execution is under way on this node, per lane.
     running: [usize; 3],
     loops: LoopDetector,
@@ -429,8 +434,8 @@ impl Service {
         for (org, lane, quotas) in store.all_quotas()? {
             scheduler.set_quotas(org, lane, quotas);
         }
-        let definitions: HashMap<DefinitionId, Definition> =
-            store.definitions()?.into_iter().map(|d| (d.id, d)).collect();
+        let definitions: HashMap<DefinitionId, Arc<Definition>> =
+            store.definitions()?.into_iter().map(|d| (d.id, Arc::new(d))).collect();
         for definition in definitions.values().filter(|d| !d.active) {
             scheduler.deactivate(definition.id);
         }
@@ -454,7 +459,6 @@ impl Service {
         let mut state = State {
             scheduler,
             definitions,
-            plugins: HashMap::new(),
             running: [0; 3],
             loops: LoopDetector::default(),
             postponements: HashMap::new(),
@@ -491,6 +495,7 @@ impl Service {
                 clock,
                 options,
                 state: Mutex::new(state),
+                plugins: Default::default(),
                 writer,
                 finished_tx,
                 finished_rx: tokio::sync::Mutex::new(finished_rx),
@@ -660,7 +665,7 @@ impl Service {
     pub fn upload_plugin(&self, org: OrgId, name: &str, bytes: &[u8]) -> Result<StoredPlugin> {
         let plugin = self.shared.engine.load_within(bytes, self.plugin_limit(org))?;
         let stored = self.shared.store.save_plugin(org, name, &plugin.info().content_hash, bytes)?;
-        self.state().plugins.insert((org, stored.id), plugin);
+        self.shared.plugins.write().unwrap_or_else(|e| e.into_inner()).insert((org, stored.id), plugin);
         Ok(stored)
     }
 
@@ -712,7 +717,7 @@ impl Service {
             state.scheduler.deactivate(definition.id);
         }
         let (id, org) = (definition.id, definition.org);
-        state.definitions.insert(id, definition);
+        state.definitions.insert(id, Arc::new(definition));
         drop(state);
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         Ok(id)
@@ -725,7 +730,7 @@ impl Service {
         let definition =
             state.definitions.get_mut(&id).filter(|d| d.org == org).ok_or(Error::NotFound("definition"))?;
         self.shared.store.set_definition_active(org, id, active)?;
-        definition.active = active;
+        Arc::make_mut(definition).active = active;
         if active {
             state.scheduler.activate(id);
         } else {
@@ -909,7 +914,7 @@ impl Service {
     /// The org's definitions (steps, workflows, custom APIs), by id.
     pub fn definitions(&self, org: OrgId) -> Vec<Definition> {
         let mut list: Vec<Definition> =
-            self.state().definitions.values().filter(|d| d.org == org).cloned().collect();
+            self.state().definitions.values().filter(|d| d.org == org).map(|d| Definition::clone(d)).collect();
         list.sort_by_key(|d| d.id);
         list
     }
@@ -919,7 +924,7 @@ impl Service {
             .definitions
             .get(&id)
             .filter(|d| d.org == org)
-            .cloned()
+            .map(|d| Definition::clone(d))
             .ok_or(Error::NotFound("definition"))
     }
 

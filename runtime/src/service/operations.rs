@@ -129,7 +129,7 @@ impl Service {
                     && matches!(d.kind, DefinitionKind::CustomApi { .. })
                     && d.trigger.message == name
             })
-            .cloned()
+            .map(|d| Definition::clone(d))
             .ok_or(Error::NotFound("custom API"))
     }
 
