@@ -913,8 +913,13 @@ impl Service {
 
     /// The org's definitions (steps, workflows, custom APIs), by id.
     pub fn definitions(&self, org: OrgId) -> Vec<Definition> {
-        let mut list: Vec<Definition> =
-            self.state().definitions.values().filter(|d| d.org == org).map(|d| Definition::clone(d)).collect();
+        let mut list: Vec<Definition> = self
+            .state()
+            .definitions
+            .values()
+            .filter(|d| d.org == org)
+            .map(|d| Definition::clone(d))
+            .collect();
         list.sort_by_key(|d| d.id);
         list
     }
