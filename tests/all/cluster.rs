@@ -297,6 +297,34 @@ async fn scenario_3_a_failing_plugin_is_postponed_and_resumed_from_another_node(
     assert!(matches!(refused, Err(sluice::service::Error::NotAllowed(Status::Canceled))), "{refused:?}");
 }
 
+/// Leads fired on `fire_on`, a minute at one a second and then 200 a second, each second
+/// run by `holding`, until the holder flags `flow` (asserted); returns the flag.
+async fn surge_until_flagged(
+    clock: &ManualClock,
+    fire_on: &Service,
+    holding: &Service,
+    org: OrgId,
+    flow: DefinitionId,
+) -> sluice::service::RunawayFlag {
+    let second_of = |n: u64, at: i64| -> Vec<Event> {
+        (0..n).map(|i| crate::support::create_event("lead", format!("l-{at}-{i}"), attrs(&[]))).collect()
+    };
+    for rate in std::iter::repeat_n(1, 60).chain(std::iter::repeat_n(200, 40)) {
+        clock.advance(1_000);
+        fire_on.fire_batch(org, second_of(rate, holding.now())).await.unwrap();
+        holding.follow().unwrap();
+        if rate == 1 {
+            holding.run_until_idle().await.unwrap();
+        } else {
+            holding.run_once().await.unwrap();
+        }
+        if let Some(flag) = holding.runaway(flow) {
+            return flag;
+        }
+    }
+    panic!("the holder did not flag the surge");
+}
+
 /// The runaway rule across nodes: a surge of events fired on the node that does not
 /// hold the org is counted by the holder as it adopts the jobs, flagged and throttled
 /// there, and a release asked on the other node reaches the holder.
@@ -317,24 +345,8 @@ async fn a_runaway_fired_on_another_node_is_flagged_by_the_holder_and_released_f
         .save_definition(Definition::workflow(org, "sync", echo, Trigger::on("Create", "lead")))
         .unwrap();
     holding.follow().unwrap();
-    let second_of = |n: u64, at: i64| -> Vec<Event> {
-        (0..n).map(|i| crate::support::create_event("lead", format!("l-{at}-{i}"), attrs(&[]))).collect()
-    };
-    // A minute at one lead a second, then 200 a second, all fired on the other node.
-    for rate in std::iter::repeat_n(1, 60).chain(std::iter::repeat_n(200, 40)) {
-        clock.advance(1_000);
-        elsewhere.fire_batch(org, second_of(rate, holding.now())).await.unwrap();
-        holding.follow().unwrap();
-        if rate == 1 {
-            holding.run_until_idle().await.unwrap();
-        } else {
-            holding.run_once().await.unwrap();
-        }
-        if holding.runaway(flow).is_some() {
-            break;
-        }
-    }
-    let flag = holding.runaway(flow).expect("the holder flagged it");
+    // All fired on the other node.
+    let flag = surge_until_flagged(&clock, elsewhere, holding, org, flow).await;
     assert!(flag.rate >= 100.0, "{flag:?}");
     assert_eq!(elsewhere.runaway(flow), None, "the other node holds no flag of its own");
     // Released from the other node: the holder clears it and answers with the flag.
@@ -345,4 +357,35 @@ async fn a_runaway_fired_on_another_node_is_flagged_by_the_holder_and_released_f
     let again = command_elsewhere(elsewhere, holding, move |n| n.release_runaway(org, flow)).await.unwrap();
     assert_eq!(again, None, "nothing left to clear");
     assert!(elsewhere.release_runaway(org, DefinitionId(999_999)).is_err(), "an unknown definition");
+}
+
+/// A runaway flag moves with its org's lease: the node that takes the org over
+/// throttles the definition and shows the flag at once (not after detecting the surge
+/// anew), and the node that lost the org no longer holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_flag_moves_with_its_orgs_lease() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    // Node a's leases are lapsed as soon as taken: it holds the org only until someone asks.
+    let a = node(&url, "a", &clock, -1, Options::default());
+    let org = a.create_org("contoso").unwrap();
+    a.balance().unwrap();
+    a.set_quotas(org, Lane::Regular, Quotas { max_threads: 2, ..Quotas::default() }).unwrap();
+    let echo = plugin(&a, org, samples::ECHO);
+    let flow =
+        a.save_definition(Definition::workflow(org, "sync", echo, Trigger::on("Create", "lead"))).unwrap();
+    let flag = surge_until_flagged(&clock, &a, &a, org, flow).await;
+
+    let b = node(&url, "b", &clock, 30_000, Options::default());
+    b.balance().unwrap();
+    assert_eq!(b.held_orgs().len(), 1, "b took the lapsed lease");
+    assert_eq!(b.runaway(flow), Some(flag.clone()), "the flag came with the org");
+    let line = format!("sluice_runaway_throttled{{org=\"{}\",definition=\"{}\"}} 1", org.0, flow.0);
+    assert!(b.metrics_text().unwrap().contains(&line));
+    // Node a learns it lost the org at its next commit, and lets the flag go.
+    a.run_once().await.unwrap();
+    assert!(a.held_orgs().is_empty());
+    assert_eq!(a.runaway(flow), None);
+    assert_eq!(b.release_runaway(org, flow).unwrap(), Some(flag));
+    assert_eq!(b.runaway(flow), None);
 }

@@ -19,18 +19,23 @@ struct Org {
     clock: Arc<ManualClock>,
     org: OrgId,
     echo: u64,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// A node on the SQLite file in `dir`.
+fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Service {
+    let store = Arc::new(SqliteStore::open(&dir.join("sluice.db")).unwrap());
+    Service::open(store, engine().clone(), clock.clone(), Options::default()).unwrap()
 }
 
 fn org(quotas: Quotas) -> Org {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("sluice.db")).unwrap());
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let service = Service::open(store, engine().clone(), clock.clone(), Options::default()).unwrap();
+    let service = open(dir.path(), &clock);
     let org = service.create_org("contoso").unwrap();
     service.set_quotas(org, Lane::Regular, quotas).unwrap();
     let echo = service.upload_plugin(org, "echo", &std::fs::read(samples::ECHO).unwrap()).unwrap().id;
-    Org { service, clock, org, echo, _dir: dir }
+    Org { service, clock, org, echo, dir }
 }
 
 impl Org {
@@ -55,6 +60,25 @@ impl Org {
             .collect();
         self.service.fire_batch(self.org, events).await.unwrap().into_iter().flat_map(|o| o.jobs).collect()
     }
+
+    /// Two minutes at one `entity` record a second (its baseline), then a thousand a
+    /// second until `definition` is flagged (within 60 s: asserted); returns the onset.
+    async fn surge_until_flagged(&self, entity: &str, definition: DefinitionId) -> i64 {
+        for _ in 0..120 {
+            self.second(entity, 1).await;
+            self.service.run_until_idle().await.unwrap();
+        }
+        assert_eq!(self.service.runaway(definition), None);
+        let onset = self.service.now();
+        for _ in 0..60 {
+            self.second(entity, 1_000).await;
+            self.service.run_once().await.unwrap();
+            if self.service.runaway(definition).is_some() {
+                return onset;
+            }
+        }
+        panic!("not flagged within 60 s of the onset");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,24 +87,10 @@ async fn a_surge_is_flagged_and_throttled_within_a_minute_and_released_when_it_c
     let sync = o.workflow("sync leads", "lead");
     let welcome = o.workflow("welcome contacts", "contact");
     let mut notices = o.service.take_notices().unwrap();
-    // Two minutes at one lead a second, drained as they come: its baseline.
-    for _ in 0..120 {
-        o.second("lead", 1).await;
-        o.service.run_until_idle().await.unwrap();
-    }
-    assert_eq!(o.service.runaway(sync), None);
-    // Then a thousand a second, far more than 4 threads drain.
-    let onset = o.service.now();
-    let mut flagged_at = None;
-    for _ in 0..60 {
-        o.second("lead", 1_000).await;
-        o.service.run_once().await.unwrap();
-        if o.service.runaway(sync).is_some() {
-            flagged_at = Some(o.service.now());
-            break;
-        }
-    }
-    let flagged_at = flagged_at.expect("flagged within 60 s of the onset");
+    // Two minutes at one lead a second, drained as they come (its baseline), then a
+    // thousand a second, far more than 4 threads drain.
+    let onset = o.surge_until_flagged("lead", sync).await;
+    let flagged_at = o.service.now();
     assert!(flagged_at - onset <= 60_000);
     let flag = o.service.runaway(sync).unwrap();
     assert_eq!(flag.since, flagged_at);
@@ -197,4 +207,26 @@ async fn a_flag_is_cleared_or_the_definition_deactivated_in_one_action() {
     o.service.set_active(o.org, sync, false).unwrap();
     assert_eq!(o.service.runaway(sync), None);
     assert!(!o.service.definition(o.org, sync).unwrap().active);
+}
+
+/// A flag survives a restart: the node opened again on the same file throttles the
+/// definition still, shows the same flag, and a release by hand is kept too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_definitions_runaway_flag() {
+    let mut o = org(Quotas { max_threads: 4, max_throughput: u32::MAX, ..Quotas::default() });
+    let sync = o.workflow("sync leads", "lead");
+    o.surge_until_flagged("lead", sync).await;
+    let flag = o.service.runaway(sync).unwrap();
+
+    o.service = open(o.dir.path(), &o.clock);
+    assert_eq!(o.service.runaway(sync), Some(flag.clone()), "flagged again at open");
+    let line = format!("sluice_runaway_throttled{{org=\"{}\",definition=\"{}\"}} 1", o.org.0, sync.0);
+    assert!(o.service.metrics_text().unwrap().contains(&line));
+    let shown =
+        o.service.health(Some(o.org)).unwrap()[0].definitions.iter().find(|d| d.id == sync.0).cloned();
+    assert_eq!(shown.and_then(|d| d.runaway), Some(flag.clone()));
+
+    assert_eq!(o.service.release_runaway(o.org, sync).unwrap(), Some(flag));
+    o.service = open(o.dir.path(), &o.clock);
+    assert_eq!(o.service.runaway(sync), None, "the release is kept");
 }

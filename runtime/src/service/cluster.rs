@@ -222,6 +222,8 @@ impl Service {
                 held.insert(org, taken.fence);
             }
         }
+        // A runaway flag raised by the last holder stays raised here.
+        self.restore_runaways(Some(org))?;
         tracing::info!(org = org.0, epoch = taken.fence.epoch, jobs, "took the org's lease");
         // Callbacks of operations that ended under the last holder and never went out.
         self.announce_ended(undelivered);
@@ -272,6 +274,16 @@ impl Service {
             state.background.remove(&id);
         }
         state.pending.retain(|update| update.org() != org);
+        // Its definitions' runaway flags are the next holder's now (kept in the store):
+        // this node neither throttles nor releases them any more.
+        let definitions: Vec<_> = state.definitions.values().filter(|d| d.org == org).map(|d| d.id).collect();
+        for definition in definitions {
+            if state.runaways.flag(definition).is_some() {
+                state.scheduler.set_throttled(definition, false);
+                self.shared.metrics.set_runaway(org, definition, false);
+            }
+            state.runaways.forget(definition);
+        }
     }
 
     /// Takes the jobs other nodes created for the orgs this node holds.

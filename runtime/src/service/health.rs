@@ -162,6 +162,11 @@ impl Service {
                 "runaway definition calmed down: released");
         }
         self.shared.metrics.set_runaway(OrgId(notice.org), DefinitionId(notice.definition), throttled);
+        self.keep_runaway_flag(
+            OrgId(notice.org),
+            DefinitionId(notice.definition),
+            throttled.then_some(&notice.flag),
+        );
         // Nobody listening (no API server) is fine: the flag is on the dashboard.
         let _ = self.shared.notices_tx.send(notice);
     }
@@ -193,6 +198,7 @@ impl Service {
         let flag = self.clear_runaway(&mut state, org, definition);
         if flag.is_some() {
             drop(state);
+            self.keep_runaway_flag(org, definition, None);
             tracing::info!(org = org.0, definition = definition.0, "runaway flag cleared by hand");
             self.shared.work.notify_one();
         }
@@ -211,6 +217,41 @@ impl Service {
         state.scheduler.set_throttled(definition, false);
         self.shared.metrics.set_runaway(org, definition, false);
         Some(flag)
+    }
+
+    /// Stores a definition's flag (or that it has none), so that a restart or the org's
+    /// next holder throttles it still (`restore_runaways`). A store that refuses is
+    /// logged: the flag holds on this node regardless.
+    pub(super) fn keep_runaway_flag(&self, org: OrgId, definition: DefinitionId, flag: Option<&RunawayFlag>) {
+        let text = flag.and_then(|flag| serde_json::to_string(flag).ok());
+        match self.shared.store.set_runaway_flag(org, definition, text.as_deref()) {
+            // Deleted meanwhile: nothing to keep.
+            Ok(()) | Err(crate::store::Error::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(org = org.0, definition = definition.0, error = %e, "could not store a runaway flag")
+            }
+        }
+    }
+
+    /// Flags and throttles again the definitions the store has flagged, of `org` or of
+    /// every org: at open (a restart keeps its flags), and as a node takes an org's
+    /// lease (the flag moves with the org).
+    pub(super) fn restore_runaways(&self, org: Option<OrgId>) -> Result<()> {
+        let kept: Vec<(OrgId, DefinitionId, RunawayFlag)> = self
+            .shared
+            .store
+            .runaway_flags()?
+            .into_iter()
+            .filter(|(o, ..)| org.is_none_or(|org| org == *o))
+            .filter_map(|(o, d, text)| Some((o, d, serde_json::from_str(&text).ok()?)))
+            .collect();
+        let mut state = self.state();
+        for (org, definition, flag) in kept {
+            state.runaways.restore(definition, flag);
+            state.scheduler.set_throttled(definition, true);
+            self.shared.metrics.set_runaway(org, definition, true);
+        }
+        Ok(())
     }
 
     /// A definition's runaway flag, if it has one.

@@ -518,6 +518,9 @@ impl Service {
             }),
         };
         writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
+        if single {
+            service.restore_runaways(None)?;
+        }
         Ok(service)
     }
 
@@ -739,6 +742,9 @@ impl Service {
             self.clear_runaway(&mut state, org, id);
         }
         drop(state);
+        if !active {
+            self.keep_runaway_flag(org, id, None);
+        }
         self.tell_nodes(org, ChangeKind::Definition, id.0)?;
         self.shared.work.notify_one();
         Ok(())

@@ -147,7 +147,17 @@ impl Detector {
         Some(flag)
     }
 
-    /// Forgets a deleted definition.
+    /// Takes a flag kept from before (a restart, or the node that held the org before):
+    /// the definition is flagged again, against the baseline it was flagged at, until the
+    /// rule releases it or a hand clears it.
+    pub fn restore(&mut self, definition: DefinitionId, flag: RunawayFlag) {
+        let track = self.tracks.entry(definition).or_default();
+        track.baseline = Some(flag.baseline);
+        track.calm = 0;
+        track.flag = Some(flag);
+    }
+
+    /// Forgets a deleted definition (or one of an org this node no longer holds).
     pub fn forget(&mut self, definition: DefinitionId) {
         self.tracks.remove(&definition);
     }

@@ -207,6 +207,10 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE job_payloads ALTER COLUMN payload TYPE BYTEA USING convert_to(payload, 'UTF8');
     ",
+    // 7: a definition's runaway flag, kept across restarts and lease handovers.
+    "
+    ALTER TABLE definitions ADD COLUMN runaway_flag TEXT;
+    ",
 ];
 
 /// Where a job's columns are read from ([`JOB_COLUMNS`]: its payload has a table of its
@@ -802,6 +806,21 @@ fn token_from_row(row: &Row) -> TokenRow {
 }
 
 impl PostgresStore {
+    /// Runs `sql`, an update of one definition (`$1` its org, `$2` its id, `$3` the
+    /// value): `NotFound` if the org has no such definition.
+    fn update_definition<T>(&self, sql: &'static str, org: OrgId, id: DefinitionId, value: T) -> Result<()>
+    where
+        T: ToSql + Sync + Send + 'static,
+    {
+        self.writer.run(move |client| -> Result<()> {
+            let changed = client.execute(sql, &[&i64::from(org.0), &(id.0 as i64), &value]).db()?;
+            if changed == 0 {
+                return Err(Error::NotFound("definition"));
+            }
+            Ok(())
+        })?
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/database`) and
     /// brings its schema up to date.
     pub fn open(url: &str) -> Result<Self> {
@@ -1281,18 +1300,12 @@ impl Store for PostgresStore {
     }
 
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
-        self.writer.run(move |client| -> Result<()> {
-            let changed = client
-                .execute(
-                    "UPDATE definitions SET active = $3 WHERE org_id = $1 AND id = $2",
-                    &[&i64::from(org.0), &(id.0 as i64), &active],
-                )
-                .db()?;
-            if changed == 0 {
-                return Err(Error::NotFound("definition"));
-            }
-            Ok(())
-        })?
+        self.update_definition(
+            "UPDATE definitions SET active = $3 WHERE org_id = $1 AND id = $2",
+            org,
+            id,
+            active,
+        )
     }
 
     fn definitions(&self) -> Result<Vec<Definition>> {
@@ -1316,6 +1329,33 @@ impl Store for PostgresStore {
                 return Err(Error::NotFound("definition"));
             }
             Ok(())
+        })?
+    }
+
+    fn set_runaway_flag(&self, org: OrgId, id: DefinitionId, flag: Option<&str>) -> Result<()> {
+        let flag = flag.map(str::to_owned);
+        self.update_definition(
+            "UPDATE definitions SET runaway_flag = $3 WHERE org_id = $1 AND id = $2",
+            org,
+            id,
+            flag,
+        )
+    }
+
+    fn runaway_flags(&self) -> Result<Vec<(OrgId, DefinitionId, String)>> {
+        self.read().run(|client| -> Result<Vec<(OrgId, DefinitionId, String)>> {
+            let rows = client
+                .query(
+                    "SELECT org_id, id, runaway_flag FROM definitions WHERE runaway_flag IS NOT NULL ORDER BY id",
+                    &[],
+                )
+                .db()?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    (OrgId(row.get::<_, i64>(0) as u32), DefinitionId(row.get::<_, i64>(1) as u64), row.get(2))
+                })
+                .collect())
         })?
     }
 

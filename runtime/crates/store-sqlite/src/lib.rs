@@ -607,17 +607,12 @@ impl Store for SqliteStore {
     }
 
     fn set_definition_active(&self, org: OrgId, id: DefinitionId, active: bool) -> Result<()> {
-        let changed = self
-            .lock()
-            .execute(
-                "UPDATE definitions SET active = ?3 WHERE org_id = ?1 AND id = ?2",
-                params![org.0, id.0 as i64, active],
-            )
-            .db()?;
-        if changed == 0 {
-            return Err(Error::NotFound("definition"));
-        }
-        Ok(())
+        self.update_definition(
+            "UPDATE definitions SET active = ?3 WHERE org_id = ?1 AND id = ?2",
+            org,
+            id,
+            &active,
+        )
     }
 
     fn definitions(&self) -> Result<Vec<Definition>> {
@@ -650,6 +645,34 @@ impl Store for SqliteStore {
             return Err(Error::NotFound("definition"));
         }
         Ok(())
+    }
+
+    fn set_runaway_flag(&self, org: OrgId, id: DefinitionId, flag: Option<&str>) -> Result<()> {
+        self.update_definition(
+            "UPDATE definitions SET runaway_flag = ?3 WHERE org_id = ?1 AND id = ?2",
+            org,
+            id,
+            &flag,
+        )
+    }
+
+    fn runaway_flags(&self) -> Result<Vec<(OrgId, DefinitionId, String)>> {
+        let connection = self.read();
+        let mut statement = connection
+            .prepare(
+                "SELECT org_id, id, runaway_flag FROM definitions WHERE runaway_flag IS NOT NULL ORDER BY id",
+            )
+            .db()?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    OrgId(row.get::<_, i64>(0)? as u32),
+                    DefinitionId(row.get::<_, i64>(1)? as u64),
+                    row.get(2)?,
+                ))
+            })
+            .db()?;
+        rows.map(|row| row.db()).collect()
     }
 
     fn commit_each(&self, batches: &[&Batch]) -> Result<Vec<Result<Vec<JobId>>>> {
@@ -1106,6 +1129,22 @@ const PURGEABLE: &str = "SELECT id FROM jobs
     WHERE status = ?1 AND status >= 30 AND completed_at < ?2 AND operation != ?3 LIMIT ?4";
 
 impl SqliteStore {
+    /// Runs `sql`, an update of one definition (`?1` its org, `?2` its id, `?3` the
+    /// value): `NotFound` if the org has no such definition.
+    fn update_definition(
+        &self,
+        sql: &str,
+        org: OrgId,
+        id: DefinitionId,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<()> {
+        let changed = self.lock().execute(sql, params![org.0, id.0 as i64, value]).db()?;
+        if changed == 0 {
+            return Err(Error::NotFound("definition"));
+        }
+        Ok(())
+    }
+
     fn select_jobs(&self, sql: &str, parameters: impl rusqlite::Params) -> Result<Vec<JobRow>> {
         let connection = self.read();
         let mut statement = connection.prepare_cached(sql).db()?;

@@ -155,6 +155,10 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 6: a definition's runaway flag, kept across restarts and lease handovers.
+    "
+    ALTER TABLE definitions ADD COLUMN runaway_flag TEXT;
+    ",
 ];
 
 /// The id a new row of `table` gets: above every id it ever had (see migration 4).

@@ -100,6 +100,14 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     assert!(matches!(store.set_definition_active(b, step.id, true), Err(Error::NotFound(_))));
     step.active = false;
     assert_eq!(store.definitions().unwrap(), vec![step.clone()]);
+    // A runaway flag is kept with its definition, only for its own org.
+    assert_eq!(store.runaway_flags().unwrap(), vec![]);
+    store.set_runaway_flag(a, step.id, Some("{\"since\":1}")).unwrap();
+    assert!(matches!(store.set_runaway_flag(b, step.id, Some("x")), Err(Error::NotFound(_))));
+    assert_eq!(store.runaway_flags().unwrap(), vec![(a, step.id, "{\"since\":1}".to_owned())]);
+    assert_eq!(store.definitions().unwrap(), vec![step.clone()], "a flag changes nothing else");
+    store.set_runaway_flag(a, step.id, None).unwrap();
+    assert_eq!(store.runaway_flags().unwrap(), vec![]);
 
     // Records, confined to their org.
     let (org_a, org_b) = (a.0.to_string(), b.0.to_string());

@@ -99,6 +99,11 @@ pub trait Store: RecordStore {
     fn definitions(&self) -> Result<Vec<Definition>>;
     /// Deletes a definition; its jobs stay (and are canceled when picked up).
     fn delete_definition(&self, org: OrgId, id: DefinitionId) -> Result<()>;
+    /// Sets or clears (`None`) a definition's runaway flag, in the service's own words
+    /// (opaque here), so that a restart or the org's next holder keeps it.
+    fn set_runaway_flag(&self, org: OrgId, id: DefinitionId, flag: Option<&str>) -> Result<()>;
+    /// Every flagged definition's flag, by org.
+    fn runaway_flags(&self) -> Result<Vec<(OrgId, DefinitionId, String)>>;
 
     /// Commits batches in one transaction (one sync to disk for all: group commit),
     /// each all or nothing. A batch whose record writes no longer apply is left out
