@@ -46,6 +46,9 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Starts that waited for their job to be read back from the store.
     pub starts_read_back: Counter,
+    /// Rounds of finished executions the driver handed to the writer (jobs finished ÷
+    /// rounds: how many a round gathers, see `ROUND_GAP`).
+    pub driver_rounds: Counter,
     /// 1 while a definition is flagged as a runaway and throttled, else 0.
     pub runaway: Family<DefinitionLabels, Gauge>,
 }
@@ -73,6 +76,7 @@ impl Default for Metrics {
         let fuel = Family::<OrgLane, Counter>::default();
         let commit_latency = seconds_histogram();
         let starts_read_back = Counter::default();
+        let driver_rounds = Counter::default();
         let runaway = Family::<DefinitionLabels, Gauge>::default();
         registry.register(
             "runaway_throttled",
@@ -103,6 +107,12 @@ impl Default for Metrics {
              job from before a restart or another node, or a payload past the node's memory)",
             starts_read_back.clone(),
         );
+        registry.register(
+            "driver_rounds",
+            "Rounds of finished executions the driver handed to the store's writer (each \
+             committed with whatever else the writer had waiting)",
+            driver_rounds.clone(),
+        );
         Metrics {
             registry,
             jobs,
@@ -112,6 +122,7 @@ impl Default for Metrics {
             fuel,
             commit_latency,
             starts_read_back,
+            driver_rounds,
             runaway,
         }
     }

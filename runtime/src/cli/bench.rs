@@ -402,6 +402,8 @@ async fn throughput(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let sluice = jobs as f64 / started.elapsed().as_secs_f64();
+    // The drain's rounds (the enqueue made none: the drivers had not started).
+    let rounds: u64 = services.iter().map(Service::driver_rounds).sum();
     let _ = stop_tx.send(true);
     for task in tasks {
         task.await??;
@@ -428,6 +430,11 @@ async fn throughput(
          {workers} tokio worker threads for the nodes, {sandbox_workers} at nice 10 for plug-ins): {} jobs/s",
         count(sluice as u64)
     );
+    println!(
+        "  the drivers' rounds of finished jobs: {} ({:.1} jobs a round)",
+        count(rounds),
+        jobs as f64 / rounds.max(1) as f64
+    );
     println!("  bare wasmtime instantiate+call loop, one thread:     {} jobs/s", count(bare as u64));
     println!(
         "  bare wasmtime instantiate+call loop, {cores} threads:      {} jobs/s",
@@ -438,7 +445,7 @@ async fn throughput(
         "{}",
         json!({"scenario": "throughput", "store": store, "nodes": nodes, "orgs": orgs, "jobs": jobs,
             "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "tokio_workers": workers,
-            "sandbox_workers": sandbox_workers,
+            "sandbox_workers": sandbox_workers, "driver_rounds": rounds,
             "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
             "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all})
     );

@@ -156,10 +156,11 @@ const JOBS_AT_WRITER: usize = 4_096;
 /// The driver takes at most one round of finished executions per this long. Under a flood
 /// of short jobs it woke for every completion (the plug-ins' threads run at a lower
 /// priority, so each wake preempted one of them at once) and took 2.5 jobs a round;
-/// waiting out the rest of the gap lets the plug-ins run and a round gather about 20
-/// (`sluice bench throughput`, SQLite: 70,000-80,000 rounds for 200,000 jobs, then about
-/// 9,500; its median of 5 alternated runs 42,100 -> 51,300 jobs/s). When
-/// jobs finish less often than this, no round waits: latency is paid only under a flood.
+/// waiting out the rest of the gap lets the plug-ins run and a round gather 13-14
+/// (`sluice bench throughput`, SQLite, 200,000 jobs: 70,000-89,000 rounds before, now
+/// 14,300-15,400, as the bench prints; its median of 5 alternated runs 42,100 -> 51,300
+/// jobs/s). When jobs finish less often than this, no round waits: latency is paid only
+/// under a flood.
 const ROUND_GAP: Duration = Duration::from_micros(100);
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
@@ -698,6 +699,7 @@ impl Service {
             finished.ended = now;
         }
         let jobs = batch.len();
+        self.shared.metrics.driver_rounds.inc();
         Ok((self.request_round(batch)?, jobs))
     }
 

@@ -578,6 +578,13 @@ impl Service {
         Ok(self.shared.metrics.encode())
     }
 
+    /// Rounds of finished executions the driver has handed to the writer since the node
+    /// opened (`sluice_driver_rounds_total`): jobs finished ÷ rounds is how many a round
+    /// gathers.
+    pub fn driver_rounds(&self) -> u64 {
+        self.shared.metrics.driver_rounds.get()
+    }
+
     /// Jobs completing from now on, as their completions commit: what a benchmark
     /// measures end-to-end latency with. A watcher that falls more than
     /// [`COMPLETIONS_KEPT`] behind misses the oldest (`RecvError::Lagged`).
