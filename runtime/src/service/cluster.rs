@@ -278,10 +278,7 @@ impl Service {
         // this node neither throttles nor releases them any more.
         let definitions: Vec<_> = state.definitions.values().filter(|d| d.org == org).map(|d| d.id).collect();
         for definition in definitions {
-            if state.runaways.flag(definition).is_some() {
-                state.scheduler.set_throttled(definition, false);
-                self.shared.metrics.set_runaway(org, definition, false);
-            }
+            self.clear_runaway(&mut state, org, definition);
             state.runaways.forget(definition);
         }
     }

@@ -157,10 +157,9 @@ const JOBS_AT_WRITER: usize = 4_096;
 /// of short jobs it woke for every completion (the plug-ins' threads run at a lower
 /// priority, so each wake preempted one of them at once) and took 2.5 jobs a round;
 /// waiting out the rest of the gap lets the plug-ins run and a round gather 13-14
-/// (`sluice bench throughput`, SQLite, 200,000 jobs: 70,000-89,000 rounds before, now
-/// 14,300-15,400, as the bench prints; its median of 5 alternated runs 42,100 -> 51,300
-/// jobs/s). When jobs finish less often than this, no round waits: latency is paid only
-/// under a flood.
+/// (`sluice bench throughput`, SQLite, 200,000 jobs: 14,300-15,400 rounds, as it prints;
+/// its median of 5 runs alternated with the build before, 42,100 -> 51,300 jobs/s). When
+/// jobs finish less often than this, no round waits: latency is paid only under a flood.
 const ROUND_GAP: Duration = Duration::from_micros(100);
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
