@@ -162,9 +162,13 @@ impl Service {
         let mut planned = Vec::new();
         let mut ranges = Vec::with_capacity(prepared.len());
         let mut coalesced = import.then(Coalesced::default);
+        // The state lock is taken per event, not for the request: planning a job reads
+        // its post-image and encodes its payload, and a request of up to `MAX_BATCH`
+        // events planned under one hold kept every other tenant's events, starts and
+        // rounds waiting for all of them.
         {
-            let mut state = self.state();
             for (outcome, start, core, pre_image, end, token) in &mut prepared {
+                let mut state = self.state();
                 let mut triggers: Vec<Trigger> = changes[*start..*end]
                     .iter()
                     .enumerate()
@@ -188,7 +192,7 @@ impl Service {
                 planned.extend(jobs);
             }
             if let Some(coalesced) = coalesced {
-                let bulk = bulk_jobs(&mut state, org, coalesced, self.now());
+                let bulk = bulk_jobs(&mut self.state(), org, coalesced, self.now());
                 if let Some(last) = ranges.last_mut() {
                     last.end += bulk.len();
                 }
@@ -416,16 +420,19 @@ impl Service {
         let now = self.now();
         let mut new_jobs = Vec::new();
         for trigger in triggers {
-            let post_image = match trigger.message {
-                "Delete" => None,
-                _ => reader.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
-            };
             let definitions: Vec<Arc<Definition>> = state
                 .definitions
                 .values()
                 .filter(|d| !is_sync(d) && matches(d, org, trigger))
                 .cloned()
                 .collect();
+            if definitions.is_empty() {
+                continue;
+            }
+            let post_image = match trigger.message {
+                "Delete" => None,
+                _ => reader.retrieve(&org.0.to_string(), &trigger.entity, &trigger.id, &[]).ok(),
+            };
             for definition in definitions {
                 if let Some(coalesced) = coalesced.as_deref_mut()
                     && trigger.depth == 1
