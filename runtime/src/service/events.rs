@@ -163,9 +163,10 @@ impl Service {
         let mut ranges = Vec::with_capacity(prepared.len());
         let mut coalesced = import.then(Coalesced::default);
         // The state lock is taken per event, not for the request: planning a job reads
-        // its post-image and encodes its payload, and a request of up to `MAX_BATCH`
-        // events planned under one hold kept every other tenant's events, starts and
-        // rounds waiting for all of them.
+        // its post-image and encodes its payload, and a request of up to 1,000 events
+        // (5,000 for an import) planned under one hold kept every other tenant's events,
+        // starts and rounds waiting for all of them. Each event is planned against the
+        // definitions as they are at its turn.
         {
             for (outcome, start, core, pre_image, end, token) in &mut prepared {
                 let mut state = self.state();
@@ -438,7 +439,11 @@ impl Service {
                     && trigger.depth == 1
                     && definition.kind.bulk() != Bulk::PerRecord
                 {
-                    coalesced.entry((definition.id, trigger.message)).or_default().push(trigger.id.clone());
+                    coalesced
+                        .entry((definition.id, trigger.message))
+                        .or_insert_with(|| (definition.clone(), Vec::new()))
+                        .1
+                        .push(trigger.id.clone());
                     continue;
                 }
                 new_jobs.push(new_job(
@@ -466,15 +471,21 @@ impl Service {
 /// says so.
 pub const IMPORT_CHUNK: usize = 100;
 
-/// An import's records per (definition, message) whose jobs are coalesced, in order.
-type Coalesced = std::collections::BTreeMap<(DefinitionId, &'static str), Vec<String>>;
+/// An import's records per (definition, message) whose jobs are coalesced, in order,
+/// with the definition as their events were planned against (the state lock is taken
+/// per event, so it may be replaced before the request's jobs are made).
+type Coalesced = std::collections::BTreeMap<(DefinitionId, &'static str), (Arc<Definition>, Vec<String>)>;
 
 /// The jobs of an import's coalesced triggers: per definition, one per `N` records
 /// (`batched(N)`) or one in all (`after-import`), each with its own correlation.
 fn bulk_jobs(state: &mut State, org: OrgId, coalesced: Coalesced, now: Millis) -> Vec<NewJob> {
     let mut jobs = Vec::new();
-    for ((id, message), ids) in coalesced {
-        let Some(definition) = state.definitions.get(&id).cloned() else { continue };
+    for ((id, message), (definition, ids)) in coalesced {
+        // Deleted since its records were planned: nothing to run (as a job of a deleted
+        // definition would be canceled at pickup).
+        if !state.definitions.contains_key(&id) {
+            continue;
+        }
         let trigger = Trigger {
             message,
             entity: definition.trigger.entity.clone(),
