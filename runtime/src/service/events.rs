@@ -167,38 +167,35 @@ impl Service {
         // (5,000 for an import) planned under one hold kept every other tenant's events,
         // starts and rounds waiting for all of them. Each event is planned against the
         // definitions as they are at its turn.
-        {
-            for (outcome, start, core, pre_image, end, token) in &mut prepared {
-                let mut state = self.state();
-                let mut triggers: Vec<Trigger> = changes[*start..*end]
-                    .iter()
-                    .enumerate()
-                    .map(|(n, change)| Trigger::of_change(change, if *start + n == *core { 1 } else { 2 }))
-                    .collect();
-                if let Some(trigger) = triggers.get_mut(*core - *start) {
-                    trigger.pre_image = pre_image.take();
-                }
-                let mut jobs = self.plan_jobs_coalescing(
-                    &mut state,
-                    org,
-                    &triggers,
-                    &outcome.correlation_id,
-                    overlay.as_ref(),
-                    coalesced.as_mut(),
-                );
-                for job in &mut jobs {
-                    job.dependency_token = token.clone();
-                }
-                ranges.push(planned.len()..planned.len() + jobs.len());
-                planned.extend(jobs);
+        for (outcome, start, core, pre_image, end, token) in &mut prepared {
+            let mut triggers: Vec<Trigger> = changes[*start..*end]
+                .iter()
+                .enumerate()
+                .map(|(n, change)| Trigger::of_change(change, if *start + n == *core { 1 } else { 2 }))
+                .collect();
+            if let Some(trigger) = triggers.get_mut(*core - *start) {
+                trigger.pre_image = pre_image.take();
             }
-            if let Some(coalesced) = coalesced {
-                let bulk = bulk_jobs(&mut self.state(), org, coalesced, self.now());
-                if let Some(last) = ranges.last_mut() {
-                    last.end += bulk.len();
-                }
-                planned.extend(bulk);
+            let mut jobs = self.plan_jobs_coalescing(
+                &mut self.state(),
+                org,
+                &triggers,
+                &outcome.correlation_id,
+                overlay.as_ref(),
+                coalesced.as_mut(),
+            );
+            for job in &mut jobs {
+                job.dependency_token = token.clone();
             }
+            ranges.push(planned.len()..planned.len() + jobs.len());
+            planned.extend(jobs);
+        }
+        if let Some(coalesced) = coalesced {
+            let bulk = bulk_jobs(&mut self.state(), org, coalesced, self.now());
+            if let Some(last) = ranges.last_mut() {
+                last.end += bulk.len();
+            }
+            planned.extend(bulk);
         }
         // The changes, the sync steps' writes and the jobs they start commit together; an
         // import commits IMPORT_CHUNK events a transaction (see there).
