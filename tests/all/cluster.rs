@@ -120,6 +120,54 @@ async fn orgs_are_shared_out_and_jobs_created_on_another_node_run_on_the_holder(
     }
 }
 
+/// MISSION's loop rule for workflows (more than 16 starts on one record within an hour:
+/// canceled) counts every start once, whichever node the events reach: the org's holder
+/// counts the jobs it makes, and those made elsewhere when it adopts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_started_on_one_record_through_two_nodes_is_stopped_at_its_17th_start() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node(&url, "a", &clock, 30_000, Options::default());
+    let b = node(&url, "b", &clock, 30_000, Options::default());
+    let org = a.create_org("contoso").unwrap();
+    settle(&[&a, &b]);
+    let nodes = [&a, &b];
+    let holding = holder(&nodes, org);
+    let elsewhere = other(&nodes, holding);
+    let echo = plugin(holding, org, samples::ECHO);
+    let workflow = holding
+        .save_definition(Definition::workflow(org, "on-update", echo, Trigger::on("Update", "account")))
+        .unwrap();
+    elsewhere.follow().unwrap();
+    create(holding, org, "account", "a1").await;
+    // Eighteen updates of one record, every other one through the node that does not
+    // hold the org (as a load balancer would spread them), a minute apart.
+    for n in 0..18 {
+        let through = if n % 2 == 0 { holding } else { elsewhere };
+        let event = Event {
+            message: "Update".into(),
+            entity: "account".into(),
+            record_id: Some("a1".into()),
+            attributes: attrs(&[("name", Value::from(format!("name {n}").as_str()))]),
+            dependency_token: None,
+        };
+        through.fire(org, event).await.unwrap();
+        holding.follow().unwrap();
+        clock.advance(MINUTE);
+    }
+    holding.run_until_idle().await.unwrap();
+    let mut jobs = jobs_of(holding, org, workflow);
+    jobs.sort_by_key(|job| job.created_at);
+    let statuses: Vec<Status> = jobs.iter().map(|job| job.status).collect();
+    let mut expected = vec![Status::Succeeded; 16];
+    expected.extend([Status::Canceled, Status::Canceled]);
+    assert_eq!(statuses, expected, "the 17th and 18th starts within the hour are canceled");
+    for job in &jobs[16..] {
+        assert_eq!(job.error_code.as_deref(), Some(sluice::service::WORKFLOW_LOOP_CODE));
+        assert_eq!(job.started_at, None, "a loop's start is canceled before it runs");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_an_orgs_lease_cannot_commit_for_it() {
     let url = crate::support::fresh_postgres_database();

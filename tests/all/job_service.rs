@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::{RecordStore, Value};
-use sluice::service::{DEPTH_ERROR_CODE, Event, ManualClock, Options, Service};
+use sluice::service::{
+    DEPTH_ERROR_CODE, Event, ManualClock, Options, Service, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE,
+};
 use sluice::store::{
     ApiParameter, Definition, JobFilter, JobRow, PostgresStore, SqliteStore, Store, Trigger,
 };
@@ -179,6 +181,46 @@ async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(backe
     let store: &dyn RecordStore = h.service.store().as_ref();
     let contact = store.retrieve(&org.0.to_string(), "contact", "c1", &[]).unwrap();
     assert_eq!(contact.attributes["touches"], Value::Integer(8), "depths 1 to 8 each touched it once");
+}
+
+/// Scenario 6's other rule: a workflow started more than 16 times on one record within an
+/// hour is canceled with Dataverse's message; another record is counted apart, and once
+/// the hour has passed the workflow starts on the record again.
+async fn scenario_6_a_workflow_started_17_times_on_one_record_within_the_hour_is_canceled(backend: Backend) {
+    let h = harness_on(backend, Options::default());
+    let org = h.service.create_org("contoso").unwrap();
+    let workflow = h.workflow(org, samples::ECHO, trigger("Update", "account"));
+    h.create(org, "account", "a1").await;
+    h.create(org, "account", "a2").await;
+    let update = |id: &str, n: i64| Event {
+        message: "Update".into(),
+        entity: "account".into(),
+        record_id: Some(id.into()),
+        attributes: attrs(&[("number", Value::Integer(n))]),
+        dependency_token: None,
+    };
+    for n in 0..17 {
+        h.service.fire(org, update("a1", n)).await.unwrap();
+        h.clock.advance(MINUTE);
+    }
+    h.service.fire(org, update("a2", 0)).await.unwrap();
+    h.clock.advance(60 * MINUTE);
+    h.service.fire(org, update("a1", 17)).await.unwrap();
+    h.service.run_until_idle().await.unwrap();
+
+    let mut jobs = h.jobs_of(org, workflow);
+    jobs.sort_by_key(|job| job.created_at);
+    let statuses: Vec<(String, Status)> =
+        jobs.iter().map(|job| (job.record.clone().unwrap().1, job.status)).collect();
+    let mut expected: Vec<(String, Status)> = vec![("a1".into(), Status::Succeeded); 16];
+    expected.push(("a1".into(), Status::Canceled));
+    expected.push(("a2".into(), Status::Succeeded));
+    expected.push(("a1".into(), Status::Succeeded));
+    assert_eq!(statuses, expected);
+    let looped = &jobs[16];
+    assert_eq!(looped.error_code.as_deref(), Some(WORKFLOW_LOOP_CODE));
+    assert_eq!(looped.error_message.as_deref(), Some(WORKFLOW_LOOP_MESSAGE));
+    assert_eq!(looped.started_at, None, "canceled before it ever ran");
 }
 
 async fn scenario_2_a_runaway_workflow_is_deactivated_and_its_backlog_drains(backend: Backend) {
@@ -497,6 +539,16 @@ async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9_on_sq
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9_on_postgres() {
     scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_workflow_started_17_times_on_one_record_within_the_hour_is_canceled_on_sqlite() {
+    scenario_6_a_workflow_started_17_times_on_one_record_within_the_hour_is_canceled(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_workflow_started_17_times_on_one_record_within_the_hour_is_canceled_on_postgres() {
+    scenario_6_a_workflow_started_17_times_on_one_record_within_the_hour_is_canceled(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

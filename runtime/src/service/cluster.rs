@@ -298,11 +298,26 @@ impl Service {
         // An org lost since the adoption (a fenced commit, a renewal) is not restored.
         let jobs: Vec<_> = jobs.into_iter().filter(|job| state.holds(job.org)).collect();
         // Created on another node just now: the runaway rule counts them here, where
-        // their definitions' jobs run.
-        for job in jobs.iter().filter(|job| job.status == crate::jobs::Status::WaitingForResources) {
+        // their definitions' jobs run, and so does loop detection (the node that made
+        // a workflow job for an org it does not hold left its start uncounted): one
+        // start too many on a record is canceled, as if it had been made here.
+        let mut looping = Vec::new();
+        for job in jobs.iter().filter(|job| job.status == Status::WaitingForResources) {
             state.runaways.created(job.definition, 1);
+            if state.starts_workflow_loop(job) {
+                looping.push((job.id, job.org));
+            }
         }
-        let settled = state.restore(jobs, now);
+        let jobs: Vec<_> =
+            jobs.into_iter().filter(|job| !looping.iter().any(|(id, _)| *id == job.id)).collect();
+        let mut settled = state.restore(jobs, now);
+        settled.extend(looping.into_iter().map(|(id, org)| crate::store::JobUpdate::Status {
+            id,
+            org,
+            at: now,
+            status: Status::Canceled,
+            error: Some((super::WORKFLOW_LOOP_CODE.to_owned(), super::WORKFLOW_LOOP_MESSAGE.to_owned())),
+        }));
         state.pending.extend(settled);
         drop(state);
         self.shared.work.notify_one();

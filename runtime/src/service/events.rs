@@ -585,6 +585,9 @@ fn new_job(
         error = Some((loops::DEPTH_ERROR_CODE.to_owned(), loops::depth_message(trigger.depth)));
     } else if matches!(definition.kind, DefinitionKind::Workflow { .. })
         && !trigger.id.is_empty()
+        // The org's holder counts every start of its workflows on a record; one made for
+        // an org held elsewhere is counted by its holder when it adopts it.
+        && state.holds(org)
         && state.loops.workflow_loops(definition.id, (&trigger.entity, &trigger.id), now)
     {
         status = Status::Canceled;

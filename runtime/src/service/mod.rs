@@ -40,8 +40,8 @@ use crate::records::RecordError;
 pub use crate::scheduler::Fairness;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
 use crate::store::{
-    ChangeKind, Cutoffs, Definition, Fence, JobFilter, JobRow, JobUpdate, Operation, PluginRow, Store,
-    StoredPlugin,
+    ChangeKind, Cutoffs, Definition, DefinitionKind, Fence, JobFilter, JobRow, JobUpdate, Operation,
+    PluginRow, Store, StoredPlugin,
 };
 use execution::Finished;
 use loops::LoopDetector;
@@ -319,6 +319,22 @@ impl State {
     /// Whether this node runs the org's jobs.
     fn holds(&self, org: OrgId) -> bool {
         self.held.as_ref().is_none_or(|held| held.contains_key(&org))
+    }
+
+    /// Whether a job made on another node is one start too many of its workflow on its
+    /// record within the hour (`LoopDetector::workflow_loops`); counts the start, as
+    /// planning does for the jobs of the orgs this node holds.
+    fn starts_workflow_loop(&mut self, job: &JobRow) -> bool {
+        let workflow = self
+            .definitions
+            .get(&job.definition)
+            .is_some_and(|definition| matches!(definition.kind, DefinitionKind::Workflow { .. }));
+        match &job.record {
+            Some((entity, id)) if workflow && !id.is_empty() => {
+                self.loops.workflow_loops(job.definition, (entity, id), job.created_at)
+            }
+            _ => false,
+        }
     }
 
     /// Takes unfinished jobs read from the store into the scheduler, in the state they
