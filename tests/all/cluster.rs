@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice::engine::Mode;
 use sluice::jobs::{DefinitionId, JobId, Lane, MINUTE, OrgId, Quotas, Status};
 use sluice::records::Value;
-use sluice::service::{ClusterOptions, Event, ManualClock, Options, Service};
+use sluice::service::{Busy, ClusterOptions, Event, ManualClock, Options, RELAYED_PER_ORG, Service, Work};
 use sluice::store::{Definition, JobFilter, JobRow, PostgresStore, Trigger};
 use sluice_sample_plugins as samples;
 
@@ -166,6 +166,76 @@ async fn a_workflow_started_on_one_record_through_two_nodes_is_stopped_at_its_17
         assert_eq!(job.error_code.as_deref(), Some(sluice::service::WORKFLOW_LOOP_CODE));
         assert_eq!(job.started_at, None, "a loop's start is canceled before it runs");
     }
+}
+
+/// A hostile tenant's commands relayed to the node holding its org, left unanswered,
+/// hold at most its 8 places on the asking node: the next is refused at once, and
+/// another org's command through the same node is carried out beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_unanswered_relayed_commands_are_bounded_and_another_orgs_go_through() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let holding = node(&url, "a", &clock, 30_000, Options::default());
+    let attacker = holding.create_org("attacker").unwrap();
+    let victim = holding.create_org("victim").unwrap();
+    holding.balance().unwrap();
+    // The second node holds nothing (it never balances): every command it takes is
+    // relayed to the first.
+    let asking = node(&url, "b", &clock, 30_000, Options::default());
+    let mut waiting = Vec::new();
+    for org in [attacker, victim] {
+        let echo = plugin(&holding, org, samples::ECHO);
+        let on = Trigger::on("Create", "contact");
+        holding.save_definition(Definition::step(org, "echo", echo, on, Mode::Asynchronous, None)).unwrap();
+        // One thread: an event starts its job at once if it can, and the jobs here must
+        // wait (a cancel of a running one answers Canceling).
+        holding.set_quotas(org, Lane::Priority, Quotas { max_threads: 1, ..Quotas::default() }).unwrap();
+        let mut jobs = Vec::new();
+        for n in 0..11 {
+            jobs.extend(create(&holding, org, "contact", &format!("c{n}")).await);
+        }
+        waiting.push(jobs[1..].to_vec());
+    }
+    let (attacks, victims) = (waiting[0].clone(), waiting[1].clone());
+
+    // The holder does not follow the log for now: the attacker's commands wait.
+    let held: Vec<_> = attacks[..RELAYED_PER_ORG as usize]
+        .iter()
+        .map(|job| {
+            let (asking, job) = (asking.clone(), *job);
+            tokio::task::spawn_blocking(move || asking.cancel(attacker, job))
+        })
+        .collect();
+    let logged = |org: OrgId| {
+        let changes = holding.store().changes_after(0, 1_000).unwrap();
+        changes.iter().filter(|c| c.org == org && c.answer.is_none()).count()
+    };
+    while logged(attacker) < RELAYED_PER_ORG as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = asking.cancel(attacker, attacks[RELAYED_PER_ORG as usize]);
+    assert!(
+        matches!(
+            refused,
+            Err(sluice::service::Error::Busy(Busy::OrgLimit { work: Work::Relayed, limit: RELAYED_PER_ORG }))
+        ),
+        "a ninth command is refused at once: {refused:?}"
+    );
+
+    // The victim's command, through the same node, is carried out.
+    let status = command_elsewhere(&asking, &holding, move |n| n.cancel(victim, victims[0])).await;
+    assert_eq!(status.unwrap(), Status::Canceled);
+    // The attacker's are answered too, and their places come back.
+    while !held.iter().all(|task| task.is_finished()) {
+        holding.follow().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for task in held {
+        assert_eq!(task.await.unwrap().unwrap(), Status::Canceled);
+    }
+    let last = attacks[RELAYED_PER_ORG as usize];
+    let status = command_elsewhere(&asking, &holding, move |n| n.cancel(attacker, last)).await;
+    assert_eq!(status.unwrap(), Status::Canceled, "the places were given back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,7 +307,10 @@ async fn a_sync_flood_is_bounded_per_org_and_cannot_fill_the_pool_the_jobs_need(
         .filter(|r| {
             matches!(
                 r,
-                Err(sluice::service::Error::SyncBusy(sluice::service::SyncRefusal::OrgLimit { limit: 2 }))
+                Err(sluice::service::Error::Busy(sluice::service::Busy::OrgLimit {
+                    work: sluice::service::Work::Synchronous,
+                    limit: 2
+                }))
             )
         })
         .count();

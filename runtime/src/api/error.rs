@@ -117,10 +117,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node-unavailable", message)
             }
-            ServiceError::SyncBusy(refusal) => {
+            ServiceError::Busy(refusal) => {
+                use crate::service::{Busy, Work};
                 let code = match refusal {
-                    crate::service::SyncRefusal::OrgLimit { .. } => "sync-quota-exceeded",
-                    crate::service::SyncRefusal::NodeCapacity { .. } => "sync-capacity-exhausted",
+                    Busy::OrgLimit { work: Work::Synchronous, .. } => "sync-quota-exceeded",
+                    Busy::NodeCapacity { work: Work::Synchronous, .. } => "sync-capacity-exhausted",
+                    Busy::OrgLimit { work: Work::Relayed, .. } => "relay-quota-exceeded",
+                    Busy::NodeCapacity { work: Work::Relayed, .. } => "relay-capacity-exhausted",
                 };
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
             }

@@ -417,8 +417,7 @@ impl Service {
         org: OrgId,
         definition: crate::jobs::DefinitionId,
     ) -> Result<Option<super::RunawayFlag>> {
-        let change = self.shared.store.log_change(org, ChangeKind::Release, definition.0)?;
-        let answer = self.await_answer(org, change, ChangeKind::Release)?;
+        let answer = self.relay(org, ChangeKind::Release, definition.0)?;
         match answer.as_str() {
             "none" => Ok(None),
             "not-found" => Err(Error::NotFound("definition")),
@@ -426,6 +425,14 @@ impl Service {
                 Error::Store(crate::store::Error::Corrupt(format!("a release's answer '{answer}'")))
             }),
         }
+    }
+
+    /// Logs a command for the node holding `org` and waits for its answer (polling the
+    /// log), in one of the org's places for relayed commands (see `gate.rs`).
+    fn relay(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<String> {
+        let _place = self.shared.relay_gate.enter(org)?;
+        let change = self.shared.store.log_change(org, kind, key)?;
+        self.await_answer(org, change, kind)
     }
 
     /// Waits for the node holding `org` to answer change `change` (polling the log).
@@ -447,8 +454,7 @@ impl Service {
 
     /// Asks the node holding the org to carry out a command and waits for its answer.
     pub(super) fn remote_command(&self, org: OrgId, id: JobId, kind: ChangeKind) -> Result<Status> {
-        let change = self.shared.store.log_change(org, kind, id.0)?;
-        let answer = self.await_answer(org, change, kind)?;
+        let answer = self.relay(org, kind, id.0)?;
         let corrupt = || Error::Store(crate::store::Error::Corrupt(format!("a command's answer '{answer}'")));
         let status = |code: &str| code.parse::<u32>().ok().and_then(Status::from_code).ok_or_else(corrupt);
         match answer.split_once(' ') {

@@ -10,12 +10,12 @@ mod clock;
 mod cluster;
 mod events;
 mod execution;
+mod gate;
 mod health;
 mod loops;
 mod operations;
 mod payload;
 mod runaway;
-mod sync_gate;
 mod tenancy;
 mod writer;
 
@@ -27,11 +27,11 @@ use tokio::sync::{Notify, mpsc};
 pub use clock::{Clock, DatabaseClock, ManualClock, SystemClock};
 pub use cluster::ClusterOptions;
 pub use events::{EMAIL_ENTITY, Event, EventOutcome};
+pub use gate::{Busy, RELAYED_PER_NODE, RELAYED_PER_ORG, Work};
 pub use health::{DefinitionHealth, LaneView, OrgHealth, RUNAWAY_BACKLOG, SAMPLE_EVERY, Series};
 pub use loops::{DEPTH_ERROR_CODE, MAX_DEPTH, WORKFLOW_LOOP_CODE, WORKFLOW_LOOP_MESSAGE};
 pub use operations::{CANCEL_STARTED_MESSAGE, CANCEL_TERMINAL_MESSAGE};
 pub use runaway::{RunawayFlag, RunawayRule};
-pub use sync_gate::SyncRefusal;
 pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 
 use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
@@ -73,10 +73,11 @@ pub enum Error {
     /// a cancel, pause or resume is carried out by the node that holds the org).
     #[error("{0}")]
     Unavailable(String),
-    /// Synchronous work (a sync step, a custom-API run) over its org's limit or the
-    /// node's capacity: refused at once, nothing done.
+    /// Synchronous work (a sync step, a custom-API run), or a command relayed to the
+    /// node holding its org, over its org's limit or the node's capacity: refused at
+    /// once, nothing done.
     #[error(transparent)]
-    SyncBusy(#[from] SyncRefusal),
+    Busy(#[from] Busy),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     /// An import failed to commit part way: its first `committed` events are stored
@@ -219,7 +220,9 @@ struct Shared {
     ended_tx: mpsc::UnboundedSender<(OrgId, JobId)>,
     ended_rx: Mutex<Option<mpsc::UnboundedReceiver<(OrgId, JobId)>>>,
     metrics: crate::metrics::Metrics,
-    sync_gate: Arc<sync_gate::SyncGate>,
+    sync_gate: Arc<gate::Gate>,
+    /// Commands waiting for the node holding their org (several nodes).
+    relay_gate: Arc<gate::Gate>,
     /// Compilations at once on this node, and each org's one turn.
     compile_gate: Arc<tokio::sync::Semaphore>,
     compile_turns: crate::turns::Turns<OrgId>,
@@ -464,7 +467,12 @@ impl Service {
                 "the engine's pool ({pool} executions) must be larger than the job lanes' {job_slots} slots"
             )));
         }
-        let sync_gate = Arc::new(sync_gate::SyncGate::new(options.sync_per_org, (pool - job_slots) as u32));
+        let sync_gate = Arc::new(gate::Gate::new(
+            gate::Work::Synchronous,
+            options.sync_per_org,
+            (pool - job_slots) as u32,
+        ));
+        let relay_gate = Arc::new(gate::Gate::new(gate::Work::Relayed, RELAYED_PER_ORG, RELAYED_PER_NODE));
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
@@ -520,6 +528,7 @@ impl Service {
                 ended_rx: Mutex::new(Some(ended_rx)),
                 metrics: crate::metrics::Metrics::default(),
                 sync_gate,
+                relay_gate,
                 compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
