@@ -50,7 +50,8 @@ const SCHEMA: &str = "
 
 const INSERT: &str = "INSERT INTO bench_jobs (id, org_id, status, payload, created_at)
     SELECT id, 1, 0, payload, 1 FROM unnest($1::BIGINT[], $2::BYTEA[]) AS t(id, payload)";
-const COMPLETE: &str = "UPDATE bench_jobs SET status = 30, started_at = 2, completed_at = 3, fuel_used = t.fuel
+const COMPLETE: &str =
+    "UPDATE bench_jobs SET status = 30, started_at = 2, completed_at = 3, fuel_used = t.fuel
     FROM unnest($1::BIGINT[], $2::BIGINT[]) AS t(id, fuel) WHERE bench_jobs.id = t.id";
 const PER_ROW: &str = "UPDATE bench_jobs SET status = 31, fuel_used = $2 WHERE id = $1";
 const READ: &str = "SELECT id, status, payload FROM bench_jobs WHERE id = $1";
@@ -74,7 +75,8 @@ fn rate(jobs: i64, started: Instant) -> f64 {
 fn blocking(args: &Args) -> Result<Rates> {
     let mut client = postgres::Client::connect(&args.url, postgres::NoTls)?;
     client.batch_execute(SCHEMA)?;
-    let (insert, complete, per_row) = (client.prepare(INSERT)?, client.prepare(COMPLETE)?, client.prepare(PER_ROW)?);
+    let (insert, complete, per_row) =
+        (client.prepare(INSERT)?, client.prepare(COMPLETE)?, client.prepare(PER_ROW)?);
     let mut rates = [0.0; 4];
     let started = Instant::now();
     for ids in groups(args) {
@@ -178,10 +180,8 @@ async fn pipelined(args: &Args) -> Result<Rates> {
 }
 
 async fn sqlx(args: &Args) -> Result<Rates> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(args.readers as u32)
-        .connect(&args.url)
-        .await?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(args.readers as u32).connect(&args.url).await?;
     sqlx::raw_sql(SCHEMA).execute(&pool).await?;
     let mut rates = [0.0; 4];
     let started = Instant::now();
@@ -245,7 +245,12 @@ fn main() -> Result<()> {
             };
             println!(
                 "round {round} {driver:<15} {}",
-                workloads.iter().zip(rates).map(|(w, r)| format!("{w} {r:>9.0}")).collect::<Vec<_>>().join("  ")
+                workloads
+                    .iter()
+                    .zip(rates)
+                    .map(|(w, r)| format!("{w} {r:>9.0}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
             );
             all[d].push(rates);
         }
