@@ -238,6 +238,59 @@ async fn an_orgs_unanswered_relayed_commands_are_bounded_and_another_orgs_go_thr
     assert_eq!(status.unwrap(), Status::Canceled, "the places were given back");
 }
 
+/// An event that reaches a node not holding its org is adopted and run by the holder as
+/// soon as it commits: the holder hears of it (PostgreSQL's `NOTIFY`) rather than at its
+/// next poll, which here is longer than the test may take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_made_on_another_node_is_adopted_when_it_commits_not_at_the_next_poll() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let slow_poll = |name: &str| {
+        let store = Arc::new(PostgresStore::open(&url).unwrap());
+        let cluster =
+            ClusterOptions { node: name.into(), lease_ttl: 600_000, poll: Duration::from_secs(600) };
+        Service::open(
+            store,
+            engine().clone(),
+            clock.clone(),
+            Options { cluster: Some(cluster), ..Options::default() },
+        )
+        .unwrap()
+    };
+    let holding = slow_poll("a");
+    let org = holding.create_org("contoso").unwrap();
+    holding.balance().unwrap();
+    let asking = slow_poll("b");
+    let echo = plugin(&holding, org, samples::ECHO);
+    let on = Trigger::on("Create", "contact");
+    holding.save_definition(Definition::step(org, "echo", echo, on, Mode::Asynchronous, None)).unwrap();
+    asking.follow().unwrap();
+    // The holder's driver and its cluster loop, which has begun its first long wait.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::new();
+    for cluster_loop in [false, true] {
+        let (service, mut stop) = (holding.clone(), stop_rx.clone());
+        loops.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if cluster_loop { service.run_cluster(stopped).await } else { service.run(stopped).await }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let job = create(&asking, org, "contact", "c1").await[0];
+    let began = std::time::Instant::now();
+    while holding.job(org, job).unwrap().status != Status::Succeeded {
+        assert!(began.elapsed() < Duration::from_secs(60), "the job was not adopted within a minute");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    loops.remove(0).await.unwrap().unwrap();
+    // The cluster loop's wait ends at its poll: not awaited.
+    drop(loops);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_an_orgs_lease_cannot_commit_for_it() {
     let url = crate::support::fresh_postgres_database();

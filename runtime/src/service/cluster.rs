@@ -2,8 +2,9 @@
 //! held by one node through a lease with an epoch, and only its holder starts its jobs,
 //! so every quota of the org is enforced by one scheduler and holds cluster-wide.
 //!
-//! A node's part, every `poll` (50 ms): it adopts jobs other nodes created for the orgs
-//! it holds, and follows the change log (definitions and quotas changed elsewhere,
+//! A node's part, whenever another node's commit sends news (`Store::wait_for_news`:
+//! PostgreSQL's `LISTEN`/`NOTIFY`) and every `poll` (50 ms) anyway: it adopts jobs other
+//! nodes created for the orgs it holds, and follows the change log (definitions and quotas changed elsewhere,
 //! commands for its orgs). Every third of the lease's TTL it beats its heartbeat, renews
 //! its leases (a lease it lost: the org is dropped, its running executions stopped),
 //! and balances: it takes free or expired orgs up to its fair share (ceil(orgs ÷ live
@@ -25,8 +26,10 @@ pub struct ClusterOptions {
     /// How long a lease lasts unrenewed: a dead node's orgs are taken over within it
     /// (default 30 s). Renewed every third of it.
     pub lease_ttl: Millis,
-    /// How often the node adopts jobs created elsewhere and reads the change log (the
-    /// extra pickup latency of an event that reached another node). Default 50 ms.
+    /// How often, at the longest, the node adopts jobs created elsewhere and reads the
+    /// change log: it does at once when another node's commit sends news of them, so this
+    /// bounds the extra pickup latency of an event that reached another node only if the
+    /// news is lost. Default 50 ms.
     pub poll: Duration,
 }
 
@@ -51,6 +54,10 @@ impl Default for ClusterOptions {
 /// How long a command waits for the node holding the job's org.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest one wait for news lasts (`Store::wait_for_news`) before the cluster loop
+/// looks at its shutdown again.
+const NEWS_WAIT: Duration = Duration::from_millis(250);
+
 /// Changes read per poll.
 const CHANGES_PER_POLL: u32 = 1_000;
 
@@ -67,7 +74,7 @@ impl Service {
         let mut next_balance = Instant::now();
         let mut renewed = Instant::now();
         let mut shutdown = std::pin::pin!(shutdown);
-        loop {
+        'turns: loop {
             let service = self.clone();
             let balance_now = Instant::now() >= next_balance;
             // Measured before the renewal is sent: the lease expires at least a TTL
@@ -103,9 +110,26 @@ impl Service {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "following the cluster failed"),
             }
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep(cluster.poll) => {}
+            // Until another node's commit brings news (jobs to adopt, a change), at most
+            // a poll, waited in slices: a wait under way when the node shuts down holds a
+            // blocking thread until its slice ends.
+            let next_turn = Instant::now() + cluster.poll;
+            loop {
+                let slice = next_turn.saturating_duration_since(Instant::now()).min(NEWS_WAIT);
+                let store = self.shared.store.clone();
+                let news = tokio::task::spawn_blocking(move || store.wait_for_news(slice));
+                tokio::select! {
+                    _ = &mut shutdown => break 'turns,
+                    heard = news => match heard {
+                        Ok(Ok(false)) if Instant::now() < next_turn => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "waiting for other nodes' news failed");
+                            tokio::time::sleep(next_turn.saturating_duration_since(Instant::now())).await;
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
             }
         }
         Ok(())

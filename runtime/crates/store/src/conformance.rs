@@ -424,3 +424,26 @@ pub fn cluster(store: &dyn Store) {
     assert!(store.take_singleton("retention", "n1", -1).unwrap(), "the holder renews");
     assert!(store.take_singleton("retention", "n2", 30_000).unwrap(), "a lapsed singleton is taken");
 }
+
+/// How one node hears of another's commits (`Store::wait_for_news`), for a backend that
+/// serves several nodes: `listening` and `other` are two handles on one database, as two
+/// nodes hold. A logged change and jobs left to adopt are news, heard without waiting
+/// out the timeout, and each is heard once.
+pub fn news(listening: &dyn Store, other: &dyn Store) {
+    use std::time::{Duration, Instant};
+    let org = other.create_org("newsworthy").unwrap();
+    // The first wait begins to listen (what came before it is read by the first follow).
+    listening.wait_for_news(Duration::from_millis(10)).unwrap();
+    let patient = Duration::from_secs(30);
+
+    other.log_change(org, ChangeKind::Definition, 1).unwrap();
+    let began = Instant::now();
+    assert!(listening.wait_for_news(patient).unwrap(), "a logged change is news");
+    assert!(began.elapsed() < patient / 2, "heard when it committed, not at the timeout");
+    assert!(!listening.wait_for_news(Duration::from_millis(50)).unwrap(), "news is heard once");
+
+    other.commit(&Batch { jobs: vec![new_job(org, 1)], unadopted: true, ..Batch::default() }).unwrap();
+    assert!(listening.wait_for_news(patient).unwrap(), "jobs left to adopt are news");
+    other.commit(&Batch { jobs: vec![new_job(org, 2)], ..Batch::default() }).unwrap();
+    assert!(!listening.wait_for_news(Duration::from_millis(50)).unwrap(), "jobs already held are not");
+}

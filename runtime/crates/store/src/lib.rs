@@ -179,6 +179,14 @@ pub trait Store: RecordStore {
     /// Takes or renews a cluster-wide singleton (e.g. the retention purge) for `ttl`;
     /// whether `node` holds it now.
     fn take_singleton(&self, name: &str, node: &str, ttl: Millis) -> Result<bool>;
+    /// Waits up to `timeout` for word that some node logged a change or left jobs for a
+    /// holder to adopt (committed since the last wait); returns whether word came. A
+    /// node follows the cluster when it does, and every `timeout` anyway. A backend with
+    /// no such signal waits out the timeout and says `false`.
+    fn wait_for_news(&self, timeout: std::time::Duration) -> Result<bool> {
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
 
     /// Deletes finished jobs completed before their status's cutoff (background
     /// operations: past their expiry instead) and clears trace logs of jobs completed
