@@ -82,10 +82,7 @@ async fn command(
     let id = JobId(parse_id(id, "job")?);
     // With several nodes, a job of an org another node holds is commanded through that
     // node and its answer awaited (up to 10 s): off the runtime's threads.
-    let service = state.service.clone();
-    tokio::task::spawn_blocking(move || act(&service, org, id))
-        .await
-        .map_err(|e| crate::service::Error::Unavailable(format!("the command failed: {e}")))??;
+    state.service.off_runtime(move |service| act(service, org, id)).await?;
     Ok(Json(state.service.job(org, id)?.into()))
 }
 

@@ -11,9 +11,11 @@ use super::error::{ApiError, ErrorBody, parse_id};
 use super::views::{DefinitionView, ReleasedView};
 use crate::jobs::{DefinitionId, OrgId};
 
-fn release(state: &AppState, org: OrgId, id: &str) -> Result<Json<ReleasedView>, ApiError> {
+/// Off the runtime's threads: with several nodes, the node holding the org does it and
+/// this one waits for its answer.
+async fn release(state: &AppState, org: OrgId, id: &str) -> Result<Json<ReleasedView>, ApiError> {
     let definition = DefinitionId(parse_id(id, "definition")?);
-    let released = state.service.release_runaway(org, definition)?;
+    let released = state.service.off_runtime(move |service| service.release_runaway(org, definition)).await?;
     Ok(Json(ReleasedView { definition: definition.0, released }))
 }
 
@@ -33,7 +35,7 @@ pub async fn release_own(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ReleasedView>, ApiError> {
-    release(&state, org, &id)
+    release(&state, org, &id).await
 }
 
 /// Deactivates a definition (a step or a workflow): no new jobs, queued ones are
@@ -58,7 +60,7 @@ pub async fn release_any(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<ReleasedView>, ApiError> {
     let org = super::operator::org_id(&state.service, &org)?;
-    release(&state, org, &id)
+    release(&state, org, &id).await
 }
 
 /// The operator's [`deactivate_own`] for any org.

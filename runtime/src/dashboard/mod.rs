@@ -352,7 +352,9 @@ async fn release(
     if !viewer.sees(org) {
         return Err(ApiError::not_found("definition").into());
     }
-    state.service.release_runaway(org, DefinitionId(path_id(&id, "definition")?))?;
+    let definition = DefinitionId(path_id(&id, "definition")?);
+    // Off the runtime's threads: the node holding the org may be another, answering later.
+    state.service.off_runtime(move |service| service.release_runaway(org, definition)).await?;
     Ok(Redirect::to("/dashboard"))
 }
 

@@ -74,6 +74,7 @@ impl Service {
         let mut next_balance = Instant::now();
         let mut renewed = Instant::now();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut listening = true;
         'turns: loop {
             let service = self.clone();
             let balance_now = Instant::now() >= next_balance;
@@ -114,6 +115,12 @@ impl Service {
             // a poll, waited in slices: a wait under way when the node shuts down holds a
             // blocking thread until its slice ends.
             let next_turn = Instant::now() + cluster.poll;
+            if !listening {
+                tokio::select! {
+                    _ = &mut shutdown => break 'turns,
+                    _ = tokio::time::sleep_until(next_turn.into()) => continue 'turns,
+                }
+            }
             loop {
                 let slice = next_turn.saturating_duration_since(Instant::now()).min(NEWS_WAIT);
                 let store = self.shared.store.clone();
@@ -123,8 +130,10 @@ impl Service {
                     heard = news => match heard {
                         Ok(Ok(false)) if Instant::now() < next_turn => {}
                         Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "waiting for other nodes' news failed");
-                            tokio::time::sleep(next_turn.saturating_duration_since(Instant::now())).await;
+                            // The listening connection is not opened again: poll from now on.
+                            tracing::error!(error = %e, "cannot hear other nodes' news: following them every poll");
+                            listening = false;
+                            tokio::time::sleep_until(next_turn.into()).await;
                             break;
                         }
                         _ => break,
@@ -327,9 +336,10 @@ impl Service {
         // start too many on a record is canceled, as if it had been made here.
         let mut looping = Vec::new();
         for job in jobs.iter().filter(|job| job.status == Status::WaitingForResources) {
-            state.runaways.created(job.definition, 1);
-            if state.starts_workflow_loop(job) {
+            if state.starts_workflow_loop(job, now) {
                 looping.push((job.id, job.org));
+            } else {
+                state.runaways.created(job.definition, 1);
             }
         }
         let jobs: Vec<_> =

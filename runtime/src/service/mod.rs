@@ -325,16 +325,18 @@ impl State {
     }
 
     /// Whether a job made on another node is one start too many of its workflow on its
-    /// record within the hour (`LoopDetector::workflow_loops`); counts the start, as
-    /// planning does for the jobs of the orgs this node holds.
-    fn starts_workflow_loop(&mut self, job: &JobRow) -> bool {
+    /// record within the hour (`LoopDetector::workflow_loops`); counts the start, at
+    /// `now` (the detector's times must come in order: another node's creation time may
+    /// be older than starts counted here since), as planning does for the jobs of the
+    /// orgs this node holds.
+    fn starts_workflow_loop(&mut self, job: &JobRow, now: Millis) -> bool {
         let workflow = self
             .definitions
             .get(&job.definition)
             .is_some_and(|definition| matches!(definition.kind, DefinitionKind::Workflow { .. }));
         match &job.record {
             Some((entity, id)) if workflow && !id.is_empty() => {
-                self.loops.workflow_loops(job.definition, (entity, id), job.created_at)
+                self.loops.workflow_loops(job.definition, (entity, id), now)
             }
             _ => false,
         }
@@ -820,6 +822,19 @@ impl Service {
 
     /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
     /// Canceling and ends Canceled when its execution returns.
+    /// Runs `work` on the blocking pool, for a call that may wait for another node's
+    /// answer (a cancel, pause, resume or runaway release of an org another node holds:
+    /// up to 10 s), so that it never holds one of the runtime's few worker threads.
+    pub async fn off_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Service) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || work(&service))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the command failed: {e}")))?
+    }
+
     pub fn cancel(&self, org: OrgId, id: JobId) -> Result<Status> {
         self.command(org, id, ChangeKind::Cancel)
     }

@@ -11,7 +11,7 @@
 //! for coordination, and a few readers, as for SQLite.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, mpsc};
 
 use ::postgres::fallible_iterator::FallibleIterator as _;
@@ -226,9 +226,17 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 const CHANGE_LOG_LOCK: i64 = 0x051c_e10c;
 
 /// The channel on which a commit that logs a change or leaves jobs to adopt tells the
-/// other nodes (`NOTIFY`, sent when the transaction commits), so that they follow at
-/// once rather than at their next poll.
+/// other nodes, so that they follow at once rather than at their next poll.
 const NEWS_CHANNEL: &str = "sluice_news";
+
+/// Sends news on [`NEWS_CHANNEL`], after the commit it tells of rather than in it: a
+/// `NOTIFY` in a transaction takes a database-wide lock until that transaction's commit
+/// is durable, which would queue every node's commits behind each other's syncs. News is
+/// a hint (a node follows at its poll anyway), so a failure to send it is not the
+/// commit's: it is ignored.
+fn tell_other_nodes(client: &mut Client) {
+    let _ = client.batch_execute(&format!("NOTIFY {NEWS_CHANNEL}"));
+}
 
 type Task = Box<dyn FnOnce(&mut Client) + Send>;
 
@@ -302,9 +310,9 @@ pub struct PostgresStore {
     readers: Vec<Connection>,
     next_reader: AtomicUsize,
     /// Waits for other nodes' news (`Store::wait_for_news`): a connection of its own,
-    /// since a wait holds it; `LISTEN`ing from the first wait on.
+    /// since a wait holds it, `LISTEN`ing from the store's opening on (news that comes
+    /// before the first wait is kept for it).
     listener: Connection,
-    listening: AtomicBool,
 }
 
 /// The server's own words when it refused (the driver's `Display` says only "db error").
@@ -723,7 +731,6 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
         )
         .db()?;
         client.execute(&statement, &[&ids, &org]).db()?;
-        client.batch_execute(&format!("NOTIFY {NEWS_CHANNEL}")).db()?;
     }
     for (id, job) in ids.iter().zip(jobs) {
         let Some(background) = &job.background else { continue };
@@ -856,14 +863,8 @@ impl PostgresStore {
         let readers = (0..READERS).map(|_| Connection::open(url)).collect::<Result<Vec<_>>>()?;
         let coordinator = Connection::open(url)?;
         let listener = Connection::open(url)?;
-        Ok(PostgresStore {
-            writer,
-            coordinator,
-            readers,
-            next_reader: AtomicUsize::new(0),
-            listener,
-            listening: AtomicBool::new(false),
-        })
+        listener.run(|client| client.batch_execute(&format!("LISTEN {NEWS_CHANNEL}")).db())??;
+        Ok(PostgresStore { writer, coordinator, readers, next_reader: AtomicUsize::new(0), listener })
     }
 
     /// A reader: an idle one if there is one (so one tenant's long query queues nobody
@@ -1413,6 +1414,9 @@ impl Store for PostgresStore {
                 }
             }
             tx.commit().db()?;
+            if batches.iter().zip(&results).any(|(batch, result)| batch.unadopted && result.is_ok()) {
+                tell_other_nodes(client);
+            }
             Ok(results)
         })?
     }
@@ -1660,11 +1664,7 @@ impl Store for PostgresStore {
     }
 
     fn wait_for_news(&self, timeout: std::time::Duration) -> Result<bool> {
-        let first = !self.listening.swap(true, Ordering::SeqCst);
         self.listener.run(move |client| -> Result<bool> {
-            if first {
-                client.batch_execute(&format!("LISTEN {NEWS_CHANNEL}")).db()?;
-            }
             let mut notifications = client.notifications();
             let heard = notifications.timeout_iter(timeout).next().db()?.is_some();
             // Whatever else came meanwhile is the same news: one follow reads it all.
@@ -1684,8 +1684,8 @@ impl Store for PostgresStore {
                 )
                 .db()?
                 .get(0);
-            tx.batch_execute(&format!("NOTIFY {NEWS_CHANNEL}")).db()?;
             tx.commit().db()?;
+            tell_other_nodes(client);
             Ok(id as u64)
         })?
     }

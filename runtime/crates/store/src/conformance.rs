@@ -432,7 +432,7 @@ pub fn cluster(store: &dyn Store) {
 pub fn news(listening: &dyn Store, other: &dyn Store) {
     use std::time::{Duration, Instant};
     let org = other.create_org("newsworthy").unwrap();
-    // The first wait begins to listen (what came before it is read by the first follow).
+    // What came before (the org's creation is no news) is cleared.
     listening.wait_for_news(Duration::from_millis(10)).unwrap();
     let patient = Duration::from_secs(30);
 
