@@ -283,7 +283,11 @@ async fn a_job_made_on_another_node_is_adopted_when_it_commits_not_at_the_next_p
     let on = Trigger::on("Create", "contact");
     holding.save_definition(Definition::step(org, "echo", echo, on, Mode::Asynchronous, None)).unwrap();
     asking.follow().unwrap();
-    // The holder's driver and its cluster loop, which has begun its first long wait.
+    let expiry = |service: &Service| {
+        service.store().leases().unwrap().iter().find(|lease| lease.org == org).unwrap().expires_at
+    };
+    let taken = expiry(&holding);
+    // The holder's driver and its cluster loop.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = Vec::new();
     for cluster_loop in [false, true] {
@@ -295,9 +299,14 @@ async fn a_job_made_on_another_node_is_adopted_when_it_commits_not_at_the_next_p
             if cluster_loop { service.run_cluster(stopped).await } else { service.run(stopped).await }
         }));
     }
-    // (News committed before the loop's first wait is kept for it, so this pause only
-    // makes it likelier that the job is adopted by news rather than the first turn.)
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The cluster loop's first turn renews the lease, then follows the log and begins
+    // to wait: the event is sent once the renewal shows, so that its job is adopted by
+    // news rather than by that first follow.
+    let waited = std::time::Instant::now();
+    while expiry(&holding) == taken {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the cluster loop did not renew the lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let job = create(&asking, org, "contact", "c1").await[0];
     let began = std::time::Instant::now();

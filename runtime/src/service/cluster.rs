@@ -4,8 +4,8 @@
 //!
 //! A node's part, whenever another node's commit sends news (`Store::wait_for_news`:
 //! PostgreSQL's `LISTEN`/`NOTIFY`) and every `poll` (50 ms) anyway: it adopts jobs other
-//! nodes created for the orgs it holds, and follows the change log (definitions and quotas changed elsewhere,
-//! commands for its orgs). Every third of the lease's TTL it beats its heartbeat, renews
+//! nodes created for the orgs it holds, and follows the change log (definitions and
+//! quotas changed elsewhere, commands for its orgs). Every third of the lease's TTL it beats its heartbeat, renews
 //! its leases (a lease it lost: the org is dropped, its running executions stopped),
 //! and balances: it takes free or expired orgs up to its fair share (ceil(orgs ÷ live
 //! nodes)) and hands back orgs beyond it, each once its running jobs are committed.
@@ -335,24 +335,29 @@ impl Service {
         // a workflow job for an org it does not hold left its start uncounted): one
         // start too many on a record is canceled, as if it had been made here.
         let mut looping = Vec::new();
-        for job in jobs.iter().filter(|job| job.status == Status::WaitingForResources) {
-            if state.starts_workflow_loop(job, now) {
-                looping.push((job.id, job.org));
-            } else {
+        let mut adopted = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.status == Status::WaitingForResources {
+                if state.starts_workflow_loop(&job, now) {
+                    looping.push(crate::store::JobUpdate::Status {
+                        id: job.id,
+                        org: job.org,
+                        at: now,
+                        status: Status::Canceled,
+                        error: Some((
+                            super::WORKFLOW_LOOP_CODE.to_owned(),
+                            super::WORKFLOW_LOOP_MESSAGE.to_owned(),
+                        )),
+                    });
+                    continue;
+                }
                 state.runaways.created(job.definition, 1);
             }
+            adopted.push(job);
         }
-        let jobs: Vec<_> =
-            jobs.into_iter().filter(|job| !looping.iter().any(|(id, _)| *id == job.id)).collect();
-        let mut settled = state.restore(jobs, now);
-        settled.extend(looping.into_iter().map(|(id, org)| crate::store::JobUpdate::Status {
-            id,
-            org,
-            at: now,
-            status: Status::Canceled,
-            error: Some((super::WORKFLOW_LOOP_CODE.to_owned(), super::WORKFLOW_LOOP_MESSAGE.to_owned())),
-        }));
+        let settled = state.restore(adopted, now);
         state.pending.extend(settled);
+        state.pending.extend(looping);
         drop(state);
         self.shared.work.notify_one();
         Ok(())

@@ -820,8 +820,6 @@ impl Service {
         }
     }
 
-    /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
-    /// Canceling and ends Canceled when its execution returns.
     /// Runs `work` on the blocking pool, for a call that may wait for another node's
     /// answer (a cancel, pause, resume or runaway release of an org another node holds:
     /// up to 10 s), so that it never holds one of the runtime's few worker threads.
@@ -835,6 +833,8 @@ impl Service {
             .map_err(|e| Error::Unavailable(format!("the command failed: {e}")))?
     }
 
+    /// Cancels a job: Ready and Suspended jobs at once; a running one is marked
+    /// Canceling and ends Canceled when its execution returns.
     pub fn cancel(&self, org: OrgId, id: JobId) -> Result<Status> {
         self.command(org, id, ChangeKind::Cancel)
     }
