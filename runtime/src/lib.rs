@@ -9,20 +9,16 @@
 //!   [`records`] (organisations' record data and the trait plug-ins reach it by),
 //!   [`limits`] (how much a tenant may store in one name, record, workflow or API).
 
-// Unsafe code is denied everywhere but the one place that loads compiled artifacts
-// (`engine::plugin`, `Engine::compile`), where wasmtime requires it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod callbacks;
 pub mod config;
 pub mod dashboard;
-pub mod egress;
-pub mod engine;
 pub mod metrics;
-pub mod scheduler;
 pub mod service;
 pub mod store;
-pub mod turns;
 
 pub use sluice_core::{files, jobs, limits, records};
+pub use sluice_engine::{self as engine, egress, turns};
+pub use sluice_scheduler as scheduler;

@@ -120,6 +120,94 @@ async fn orgs_are_shared_out_and_jobs_created_on_another_node_run_on_the_holder(
     }
 }
 
+/// Nodes' clocks, each corrected to the database's, differ by a few milliseconds. When
+/// an org is handed to a node whose clock is behind, its first start there waits for
+/// that clock to pass the release, so the stored times of the org's runs never show
+/// more in progress than its cap (one here) across the handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_handed_to_a_node_whose_clock_is_behind_starts_after_the_last_holders_last_end() {
+    let url = crate::support::fresh_postgres_database();
+    let (ahead, behind) = (Arc::new(ManualClock::new(T0 + 50)), Arc::new(ManualClock::new(T0)));
+    let a = node(&url, "a", &ahead, 30_000, Options::default());
+    let org = a.create_org("contoso").unwrap();
+    a.balance().unwrap();
+    a.set_quotas(org, Lane::Priority, Quotas { max_threads: 1, ..Quotas::default() }).unwrap();
+    let echo = plugin(&a, org, samples::ECHO);
+    let step =
+        Definition::step(org, "echo", echo, Trigger::on("Create", "contact"), Mode::Asynchronous, None);
+    a.save_definition(step).unwrap();
+    let first = create(&a, org, "contact", "c1").await[0];
+    a.run_until_idle().await.unwrap();
+    let second = create(&a, org, "contact", "c2").await[0];
+    a.release_all().unwrap();
+
+    let b = node(&url, "b", &behind, 30_000, Options::default());
+    b.balance().unwrap();
+    assert_eq!(b.held_orgs().len(), 1, "b took the released org");
+    b.run_until_idle().await.unwrap();
+    assert_eq!(
+        b.job(org, second).unwrap().status,
+        Status::WaitingForResources,
+        "not before b's clock passes a's"
+    );
+    behind.advance(49);
+    b.run_until_idle().await.unwrap();
+    assert_eq!(b.job(org, second).unwrap().status, Status::WaitingForResources, "a's last time is T0 + 50");
+    behind.advance(1);
+    b.run_until_idle().await.unwrap();
+    let (first, second) = (b.job(org, first).unwrap(), b.job(org, second).unwrap());
+    assert_eq!(second.status, Status::Succeeded);
+    assert!(
+        second.started_at.unwrap() >= first.completed_at.unwrap(),
+        "started at {:?}, the last holder's run ended at {:?}",
+        second.started_at,
+        first.completed_at
+    );
+}
+
+/// The loop rule's counts move with an org's lease: a workflow started 16 times on a
+/// record under one node is stopped at its 17th start under the next, not 16 starts later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflows_starts_on_a_record_are_still_counted_after_its_org_changes_node() {
+    let url = crate::support::fresh_postgres_database();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node(&url, "a", &clock, 30_000, Options::default());
+    let org = a.create_org("contoso").unwrap();
+    a.balance().unwrap();
+    let echo = plugin(&a, org, samples::ECHO);
+    let workflow = a
+        .save_definition(Definition::workflow(org, "on-update", echo, Trigger::on("Update", "account")))
+        .unwrap();
+    create(&a, org, "account", "a1").await;
+    let update = |n: usize| Event {
+        message: "Update".into(),
+        entity: "account".into(),
+        record_id: Some("a1".into()),
+        attributes: attrs(&[("name", Value::from(format!("name {n}").as_str()))]),
+        dependency_token: None,
+    };
+    for n in 0..16 {
+        a.fire(org, update(n)).await.unwrap();
+        clock.advance(MINUTE);
+    }
+    a.run_until_idle().await.unwrap();
+    a.release_all().unwrap();
+
+    let b = node(&url, "b", &clock, 30_000, Options::default());
+    b.balance().unwrap();
+    assert_eq!(b.held_orgs().len(), 1, "b took the released org");
+    b.fire(org, update(16)).await.unwrap();
+    b.run_until_idle().await.unwrap();
+    let mut jobs = jobs_of(&b, org, workflow);
+    jobs.sort_by_key(|job| job.created_at);
+    let last = jobs.last().unwrap();
+    assert_eq!(jobs.len(), 17);
+    assert_eq!(
+        (last.status, last.error_code.as_deref()),
+        (Status::Canceled, Some(sluice::service::WORKFLOW_LOOP_CODE))
+    );
+}
+
 /// MISSION's loop rule for workflows (more than 16 starts on one record within an hour:
 /// canceled) counts every start once, whichever node the events reach: the org's holder
 /// counts the jobs it makes, and those made elsewhere when it adopts them.

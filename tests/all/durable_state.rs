@@ -134,6 +134,49 @@ async fn exceptions_counted_before_a_restart_still_count_after_it() {
     );
 }
 
+/// The loop rule's counts survive a restart: a workflow started 16 times on a record
+/// within the hour is stopped at its 17th start after the restart, not 16 starts later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflows_starts_on_a_record_still_count_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let update = |n: i64| Event {
+        message: "Update".into(),
+        entity: "account".into(),
+        record_id: Some("a1".into()),
+        attributes: attrs(&[("number", Value::Integer(n))]),
+        dependency_token: None,
+    };
+    let (org, workflow) = {
+        let service = open(dir.path(), &clock);
+        let org = service.create_org("contoso").unwrap();
+        let plugin = service.upload_plugin(org, "echo", &std::fs::read(samples::ECHO).unwrap()).unwrap().id;
+        let definition = Definition::workflow(org, "on-update", plugin, Trigger::on("Update", "account"));
+        let workflow = service.save_definition(definition).unwrap();
+        service.fire(org, create("account", "a1")).await.unwrap();
+        for n in 0..16 {
+            service.fire(org, update(n)).await.unwrap();
+            clock.advance(60_000);
+        }
+        service.run_until_idle().await.unwrap();
+        (org, workflow)
+    };
+    let service = open(dir.path(), &clock);
+    service.fire(org, update(16)).await.unwrap();
+    service.run_until_idle().await.unwrap();
+    let filter =
+        sluice::store::JobFilter { definition: Some(workflow), ..sluice::store::JobFilter::all(100) };
+    let mut jobs = service.store().jobs(org, &filter).unwrap();
+    jobs.sort_by_key(|job| job.created_at);
+    assert_eq!(jobs.len(), 17);
+    let last = jobs.last().unwrap();
+    assert_eq!(
+        (last.status, last.error_code.as_deref()),
+        (Status::Canceled, Some(sluice::service::WORKFLOW_LOOP_CODE))
+    );
+    assert!(jobs[..16].iter().all(|job| job.status == Status::Succeeded));
+}
+
 /// Dataverse hands a pre-validation or pre-operation step the Target (what is being
 /// written) and a post-operation step the post-image. The credit validator, registered
 /// as its documentation says (pre-validation, sync), accepts a valid account and

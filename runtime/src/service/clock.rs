@@ -16,15 +16,20 @@ pub trait Clock: Send + Sync {
 }
 
 /// The machine's clock corrected to the database's (several nodes share one time for
-/// throughput windows and leases): the offset is measured at every heartbeat.
+/// throughput windows and leases): the offset is measured at every heartbeat. It never
+/// goes back, even when a new measurement lowers the offset: times a node stores (a
+/// job's start, then its end; a lease's release after both) keep their order.
 #[derive(Default)]
 pub struct DatabaseClock {
     offset: AtomicI64,
+    latest: AtomicI64,
 }
 
 impl Clock for DatabaseClock {
     fn now(&self) -> Millis {
-        SystemClock.now() + self.offset.load(Ordering::Relaxed)
+        let now = SystemClock.now() + self.offset.load(Ordering::Relaxed);
+        let latest = self.latest.fetch_max(now, Ordering::Relaxed);
+        now.max(latest)
     }
 
     fn observe_database(&self, database: Millis, local: Millis) {

@@ -58,6 +58,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// looks at its shutdown again.
 const NEWS_WAIT: Duration = Duration::from_millis(250);
 
+/// The longest an org taken over waits for this node's clock to pass the last holder's
+/// (see `take`): clocks further apart than that are an operator's problem, logged, not
+/// a reason to leave the org unserved.
+const HANDOVER_WAIT_LIMIT: Millis = 1_000;
+
 /// Changes read per poll.
 const CHANGES_PER_POLL: u32 = 1_000;
 
@@ -157,8 +162,10 @@ impl Service {
             }
             fences.into_values().collect()
         };
+        // After every time stored for these orgs: the flush above committed the last.
+        let released_at = self.now();
         for fence in held {
-            self.shared.store.release_lease(&cluster.node, fence)?;
+            self.shared.store.release_lease(&cluster.node, fence, released_at)?;
         }
         Ok(())
     }
@@ -241,6 +248,10 @@ impl Service {
             let since = now.div_euclid(window) * window;
             windows.push((lane, store.starts_since(org, lane, since)?));
         }
+        // Counted here before the org's next start is planned here (a job committed
+        // elsewhere between the take and this read is counted again when adopted: one
+        // start too many, in a window of milliseconds).
+        let workflow_starts = self.workflow_starts(org)?;
         let undelivered: Vec<(OrgId, JobId)> =
             store.undelivered_callbacks()?.into_iter().filter(|(o, _)| *o == org).collect();
         let jobs = taken.jobs.len();
@@ -248,6 +259,23 @@ impl Service {
             let mut state = self.state();
             for (lane, starts) in windows {
                 state.scheduler.restore_window(org, lane, now, starts);
+            }
+            super::events::restore_loop_counts(&mut state, org, &workflow_starts);
+            // Nodes' clocks, each corrected to the database's, differ by the error of
+            // that correction. Where this one is behind the last holder's, the org's
+            // first start waits for it to pass the release: then no start stored here
+            // precedes an end stored there, and the thread cap holds in stored times too.
+            // (A start in the millisecond of an end is in order: the end freed the thread.)
+            let behind = taken.released_at - now;
+            if behind > 0 {
+                if behind > HANDOVER_WAIT_LIMIT {
+                    tracing::warn!(
+                        org = org.0,
+                        behind_ms = behind,
+                        "this node's clock is far behind the last holder's"
+                    );
+                }
+                state.scheduler.start_from(org, now + behind.min(HANDOVER_WAIT_LIMIT));
             }
             let settled = state.restore(taken.jobs, now);
             state.pending.extend(settled);
@@ -283,9 +311,10 @@ impl Service {
         }
         // Whatever was decided for them (their last completions) commits first.
         self.flush()?;
+        let released_at = self.now();
         for fence in idle {
             self.drop_org(fence.org);
-            self.shared.store.release_lease(&options.node, fence)?;
+            self.shared.store.release_lease(&options.node, fence, released_at)?;
             tracing::info!(org = fence.org.0, "handed the org back");
         }
         Ok(())

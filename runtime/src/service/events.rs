@@ -17,7 +17,7 @@ use super::{Error, Result, Service, State, loops};
 use crate::engine::{ExecutionContext, Mode, PluginOutput, Stage};
 use crate::jobs::{DefinitionId, JobId, Millis, OrgId, Status};
 use crate::records::{Attributes, Entity, OrgRecords, Overlay, RecordChange, RecordStore, Value};
-use crate::store::{Batch, Bulk, Definition, DefinitionKind, NewJob, Operation};
+use crate::store::{Batch, Bulk, Definition, DefinitionKind, NewJob, Operation, WorkflowStart};
 
 /// A message on a record, as the API receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -475,6 +475,39 @@ type Coalesced = std::collections::BTreeMap<(DefinitionId, &'static str), (Arc<D
 
 /// The jobs of an import's coalesced triggers: per definition, one per `N` records
 /// (`batched(N)`) or one in all (`after-import`), each with its own correlation.
+impl Service {
+    /// Counts the loop rule's workflow starts again from the store: the last hour's
+    /// workflow jobs on a record of `org` (of every org: `None`). A node does so when it
+    /// starts and when it takes an org over, so that neither a restart nor a handover
+    /// gives a looping workflow 16 more starts. Blocks the thread.
+    pub(super) fn restore_loop_counts(&self, org: Option<OrgId>) -> Result<()> {
+        let orgs = match org {
+            Some(org) => vec![org],
+            None => self.shared.store.orgs()?.into_iter().map(|(org, _)| org).collect(),
+        };
+        for org in orgs {
+            let starts = self.workflow_starts(org)?;
+            restore_loop_counts(&mut self.state(), org, &starts);
+        }
+        Ok(())
+    }
+
+    /// The last hour's starts of the org's workflows on records, from the store.
+    pub(super) fn workflow_starts(&self, org: OrgId) -> Result<Vec<WorkflowStart>> {
+        Ok(self.shared.store.workflow_starts_since(org, self.now() - loops::HOUR)?)
+    }
+}
+
+/// Replaces what the loop rule counted of the org's workflows with `starts`.
+pub(super) fn restore_loop_counts(state: &mut State, org: OrgId, starts: &[WorkflowStart]) {
+    let State { loops, definitions, .. } = state;
+    loops.forget_workflows(|d| definitions.get(&d).is_some_and(|d| d.org == org));
+    for start in starts.iter().filter(|s| !s.record.1.is_empty()) {
+        let (entity, id) = &start.record;
+        loops.workflow_loops(start.definition, (entity, id), start.created_at);
+    }
+}
+
 fn bulk_jobs(state: &mut State, org: OrgId, coalesced: Coalesced, now: Millis) -> Vec<NewJob> {
     let mut jobs = Vec::new();
     for ((id, message), (definition, ids)) in coalesced {

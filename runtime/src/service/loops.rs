@@ -9,7 +9,8 @@ use crate::jobs::{DefinitionId, Millis};
 pub const MAX_DEPTH: u32 = 8;
 /// The most times a workflow may start on one record within an hour.
 pub const MAX_WORKFLOW_RUNS_PER_RECORD: usize = 16;
-const HOUR: Millis = 60 * 60 * 1000;
+/// How far back the rules look.
+pub const HOUR: Millis = 60 * 60 * 1000;
 
 pub const DEPTH_ERROR_CODE: &str = "infinite-loop";
 pub const WORKFLOW_LOOP_CODE: &str = "workflow-loop";
@@ -51,6 +52,12 @@ impl LoopDetector {
 }
 
 impl LoopDetector {
+    /// Forgets what was counted of the workflows `of` selects (an org's, before its
+    /// counts are read again from the store).
+    pub fn forget_workflows(&mut self, of: impl Fn(DefinitionId) -> bool) {
+        self.workflow_runs.retain(|(workflow, ..), _| !of(*workflow));
+    }
+
     /// Forgets correlations and workflow runs older than the hour the rules look at, so
     /// a long-running node does not keep every correlation it ever saw.
     pub fn prune(&mut self, now: Millis) {
@@ -72,6 +79,19 @@ mod tests {
         assert!(!loops.too_deep("c", 9, HOUR), "an hour after the correlation began, depth is allowed");
         loops.prune(2 * HOUR);
         assert!(loops.correlations.is_empty(), "old correlations are forgotten");
+    }
+
+    #[test]
+    fn counts_read_again_replace_the_ones_kept() {
+        let mut loops = LoopDetector::default();
+        let (ours, theirs) = (DefinitionId(1), DefinitionId(2));
+        for n in 0..16 {
+            loops.workflow_loops(ours, ("account", "a1"), n);
+            loops.workflow_loops(theirs, ("account", "a1"), n);
+        }
+        loops.forget_workflows(|d| d == ours);
+        assert!(!loops.workflow_loops(ours, ("account", "a1"), 20), "counted afresh");
+        assert!(loops.workflow_loops(theirs, ("account", "a1"), 20), "another org's are kept");
     }
 
     #[test]

@@ -547,6 +547,7 @@ impl Service {
         writer::spawn(Arc::downgrade(&service.shared), requests).map_err(crate::store::Error::from)?;
         if single {
             service.restore_runaways(None)?;
+            service.restore_loop_counts(None)?;
         }
         Ok(service)
     }

@@ -31,7 +31,7 @@ use sluice_store::columns::{
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow,
+    OperationRow, PluginRow, StoredPlugin, TokenRow, WorkflowStart,
 };
 
 /// Read connections per store (see `sluice-store-sqlite`'s `READERS`).
@@ -211,6 +211,15 @@ const MIGRATIONS: &[&str] = &[
     // 7: a definition's runaway flag, kept across restarts and lease handovers.
     "
     ALTER TABLE definitions ADD COLUMN runaway_flag TEXT;
+    ",
+    // 8: when a lease was given back, in the releasing node's clock: the next holder
+    // starts nothing of the org before its own clock has passed it (see `take_lease`);
+    // workflow jobs on a record by creation time, for the loop rule's counts (see
+    // `workflow_starts_since`), in a partial index no other job pays an entry for.
+    "
+    ALTER TABLE shard_leases ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_workflow_starts ON jobs (org_id, created_at)
+        WHERE operation = 'workflow' AND record_id IS NOT NULL;
     ",
 ];
 
@@ -1550,12 +1559,12 @@ impl Store for PostgresStore {
                      ON CONFLICT (org_id) DO UPDATE SET node = excluded.node,
                         epoch = shard_leases.epoch + 1, expires_at = excluded.expires_at
                      WHERE shard_leases.expires_at <= {NOW_MS} OR shard_leases.node = excluded.node
-                     RETURNING epoch"
+                     RETURNING epoch, released_at"
                 ),
                 &[&org_id, &node, &ttl],
             ).db()?;
             let Some(row) = row else { return Ok(None) };
-            let epoch: i64 = row.get(0);
+            let (epoch, released_at): (i64, i64) = (row.get(0), row.get(1));
             tx.execute("DELETE FROM unadopted_jobs WHERE org_id = $1", &[&org_id]).db()?;
             let rows = tx.query(
                 &format!("SELECT {JOB_COLUMNS} FROM {JOBS} WHERE org_id = $1 AND status < 30 ORDER BY id"),
@@ -1563,7 +1572,7 @@ impl Store for PostgresStore {
             ).db()?;
             let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
             tx.commit().db()?;
-            Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
+            Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs, released_at }))
         })?
     }
 
@@ -1591,13 +1600,14 @@ impl Store for PostgresStore {
         })?
     }
 
-    fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
+    fn release_lease(&self, node: &str, fence: Fence, released_at: Millis) -> Result<()> {
         let node = node.to_owned();
         self.coordinator.run(move |client| -> Result<()> {
             client
                 .execute(
-                    "UPDATE shard_leases SET expires_at = 0 WHERE org_id = $1 AND node = $2 AND epoch = $3",
-                    &[&i64::from(fence.org.0), &node, &(fence.epoch as i64)],
+                    "UPDATE shard_leases SET expires_at = 0, released_at = $4
+                     WHERE org_id = $1 AND node = $2 AND epoch = $3",
+                    &[&i64::from(fence.org.0), &node, &(fence.epoch as i64), &released_at],
                 )
                 .db()?;
             Ok(())
@@ -1660,6 +1670,27 @@ impl Store for PostgresStore {
                 .db()?
                 .get(0);
             Ok(count as u32)
+        })?
+    }
+
+    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>> {
+        self.read().run(move |client| -> Result<Vec<WorkflowStart>> {
+            let rows = client
+                .query(
+                    "SELECT definition_id, record_entity, record_id, created_at FROM jobs
+                     WHERE org_id = $1 AND created_at >= $2 AND operation = 'workflow' AND record_id IS NOT NULL
+                     ORDER BY created_at, id",
+                    &[&i64::from(org.0), &since],
+                )
+                .db()?;
+            Ok(rows
+                .iter()
+                .map(|row| WorkflowStart {
+                    definition: DefinitionId(row.get::<_, i64>(0) as u64),
+                    record: (row.get::<_, Option<String>>(1).unwrap_or_default(), row.get(2)),
+                    created_at: row.get(3),
+                })
+                .collect())
         })?
     }
 

@@ -36,14 +36,16 @@ fn postgres_migrates_payloads_stored_as_text() {
         .insert_jobs(&[sluice_store::conformance::new_job(org, 1)])
         .unwrap()[0];
     // Back to the schema before migration 6, with a payload as it was written then
-    // (undoing 7, then 6: a later migration must be undone here too).
+    // (undoing 8, 7, then 6: a later migration must be undone here too).
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
         .batch_execute(
             "UPDATE job_payloads SET payload = convert_to('{\"message\":\"Create\"}', 'UTF8');
              ALTER TABLE job_payloads ALTER COLUMN payload TYPE TEXT USING convert_from(payload, 'UTF8');
              ALTER TABLE definitions DROP COLUMN runaway_flag;
-             DELETE FROM schema_version WHERE applied IN (6, 7);",
+             ALTER TABLE shard_leases DROP COLUMN released_at;
+             DROP INDEX jobs_workflow_starts;
+             DELETE FROM schema_version WHERE applied IN (6, 7, 8);",
         )
         .unwrap();
     let stored: String = client.query_one("SELECT payload FROM job_payloads", &[]).unwrap().get(0);

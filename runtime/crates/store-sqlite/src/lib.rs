@@ -32,7 +32,7 @@ use sluice_store::columns::{
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
+    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStart,
 };
 
 pub struct SqliteStore {
@@ -850,19 +850,19 @@ impl Store for SqliteStore {
         let now = system_now();
         let mut connection = self.lock();
         let tx = connection.transaction().db()?;
-        let epoch: Option<i64> = tx
+        let taken: Option<(i64, Millis)> = tx
             .query_row(
                 "INSERT INTO shard_leases (org_id, node, epoch, expires_at) VALUES (?1, ?2, 1, ?3)
                  ON CONFLICT (org_id) DO UPDATE SET node = excluded.node, epoch = epoch + 1,
                     expires_at = excluded.expires_at
                  WHERE shard_leases.expires_at <= ?4 OR shard_leases.node = excluded.node
-                 RETURNING epoch",
+                 RETURNING epoch, released_at",
                 params![org.0, node, now + ttl, now],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .db()?;
-        let Some(epoch) = epoch else { return Ok(None) };
+        let Some((epoch, released_at)) = taken else { return Ok(None) };
         tx.execute(
             "UPDATE jobs SET adopted = 1 WHERE org_id = ?1 AND adopted = 0 AND status < 30",
             params![org.0],
@@ -878,7 +878,7 @@ impl Store for SqliteStore {
             rows.map(|row| finish_job(row.db()?)).collect::<Result<Vec<_>>>()?
         };
         tx.commit().db()?;
-        Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs }))
+        Ok(Some(Taken { fence: Fence { org, epoch: epoch as u64 }, jobs, released_at }))
     }
 
     fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>> {
@@ -901,11 +901,12 @@ impl Store for SqliteStore {
         Ok(renewed)
     }
 
-    fn release_lease(&self, node: &str, fence: Fence) -> Result<()> {
+    fn release_lease(&self, node: &str, fence: Fence, released_at: Millis) -> Result<()> {
         self.lock()
             .execute(
-                "UPDATE shard_leases SET expires_at = 0 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
-                params![fence.org.0, node, fence.epoch as i64],
+                "UPDATE shard_leases SET expires_at = 0, released_at = ?4
+                 WHERE org_id = ?1 AND node = ?2 AND epoch = ?3",
+                params![fence.org.0, node, fence.epoch as i64, released_at],
             )
             .db()?;
         Ok(())
@@ -950,6 +951,27 @@ impl Store for SqliteStore {
             )
             .db()?;
         Ok(count as u32)
+    }
+
+    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>> {
+        let connection = self.read();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT definition_id, record_entity, record_id, created_at FROM jobs
+                 WHERE org_id = ?1 AND created_at >= ?2 AND operation = 'workflow' AND record_id IS NOT NULL
+                 ORDER BY created_at, id",
+            )
+            .db()?;
+        let rows = statement
+            .query_map(params![org.0, since], |row| {
+                Ok(WorkflowStart {
+                    definition: DefinitionId(row.get::<_, i64>(0)? as u64),
+                    record: (row.get::<_, Option<String>>(1)?.unwrap_or_default(), row.get(2)?),
+                    created_at: row.get(3)?,
+                })
+            })
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
     }
 
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {

@@ -159,6 +159,15 @@ pub const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE definitions ADD COLUMN runaway_flag TEXT;
     ",
+    // 7: when a lease was given back, in the releasing node's clock: the next holder
+    // starts nothing of the org before its own clock has passed it (see `take_lease`);
+    // workflow jobs on a record by creation time, for the loop rule's counts (see
+    // `workflow_starts_since`), in a partial index no other job pays an entry for.
+    "
+    ALTER TABLE shard_leases ADD COLUMN released_at INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_workflow_starts ON jobs (org_id, created_at)
+        WHERE operation = 'workflow' AND record_id IS NOT NULL;
+    ",
 ];
 
 /// The id a new row of `table` gets: above every id it ever had (see migration 4).

@@ -28,6 +28,11 @@ pub struct Lease {
 pub struct Taken {
     pub fence: Fence,
     pub jobs: Vec<JobRow>,
+    /// The last time the org's previous holder stored, in its own clock, when it gave
+    /// the lease back (0 if it never did). Nodes' clocks differ by a few milliseconds
+    /// at most; a taker whose clock is behind starts the org's jobs only after it, so
+    /// no stored start of the new holder precedes a stored end of the old one.
+    pub released_at: Millis,
 }
 
 /// What changed, for nodes that cache it or must act on it.

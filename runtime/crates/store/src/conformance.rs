@@ -351,6 +351,7 @@ pub fn cluster(store: &dyn Store) {
     // A lease is taken once, with the org's unfinished jobs.
     let taken = store.take_lease("n1", org, 30_000).unwrap().expect("a free lease is taken");
     assert_eq!(taken.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), waiting);
+    assert_eq!(taken.released_at, 0, "never given back");
     let first = taken.fence;
     assert_eq!(store.take_lease("n2", org, 30_000).unwrap(), None, "a live lease is not taken");
     assert_eq!(store.renew_leases("n1", &[first], 30_000).unwrap(), vec![org]);
@@ -368,8 +369,10 @@ pub fn cluster(store: &dyn Store) {
     assert_ne!(here, elsewhere);
 
     // Released, taken by another node at a new epoch: the old holder is fenced out.
-    store.release_lease("n1", first).unwrap();
-    let second = store.take_lease("n2", org, 30_000).unwrap().expect("a released lease is taken").fence;
+    store.release_lease("n1", first, 9_000).unwrap();
+    let second = store.take_lease("n2", org, 30_000).unwrap().expect("a released lease is taken");
+    assert_eq!(second.released_at, 9_000, "the releasing node's last time goes to the taker");
+    let second = second.fence;
     assert!(second.epoch > first.epoch);
     let started = JobUpdate::Started { id: waiting[0], org, at: 5_000 };
     let stale = Batch { updates: vec![started.clone()], fence: Some(first), ..Batch::default() };

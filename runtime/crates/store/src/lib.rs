@@ -18,7 +18,7 @@ pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
     ApiParameter, Background, Bulk, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
     JobUpdate, MAX_BULK_BATCH, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
-    WorkflowStep,
+    WorkflowStart, WorkflowStep,
 };
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -161,12 +161,18 @@ pub trait Store: RecordStore {
     /// missing from the answer was lost).
     fn renew_leases(&self, node: &str, held: &[Fence], ttl: Millis) -> Result<Vec<OrgId>>;
     /// Gives a lease up at once (the next taker need not wait for it to expire).
-    fn release_lease(&self, node: &str, fence: Fence) -> Result<()>;
+    /// `released_at` is the releasing node's clock, after every time it stored for the
+    /// org; the next taker gets it in [`Taken::released_at`].
+    fn release_lease(&self, node: &str, fence: Fence, released_at: Millis) -> Result<()>;
     /// The unfinished jobs nobody holds yet (created by unfenced batches) of the orgs still
     /// held at these epochs, now adopted: created on another node, they are this one's.
     fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>>;
     /// Starts of an org's lane at or after `since` (a taker restores the throughput window).
     fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32>;
+    /// The org's workflow jobs on a record created at or after `since`, oldest first: a
+    /// node rebuilds the loop rule's counts from them when it starts and when it takes
+    /// an org over, so that neither gives a looping workflow 16 more starts.
+    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>>;
     /// Adds a change to the log; returns its id.
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64>;
     /// The changes after `after`, oldest first, at most `limit`.

@@ -449,3 +449,13 @@ impl JobUpdate {
         }
     }
 }
+
+/// A workflow job made on a record: one start, as the loop rule counts them (more than
+/// 16 of one workflow on one record within an hour is a loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowStart {
+    pub definition: DefinitionId,
+    /// The record's entity and id.
+    pub record: (String, String),
+    pub created_at: Millis,
+}

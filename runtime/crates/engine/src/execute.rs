@@ -24,7 +24,7 @@ use super::limiter::Limiter;
 use super::outbound::{Outbound, OutboundAccess};
 use super::trace_log::TraceLog;
 use super::{Engine, ExecutionContext, ExecutionError, Limits, Plugin, PluginOutput};
-use crate::records::{OrgRecords, RecordChange};
+use sluice_core::records::{OrgRecords, RecordChange};
 
 /// Everything an execution needs besides the plug-in.
 pub struct ExecutionRequest {

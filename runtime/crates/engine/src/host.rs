@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::convert::{attributes_from_wit, entity_to_wit, filter_from_wit, record_error_to_wit};
 use super::limiter::Limiter;
 use super::trace_log::TraceLog;
-use crate::records::{OrgRecords, RecordChange, RecordError, weight};
+use sluice_core::records::{OrgRecords, RecordChange, RecordError, weight};
 
 /// Bindings generated from `wit/plugin.wit`.
 ///
@@ -27,7 +27,7 @@ use crate::records::{OrgRecords, RecordChange, RecordError, weight};
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../wit",
+        path: "../../../wit",
         // Record calls are async on the host (the guest still sees a blocking call):
         // they wait for the org's turn and the store without blocking a worker.
         imports: { "sluice:plugin/records": async | trappable, default: trappable },

@@ -69,7 +69,7 @@ impl ArtifactCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_tag = format!("{:016x}", hasher.finish());
         let Some(path) = dir else { return Ok(ArtifactCache { dir: None, key: [0; 32], engine_tag }) };
-        crate::files::private_dir(path)?;
+        sluice_core::files::private_dir(path)?;
         let dir = Dir::open_ambient_dir(path, ambient_authority())?;
         let key = key_of(&dir)?;
         Ok(ArtifactCache { dir: Some(dir), key, engine_tag })

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::jobs::{DefinitionId, JobId, Millis, Quotas};
+use sluice_core::jobs::{DefinitionId, JobId, Millis, Quotas};
 
 #[derive(Default)]
 pub(super) struct LaneQueue {

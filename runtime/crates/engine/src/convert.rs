@@ -3,7 +3,7 @@
 use super::context::{ExecutionContext, Mode, PluginOutput, Stage};
 use super::host::bindings::exports::sluice::plugin::handler;
 use super::host::bindings::sluice::plugin::{context, records as wit_records, types};
-use crate::records::{
+use sluice_core::records::{
     Attributes, Condition, DateTime, Decimal, Entity, EntityReference, Filter, Operator, RecordError, Value,
 };
 

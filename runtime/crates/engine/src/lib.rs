@@ -7,12 +7,21 @@
 //! limits and fuel, and is thrown away after. This module owns no job semantics (retries,
 //! quotas): it turns one call into an [`Execution`] with an outcome, a trace log and
 //! accounting.
+//!
+//! Also here, because the sandbox needs them and so does the service: [`egress`] (where
+//! outbound requests of plug-ins and callbacks may go) and [`turns`] (per-key bounds on
+//! shared work).
+
+// Unsafe code is denied everywhere but the one place that loads compiled artifacts
+// (`plugin`, `Engine::compile`), where wasmtime requires it.
+#![deny(unsafe_code)]
 
 pub mod baseline;
 mod cache;
 mod context;
 mod convert;
 mod cpu;
+pub mod egress;
 mod error;
 mod execute;
 mod host;
@@ -22,6 +31,7 @@ mod limits;
 mod outbound;
 mod plugin;
 mod trace_log;
+pub mod turns;
 
 use std::path::Path;
 use std::sync::Arc;

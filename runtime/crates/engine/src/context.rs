@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{Attributes, Entity};
+use sluice_core::records::{Attributes, Entity};
 pub use sluice_core::run::{Mode, Stage};
 
 /// What a plug-in is told about the event it runs for. Only `message` and `entity` are
@@ -107,7 +107,9 @@ impl ExecutionContext {
     ) -> Self {
         let mut context = ExecutionContext::new(message, entity);
         context.record_id = Some(record_id.to_owned());
-        context.input_parameters.insert("Target".into(), crate::records::Value::String(record_id.to_owned()));
+        context
+            .input_parameters
+            .insert("Target".into(), sluice_core::records::Value::String(record_id.to_owned()));
         context.target = written.map(|attributes| Entity {
             logical_name: entity.to_owned(),
             id: record_id.to_owned(),
@@ -154,7 +156,7 @@ impl PluginOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::Value;
+    use sluice_core::records::Value;
 
     /// A job's payload leaves out what is at its default and reads back the same.
     #[test]

@@ -33,8 +33,8 @@ mod tests;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use lane::LaneQueue;
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 
 /// How turns between orgs, and between an org's definitions, are counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -181,6 +181,8 @@ pub struct Scheduler {
     deactivated: HashSet<DefinitionId>,
     /// Orgs whose jobs are not started any more: this node is handing them to another.
     draining: HashSet<OrgId>,
+    /// Orgs whose jobs start only from a time on (see [`Scheduler::start_from`]).
+    starting_from: HashMap<OrgId, Millis>,
     /// Orgs and lanes whose ready job a quota held back since the last `take_held_back`,
     /// with the quota (for the throttling metrics; one entry per refusal).
     held_back: Vec<(OrgId, Lane, &'static str)>,
@@ -361,9 +363,11 @@ impl Scheduler {
         self.lanes.get(&(org, lane)).filter(|q| q.window == window).map_or(0, |q| q.starts)
     }
 
-    /// When the next postponed job wakes, for the driver's timer.
+    /// When the next postponed job wakes, or an org may start again, for the driver's
+    /// timer.
     pub fn next_wake(&self) -> Option<Millis> {
-        self.timers.first().map(|(at, _)| *at)
+        let org_starts = self.starting_from.values().min().copied();
+        self.timers.first().map(|(at, _)| *at).into_iter().chain(org_starts).min()
     }
 
     /// The next throughput window start after `now` for any quota-blocked lane, so the
@@ -381,6 +385,9 @@ impl Scheduler {
 
     /// Moves postponed jobs whose time has come back to WaitingForResources.
     pub fn wake(&mut self, now: Millis) -> Vec<JobId> {
+        if !self.starting_from.is_empty() {
+            self.starting_from.retain(|_, from| *from > now);
+        }
         let mut woken = Vec::new();
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
@@ -430,6 +437,10 @@ impl Scheduler {
             let org = key.1;
             let quotas = self.quotas(org, lane);
             let draining = self.draining.contains(&org);
+            if self.starting_from.get(&org).is_some_and(|from| now < *from) {
+                // Stays in the ring: its turn comes again once the time is reached.
+                continue;
+            }
             let queue = self.lanes.get_mut(&(org, lane)).expect("an org in the ring has a lane queue");
             if queue.ready == 0 || draining {
                 queue.in_ring = false;
@@ -716,6 +727,7 @@ impl Scheduler {
         }
         self.chains.retain(|(o, _), _| *o != org);
         self.draining.remove(&org);
+        self.starting_from.remove(&org);
         dropped
     }
 
@@ -738,6 +750,13 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Starts none of an org's jobs before `at`. A node that takes an org over whose
+    /// clock is behind the last holder's waits for it, so that the stored times of the
+    /// org's runs stay in order across the handover.
+    pub fn start_from(&mut self, org: OrgId, at: Millis) {
+        self.starting_from.insert(org, at);
     }
 
     /// Jobs of the org in progress now, on every lane.

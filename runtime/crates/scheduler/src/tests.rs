@@ -1,7 +1,7 @@
 //! The scheduler's rules, one scenario each, on a hand-driven clock.
 
 use super::*;
-use crate::jobs::MINUTE;
+use sluice_core::jobs::MINUTE;
 
 const ORG_A: OrgId = OrgId(1);
 const ORG_B: OrgId = OrgId(2);
@@ -54,6 +54,20 @@ fn a_thread_is_free_when_its_run_ends_before_its_end_is_decided() {
     assert_eq!(s.next(2), None, "the retried job waits for the thread the second holds");
     assert_eq!(s.finished(second, 3, Outcome::Succeeded), Ok(After::Succeeded));
     assert_eq!(start(&mut s, 3), Some(first), "the retry runs with the thread freed");
+}
+
+#[test]
+fn an_org_taken_over_from_a_node_whose_clock_is_ahead_starts_once_its_clock_passes() {
+    let mut s = Scheduler::new(quotas(4, 1000));
+    s.submit(spec(1, ORG_A, Lane::Regular, FLOW));
+    s.submit(spec(2, ORG_B, Lane::Regular, FLOW));
+    s.start_from(ORG_A, 100);
+    assert_eq!(s.next_wake(), Some(100), "the driver wakes when the org may start");
+    assert_eq!(start(&mut s, 99), Some(JobId(2)), "another org starts meanwhile");
+    assert_eq!(s.next(99), None, "nothing of the org before its time");
+    s.wake(100);
+    assert_eq!(start(&mut s, 100), Some(JobId(1)));
+    assert_eq!(s.next_wake(), None, "nothing left to wait for");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub mod bindings {
     //! Bindings for the bare loop: synchronous, no fuel, stub host services.
-    wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
+    wasmtime::component::bindgen!({ world: "plugin", path: "../../../wit" });
 }
 
 use bindings::sluice::plugin::{config, records, tracing};
