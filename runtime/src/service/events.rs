@@ -492,11 +492,27 @@ impl Service {
         Ok(())
     }
 
-    /// The last hour's starts of the org's workflows on records, from the store.
+    /// The last hour's starts of the org's workflows on records, from the store: the
+    /// newest [`LOOP_COUNT_ROWS`].
     pub(super) fn workflow_starts(&self, org: OrgId) -> Result<Vec<WorkflowStart>> {
-        Ok(self.shared.store.workflow_starts_since(org, self.now() - loops::HOUR)?)
+        let starts =
+            self.shared.store.workflow_starts_since(org, self.now() - loops::HOUR, LOOP_COUNT_ROWS)?;
+        if starts.len() == LOOP_COUNT_ROWS as usize {
+            tracing::warn!(
+                org = org.0,
+                "the loop rule counts only the org's newest {LOOP_COUNT_ROWS} workflow starts"
+            );
+        }
+        Ok(starts)
     }
 }
+
+/// The most workflow starts read back for an org's loop counts. An org whose workflows
+/// started more often than this within the hour (a flood: its definitions' runaway flags
+/// are up) would make every takeover of it a long read on the cluster's thread, which
+/// takes the other orgs too; its oldest starts go uncounted, so a loop among them may
+/// get a few more starts.
+const LOOP_COUNT_ROWS: u32 = 100_000;
 
 /// Replaces what the loop rule counted of the org's workflows with `starts`.
 pub(super) fn restore_loop_counts(state: &mut State, org: OrgId, starts: &[WorkflowStart]) {

@@ -1673,18 +1673,19 @@ impl Store for PostgresStore {
         })?
     }
 
-    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>> {
+    fn workflow_starts_since(&self, org: OrgId, since: Millis, limit: u32) -> Result<Vec<WorkflowStart>> {
         self.read().run(move |client| -> Result<Vec<WorkflowStart>> {
             let rows = client
                 .query(
                     "SELECT definition_id, record_entity, record_id, created_at FROM jobs
                      WHERE org_id = $1 AND created_at >= $2 AND operation = 'workflow' AND record_id IS NOT NULL
-                     ORDER BY created_at, id",
-                    &[&i64::from(org.0), &since],
+                     ORDER BY created_at DESC, id DESC LIMIT $3",
+                    &[&i64::from(org.0), &since, &i64::from(limit)],
                 )
                 .db()?;
             Ok(rows
                 .iter()
+                .rev()
                 .map(|row| WorkflowStart {
                     definition: DefinitionId(row.get::<_, i64>(0) as u64),
                     record: (row.get::<_, Option<String>>(1).unwrap_or_default(), row.get(2)),

@@ -953,17 +953,11 @@ impl Store for SqliteStore {
         Ok(count as u32)
     }
 
-    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>> {
+    fn workflow_starts_since(&self, org: OrgId, since: Millis, limit: u32) -> Result<Vec<WorkflowStart>> {
         let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT definition_id, record_entity, record_id, created_at FROM jobs
-                 WHERE org_id = ?1 AND created_at >= ?2 AND operation = 'workflow' AND record_id IS NOT NULL
-                 ORDER BY created_at, id",
-            )
-            .db()?;
+        let mut statement = connection.prepare_cached(WORKFLOW_STARTS).db()?;
         let rows = statement
-            .query_map(params![org.0, since], |row| {
+            .query_map(params![org.0, since, limit], |row| {
                 Ok(WorkflowStart {
                     definition: DefinitionId(row.get::<_, i64>(0)? as u64),
                     record: (row.get::<_, Option<String>>(1)?.unwrap_or_default(), row.get(2)?),
@@ -971,7 +965,9 @@ impl Store for SqliteStore {
                 })
             })
             .db()?;
-        rows.collect::<rusqlite::Result<_>>().db()
+        let mut starts: Vec<WorkflowStart> = rows.collect::<rusqlite::Result<_>>().db()?;
+        starts.reverse();
+        Ok(starts)
     }
 
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64> {
@@ -1357,6 +1353,12 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
     Ok(())
 }
 
+/// The newest workflow jobs on a record of an org since a time, from the partial index
+/// `jobs_workflow_starts` (migration 7).
+const WORKFLOW_STARTS: &str = "SELECT definition_id, record_entity, record_id, created_at FROM jobs
+    WHERE org_id = ?1 AND created_at >= ?2 AND operation = 'workflow' AND record_id IS NOT NULL
+    ORDER BY created_at DESC, id DESC LIMIT ?3";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1368,8 +1370,10 @@ mod tests {
         let connection = store.read();
         let mut statement =
             connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("a valid statement");
+        let values: [&dyn rusqlite::ToSql; 4] = [&30, &0, &"x", &10];
+        let bound = &values[..statement.parameter_count()];
         let details = statement
-            .query_map(params![30, 0, "x", 10], |row| row.get::<_, String>(3))
+            .query_map(bound, |row| row.get::<_, String>(3))
             .expect("a plan")
             .collect::<rusqlite::Result<Vec<_>>>()
             .expect("its rows");
@@ -1381,5 +1385,12 @@ mod tests {
         let plan = plan(PURGEABLE);
         assert!(plan.contains("jobs_finished"), "{plan}");
         assert!(!plan.contains("SCAN jobs"), "{plan}");
+    }
+
+    #[test]
+    fn the_loop_rules_starts_are_read_from_their_partial_index() {
+        let plan = plan(WORKFLOW_STARTS);
+        assert!(plan.contains("jobs_workflow_starts"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "in the index's order: {plan}");
     }
 }

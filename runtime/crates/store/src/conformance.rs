@@ -2,7 +2,7 @@
 //! against a fresh store of theirs ([`run`] and [`cluster`]); a new backend passes it
 //! before anything else uses it. It panics on the first behaviour that differs.
 
-use sluice_core::jobs::{DefinitionId, JobId, Lane, OrgId, Quotas, Status};
+use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use sluice_core::records::{Attributes, Condition, Filter, Operator, RecordChange, RecordError, Value};
 use sluice_core::run::{Accounting, Mode, Stage};
 
@@ -426,6 +426,36 @@ pub fn cluster(store: &dyn Store) {
     assert!(!store.take_singleton("retention", "n2", 30_000).unwrap());
     assert!(store.take_singleton("retention", "n1", -1).unwrap(), "the holder renews");
     assert!(store.take_singleton("retention", "n2", 30_000).unwrap(), "a lapsed singleton is taken");
+
+    // The loop rule's starts: the org's workflow jobs on a record since a time, the newest
+    // `limit`, oldest first.
+    let workflow = |n: u32, record: Option<&str>| NewJob {
+        lane: Lane::Regular,
+        operation: Operation::Workflow,
+        definition: DefinitionId(70),
+        record: record.map(|id| ("account".to_owned(), id.to_owned())),
+        ..new_job(org, n)
+    };
+    let other = store.create_org("elsewhere").unwrap();
+    store
+        .insert_jobs(&[
+            workflow(100, Some("a1")),
+            workflow(200, Some("a1")),
+            workflow(300, Some("a2")),
+            workflow(400, None),
+            NewJob { created_at: 1_350, ..new_job(org, 9) },
+            NewJob { org: other, ..workflow(500, Some("a1")) },
+        ])
+        .unwrap();
+    let starts = |since, limit| -> Vec<(String, Millis)> {
+        let starts = store.workflow_starts_since(org, since, limit).unwrap();
+        assert!(starts.iter().all(|s| s.definition == DefinitionId(70) && s.record.0 == "account"));
+        starts.into_iter().map(|s| (s.record.1, s.created_at)).collect()
+    };
+    let all = vec![("a1".to_owned(), 1_100), ("a1".to_owned(), 1_200), ("a2".to_owned(), 1_300)];
+    assert_eq!(starts(0, 100), all, "workflow jobs on a record of this org only");
+    assert_eq!(starts(1_200, 100), all[1..], "since a time");
+    assert_eq!(starts(0, 2), all[1..], "the newest");
 }
 
 /// How one node hears of another's commits (`Store::wait_for_news`), for a backend that

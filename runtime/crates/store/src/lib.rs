@@ -169,10 +169,11 @@ pub trait Store: RecordStore {
     fn adopt_jobs(&self, held: &[Fence]) -> Result<Vec<JobRow>>;
     /// Starts of an org's lane at or after `since` (a taker restores the throughput window).
     fn starts_since(&self, org: OrgId, lane: Lane, since: Millis) -> Result<u32>;
-    /// The org's workflow jobs on a record created at or after `since`, oldest first: a
-    /// node rebuilds the loop rule's counts from them when it starts and when it takes
-    /// an org over, so that neither gives a looping workflow 16 more starts.
-    fn workflow_starts_since(&self, org: OrgId, since: Millis) -> Result<Vec<WorkflowStart>>;
+    /// The org's workflow jobs on a record created at or after `since`, the newest
+    /// `limit` of them, oldest first: a node rebuilds the loop rule's counts from them
+    /// when it starts and when it takes an org over, so that neither gives a looping
+    /// workflow 16 more starts.
+    fn workflow_starts_since(&self, org: OrgId, since: Millis, limit: u32) -> Result<Vec<WorkflowStart>>;
     /// Adds a change to the log; returns its id.
     fn log_change(&self, org: OrgId, kind: ChangeKind, key: u64) -> Result<u64>;
     /// The changes after `after`, oldest first, at most `limit`.
