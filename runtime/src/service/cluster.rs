@@ -251,7 +251,12 @@ impl Service {
         // Counted here before the org's next start is planned here (a job committed
         // elsewhere between the take and this read is counted again when adopted: one
         // start too many, in a window of milliseconds).
-        let workflow_starts = self.workflow_starts(org)?;
+        // The lease is taken: a failed read must not leave the org unserved until it
+        // expires. The loop rule then counts from zero here.
+        let workflow_starts = self.workflow_starts(org).unwrap_or_else(|e| {
+            tracing::warn!(org = org.0, error = %e, "could not read the org's workflow starts back");
+            Vec::new()
+        });
         let undelivered: Vec<(OrgId, JobId)> =
             store.undelivered_callbacks()?.into_iter().filter(|(o, _)| *o == org).collect();
         let jobs = taken.jobs.len();

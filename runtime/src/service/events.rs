@@ -518,7 +518,11 @@ const LOOP_COUNT_ROWS: u32 = 100_000;
 pub(super) fn restore_loop_counts(state: &mut State, org: OrgId, starts: &[WorkflowStart]) {
     let State { loops, definitions, .. } = state;
     loops.forget_workflows(|d| definitions.get(&d).is_some_and(|d| d.org == org));
-    for start in starts.iter().filter(|s| !s.record.1.is_empty()) {
+    // As planning counts them: a job refused for its depth never counted as a start.
+    let counted = |s: &&WorkflowStart| {
+        !s.record.1.is_empty() && s.error_code.as_deref() != Some(loops::DEPTH_ERROR_CODE)
+    };
+    for start in starts.iter().filter(counted) {
         let (entity, id) = &start.record;
         loops.workflow_loops(start.definition, (entity, id), start.created_at);
     }

@@ -212,14 +212,17 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE definitions ADD COLUMN runaway_flag TEXT;
     ",
-    // 8: when a lease was given back, in the releasing node's clock: the next holder
-    // starts nothing of the org before its own clock has passed it (see `take_lease`);
-    // workflow jobs on a record by creation time, for the loop rule's counts (see
-    // `workflow_starts_since`), in a partial index no other job pays an entry for.
+    // 8: workflow jobs on a record by creation time, for the loop rule's counts (see
+    // `workflow_starts_since`), in a partial index no other job has entries in; when a
+    // lease was given back, in the releasing node's clock: the next holder starts
+    // nothing of the org before its own clock has passed it (see `take_lease`). The
+    // index first: building it reads all of `jobs` and holds writes to it meanwhile,
+    // and the lease table, locked by the `ALTER` until the commit, stays free for
+    // other nodes' renewals during the build.
     "
-    ALTER TABLE shard_leases ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX jobs_workflow_starts ON jobs (org_id, created_at)
         WHERE operation = 'workflow' AND record_id IS NOT NULL;
+    ALTER TABLE shard_leases ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0;
     ",
 ];
 
@@ -1677,9 +1680,9 @@ impl Store for PostgresStore {
         self.read().run(move |client| -> Result<Vec<WorkflowStart>> {
             let rows = client
                 .query(
-                    "SELECT definition_id, record_entity, record_id, created_at FROM jobs
+                    "SELECT definition_id, record_entity, record_id, created_at, error_code FROM jobs
                      WHERE org_id = $1 AND created_at >= $2 AND operation = 'workflow' AND record_id IS NOT NULL
-                     ORDER BY created_at DESC, id DESC LIMIT $3",
+                     ORDER BY created_at DESC LIMIT $3",
                     &[&i64::from(org.0), &since, &i64::from(limit)],
                 )
                 .db()?;
@@ -1690,6 +1693,7 @@ impl Store for PostgresStore {
                     definition: DefinitionId(row.get::<_, i64>(0) as u64),
                     record: (row.get::<_, Option<String>>(1).unwrap_or_default(), row.get(2)),
                     created_at: row.get(3),
+                    error_code: row.get(4),
                 })
                 .collect())
         })?

@@ -962,6 +962,7 @@ impl Store for SqliteStore {
                     definition: DefinitionId(row.get::<_, i64>(0)? as u64),
                     record: (row.get::<_, Option<String>>(1)?.unwrap_or_default(), row.get(2)?),
                     created_at: row.get(3)?,
+                    error_code: row.get(4)?,
                 })
             })
             .db()?;
@@ -1355,9 +1356,10 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
 
 /// The newest workflow jobs on a record of an org since a time, from the partial index
 /// `jobs_workflow_starts` (migration 7).
-const WORKFLOW_STARTS: &str = "SELECT definition_id, record_entity, record_id, created_at FROM jobs
+const WORKFLOW_STARTS: &str =
+    "SELECT definition_id, record_entity, record_id, created_at, error_code FROM jobs
     WHERE org_id = ?1 AND created_at >= ?2 AND operation = 'workflow' AND record_id IS NOT NULL
-    ORDER BY created_at DESC, id DESC LIMIT ?3";
+    ORDER BY created_at DESC LIMIT ?3";
 
 #[cfg(test)]
 mod tests {

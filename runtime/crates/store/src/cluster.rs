@@ -28,8 +28,8 @@ pub struct Lease {
 pub struct Taken {
     pub fence: Fence,
     pub jobs: Vec<JobRow>,
-    /// The last time the org's previous holder stored, in its own clock, when it gave
-    /// the lease back (0 if it never did). Nodes' clocks differ by a few milliseconds
+    /// The last time stored for the org, in its holder's clock, when a holder last gave
+    /// the lease back (0 if none ever did; a holder whose lease expired gives none). Nodes' clocks differ by a few milliseconds
     /// at most; a taker whose clock is behind starts the org's jobs only after it, so
     /// no stored start of the new holder precedes a stored end of the old one.
     pub released_at: Millis,

@@ -458,4 +458,7 @@ pub struct WorkflowStart {
     /// The record's entity and id.
     pub record: (String, String),
     pub created_at: Millis,
+    /// Why it ended, if it failed or was canceled (a job refused for its depth was never
+    /// counted as a start).
+    pub error_code: Option<String>,
 }
