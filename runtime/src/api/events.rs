@@ -15,8 +15,9 @@ use crate::service::{Event, EventOutcome};
 /// are time-ordered): its size is what one tenant can make others wait.
 const MAX_BATCH: usize = 1_000;
 
-/// At most this many events in one import request: an import commits 100 events a
-/// transaction (`IMPORT_CHUNK`), so others' commits go between.
+/// At most this many events in one import request: an import commits 20 events a
+/// transaction while others commit (`IMPORT_CHUNK`), 100 alone, so others' commits go
+/// between.
 const MAX_IMPORT: usize = 5_000;
 
 fn view(outcome: EventOutcome) -> EventView {

@@ -228,6 +228,9 @@ struct Shared {
     compile_turns: crate::turns::Turns<OrgId>,
     /// Each org's turn to commit a request (see `Service::commit_turn`).
     commit_turns: crate::turns::Turns<OrgId>,
+    /// When each org last asked for its turn to commit: an import commits in smaller
+    /// transactions while other orgs are committing too (`Service::others_committing`).
+    committing: Mutex<HashMap<OrgId, std::time::Instant>>,
     /// Why the driver stopped, once it has.
     failure: Mutex<Option<String>>,
     /// The last entry of the change log this node applied (several nodes).
@@ -440,6 +443,10 @@ impl State {
     }
 }
 
+/// How recently another org must have committed for an import to commit in its small
+/// transactions (`events::IMPORT_CHUNK`) rather than its large ones.
+const COMMITTING_RECENTLY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Service {
     /// Opens the service on a store: loads quotas and definitions, and rebuilds the
     /// scheduler from the unfinished jobs (a job that was running when the node died
@@ -534,6 +541,7 @@ impl Service {
                 compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
+                committing: Mutex::new(HashMap::new()),
                 failure: Mutex::new(None),
                 last_change: Mutex::new(last_change),
                 completions: tokio::sync::broadcast::channel(COMPLETIONS_KEPT).0,
@@ -713,7 +721,19 @@ impl Service {
     /// anyone else's: an org's request flood costs the others one commit of waiting,
     /// not the flood. Its sync steps still run side by side before their turn.
     async fn commit_turn(&self, org: OrgId) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.shared
+            .committing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(org, std::time::Instant::now());
         self.shared.commit_turns.take(&org).await.ok_or_else(shutting_down)
+    }
+
+    /// Whether an org other than `org` asked to commit within [`COMMITTING_RECENTLY`].
+    fn others_committing(&self, org: OrgId) -> bool {
+        let mut committing = self.shared.committing.lock().unwrap_or_else(|e| e.into_inner());
+        committing.retain(|_, at| at.elapsed() < COMMITTING_RECENTLY);
+        committing.keys().any(|other| *other != org)
     }
 
     /// Validates and stores a plug-in as the API does: compiled off the request's
