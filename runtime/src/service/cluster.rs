@@ -248,11 +248,10 @@ impl Service {
             let since = now.div_euclid(window) * window;
             windows.push((lane, store.starts_since(org, lane, since)?));
         }
-        // Counted here before the org's next start is planned here (a job committed
-        // elsewhere between the take and this read is counted again when adopted: one
-        // start too many, in a window of milliseconds).
-        // The lease is taken: a failed read must not leave the org unserved until it
-        // expires. The loop rule then counts from zero here.
+        // Read before the org's next job is planned here (a job committed elsewhere
+        // between the take and this read is counted again when adopted: one start too
+        // many, in a window of milliseconds). The lease is taken, so a failed read must
+        // not leave the org unserved until it expires: the counts start from zero.
         let workflow_starts = self.workflow_starts(org).unwrap_or_else(|e| {
             tracing::warn!(org = org.0, error = %e, "could not read the org's workflow starts back");
             Vec::new()

@@ -490,8 +490,6 @@ pub const IMPORT_CHUNKS_ALONE: usize = 5;
 /// per event, so it may be replaced before the request's jobs are made).
 type Coalesced = std::collections::BTreeMap<(DefinitionId, &'static str), (Arc<Definition>, Vec<String>)>;
 
-/// The jobs of an import's coalesced triggers: per definition, one per `N` records
-/// (`batched(N)`) or one in all (`after-import`), each with its own correlation.
 impl Service {
     /// Counts the loop rule's workflow starts again from the store: the last hour's
     /// workflow jobs on a record of `org` (of every org: `None`). A node does so when it
@@ -545,6 +543,8 @@ pub(super) fn restore_loop_counts(state: &mut State, org: OrgId, starts: &[Workf
     }
 }
 
+/// The jobs of an import's coalesced triggers: per definition, one per `N` records
+/// (`batched(N)`) or one in all (`after-import`), each with its own correlation.
 fn bulk_jobs(state: &mut State, org: OrgId, coalesced: Coalesced, now: Millis) -> Vec<NewJob> {
     let mut jobs = Vec::new();
     for ((id, message), (definition, ids)) in coalesced {

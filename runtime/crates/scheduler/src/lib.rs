@@ -437,7 +437,9 @@ impl Scheduler {
             let org = key.1;
             let quotas = self.quotas(org, lane);
             let draining = self.draining.contains(&org);
-            if self.starting_from.get(&org).is_some_and(|from| now < *from) {
+            // (Empty but for a moment after a takeover: checked first, on the dequeue path.)
+            if !self.starting_from.is_empty() && self.starting_from.get(&org).is_some_and(|from| now < *from)
+            {
                 // Stays in the ring: its turn comes again once the time is reached.
                 continue;
             }
