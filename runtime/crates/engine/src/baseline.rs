@@ -2,10 +2,15 @@
 //! same plug-in component (pooling allocator, `InstancePre`, a fresh WASI context per
 //! call, synchronous, stub host services, optionally fuel and nothing else). Used by
 //! `cargo bench` and `sluice bench`, in the same run as the Sluice side.
+//!
+//! As wasmtime's generated bindings have it, the loop type-checks the handler at every
+//! instantiation; [`Bare::checking_once`] checks it once, as Sluice's engine does (see
+//! `Plugin::handler`), for the strictest comparison.
 
 use std::path::Path;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -69,7 +74,19 @@ pub struct Bare {
     engine: wasmtime::Engine,
     pre: bindings::PluginPre<BareState>,
     fuel: bool,
+    /// The handler's export, when its type was checked once (`checking_once`).
+    checked_execute: Option<ComponentExportIndex>,
 }
+
+type Handler<'a> = TypedFunc<
+    (&'a context::ExecutionContext,),
+    (
+        Result<
+            bindings::exports::sluice::plugin::handler::Output,
+            bindings::exports::sluice::plugin::handler::PluginError,
+        >,
+    ),
+>;
 
 impl Bare {
     /// `fuel` turns on wasmtime's fuel metering alone, to tell its cost from Sluice's.
@@ -88,7 +105,30 @@ impl Bare {
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         let component = Component::from_file(&engine, Path::new(path))?;
         let pre = bindings::PluginPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Bare { engine, pre, fuel })
+        Ok(Bare { engine, pre, fuel, checked_execute: None })
+    }
+
+    /// The loop without fuel, its handler's type checked here rather than at every call.
+    pub fn checking_once(path: &str) -> wasmtime::Result<Bare> {
+        let mut bare = Bare::new(path, false)?;
+        let pre = bare.pre.instance_pre();
+        let component = pre.component();
+        let (_, handler) = component
+            .get_export(None, "sluice:plugin/handler@0.1.0")
+            .ok_or_else(|| wasmtime::format_err!("no handler"))?;
+        let Some((ComponentItem::ComponentFunc(execute), index)) =
+            component.get_export(Some(&handler), "execute")
+        else {
+            wasmtime::bail!("no `execute` function");
+        };
+        execute.typecheck::<(context::ExecutionContext,), (
+            Result<
+                bindings::exports::sluice::plugin::handler::Output,
+                bindings::exports::sluice::plugin::handler::PluginError,
+            >,
+        )>(&pre.instance_type())?;
+        bare.checked_execute = Some(index);
+        Ok(bare)
     }
 
     /// One instantiate + call; panics if the plug-in fails (baselines run known plug-ins).
@@ -98,10 +138,25 @@ impl Bare {
         if self.fuel {
             store.set_fuel(u64::MAX / 2).expect("fuel is enabled on a fuel baseline");
         }
-        let plugin = self.pre.instantiate(&mut store).expect("the baseline plug-in instantiates");
-        let output =
-            plugin.sluice_plugin_handler().call_execute(&mut store, context).expect("the baseline call runs");
-        assert!(output.is_ok());
+        let output = match self.checked_execute {
+            None => {
+                let plugin = self.pre.instantiate(&mut store).expect("the baseline plug-in instantiates");
+                plugin.sluice_plugin_handler().call_execute(&mut store, context)
+            }
+            Some(index) => {
+                let instance = self
+                    .pre
+                    .instance_pre()
+                    .instantiate(&mut store)
+                    .expect("the baseline plug-in instantiates");
+                let execute = instance.get_func(&mut store, index).expect("the handler is exported");
+                // SAFETY: `checking_once` checked this export's type against `Handler`.
+                #[allow(unsafe_code)]
+                let handler = unsafe { Handler::new_unchecked(execute) };
+                handler.call(&mut store, (context,)).map(|(output,)| output)
+            }
+        };
+        assert!(output.expect("the baseline call runs").is_ok());
     }
 }
 

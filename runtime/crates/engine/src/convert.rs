@@ -146,13 +146,14 @@ pub(crate) fn filter_from_wit(filter: wit_records::Filter) -> Result<Filter, Rec
     })
 }
 
-pub(crate) fn context_to_wit(ctx: &ExecutionContext) -> context::ExecutionContext {
+/// The context as the guest receives it (taken: an execution hands its context over).
+pub(crate) fn context_to_wit(ctx: ExecutionContext) -> context::ExecutionContext {
     context::ExecutionContext {
-        org_id: ctx.org_id.clone(),
-        user_id: ctx.user_id.clone(),
-        message: ctx.message.clone(),
-        entity: ctx.entity.clone(),
-        record_id: ctx.record_id.clone(),
+        org_id: ctx.org_id,
+        user_id: ctx.user_id,
+        message: ctx.message,
+        entity: ctx.entity,
+        record_id: ctx.record_id,
         stage: match ctx.stage {
             Stage::PreValidation => context::Stage::PreValidation,
             Stage::PreOperation => context::Stage::PreOperation,
@@ -163,12 +164,12 @@ pub(crate) fn context_to_wit(ctx: &ExecutionContext) -> context::ExecutionContex
             Mode::Asynchronous => context::Mode::Asynchronous,
         },
         depth: ctx.depth,
-        correlation_id: ctx.correlation_id.clone(),
-        input_parameters: attributes_to_wit(ctx.input_parameters.clone()),
-        target: ctx.target.clone().map(entity_to_wit),
-        pre_image: ctx.pre_image.clone().map(entity_to_wit),
-        post_image: ctx.post_image.clone().map(entity_to_wit),
-        shared_variables: attributes_to_wit(ctx.shared_variables.clone()),
+        correlation_id: ctx.correlation_id,
+        input_parameters: attributes_to_wit(ctx.input_parameters),
+        target: ctx.target.map(entity_to_wit),
+        pre_image: ctx.pre_image.map(entity_to_wit),
+        post_image: ctx.post_image.map(entity_to_wit),
+        shared_variables: attributes_to_wit(ctx.shared_variables),
     }
 }
 

@@ -28,7 +28,10 @@ pub struct FairCpu {
 #[derive(Default)]
 struct State {
     free: usize,
-    orgs: HashMap<Arc<str>, OrgTime>,
+    /// Each org's place in `times`: an execution looks its org up once, at its start,
+    /// and uses the place from then on (every poll of every plug-in passes here).
+    places: HashMap<Arc<str>, usize>,
+    times: Vec<OrgTime>,
     /// The highest virtual time a turn was taken at.
     floor: u64,
     /// Executions waiting for a turn, in arrival order (few: at most the running ones).
@@ -47,7 +50,8 @@ struct OrgTime {
 
 struct Waiter {
     ticket: u64,
-    org: Arc<str>,
+    /// The org's place in `State::times`.
+    org: usize,
     waker: Waker,
 }
 
@@ -65,24 +69,27 @@ impl FairCpu {
     /// The handle one execution of `org` polls through.
     pub fn execution(self: &Arc<Self>, org: &str) -> CpuTurn {
         let mut state = self.lock();
-        let floor = state.floor;
-        // The org's name as the map holds it: no allocation per execution once known.
-        let org: Arc<str> = match state.orgs.get_key_value(org) {
-            Some((known, _)) => known.clone(),
-            None => Arc::from(org),
+        let state = &mut *state;
+        let place = match state.places.get(org) {
+            Some(&place) => place,
+            None => {
+                state.times.push(OrgTime::default());
+                state.places.insert(Arc::from(org), state.times.len() - 1);
+                state.times.len() - 1
+            }
         };
-        let time = state.orgs.entry(org.clone()).or_default();
+        let time = &mut state.times[place];
         if time.executions == 0 {
-            time.used_ns = time.used_ns.max(floor);
+            time.used_ns = time.used_ns.max(state.floor);
         }
         time.executions += 1;
-        drop(state);
-        CpuTurn { cpu: self.clone(), org, ticket: None, held_since: None }
+        CpuTurn { cpu: self.clone(), org: place, ticket: None, held_since: None, owed_ns: 0 }
     }
 
     /// The CPU each org has been charged, in ns of virtual time (for tests and metrics).
     pub fn used_ns(&self, org: &str) -> u64 {
-        self.lock().orgs.get(org).map_or(0, |t| t.used_ns)
+        let state = self.lock();
+        state.places.get(org).map_or(0, |&place| state.times[place].used_ns)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -96,28 +103,44 @@ impl State {
     fn dispatch(&mut self) -> Vec<Waker> {
         let mut wake = Vec::new();
         while self.free > 0 && !self.waiting.is_empty() {
-            let used = |w: &Waiter| self.orgs.get(&w.org).map_or(0, |t| t.used_ns);
+            let used = |w: &Waiter| self.times[w.org].used_ns;
             let best = (0..self.waiting.len())
                 .min_by_key(|&i| (used(&self.waiting[i]), self.waiting[i].ticket))
                 .expect("not empty");
             let waiter = self.waiting.swap_remove(best);
-            self.floor = self.floor.max(used(&waiter));
+            self.floor = self.floor.max(self.times[waiter.org].used_ns);
             self.free -= 1;
             self.granted.insert(waiter.ticket);
             wake.push(waiter.waker);
         }
         wake
     }
+
+    /// Charges `org` for a turn it held and frees the turn.
+    fn give_back(&mut self, org: usize, since: Instant, extra_ns: u64) {
+        let spent = (since.elapsed().as_nanos() as u64).saturating_add(extra_ns);
+        let time = &mut self.times[org];
+        time.used_ns = time.used_ns.saturating_add(spent);
+        self.free += 1;
+    }
+}
+
+/// Wakes whoever was handed a turn, once the state's lock is let go.
+fn wake_all(wake: Vec<Waker>) {
+    wake.into_iter().for_each(Waker::wake);
 }
 
 /// One execution's access to the CPU turns. Dropping it gives back whatever it holds.
 pub struct CpuTurn {
     cpu: Arc<FairCpu>,
-    org: Arc<str>,
+    /// The org's place in `State::times`.
+    org: usize,
     /// Waiting (or granted) under this ticket.
     ticket: Option<u64>,
     /// Holding a turn since.
     held_since: Option<Instant>,
+    /// Work done for it elsewhere, to charge when the held turn is given back at drop.
+    owed_ns: u64,
 }
 
 impl CpuTurn {
@@ -131,19 +154,18 @@ impl CpuTurn {
             Some(ticket) => ticket,
             None if state.free > 0 && state.waiting.is_empty() => {
                 state.free -= 1;
-                let used = state.orgs.get(&self.org).map_or(0, |t| t.used_ns);
-                state.floor = state.floor.max(used);
+                state.floor = state.floor.max(state.times[self.org].used_ns);
                 self.held_since = Some(Instant::now());
                 return Poll::Ready(());
             }
             None => {
                 let ticket = state.next_ticket;
                 state.next_ticket += 1;
-                state.waiting.push(Waiter { ticket, org: self.org.clone(), waker: cx.waker().clone() });
+                state.waiting.push(Waiter { ticket, org: self.org, waker: cx.waker().clone() });
                 self.ticket = Some(ticket);
                 let wake = state.dispatch();
                 drop(state);
-                wake.into_iter().for_each(Waker::wake);
+                wake_all(wake);
                 state = self.cpu.lock();
                 ticket
             }
@@ -163,22 +185,27 @@ impl CpuTurn {
     /// `extra_ns` of work done for it elsewhere (host calls on other threads).
     pub fn give_back(&mut self, extra_ns: u64) {
         let Some(since) = self.held_since.take() else { return };
-        let spent = (since.elapsed().as_nanos() as u64).saturating_add(extra_ns);
         let mut state = self.cpu.lock();
-        if let Some(time) = state.orgs.get_mut(&self.org) {
-            time.used_ns = time.used_ns.saturating_add(spent);
-        }
-        state.free += 1;
+        state.give_back(self.org, since, extra_ns);
         let wake = state.dispatch();
         drop(state);
-        wake.into_iter().for_each(Waker::wake);
+        wake_all(wake);
+    }
+
+    /// Keeps the turn after a poll that ended the execution: it is given back, charged
+    /// with `extra_ns` as [`give_back`](Self::give_back) would, when this handle is
+    /// dropped (one hold of the lock for both).
+    pub fn keep_until_drop(&mut self, extra_ns: u64) {
+        self.owed_ns = self.owed_ns.saturating_add(extra_ns);
     }
 }
 
 impl Drop for CpuTurn {
     fn drop(&mut self) {
-        self.give_back(0);
         let mut state = self.cpu.lock();
+        if let Some(since) = self.held_since.take() {
+            state.give_back(self.org, since, self.owed_ns);
+        }
         if let Some(ticket) = self.ticket.take() {
             if state.granted.remove(&ticket) {
                 state.free += 1;
@@ -186,12 +213,10 @@ impl Drop for CpuTurn {
                 state.waiting.retain(|w| w.ticket != ticket);
             }
         }
-        if let Some(time) = state.orgs.get_mut(&self.org) {
-            time.executions -= 1;
-        }
+        state.times[self.org].executions -= 1;
         let wake = state.dispatch();
         drop(state);
-        wake.into_iter().for_each(Waker::wake);
+        wake_all(wake);
     }
 }
 
@@ -215,7 +240,9 @@ mod tests {
 
     /// Holds a turn for `ns` of charged time.
     fn charge(cpu: &Arc<FairCpu>, org: &str, ns: u64) {
-        cpu.lock().orgs.get_mut(org).unwrap().used_ns += ns;
+        let mut state = cpu.lock();
+        let place = state.places[org];
+        state.times[place].used_ns += ns;
     }
 
     #[test]

@@ -92,8 +92,10 @@ pub(crate) struct ExecutionState {
     pub write_attempts: u64,
     /// Fuel the host calls since the guest last ran have cost (taken when they return).
     pub fuel_debt: u64,
-    /// This org's turn to make record calls (shared by its executions on this node).
-    pub record_gate: Arc<tokio::sync::Semaphore>,
+    /// Every org's turns to make record calls on this node; this org's are looked up at
+    /// the execution's first record call (most make none) and kept in `record_gate`.
+    pub record_turns: Arc<crate::turns::Turns<String>>,
+    pub record_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Time record calls spent on the blocking pool, not yet charged to the org's CPU
     /// turns (see `execute::guarded`): host work done for a guest counts in its org's
     /// share like the guest's own code.
@@ -130,12 +132,11 @@ impl ExecutionState {
         call: impl FnOnce(&OrgRecords) -> R + Send + 'static,
     ) -> wasmtime::Result<R> {
         let started = Instant::now();
-        let _turn = self
-            .record_gate
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HostTrap::HostFailure(e.to_string()))?;
+        let gate = match &self.record_gate {
+            Some(gate) => gate.clone(),
+            None => self.record_gate.insert(self.record_turns.of(&self.records.org().to_owned())).clone(),
+        };
+        let _turn = gate.acquire_owned().await.map_err(|e| HostTrap::HostFailure(e.to_string()))?;
         let records = self.records.clone();
         let done = tokio::task::spawn_blocking(move || {
             let working = Instant::now();

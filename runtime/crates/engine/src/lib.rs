@@ -106,7 +106,7 @@ struct Inner {
     /// Components compiled since start (cache hits and cheap refusals not counted).
     compilations: std::sync::atomic::AtomicU64,
     /// Each org's turn to make record calls (see `host::RECORD_CALLS_PER_ORG`).
-    record_turns: crate::turns::Turns<String>,
+    record_turns: Arc<crate::turns::Turns<String>>,
     /// Turns on the CPU, shared across orgs by what each used (see `cpu`).
     cpu: Arc<FairCpu>,
 }
@@ -176,7 +176,7 @@ impl Engine {
             cache,
             refused: Default::default(),
             compilations: Default::default(),
-            record_turns: crate::turns::Turns::new(host::RECORD_CALLS_PER_ORG),
+            record_turns: Arc::new(crate::turns::Turns::new(host::RECORD_CALLS_PER_ORG)),
             cpu: FairCpu::new(cpu_turns),
         };
         Ok(Engine { inner: Arc::new(inner) })

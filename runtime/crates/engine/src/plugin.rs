@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wasmtime::AsContextMut;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, TypedFunc};
 
 use super::cache::sha256_hex;
 use super::host::ExecutionState;
-use super::host::bindings::PluginPre;
 use super::host::bindings::exports::sluice::plugin::handler::{Output, PluginError};
 use super::host::bindings::sluice::plugin::context::ExecutionContext;
 use super::{Engine, LoadError};
@@ -103,32 +103,58 @@ fn micros<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S:
 /// A validated, compiled plug-in, ready to instantiate. Cheap to clone.
 #[derive(Clone)]
 pub struct Plugin {
-    pub(crate) pre: Arc<PluginPre<ExecutionState>>,
+    pub(crate) pre: Arc<InstancePre<ExecutionState>>,
+    /// The handler's `execute` function among the component's exports, its type checked.
+    execute: ComponentExportIndex,
     pub(crate) info: Arc<PluginInfo>,
     /// Whether it imports the record calls, the only host calls that cost fuel.
     pub(crate) pays_host_fuel: bool,
 }
 
+/// The handler's `execute` function as the host calls it.
+pub(crate) type Handler<'a> = TypedFunc<(&'a ExecutionContext,), (Result<Output, PluginError>,)>;
+
 impl Plugin {
     pub fn info(&self) -> &PluginInfo {
         &self.info
     }
+
+    /// The handler of an instance of this plug-in.
+    ///
+    /// The generated bindings (`PluginPre::instantiate_async`) type-check every export at
+    /// every instantiation: a walk of the execution context's record type that was 6% of a
+    /// trivial execution. The type cannot change between executions: it was checked once,
+    /// when the plug-in was loaded.
+    #[allow(unsafe_code)]
+    pub(crate) fn handler<'a>(
+        &self,
+        store: impl AsContextMut<Data = ExecutionState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Handler<'a>> {
+        let execute = instance
+            .get_func(store, self.execute)
+            .ok_or_else(|| wasmtime::format_err!("the instance has no `{HANDLER_EXPORT}#execute`"))?;
+        // SAFETY: `check_handler_type` checked this export of `pre`'s component against
+        // exactly this signature (`&T` lowers as `T`) when the plug-in was loaded, and the
+        // instance was made from `pre`: wasmtime's own bindings call through
+        // `new_unchecked` on the same grounds.
+        Ok(unsafe { Handler::new_unchecked(execute) })
+    }
 }
 
-/// Checks the handler's `execute` function against the WIT signature.
-///
-/// wasmtime 48's generated `PluginPre::new` resolves interface exports by name only and
-/// type-checks them at instantiation, which runs guest code; this checks first, the way
-/// the generated code does for world-level functions (`ComponentFunc::typecheck`).
-fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<(), LoadError> {
+/// Checks the handler's `execute` function against the WIT signature, before any guest
+/// code runs (`ComponentFunc::typecheck`, as wasmtime's generated code does for
+/// world-level functions), and returns where it is among the exports.
+fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<ComponentExportIndex, LoadError> {
     let mismatch = |reason: String| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason };
     let component = pre.component();
     let (_, handler) = component
         .get_export(None, HANDLER_EXPORT)
         .ok_or(LoadError::MissingExport { expected: HANDLER_EXPORT })?;
     match component.get_export(Some(&handler), "execute") {
-        Some((ComponentItem::ComponentFunc(execute), _)) => execute
+        Some((ComponentItem::ComponentFunc(execute), index)) => execute
             .typecheck::<(ExecutionContext,), (Result<Output, PluginError>,)>(&pre.instance_type())
+            .map(|()| index)
             .map_err(|e| mismatch(format!("`execute`: {e:#}"))),
         Some(_) => Err(mismatch("`execute` is not a function".into())),
         None => Err(mismatch("it has no `execute` function".into())),
@@ -193,9 +219,7 @@ impl Engine {
         if !exports.iter().any(|name| name == HANDLER_EXPORT) {
             return Err(LoadError::MissingExport { expected: HANDLER_EXPORT });
         }
-        check_handler_type(&instance_pre)?;
-        let pre = PluginPre::new(instance_pre)
-            .map_err(|e| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason: format!("{e:#}") })?;
+        let execute = check_handler_type(&instance_pre)?;
         // Accepted: only now is newly compiled code kept for the next load.
         let from_cache = compiled.is_none();
         if let Some(component) = compiled {
@@ -218,7 +242,7 @@ impl Engine {
             totals: shape.totals,
         };
         let pays_host_fuel = info.imports.iter().any(|name| name.starts_with(RECORDS_INTERFACE));
-        Ok(Plugin { pre: Arc::new(pre), info: Arc::new(info), pays_host_fuel })
+        Ok(Plugin { pre: Arc::new(instance_pre), execute, info: Arc::new(info), pays_host_fuel })
     }
 
     /// The checks that need no parsing: size, emptiness, magic number, component layer.
