@@ -28,6 +28,10 @@ fn init_logging(json: bool) {
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_json);
+    // Before the runtime starts its threads: they inherit the slice.
+    if args.node_slice_us > 0 {
+        cli::threads::shorten_node_slices(args.node_slice_us);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

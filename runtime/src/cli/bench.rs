@@ -168,7 +168,7 @@ fn fresh(name: &str) -> anyhow::Result<Bench> {
     let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
     let engine = Engine::new(settings, Some(&dir.join("artifacts")))?;
     // Plug-ins on their own threads at a lower priority, as `sluice serve` runs them.
-    let executions = Some(super::sandbox_threads::handle()?);
+    let executions = Some(super::threads::handle()?);
     let options = Options { slots: 128, default_quotas: OPEN, executions, ..Options::default() };
     let service = Service::open(store, engine, Arc::new(SystemClock), options)?;
     Ok(Bench { service, _dir: tempfile_guard::Guard(dir) })
@@ -312,7 +312,7 @@ fn throughput_nodes(url: Option<&str>, nodes: usize) -> anyhow::Result<Nodes> {
         let settings = EngineSettings { max_concurrent_executions: 512, ..EngineSettings::default() };
         let engine = Engine::new(settings, Some(&dir.join(format!("artifacts-{n}"))))?;
         let cluster = ClusterOptions { node: format!("bench-{n}"), ..ClusterOptions::new() };
-        let executions = Some(super::sandbox_threads::handle()?);
+        let executions = Some(super::threads::handle()?);
         let options = Options {
             slots: 128,
             default_quotas: OPEN,
@@ -419,7 +419,7 @@ async fn throughput(
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let bare_all = bare_rate_on_threads(plugins, calls, cores)?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let sandbox_workers = super::sandbox_threads::handle()?.metrics().num_workers();
+    let sandbox_workers = super::threads::handle()?.metrics().num_workers();
     println!(
         "throughput: {} jobs over {orgs} org(s) enqueued at {} events/s",
         count(jobs),

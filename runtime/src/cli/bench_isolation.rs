@@ -30,8 +30,7 @@ const SLOTS: u32 = 16;
 fn node(dir: &Path, fairness: Fairness) -> anyhow::Result<Service> {
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
     let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
-    let options =
-        Options { fairness, executions: Some(super::sandbox_threads::handle()?), ..Options::default() };
+    let options = Options { fairness, executions: Some(super::threads::handle()?), ..Options::default() };
     Ok(Service::open(store, engine, Arc::new(SystemClock), options)?)
 }
 

@@ -123,7 +123,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         cluster: None,
         kept_payloads: config.kept_payloads,
         fairness: config.fairness,
-        executions: Some(super::sandbox_threads::handle()?),
+        executions: Some(super::threads::handle()?),
         runaway: config.runaway,
     };
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
