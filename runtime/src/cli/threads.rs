@@ -16,8 +16,9 @@
 //! slice than the running one preempts it when it wakes. Every thread the process
 //! starts inherits the main thread's slice; plug-in threads go back to the default.
 //! Measured (BENCHMARKS.md, "A short slice for the node's threads"): a victim's p99
-//! beside a CPU-bound flood about halves; trivial jobs drain about 8% slower, from the
-//! extra preemptions. `--node-slice-us 0` leaves the kernel's default.
+//! beside a CPU-bound flood is about two fifths lower, lower in every alternated pair;
+//! trivial jobs drain about 10% slower, from the extra preemptions. `--node-slice-us 0`
+//! leaves the kernel's default.
 
 use std::sync::OnceLock;
 
