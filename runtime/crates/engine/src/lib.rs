@@ -12,8 +12,9 @@
 //! outbound requests of plug-ins and callbacks may go) and [`turns`] (per-key bounds on
 //! shared work).
 
-// Unsafe code is denied everywhere but the one place that loads compiled artifacts
-// (`plugin`, `Engine::compile`), where wasmtime requires it.
+// Unsafe code is denied everywhere but where wasmtime requires it: loading compiled
+// artifacts (`plugin`, `Engine::compile`), and calling a handler through the type checked
+// at load (`Plugin::handler`; the bare baseline's `Bare::checking_once` does the same).
 #![deny(unsafe_code)]
 
 pub mod baseline;
