@@ -9,7 +9,6 @@
 
 use std::path::Path;
 
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -111,22 +110,17 @@ impl Bare {
     /// The loop without fuel, its handler's type checked here rather than at every call.
     pub fn checking_once(path: &str) -> wasmtime::Result<Bare> {
         let mut bare = Bare::new(path, false)?;
-        let pre = bare.pre.instance_pre();
-        let component = pre.component();
-        let (_, handler) = component
-            .get_export(None, "sluice:plugin/handler@0.1.0")
-            .ok_or_else(|| wasmtime::format_err!("no handler"))?;
-        let Some((ComponentItem::ComponentFunc(execute), index)) =
-            component.get_export(Some(&handler), "execute")
-        else {
-            wasmtime::bail!("no `execute` function");
-        };
-        execute.typecheck::<(context::ExecutionContext,), (
-            Result<
-                bindings::exports::sluice::plugin::handler::Output,
-                bindings::exports::sluice::plugin::handler::PluginError,
-            >,
-        )>(&pre.instance_type())?;
+        let index = crate::plugin::handler_export::<
+            _,
+            (context::ExecutionContext,),
+            (
+                Result<
+                    bindings::exports::sluice::plugin::handler::Output,
+                    bindings::exports::sluice::plugin::handler::PluginError,
+                >,
+            ),
+        >(bare.pre.instance_pre())
+        .map_err(|e| wasmtime::format_err!("{e}"))?;
         bare.checked_execute = Some(index);
         Ok(bare)
     }

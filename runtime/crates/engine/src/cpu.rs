@@ -30,7 +30,7 @@ struct State {
     free: usize,
     /// Each org's place in `times`: an execution looks its org up once, at its start,
     /// and uses the place from then on (every poll of every plug-in passes here).
-    places: HashMap<Arc<str>, usize>,
+    places: HashMap<String, usize>,
     times: Vec<OrgTime>,
     /// The highest virtual time a turn was taken at.
     floor: u64,
@@ -74,7 +74,7 @@ impl FairCpu {
             Some(&place) => place,
             None => {
                 state.times.push(OrgTime::default());
-                state.places.insert(Arc::from(org), state.times.len() - 1);
+                state.places.insert(org.to_owned(), state.times.len() - 1);
                 state.times.len() - 1
             }
         };

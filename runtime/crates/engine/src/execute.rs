@@ -209,11 +209,11 @@ impl Engine {
         let host_ns = store.data().host_ns.clone();
         let ran = guarded(deadline, request.stop.as_ref(), turn, &host_ns, async {
             let instance = self.instantiate(plugin, &mut store, &limits).await?;
-            let call = match plugin.handler(&mut store, &instance) {
-                Ok(handler) => handler.call_async(&mut store, (&context,)).await.map(|(output,)| output),
-                Err(e) => Err(e),
+            let call = async {
+                let handler = plugin.handler(&mut store, &instance)?;
+                handler.call_async(&mut store, (&context,)).await.map(|(output,)| output)
             };
-            Ok(call)
+            Ok(call.await)
         })
         .await;
 

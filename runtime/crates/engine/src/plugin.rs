@@ -146,6 +146,18 @@ impl Plugin {
 /// code runs (`ComponentFunc::typecheck`, as wasmtime's generated code does for
 /// world-level functions), and returns where it is among the exports.
 fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<ComponentExportIndex, LoadError> {
+    handler_export::<_, (ExecutionContext,), (Result<Output, PluginError>,)>(pre)
+}
+
+/// Where a component's handler `execute` is among its exports, checked to take `Params`
+/// and return `Results` (the engine's bindings, or the bare baseline's).
+pub(crate) fn handler_export<T, Params, Results>(
+    pre: &InstancePre<T>,
+) -> Result<ComponentExportIndex, LoadError>
+where
+    Params: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    Results: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
     let mismatch = |reason: String| LoadError::ExportMismatch { expected: HANDLER_EXPORT, reason };
     let component = pre.component();
     let (_, handler) = component
@@ -153,7 +165,7 @@ fn check_handler_type(pre: &InstancePre<ExecutionState>) -> Result<ComponentExpo
         .ok_or(LoadError::MissingExport { expected: HANDLER_EXPORT })?;
     match component.get_export(Some(&handler), "execute") {
         Some((ComponentItem::ComponentFunc(execute), index)) => execute
-            .typecheck::<(ExecutionContext,), (Result<Output, PluginError>,)>(&pre.instance_type())
+            .typecheck::<Params, Results>(&pre.instance_type())
             .map(|()| index)
             .map_err(|e| mismatch(format!("`execute`: {e:#}"))),
         Some(_) => Err(mismatch("`execute` is not a function".into())),
