@@ -70,12 +70,33 @@ pub(super) struct Finished {
     ended: Millis,
 }
 
+impl Finished {
+    /// The org whose job ran.
+    pub(super) fn org(&self) -> OrgId {
+        self.org
+    }
+}
+
 /// The plug-ins a definition runs.
 pub(super) fn plugins_of(definition: &Definition) -> Vec<u64> {
     match &definition.kind {
         DefinitionKind::Step { plugin, .. } | DefinitionKind::CustomApi { plugin, .. } => vec![*plugin],
         DefinitionKind::Workflow { steps, .. } => steps.iter().map(|s| s.plugin).collect(),
     }
+}
+
+/// Jobs of one org whose ends the writer has not committed yet past which the org's
+/// jobs wait to start (they start again below half of it). The writer takes a share of
+/// each org's ends while several orgs write (`writer::sharing`); an org past its share
+/// stops starting, and the driver, which serves every org, never waits for it (the
+/// node's own bound, [`JOBS_AT_WRITER`], would stop the driver for all of them).
+pub(super) const ORG_JOBS_AT_WRITER: usize = 1_024;
+
+/// One org's ends at the writer, and whether its jobs wait for them to be committed.
+#[derive(Default)]
+pub(super) struct AtWriter {
+    pub(super) jobs: usize,
+    pub(super) holding: bool,
 }
 
 /// What a job's start needs: kept in memory from its enqueue (bounded by
@@ -696,6 +717,12 @@ impl Service {
             state.running[finished.lane.index()] -= 1;
             state.scheduler.run_ended(finished.job, crate::scheduler::cost_of(&finished.accounting));
             finished.ended = now;
+            let at_writer = state.at_writer.entry(finished.org).or_default();
+            at_writer.jobs += 1;
+            if at_writer.jobs >= ORG_JOBS_AT_WRITER && !at_writer.holding {
+                at_writer.holding = true;
+                state.scheduler.hold(finished.org, true);
+            }
         }
         let jobs = batch.len();
         self.shared.metrics.driver_rounds.inc();

@@ -316,6 +316,9 @@ struct State {
     kept_payloads: usize,
     /// Orgs whose next jobs' payloads are being read ahead (see `start_ready`).
     prefetching: HashSet<OrgId>,
+    /// Per org, jobs whose run has ended and whose end the writer has not committed yet;
+    /// past [`execution::ORG_JOBS_AT_WRITER`] the org's jobs wait to start.
+    at_writer: HashMap<OrgId, execution::AtWriter>,
     /// The orgs this node holds, at their lease's epoch (several nodes); `None`: the
     /// only node, holding every org.
     held: Option<HashMap<OrgId, Fence>>,
@@ -506,6 +509,7 @@ impl Service {
             queued: HashMap::new(),
             kept_payloads: options.kept_payloads,
             prefetching: HashSet::new(),
+            at_writer: HashMap::new(),
             held: (!single).then(HashMap::new),
         };
         // The only node holds every org: it takes every unfinished job now, and delivers

@@ -183,6 +183,9 @@ pub struct Scheduler {
     draining: HashSet<OrgId>,
     /// Orgs whose jobs start only from a time on (see [`Scheduler::start_from`]).
     starting_from: HashMap<OrgId, Millis>,
+    /// Orgs whose jobs wait to start until the store has caught up with their ends (see
+    /// [`Scheduler::hold`]).
+    held: HashSet<OrgId>,
     /// Orgs and lanes whose ready job a quota held back since the last `take_held_back`,
     /// with the quota (for the throttling metrics; one entry per refusal).
     held_back: Vec<(OrgId, Lane, &'static str)>,
@@ -438,7 +441,9 @@ impl Scheduler {
             let quotas = self.quotas(org, lane);
             let draining = self.draining.contains(&org);
             // (Empty but for a moment after a takeover: checked first, on the dequeue path.)
-            if !self.starting_from.is_empty() && self.starting_from.get(&org).is_some_and(|from| now < *from)
+            if (!self.starting_from.is_empty()
+                && self.starting_from.get(&org).is_some_and(|from| now < *from))
+                || self.held.contains(&org)
             {
                 // Stays in the ring: its turn comes again once the time is reached.
                 continue;
@@ -730,6 +735,7 @@ impl Scheduler {
         self.chains.retain(|(o, _), _| *o != org);
         self.draining.remove(&org);
         self.starting_from.remove(&org);
+        self.held.remove(&org);
         dropped
     }
 
@@ -751,6 +757,17 @@ impl Scheduler {
                     self.rings[lane.index()].insert((queue.charged, org));
                 }
             }
+        }
+    }
+
+    /// Holds an org's jobs back from starting (`false`: lets them start again), keeping
+    /// its place in the turns: its ends wait for the store's writer, and starting more
+    /// would only add to them.
+    pub fn hold(&mut self, org: OrgId, held: bool) {
+        if held {
+            self.held.insert(org);
+        } else {
+            self.held.remove(&org);
         }
     }
 

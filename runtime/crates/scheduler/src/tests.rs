@@ -458,3 +458,17 @@ fn the_exempt_lane_ignores_quotas_and_still_takes_turns_between_orgs() {
     assert_eq!(started.len(), 20, "no thread or throughput cap on the exempt lane");
     assert!(started.chunks(2).all(|pair| pair.contains(&ORG_A) && pair.contains(&ORG_B)), "{started:?}");
 }
+
+#[test]
+fn a_held_org_starts_nothing_and_keeps_its_turn() {
+    let mut s = Scheduler::new(quotas(10, 1000));
+    for id in 1..=3 {
+        s.submit(spec(id, ORG_A, Lane::Priority, STEP));
+        s.submit(spec(10 + id, ORG_B, Lane::Priority, STEP));
+    }
+    s.hold(ORG_A, true);
+    assert_eq!(start(&mut s, 0), Some(JobId(11)), "the other org starts");
+    assert_eq!(start(&mut s, 0), Some(JobId(12)));
+    s.hold(ORG_A, false);
+    assert_eq!(start(&mut s, 0), Some(JobId(1)), "released, the held org has the next turn");
+}

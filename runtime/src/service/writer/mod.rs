@@ -14,12 +14,15 @@
 //! writes are checked here, between groups, when nothing else is being written; requests'
 //! batches come after the round in the transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak, mpsc};
 use std::time::Instant;
 
+mod sharing;
+
+use self::sharing::{Part, Sharing, light_orgs};
 use super::events::submit_jobs;
-use super::execution::{Finished, Watched};
+use super::execution::{Finished, ORG_JOBS_AT_WRITER, Watched};
 use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
 use crate::jobs::{JobId, OrgId};
 use crate::records::{Overlay, RecordStore};
@@ -33,19 +36,21 @@ pub(super) enum Request {
     /// The pending transitions, made durable (a command's, or starts with no round to
     /// ride with).
     Flush(Reply<Result<()>>),
-    /// A round of finished executions: decided, checked and committed here.
-    Round(Vec<Finished>, Reply<Result<()>>),
+    /// A round of finished executions: decided, checked and committed here. A round
+    /// split across groups ([`take_group`]) is answered with its last part.
+    Round(Vec<Finished>, Option<Reply<Result<()>>>),
 }
 
-/// Splits the service's own batch per org, each fenced by the org's lease; writes of
-/// orgs this node no longer holds are dropped (their new holder decides them again).
-fn split_by_org(own: Batch, held: &HashMap<OrgId, Fence>) -> Vec<Batch> {
+/// Splits the service's own batch per org, each fenced as `fence_of` says; writes of
+/// orgs it answers `None` for (several nodes: orgs this node no longer holds) are
+/// dropped (their new holder decides them again).
+fn split_by_org(own: Batch, fence_of: impl Fn(OrgId) -> Option<Option<Fence>>) -> Vec<Batch> {
     let mut per_org: Vec<Batch> = Vec::new();
     let mut index: HashMap<OrgId, usize> = HashMap::new();
     let mut batch_of = |org: OrgId, per_org: &mut Vec<Batch>| -> Option<usize> {
-        let fence = *held.get(&org)?;
+        let fence = fence_of(org)?;
         Some(*index.entry(org).or_insert_with(|| {
-            per_org.push(Batch { fence: Some(fence), ..Batch::default() });
+            per_org.push(Batch { fence, ..Batch::default() });
             per_org.len() - 1
         }))
     };
@@ -60,6 +65,13 @@ fn split_by_org(own: Batch, held: &HashMap<OrgId, Fence>) -> Vec<Batch> {
         }
     }
     per_org
+}
+
+/// Answers every request of a group that was not committed with the node's failure.
+fn answer_failed(why: &str, done: Vec<Reply<Result<()>>>, batches: Vec<(Batch, Reply<Result<Vec<JobId>>>)>) {
+    let failed = || Error::Store(crate::store::Error::Database(why.to_owned()));
+    done.into_iter().for_each(|reply| reply.send(Err(failed())));
+    batches.into_iter().for_each(|(_, reply)| reply.send(Err(failed())));
 }
 
 /// Fences a request's batch by its org's lease if this node holds the org; otherwise its
@@ -100,11 +112,32 @@ impl<T> Reply<T> {
 /// dropped (the last sender of `requests` with it).
 pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> std::io::Result<()> {
     std::thread::Builder::new().name("sluice-writer".into()).spawn(move || {
-        while let Ok(first) = requests.recv() {
-            let mut group = vec![first];
-            group.extend(requests.try_iter());
+        let mut waiting = VecDeque::new();
+        let mut sharing = Sharing::default();
+        loop {
+            // Wait for a request, or for a paced org's next turn when only its writes wait.
+            let next = match sharing.next_turn() {
+                _ if waiting.is_empty() => requests.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(turn) => requests.recv_timeout(turn.saturating_duration_since(Instant::now())),
+                None => Err(mpsc::RecvTimeoutError::Timeout),
+            };
+            let closing = match next {
+                Ok(request) => {
+                    waiting.push_back(request);
+                    false
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Err(mpsc::RecvTimeoutError::Disconnected) if waiting.is_empty() => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            waiting.extend(requests.try_iter());
+            // Closing, the rest is committed at once: no turn is worth waiting for.
+            let group = if closing { waiting.drain(..).collect() } else { sharing.take_group(&mut waiting) };
+            if group.is_empty() {
+                continue;
+            }
             let Some(shared) = shared.upgrade() else { return };
-            Service { shared }.commit_group(group);
+            Service { shared }.commit_group(group, &mut sharing);
         }
     })?;
     Ok(())
@@ -141,13 +174,13 @@ impl Service {
     /// answered.
     pub(super) fn request_round(&self, finished: Vec<Finished>) -> Result<Answer> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.request(Request::Round(finished, Reply::Async(sender)))?;
+        self.request(Request::Round(finished, Some(Reply::Async(sender))))?;
         Ok(receiver)
     }
 
     /// Commits one group: the rounds' and the pending transitions first (one batch, the
     /// service's own), then each request's batch in its savepoint.
-    fn commit_group(&self, requests: Vec<Request>) {
+    fn commit_group(&self, requests: Vec<Request>, sharing: &mut Sharing) {
         let began = Instant::now();
         let mut own = Batch::default();
         let mut ended: Vec<(OrgId, JobId)> = Vec::new();
@@ -170,11 +203,15 @@ impl Service {
             match request {
                 Request::Round(round, reply) => {
                     finished.extend(round);
-                    done.push(reply);
+                    done.extend(reply);
                 }
                 Request::Flush(reply) => done.push(reply),
                 Request::Batch(batch, reply) => batches.push((batch, reply)),
             }
+        }
+        let mut ends: HashMap<OrgId, usize> = HashMap::new();
+        for run in &finished {
+            *ends.entry(run.org()).or_default() += 1;
         }
         if !finished.is_empty() {
             self.prepare_round(finished, &round_writes, &mut own, &mut ended, &mut watched);
@@ -188,6 +225,7 @@ impl Service {
         let empty = |b: &Batch| b.changes.is_empty() && b.updates.is_empty() && b.jobs.is_empty();
         if empty(&own) && batches.is_empty() {
             self.announce_ended(ended);
+            self.ends_committed(ends);
             done.into_iter().for_each(|reply| reply.send(Ok(())));
             return;
         }
@@ -195,23 +233,87 @@ impl Service {
         // lost lease fails its org's batch alone); a request's new jobs are this node's if
         // it holds their org, else they wait for the org's holder to adopt them.
         let held = self.state().held.clone();
-        let owns = match &held {
-            None => vec![own],
-            Some(held) => split_by_org(own, held),
-        };
         if let Some(held) = &held {
             for (batch, _) in &mut batches {
                 fence_request(batch, held);
             }
         }
+        // A tenant's small writes do not wait for another's large ones: when a group
+        // holds both, the light orgs' commit first, in a transaction of their own.
+        let light = light_orgs(&own, &batches);
+        let owns = match (&held, &light) {
+            (None, None) => vec![own],
+            (None, Some(_)) => split_by_org(own, |_| Some(None)),
+            (Some(held), _) => split_by_org(own, |org| held.get(&org).map(|fence| Some(*fence))),
+        };
+        let mut part = Part { owns, batches, watched, ended };
+        if let Some(light) = light {
+            let first = part.split_off_light(&light);
+            if let Err(why) = self.commit_part(first, Vec::new(), began, sharing) {
+                // The node has stopped; the rest of the group fails with it.
+                return answer_failed(&why, done, part.batches);
+            }
+        }
+        // A failure has stopped the node and answered the part's requests.
+        if self.commit_part(part, done, began, sharing).is_ok() {
+            self.ends_committed(ends);
+        }
+        self.shared.work.notify_one();
+    }
+
+    /// Counts the committed ends off their orgs' jobs at the writer; an org held back
+    /// by them starts again once they are below half its bound.
+    fn ends_committed(&self, ends: HashMap<OrgId, usize>) {
+        if ends.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        let mut released = false;
+        for (org, n) in ends {
+            let Some(at_writer) = state.at_writer.get_mut(&org) else { continue };
+            at_writer.jobs = at_writer.jobs.saturating_sub(n);
+            let release = at_writer.holding && at_writer.jobs < ORG_JOBS_AT_WRITER / 2;
+            if release {
+                at_writer.holding = false;
+            }
+            if at_writer.jobs == 0 && !at_writer.holding {
+                state.at_writer.remove(&org);
+            }
+            if release {
+                state.scheduler.hold(org, false);
+                released = true;
+            }
+        }
+        drop(state);
+        if released {
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Commits one transaction of a group and answers its requests, then `done`. On a
+    /// failure the node stops (every request of the part is answered with it) and the
+    /// reason is returned.
+    fn commit_part(
+        &self,
+        part: Part,
+        done: Vec<Reply<Result<()>>>,
+        began: Instant,
+        sharing: &mut Sharing,
+    ) -> std::result::Result<(), String> {
+        let Part { owns, batches, watched, mut ended } = part;
         let all: Vec<&Batch> = owns.iter().chain(batches.iter().map(|(b, _)| b)).collect();
         let writing = Instant::now();
         let mut results = match self.commit_with_retries(&all) {
             Ok(results) => results.into_iter(),
             // The store refuses to commit: the node must stop taking work.
-            Err(e) => return self.fail_group(format!("the store refused a commit: {e}"), done, batches),
+            Err(e) => {
+                let why = format!("the store refused a commit: {e}");
+                self.fail_group(why.clone(), done, batches);
+                return Err(why);
+            }
         };
         let at = Instant::now();
+        sharing.charge(&all, at - writing, at);
         tracing::trace!(
             updates = owns.iter().map(|b| b.updates.len()).sum::<usize>(),
             requests = batches.len(),
@@ -231,11 +333,9 @@ impl Service {
                 // The round's writes were checked just now; a conflict here is a bug, and
                 // decisions already taken are not durable: stop the node.
                 Err(e) => {
-                    return self.fail_group(
-                        format!("a round's commit was refused after its check: {e}"),
-                        done,
-                        batches,
-                    );
+                    let why = format!("a round's commit was refused after its check: {e}");
+                    self.fail_group(why.clone(), done, batches);
+                    return Err(why);
                 }
             }
         }
@@ -300,7 +400,7 @@ impl Service {
         self.announce_ended(ended);
         done.into_iter().for_each(|reply| reply.send(Ok(())));
         replies.into_iter().for_each(|(reply, result)| reply.send(result));
-        self.shared.work.notify_one();
+        Ok(())
     }
 
     /// Fails every request of a group and the node with it.
@@ -312,9 +412,7 @@ impl Service {
     ) {
         tracing::error!(error = %why, "group commit failed");
         self.set_failure(why.clone());
-        let failed = || Error::Store(crate::store::Error::Database(why.clone()));
-        done.into_iter().for_each(|reply| reply.send(Err(failed())));
-        batches.into_iter().for_each(|(_, reply)| reply.send(Err(failed())));
+        answer_failed(&why, done, batches);
     }
 
     /// Commits the group, timing it for the metrics. A store failure other than a write
