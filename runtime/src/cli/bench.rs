@@ -485,7 +485,7 @@ async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
             Err(RecvError::Lagged(missed)) => completed += missed,
             Err(RecvError::Closed) => break,
         }
-        first.get_or_insert((Instant::now(), completed));
+        first.get_or_insert_with(|| (Instant::now(), completed));
     }
     let (first_at, first_count) = first.unwrap_or((started, 0));
     let rate = (completed - first_count) as f64 / first_at.elapsed().as_secs_f64();

@@ -37,7 +37,7 @@ pub(super) enum Request {
     /// ride with).
     Flush(Reply<Result<()>>),
     /// A round of finished executions: decided, checked and committed here. A round
-    /// split across groups ([`take_group`]) is answered with its last part.
+    /// split across groups ([`Sharing::take_group`]) is answered with its last part.
     Round(Vec<Finished>, Option<Reply<Result<()>>>),
 }
 
@@ -240,7 +240,7 @@ impl Service {
         }
         // A tenant's small writes do not wait for another's large ones: when a group
         // holds both, the light orgs' commit first, in a transaction of their own.
-        let light = light_orgs(&own, &batches);
+        let light = if sharing.shared() { light_orgs(&own, &batches) } else { None };
         let owns = match (&held, &light) {
             (None, None) => vec![own],
             (None, Some(_)) => split_by_org(own, |_| Some(None)),

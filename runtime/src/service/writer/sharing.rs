@@ -139,6 +139,12 @@ impl Sharing {
         self.recent.len() > 1
     }
 
+    /// Whether more than one org wrote lately (as of the last group taken): only then is
+    /// a group split or an org paced, and only then are rows counted per org.
+    pub(super) fn shared(&self) -> bool {
+        self.recent.len() > 1
+    }
+
     /// The earliest turn of a paced org, if any waits.
     pub(super) fn next_turn(&self) -> Option<Instant> {
         self.paced.values().min().copied()
@@ -190,7 +196,7 @@ impl Sharing {
     /// Charges a transaction that took `took` and ended `at` to the heavy orgs in it, by
     /// their rows: each waits as long as its share took.
     pub(super) fn charge(&mut self, batches: &[&Batch], took: Duration, at: Instant) {
-        if self.recent.len() < 2 {
+        if !self.shared() {
             return;
         }
         let mut per_org: HashMap<OrgId, usize> = HashMap::new();
