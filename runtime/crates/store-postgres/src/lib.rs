@@ -25,8 +25,8 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, records_in_order,
-    status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, operation_of, org_number,
+    records_in_order, status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
@@ -369,7 +369,7 @@ fn job_from_row(row: &Row) -> Result<JobRow> {
         id: JobId(row.get::<_, i64>(0) as u64),
         org: OrgId(row.get::<_, i64>(1) as u32),
         lane: lane_of(row.get(2))?,
-        operation: from_json(&format!("\"{operation}\""))?,
+        operation: operation_of(&operation)?,
         definition: DefinitionId(row.get::<_, i64>(4) as u64),
         definition_version: row.get::<_, i64>(5) as u32,
         correlation_id: row.get(6),
@@ -677,7 +677,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
     let text = |f: &dyn Fn(&NewJob) -> Option<String>| jobs.iter().map(f).collect::<Vec<Option<String>>>();
     let org = column(&|j| i64::from(j.org.0));
     let lane = column(&|j| j.lane.index() as i64);
-    let operation: Vec<String> = jobs.iter().map(|j| operation_name(j.operation)).collect();
+    let operation: Vec<&str> = jobs.iter().map(|j| operation_name(j.operation)).collect();
     let definition = column(&|j| j.definition.0 as i64);
     let version = column(&|j| i64::from(j.definition_version));
     let correlation: Vec<&str> = jobs.iter().map(|j| j.correlation_id.as_str()).collect();

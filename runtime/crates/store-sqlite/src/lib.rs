@@ -26,8 +26,8 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, org_number, records_in_order,
-    status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, operation_of, org_number,
+    records_in_order, status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
@@ -131,7 +131,7 @@ fn finish_job(parts: (JobRow, i64, i64, String)) -> Result<JobRow> {
     let (mut job, lane, status, operation) = parts;
     job.lane = lane_of(lane)?;
     job.status = status_of(status)?;
-    job.operation = from_json(&format!("\"{operation}\""))?;
+    job.operation = operation_of(&operation)?;
     Ok(job)
 }
 
@@ -701,7 +701,7 @@ impl Store for SqliteStore {
     }
 
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>> {
-        self.select_jobs(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status < 30 ORDER BY id"), params![])
+        self.select_jobs(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {UNFINISHED} ORDER BY id"), params![])
     }
 
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>> {
@@ -871,7 +871,7 @@ impl Store for SqliteStore {
         let jobs = {
             let mut statement = tx
                 .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND status < 30 ORDER BY id"
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND {UNFINISHED_OF_ORG} ORDER BY id"
                 ))
                 .db()?;
             let rows = statement.query_map(params![org.0], job_from_row).db()?;
@@ -1180,15 +1180,21 @@ fn payload_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec
     }
 }
 
-static INSERT_JOB: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id, depth,
-            record_entity, record_id, payload, dependency_token, status, created_at, completed_at,
-            error_code, error_message, adopted)
-         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        next_id_sql("jobs")
-    )
-});
+/// Unfinished jobs of an org, read from `jobs_by_org_lane_status` one lane after another
+/// (a condition on `org_id` must come with it).
+const UNFINISHED_OF_ORG: &str = "lane IN (0, 1, 2) AND status < 30";
+const _: () = assert!(Lane::ALL.len() == 3, "UNFINISHED names every lane's index");
+
+/// Every org's unfinished jobs, from the same index (migration 8).
+const UNFINISHED: &str = "org_id IN (SELECT id FROM orgs) AND lane IN (0, 1, 2) AND status < 30";
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version,
+        correlation_id, depth, record_entity, record_id, payload, dependency_token, status, created_at,
+        completed_at, error_code, error_message, adopted)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+static NEXT_JOB_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {}", next_id_sql("jobs")));
 
 /// Writes one batch: its record changes, its transitions, its new jobs.
 fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
@@ -1213,14 +1219,24 @@ fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
 
 fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
+    if jobs.is_empty() {
+        return Ok(ids);
+    }
+    // Ids are taken once per batch and counted up: the transaction holds the database's
+    // write lock, so nobody else inserts meanwhile. (Per row, the two lookups of
+    // `next_id_sql` ran for every row.)
+    let mut next: i64 = tx.prepare_cached(&NEXT_JOB_ID).db()?.query_row([], |row| row.get(0)).db()?;
     {
-        let mut insert = tx.prepare_cached(&INSERT_JOB).db()?;
+        let mut insert = tx.prepare_cached(INSERT_JOB).db()?;
         for job in jobs {
+            let job_id = next;
+            next += 1;
             let (entity, id) = job.record.clone().unzip();
             let (code, message) = job.error.clone().unzip();
             let completed = job.status.is_terminal().then_some(job.created_at);
             insert
                 .execute(params![
+                    job_id,
                     job.org.0,
                     job.lane.index() as i64,
                     operation_name(job.operation),
@@ -1240,8 +1256,7 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
                     adopted,
                 ])
                 .db()?;
-            let id = tx.last_insert_rowid();
-            ids.push(JobId(id as u64));
+            ids.push(JobId(job_id as u64));
             if let Some(background) = &job.background {
                 let state = match background.callback_uri {
                     Some(_) => DeliveryState::Waiting,
@@ -1253,7 +1268,7 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
                 )
                 .db()?
                 .execute(params![
-                    id,
+                    job_id,
                     job.org.0,
                     background.callback_uri,
                     background.expires_at,
@@ -1387,6 +1402,18 @@ mod tests {
         let plan = plan(PURGEABLE);
         assert!(plan.contains("jobs_finished"), "{plan}");
         assert!(!plan.contains("SCAN jobs"), "{plan}");
+    }
+
+    #[test]
+    fn unfinished_jobs_are_read_from_the_ready_index_not_every_job() {
+        for sql in [
+            format!("SELECT id FROM jobs WHERE {UNFINISHED}"),
+            format!("SELECT id FROM jobs WHERE org_id = 1 AND {UNFINISHED_OF_ORG}"),
+        ] {
+            let plan = plan(&sql);
+            assert!(plan.contains("jobs_by_org_lane_status (org_id=? AND lane=? AND status<?)"), "{plan}");
+            assert!(!plan.contains("SCAN jobs"), "{plan}");
+        }
     }
 
     #[test]

@@ -168,6 +168,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_workflow_starts ON jobs (org_id, created_at)
         WHERE operation = 'workflow' AND record_id IS NOT NULL;
     ",
+    // 8: unfinished jobs are read through `jobs_by_org_lane_status` (org, each lane,
+    // status below 30: see `UNFINISHED`); an index of its own cost every job an entry
+    // written at its creation and deleted at its end, on the store's one writer.
+    "
+    DROP INDEX jobs_unfinished;
+    ",
 ];
 
 /// The id a new row of `table` gets: above every id it ever had (see migration 4).

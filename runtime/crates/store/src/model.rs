@@ -20,6 +20,34 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 7] = [
+        Operation::AsyncPlugin,
+        Operation::Workflow,
+        Operation::BulkDelete,
+        Operation::Import,
+        Operation::Rollup,
+        Operation::BackgroundOperation,
+        Operation::Email,
+    ];
+
+    /// Its name, as in JSON and in the jobs table (written with every job and read with
+    /// every job read back: a match, not a trip through serde).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::AsyncPlugin => "async-plugin",
+            Operation::Workflow => "workflow",
+            Operation::BulkDelete => "bulk-delete",
+            Operation::Import => "import",
+            Operation::Rollup => "rollup",
+            Operation::BackgroundOperation => "background-operation",
+            Operation::Email => "email",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.name() == name)
+    }
+
     pub fn lane(self) -> Lane {
         match self {
             Operation::AsyncPlugin => Lane::Priority,
@@ -461,4 +489,18 @@ pub struct WorkflowStart {
     /// Why it ended, if it failed or was canceled (a job refused for its depth was never
     /// counted as a start).
     pub error_code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Operation;
+
+    #[test]
+    fn an_operations_name_is_its_json_name() {
+        for operation in Operation::ALL {
+            assert_eq!(serde_json::to_string(&operation).unwrap(), format!("\"{}\"", operation.name()));
+            assert_eq!(Operation::from_name(operation.name()), Some(operation));
+        }
+        assert_eq!(Operation::from_name("teleport"), None);
+    }
 }
