@@ -1,7 +1,6 @@
 //! The driver: starts what the scheduler allows, runs each job on the engine, and
 //! records how it ended (in batches: one transaction per round of finished jobs).
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,9 @@ use crate::engine::{
     Accounting, ExecutionContext, ExecutionError, ExecutionRequest, Plugin, PluginOutput, StepConfig,
     StopSignal,
 };
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Status};
+use crate::jobs::{
+    DefinitionId, HashMapExt as _, HashSetExt as _, IdMap, IdSet, JobId, Lane, Millis, OrgId, Status,
+};
 use crate::records::{OrgRecords, Overlay, RecordStore};
 use crate::scheduler::{After, Decision, Outcome};
 use crate::store::{Batch, Definition, DefinitionKind, JobUpdate};
@@ -227,7 +228,7 @@ impl Service {
         let now = self.now();
         let decided = std::time::Instant::now();
         let mut to_run = Vec::new();
-        let mut kept_starts: HashSet<OrgId> = HashSet::new();
+        let mut kept_starts: IdSet<OrgId> = IdSet::new();
         let mut running_dry: Vec<OrgId> = Vec::new();
         let (flush, held_back) = {
             let mut state = self.state();
@@ -307,7 +308,7 @@ impl Service {
         for start in ready {
             self.spawn_execution(start);
         }
-        let mut by_org: HashMap<OrgId, Vec<Start>> = HashMap::new();
+        let mut by_org: IdMap<OrgId, Vec<Start>> = IdMap::new();
         for start in unread {
             by_org.entry(start.org).or_default().push(start);
         }
@@ -332,7 +333,7 @@ impl Service {
             let mut state = self.state();
             let room = state.kept_payloads.saturating_sub(state.queued.len());
             if room > 0 && state.prefetching.insert(org) {
-                let starting: HashSet<JobId> = starts.iter().map(|s| s.id).collect();
+                let starting: IdSet<JobId> = starts.iter().map(|s| s.id).collect();
                 // Jobs kept already are skipped before the limit: the job that made a round
                 // ask for this read (see `PREFETCH_LOW_WATER`) is always among those read,
                 // so no round asks again for a read that brings nothing.
@@ -354,15 +355,15 @@ impl Service {
             ids.extend(&ahead);
             let store = service.shared.store.clone();
             let read = tokio::task::spawn_blocking(move || store.jobs_by_id(org, &ids)).await;
-            let mut rows: HashMap<JobId, crate::store::JobRow> = match read {
+            let mut rows: IdMap<JobId, crate::store::JobRow> = match read {
                 Ok(Ok(rows)) => rows.into_iter().map(|row| (row.id, row)).collect(),
                 Ok(Err(e)) => {
                     tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");
-                    HashMap::new()
+                    IdMap::new()
                 }
                 Err(e) => {
                     tracing::error!(org = org.0, error = %e, "reading jobs back to start them panicked");
-                    HashMap::new()
+                    IdMap::new()
                 }
             };
             for mut start in starts {
@@ -554,13 +555,13 @@ impl Service {
             }
         }
         let mut state = self.state();
-        let finishing: HashSet<JobId> = batch.iter().map(|finished| finished.job).collect();
+        let finishing: IdSet<JobId> = batch.iter().map(|finished| finished.job).collect();
         let (updates, mut more) = state.take_pending(Some(&finishing));
         commit.updates.extend(updates);
         ended.append(&mut more);
         // A finishing job whose start is not yet written (its last transition in this
         // commit): the start goes with the end, in one row write.
-        let mut unwritten_starts: HashMap<JobId, (usize, Millis)> = HashMap::new();
+        let mut unwritten_starts: IdMap<JobId, (usize, Millis)> = IdMap::new();
         for (i, update) in commit.updates.iter().enumerate() {
             match update {
                 JobUpdate::Started { id, at, .. } if finishing.contains(id) => {
@@ -571,7 +572,7 @@ impl Service {
                 }
             }
         }
-        let mut folded = HashSet::new();
+        let mut folded = IdSet::new();
         // Execution times, only for watchers of completions (benchmarks).
         let watching = self.shared.completions.receiver_count() > 0;
         for finished in batch {

@@ -19,7 +19,7 @@ mod runaway;
 mod tenancy;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
@@ -35,7 +35,9 @@ pub use runaway::{RunawayFlag, RunawayRule};
 pub use tenancy::{IssuedToken, LaneHealth, TOKEN_PREFIX};
 
 use crate::engine::{Engine, ExecutionError, Limits, LoadError, Plugin, StopSignal};
-use crate::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use crate::jobs::{
+    DefinitionId, HashMapExt as _, HashSetExt as _, IdMap, IdSet, JobId, Lane, Millis, OrgId, Quotas, Status,
+};
 use crate::records::RecordError;
 pub use crate::scheduler::Fairness;
 use crate::scheduler::{JobSpec, Refusal, Scheduler};
@@ -286,24 +288,24 @@ struct State {
     scheduler: Scheduler,
     /// Shared with the executions that run them (an execution holds its definition as
     /// it was when the job started, without this lock).
-    definitions: HashMap<DefinitionId, Arc<Definition>>,
+    definitions: IdMap<DefinitionId, Arc<Definition>>,
     /// Jobs whose execution is under way on this node, per lane.
     running: [usize; 3],
     loops: LoopDetector,
     /// Postponements so far, per unfinished job (the scheduler decides the next).
-    postponements: HashMap<JobId, u32>,
+    postponements: IdMap<JobId, u32>,
     /// Transitions decided but not yet committed: they ride along with the next round's
     /// commit (group commit). Losing them in a crash is harmless: a job the store still
     /// shows as waiting is simply picked up again.
     pending: Vec<JobUpdate>,
     /// When each start still in `pending` was decided (see [`State::take_pending`]).
-    young_starts: HashMap<JobId, std::time::Instant>,
+    young_starts: IdMap<JobId, std::time::Instant>,
     /// The stop signal of each running execution (raised by cancel and pause).
-    stops: HashMap<JobId, StopSignal>,
+    stops: IdMap<JobId, StopSignal>,
     /// When the retention policy last ran.
     last_purge: Millis,
     /// Unfinished background operations: their end is announced for the callback.
-    background: HashMap<JobId, OrgId>,
+    background: IdMap<JobId, OrgId>,
     /// Background operations that ended in `pending`: announced when it commits.
     ended: Vec<(OrgId, JobId)>,
     /// What the health view counts and samples.
@@ -312,16 +314,16 @@ struct State {
     runaways: runaway::Detector,
     /// What waiting jobs need at their first start, kept from their enqueue (at most
     /// `kept_payloads`).
-    queued: HashMap<JobId, execution::Queued>,
+    queued: IdMap<JobId, execution::Queued>,
     kept_payloads: usize,
     /// Orgs whose next jobs' payloads are being read ahead (see `start_ready`).
-    prefetching: HashSet<OrgId>,
+    prefetching: IdSet<OrgId>,
     /// Per org, jobs whose run has ended and whose end the writer has not committed yet;
     /// past [`execution::ORG_JOBS_AT_WRITER`] the org's jobs wait to start.
-    at_writer: HashMap<OrgId, execution::AtWriter>,
+    at_writer: IdMap<OrgId, execution::AtWriter>,
     /// The orgs this node holds, at their lease's epoch (several nodes); `None`: the
     /// only node, holding every org.
-    held: Option<HashMap<OrgId, Fence>>,
+    held: Option<IdMap<OrgId, Fence>>,
 }
 
 impl State {
@@ -415,14 +417,14 @@ impl State {
     /// job ends in this commit or has a later transition pending: most runs are shorter
     /// than that, and their start is then written with their end, one row write instead
     /// of two (`JobUpdate::Finished::started`). A flush takes everything.
-    fn take_pending(&mut self, finishing: Option<&HashSet<JobId>>) -> (Vec<JobUpdate>, Vec<(OrgId, JobId)>) {
+    fn take_pending(&mut self, finishing: Option<&IdSet<JobId>>) -> (Vec<JobUpdate>, Vec<(OrgId, JobId)>) {
         let ended = std::mem::take(&mut self.ended);
         let Some(finishing) = finishing else {
             self.young_starts.clear();
             return (std::mem::take(&mut self.pending), ended);
         };
         let now = std::time::Instant::now();
-        let mut transitions: HashMap<JobId, u32> = HashMap::with_capacity(self.pending.len());
+        let mut transitions: IdMap<JobId, u32> = IdMap::with_capacity(self.pending.len());
         for update in &self.pending {
             *transitions.entry(update.id()).or_default() += 1;
         }
@@ -439,7 +441,7 @@ impl State {
         };
         let (held, taken): (Vec<JobUpdate>, Vec<JobUpdate>) =
             std::mem::take(&mut self.pending).into_iter().partition(young);
-        let held_ids: HashSet<JobId> = held.iter().map(JobUpdate::id).collect();
+        let held_ids: IdSet<JobId> = held.iter().map(JobUpdate::id).collect();
         self.young_starts.retain(|id, _| held_ids.contains(id));
         self.pending = held;
         (taken, ended)
@@ -465,7 +467,7 @@ impl Service {
         for (org, lane, quotas) in store.all_quotas()? {
             scheduler.set_quotas(org, lane, quotas);
         }
-        let definitions: HashMap<DefinitionId, Arc<Definition>> =
+        let definitions: IdMap<DefinitionId, Arc<Definition>> =
             store.definitions()?.into_iter().map(|d| (d.id, Arc::new(d))).collect();
         for definition in definitions.values().filter(|d| !d.active) {
             scheduler.deactivate(definition.id);
@@ -497,20 +499,20 @@ impl Service {
             definitions,
             running: [0; 3],
             loops: LoopDetector::default(),
-            postponements: HashMap::new(),
+            postponements: IdMap::new(),
             pending: Vec::new(),
-            young_starts: HashMap::new(),
-            stops: HashMap::new(),
+            young_starts: IdMap::new(),
+            stops: IdMap::new(),
             last_purge: Millis::MIN / 2,
-            background: HashMap::new(),
+            background: IdMap::new(),
             ended: Vec::new(),
             counters: health::Counters::default(),
             runaways: runaway::Detector::new(options.runaway),
-            queued: HashMap::new(),
+            queued: IdMap::new(),
             kept_payloads: options.kept_payloads,
-            prefetching: HashSet::new(),
-            at_writer: HashMap::new(),
-            held: (!single).then(HashMap::new),
+            prefetching: IdSet::new(),
+            at_writer: IdMap::new(),
+            held: (!single).then(IdMap::new),
         };
         // The only node holds every org: it takes every unfinished job now, and delivers
         // the callbacks of operations that ended before a restart and never went out.

@@ -1,9 +1,9 @@
 //! One organisation's lane: its ready jobs by definition (taking turns by what each has
 //! cost), its running count and its throughput window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use sluice_core::jobs::{DefinitionId, JobId, Millis, Quotas};
+use sluice_core::jobs::{DefinitionId, IdMap, JobId, Millis, Quotas};
 
 #[derive(Default)]
 pub(super) struct LaneQueue {
@@ -19,15 +19,15 @@ pub(super) struct LaneQueue {
     pub in_ring: bool,
     /// Definitions with queued jobs, in the order they got queued jobs.
     turns: VecDeque<DefinitionId>,
-    queues: HashMap<DefinitionId, VecDeque<JobId>>,
+    queues: IdMap<DefinitionId, VecDeque<JobId>>,
     /// The cost each definition has been charged (kept while the org holds the lane, so
     /// a definition that empties its queue keeps its debt, never a credit: it comes
     /// back at `floor` at least).
-    definition_charged: HashMap<DefinitionId, u64>,
+    definition_charged: IdMap<DefinitionId, u64>,
     /// The charge of the definition that took the last turn.
     floor: u64,
     /// Jobs in progress per definition (for a throttled definition's cap).
-    definition_running: HashMap<DefinitionId, u32>,
+    definition_running: IdMap<DefinitionId, u32>,
 }
 
 impl LaneQueue {

@@ -30,11 +30,11 @@ mod lane;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
 use lane::LaneQueue;
-use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
+use sluice_core::jobs::{DefinitionId, IdMap, IdSet, JobId, Lane, Millis, OrgId, Quotas, Status};
 
 /// How turns between orgs, and between an org's definitions, are counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -155,8 +155,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Scheduler {
     default_quotas: Quotas,
-    quotas: HashMap<(OrgId, Lane), Quotas>,
-    lanes: HashMap<(OrgId, Lane), LaneQueue>,
+    quotas: IdMap<(OrgId, Lane), Quotas>,
+    lanes: IdMap<(OrgId, Lane), LaneQueue>,
     /// Per lane, the organisations with ready jobs, by what they have been charged there.
     rings: [BTreeSet<(u64, OrgId)>; 3],
     /// Per lane, the charge of the org that took the last turn.
@@ -167,25 +167,25 @@ pub struct Scheduler {
     /// Per lane, jobs in progress (all orgs).
     lane_running: [u32; 3],
     /// Per definition, the recent mean cost of its runs.
-    estimates: HashMap<DefinitionId, u64>,
+    estimates: IdMap<DefinitionId, u64>,
     /// Definitions throttled as runaways: each may have at most a [`THROTTLED_SHARE`]
     /// of its org's lane threads in progress.
-    throttled: HashSet<DefinitionId>,
+    throttled: IdSet<DefinitionId>,
     next_lane: usize,
-    jobs: HashMap<JobId, Entry>,
+    jobs: IdMap<JobId, Entry>,
     /// Postponed jobs by the time they wake.
     timers: BTreeSet<(Millis, JobId)>,
     /// Jobs per dependency token of an org (orgs never share a chain), in submission
     /// order; the first may run.
     chains: HashMap<(OrgId, String), VecDeque<JobId>>,
-    deactivated: HashSet<DefinitionId>,
+    deactivated: IdSet<DefinitionId>,
     /// Orgs whose jobs are not started any more: this node is handing them to another.
-    draining: HashSet<OrgId>,
+    draining: IdSet<OrgId>,
     /// Orgs whose jobs start only from a time on (see [`Scheduler::start_from`]).
-    starting_from: HashMap<OrgId, Millis>,
+    starting_from: IdMap<OrgId, Millis>,
     /// Orgs whose jobs wait to start until the store has caught up with their ends (see
     /// [`Scheduler::hold`]).
-    held: HashSet<OrgId>,
+    held: IdSet<OrgId>,
     /// Orgs and lanes whose ready job a quota held back since the last `take_held_back`,
     /// with the quota (for the throttling metrics; one entry per refusal).
     held_back: Vec<(OrgId, Lane, &'static str)>,
@@ -860,7 +860,7 @@ impl Scheduler {
 }
 
 /// What a start of `definition` is charged before its run's cost is known.
-fn estimate_of(estimates: &HashMap<DefinitionId, u64>, fairness: Fairness, definition: DefinitionId) -> u64 {
+fn estimate_of(estimates: &IdMap<DefinitionId, u64>, fairness: Fairness, definition: DefinitionId) -> u64 {
     match fairness {
         Fairness::Cost => estimates.get(&definition).copied().unwrap_or(FIRST_ESTIMATE),
         Fairness::JobCount => 1,

@@ -14,7 +14,7 @@
 //! writes are checked here, between groups, when nothing else is being written; requests'
 //! batches come after the round in the transaction.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak, mpsc};
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ use self::sharing::{Part, Sharing, light_orgs};
 use super::events::submit_jobs;
 use super::execution::{Finished, ORG_JOBS_AT_WRITER, Watched};
 use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
-use crate::jobs::{JobId, OrgId};
+use crate::jobs::{HashMapExt as _, HashSetExt as _, IdMap, IdSet, JobId, OrgId};
 use crate::records::{Overlay, RecordStore};
 use crate::store::{Batch, Fence};
 
@@ -76,7 +76,7 @@ fn answer_failed(why: &str, done: Vec<Reply<Result<()>>>, batches: Vec<(Batch, R
 
 /// Fences a request's batch by its org's lease if this node holds the org; otherwise its
 /// new jobs are left for the holder to adopt.
-fn fence_request(batch: &mut Batch, held: &HashMap<OrgId, Fence>) {
+fn fence_request(batch: &mut Batch, held: &IdMap<OrgId, Fence>) {
     let org = batch.jobs.first().map(|job| job.org);
     match org.and_then(|org| held.get(&org)) {
         Some(fence) => batch.fence = Some(*fence),
@@ -209,7 +209,7 @@ impl Service {
                 Request::Batch(batch, reply) => batches.push((batch, reply)),
             }
         }
-        let mut ends: HashMap<OrgId, usize> = HashMap::new();
+        let mut ends: IdMap<OrgId, usize> = IdMap::new();
         for run in &finished {
             *ends.entry(run.org()).or_default() += 1;
         }
@@ -218,7 +218,7 @@ impl Service {
         }
         {
             // Whatever was decided up to now, flushes included.
-            let (updates, mut more) = self.state().take_pending((!flushing).then(HashSet::new).as_ref());
+            let (updates, mut more) = self.state().take_pending((!flushing).then(IdSet::new).as_ref());
             own.updates.extend(updates);
             ended.append(&mut more);
         }
@@ -263,7 +263,7 @@ impl Service {
 
     /// Counts the committed ends off their orgs' jobs at the writer; an org held back
     /// by them starts again once they are below half its bound.
-    fn ends_committed(&self, ends: HashMap<OrgId, usize>) {
+    fn ends_committed(&self, ends: IdMap<OrgId, usize>) {
         if ends.is_empty() {
             return;
         }

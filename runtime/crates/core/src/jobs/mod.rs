@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 
 pub use quotas::Quotas;
 
+/// A map keyed by ids the service assigns (jobs, orgs, definitions), never by text a
+/// tenant chooses: hashed with foldhash, several times cheaper than the standard
+/// library's SipHash, whose resistance to chosen keys such keys do not need. The job
+/// path looks ids up many times per job, on the store's one writer among others.
+pub type IdMap<K, V> = foldhash::HashMap<K, V>;
+/// A set of ids the service assigns (see [`IdMap`]).
+pub type IdSet<K> = foldhash::HashSet<K>;
+pub use foldhash::{HashMapExt, HashSetExt};
+
 /// An organisation (tenant), by its number in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OrgId(pub u32);
