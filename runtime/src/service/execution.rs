@@ -138,15 +138,15 @@ impl Queued {
         }
     }
 
-    pub(super) fn of_row(row: crate::store::JobRow) -> Queued {
-        let first = row.retry_count == 0 && row.postponement_count == 0;
+    pub(super) fn of_row(row: impl Into<crate::store::StartRow>) -> Queued {
+        let row = row.into();
         Queued {
             lane: row.lane,
             definition: row.definition,
             correlation: row.correlation_id,
             depth: row.depth,
             payload: row.payload,
-            first_start_of: first.then_some(row.created_at),
+            first_start_of: row.first_run.then_some(row.created_at),
         }
     }
 }
@@ -354,8 +354,8 @@ impl Service {
             let mut ids: Vec<JobId> = starts.iter().map(|s| s.id).collect();
             ids.extend(&ahead);
             let store = service.shared.store.clone();
-            let read = tokio::task::spawn_blocking(move || store.jobs_by_id(org, &ids)).await;
-            let mut rows: IdMap<JobId, crate::store::JobRow> = match read {
+            let read = tokio::task::spawn_blocking(move || store.starts_by_id(org, &ids)).await;
+            let mut rows: IdMap<JobId, crate::store::StartRow> = match read {
                 Ok(Ok(rows)) => rows.into_iter().map(|row| (row.id, row)).collect(),
                 Ok(Err(e)) => {
                     tracing::warn!(org = org.0, error = %e, "could not read jobs back to start them");

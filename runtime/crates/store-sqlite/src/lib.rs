@@ -32,7 +32,7 @@ use sluice_store::columns::{
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger, WorkflowStart,
+    OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow, Trigger, WorkflowStart,
 };
 
 pub struct SqliteStore {
@@ -720,6 +720,34 @@ impl Store for SqliteStore {
         for id in ids {
             if let Some(row) = statement.query_map(params![org.0, id.0 as i64], job_from_row).db()?.next() {
                 found.push(finish_job(row.db()?)?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
+        let connection = self.read();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id, lane, definition_id, correlation_id, depth, payload, created_at,
+                    retry_count = 0 AND postponement_count = 0
+                 FROM jobs WHERE org_id = ?1 AND id = ?2",
+            )
+            .db()?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = statement.query(params![org.0, id.0 as i64]).db()?;
+            if let Some(row) = rows.next().db()? {
+                found.push(StartRow {
+                    id: JobId(row.get::<_, i64>(0).db()? as u64),
+                    lane: lane_of(row.get(1).db()?)?,
+                    definition: DefinitionId(row.get::<_, i64>(2).db()? as u64),
+                    correlation_id: row.get(3).db()?,
+                    depth: row.get::<_, i64>(4).db()? as u32,
+                    payload: payload_column(row, 5).db()?,
+                    created_at: row.get(6).db()?,
+                    first_run: row.get(7).db()?,
+                });
             }
         }
         Ok(found)

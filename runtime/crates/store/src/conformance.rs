@@ -8,7 +8,7 @@ use sluice_core::run::{Accounting, Mode, Stage};
 
 use crate::{
     Batch, Bulk, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation,
-    Store, Trigger,
+    StartRow, Store, Trigger,
 };
 
 fn attrs(pairs: &[(&str, Value)]) -> Attributes {
@@ -155,6 +155,12 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
         (&[1, 0, 0xff, 1][..], &[1, 0, 0xff, 3][..])
     );
     assert!(store.jobs_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
+    let mut starts = store.starts_by_id(a, &[ids[2], ids[0], JobId(9_999_999)]).unwrap();
+    starts.sort_by_key(|row| row.id);
+    let expected: Vec<StartRow> = read.iter().cloned().map(StartRow::from).collect();
+    assert_eq!(starts, expected, "what a start needs, as the whole rows have it");
+    assert!(starts.iter().all(|row| row.first_run), "never ran");
+    assert!(store.starts_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
     store
         .apply(&[
             JobUpdate::Started { id: ids[0], org: a, at: 2_000 },

@@ -17,8 +17,8 @@ mod model;
 pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
     ApiParameter, Background, Bulk, Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow,
-    JobUpdate, MAX_BULK_BATCH, NewJob, Operation, OperationRow, PluginRow, StoredPlugin, TokenRow, Trigger,
-    WorkflowStart, WorkflowStep,
+    JobUpdate, MAX_BULK_BATCH, NewJob, Operation, OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow,
+    Trigger, WorkflowStart, WorkflowStep,
 };
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -134,6 +134,12 @@ pub trait Store: RecordStore {
     /// These jobs of the org, in one read, in no particular order: an id not found, or
     /// another org's, is left out. For starts whose payload is not in memory.
     fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>>;
+    /// What the starts of these jobs of the org need, as [`Store::jobs_by_id`] finds
+    /// them. A backend reads only those columns if it can: on SQLite the read-back is
+    /// part of every start past the payloads a node keeps in memory.
+    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
+        Ok(self.jobs_by_id(org, ids)?.into_iter().map(StartRow::from).collect())
+    }
     /// The org's jobs that pass `filter`, newest first.
     fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>>;
     /// A background operation of the org.

@@ -416,6 +416,36 @@ pub struct JobRow {
     pub exception_times: Vec<Millis>,
 }
 
+/// What a job's start needs of its row, read back when its payload is not in memory
+/// (`Store::starts_by_id`): eight of its columns, not all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRow {
+    pub id: JobId,
+    pub lane: Lane,
+    pub definition: DefinitionId,
+    pub correlation_id: String,
+    pub depth: u32,
+    pub payload: Vec<u8>,
+    pub created_at: Millis,
+    /// Whether it never ran before (no retry, no postponement): its pickup latency counts.
+    pub first_run: bool,
+}
+
+impl From<JobRow> for StartRow {
+    fn from(row: JobRow) -> StartRow {
+        StartRow {
+            id: row.id,
+            lane: row.lane,
+            definition: row.definition,
+            correlation_id: row.correlation_id,
+            depth: row.depth,
+            payload: row.payload,
+            created_at: row.created_at,
+            first_run: row.retry_count == 0 && row.postponement_count == 0,
+        }
+    }
+}
+
 /// A state transition of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobUpdate {
