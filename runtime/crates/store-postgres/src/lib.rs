@@ -25,13 +25,13 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, operation_of, org_number,
-    records_in_order, status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_of, org_number, records_in_order,
+    status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
-    OperationRow, PluginRow, StoredPlugin, TokenRow, WorkflowStart,
+    OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow, WorkflowStart,
 };
 
 /// Read connections per store (see `sluice-store-sqlite`'s `READERS`).
@@ -677,7 +677,7 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
     let text = |f: &dyn Fn(&NewJob) -> Option<String>| jobs.iter().map(f).collect::<Vec<Option<String>>>();
     let org = column(&|j| i64::from(j.org.0));
     let lane = column(&|j| j.lane.index() as i64);
-    let operation: Vec<&str> = jobs.iter().map(|j| operation_name(j.operation)).collect();
+    let operation: Vec<&str> = jobs.iter().map(|j| j.operation.name()).collect();
     let definition = column(&|j| j.definition.0 as i64);
     let version = column(&|j| i64::from(j.definition_version));
     let correlation: Vec<&str> = jobs.iter().map(|j| j.correlation_id.as_str()).collect();
@@ -1441,9 +1441,11 @@ impl Store for PostgresStore {
         Ok(self.select_jobs(&JOB_BY_ID, JobQuery::One(i64::from(org.0), id.0 as i64))?.pop())
     }
 
-    fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>> {
+    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
+        // Whole rows, projected: one round trip either way.
         let ids = ids.iter().map(|id| id.0 as i64).collect();
-        self.select_jobs(&JOBS_BY_ID, JobQuery::Many(i64::from(org.0), ids))
+        let rows = self.select_jobs(&JOBS_BY_ID, JobQuery::Many(i64::from(org.0), ids))?;
+        Ok(rows.into_iter().map(StartRow::from).collect())
     }
 
     fn jobs(&self, org: OrgId, f: &JobFilter) -> Result<Vec<JobRow>> {
@@ -1798,7 +1800,7 @@ impl Store for PostgresStore {
                     &[
                         &i64::from(status.code()),
                         &before,
-                        &operation_name(Operation::BackgroundOperation),
+                        &Operation::BackgroundOperation.name(),
                         &(limit - deleted as i64),
                     ],
                 )?;

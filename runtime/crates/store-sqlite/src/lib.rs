@@ -26,8 +26,8 @@ use sluice_core::records::{
 };
 use sluice_core::run::Accounting;
 use sluice_store::columns::{
-    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_name, operation_of, org_number,
-    records_in_order, status_of,
+    JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_of, org_number, records_in_order,
+    status_of,
 };
 use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
 use sluice_store::{
@@ -709,23 +709,9 @@ impl Store for SqliteStore {
         Ok(self.select_jobs(&sql, params![org.0, id.0 as i64])?.pop())
     }
 
-    fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>> {
+    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
         // One prepared lookup per id on one read connection: an embedded read costs
         // microseconds, no round trip to batch away.
-        let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND id = ?2"))
-            .db()?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(row) = statement.query_map(params![org.0, id.0 as i64], job_from_row).db()?.next() {
-                found.push(finish_job(row.db()?)?);
-            }
-        }
-        Ok(found)
-    }
-
-    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
         let connection = self.read();
         let mut statement = connection
             .prepare_cached(
@@ -1075,12 +1061,7 @@ impl Store for SqliteStore {
             deleted += tx
                 .execute(
                     &format!("DELETE FROM jobs WHERE id IN ({PURGEABLE})"),
-                    params![
-                        status.code(),
-                        before,
-                        operation_name(Operation::BackgroundOperation),
-                        limit - deleted
-                    ],
+                    params![status.code(), before, Operation::BackgroundOperation.name(), limit - deleted],
                 )
                 .db()? as i64;
         }
@@ -1251,8 +1232,8 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
         return Ok(ids);
     }
     // Ids are taken once per batch and counted up: the transaction holds the database's
-    // write lock, so nobody else inserts meanwhile. (Per row, the two lookups of
-    // `next_id_sql` ran for every row.)
+    // write lock, so nobody else inserts meanwhile (`next_id_sql` per row cost two
+    // lookups for every job).
     let mut next: i64 = tx.prepare_cached(&NEXT_JOB_ID).db()?.query_row([], |row| row.get(0)).db()?;
     {
         let mut insert = tx.prepare_cached(INSERT_JOB).db()?;
@@ -1267,7 +1248,7 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
                     job_id,
                     job.org.0,
                     job.lane.index() as i64,
-                    operation_name(job.operation),
+                    job.operation.name(),
                     job.definition.0 as i64,
                     job.definition_version,
                     job.correlation_id,

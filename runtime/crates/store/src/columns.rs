@@ -23,10 +23,6 @@ pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-pub fn operation_name(operation: Operation) -> &'static str {
-    operation.name()
-}
-
 pub fn operation_of(name: &str) -> Result<Operation> {
     Operation::from_name(name).ok_or_else(|| Error::Corrupt(format!("operation '{name}'")))
 }

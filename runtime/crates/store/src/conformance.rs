@@ -146,20 +146,16 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     let ids = store.insert_jobs(&[new_job(a, 1), new_job(a, 2), new_job(a, 3)]).unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in insertion order");
     assert_eq!(store.job(b, ids[0]).unwrap(), None, "another org's job is not found");
-    let mut read = store.jobs_by_id(a, &[ids[2], ids[0], JobId(9_999_999)]).unwrap();
+    let mut read = store.starts_by_id(a, &[ids[2], ids[0], JobId(9_999_999)]).unwrap();
     read.sort_by_key(|row| row.id);
     assert_eq!(read.iter().map(|row| row.id).collect::<Vec<_>>(), [ids[0], ids[2]], "unknown ids left out");
-    assert_eq!(read[0], store.job(a, ids[0]).unwrap().unwrap(), "the same row as a single read");
+    let whole = StartRow::from(store.job(a, ids[0]).unwrap().unwrap());
+    assert_eq!(read[0], whole, "what a start needs, as the whole row has it");
+    assert!(read.iter().all(|row| row.first_run), "never ran");
     assert_eq!(
         (read[0].payload.as_slice(), read[1].payload.as_slice()),
         (&[1, 0, 0xff, 1][..], &[1, 0, 0xff, 3][..])
     );
-    assert!(store.jobs_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
-    let mut starts = store.starts_by_id(a, &[ids[2], ids[0], JobId(9_999_999)]).unwrap();
-    starts.sort_by_key(|row| row.id);
-    let expected: Vec<StartRow> = read.iter().cloned().map(StartRow::from).collect();
-    assert_eq!(starts, expected, "what a start needs, as the whole rows have it");
-    assert!(starts.iter().all(|row| row.first_run), "never ran");
     assert!(store.starts_by_id(b, &ids).unwrap().is_empty(), "another org's jobs are left out");
     store
         .apply(&[

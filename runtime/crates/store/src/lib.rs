@@ -131,15 +131,10 @@ pub trait Store: RecordStore {
     /// Jobs not in a terminal status, to rebuild the scheduler after a restart.
     fn unfinished_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, org: OrgId, id: JobId) -> Result<Option<JobRow>>;
-    /// These jobs of the org, in one read, in no particular order: an id not found, or
-    /// another org's, is left out. For starts whose payload is not in memory.
-    fn jobs_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<JobRow>>;
-    /// What the starts of these jobs of the org need, as [`Store::jobs_by_id`] finds
-    /// them. A backend reads only those columns if it can: on SQLite the read-back is
-    /// part of every start past the payloads a node keeps in memory.
-    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
-        Ok(self.jobs_by_id(org, ids)?.into_iter().map(StartRow::from).collect())
-    }
+    /// What the starts of these jobs of the org need, in one read, in no particular
+    /// order: an id not found, or another org's, is left out. For starts whose payload
+    /// is not in memory: on SQLite that is every start past the payloads a node keeps.
+    fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>>;
     /// The org's jobs that pass `filter`, newest first.
     fn jobs(&self, org: OrgId, filter: &JobFilter) -> Result<Vec<JobRow>>;
     /// A background operation of the org.
