@@ -28,10 +28,22 @@ fn init_logging(json: bool) {
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_json);
-    // Before the runtime starts its threads: they inherit the slice.
+    // Before the runtime starts its threads: they inherit the slice and the cores.
     if args.node_slice_us > 0 {
         cli::threads::shorten_node_slices(args.node_slice_us);
     }
+    // The compiler's threads (wasmtime compiles on rayon's global pool) are tenants'
+    // work like the plug-ins': every core, not the node's. Started before the node is
+    // confined, so that they count every core.
+    let compiler = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli::threads::machine_cores())
+        .thread_name(|n| format!("sluice-compile-{n}"))
+        .start_handler(|_| cli::threads::use_every_core())
+        .build_global();
+    if let Err(e) = compiler {
+        tracing::warn!(error = %e, "cannot set up the compiler's threads");
+    }
+    cli::threads::confine_node(args.node_cores);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

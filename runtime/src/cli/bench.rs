@@ -247,6 +247,8 @@ fn bare_rate_on_threads(plugins: &Path, calls: u64, threads: usize) -> anyhow::R
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
+                // Free of the node's cores, as the plug-ins' threads are.
+                super::threads::use_every_core();
                 for _ in 0..each {
                     bare.call(&context);
                 }
@@ -422,9 +424,11 @@ async fn throughput(
     anyhow::ensure!(stored == jobs, "{stored} of {jobs} jobs succeeded");
     let calls = jobs.min(200_000);
     let bare = bare_rate(plugins, calls)?;
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cores = super::threads::machine_cores();
     let bare_all = bare_rate_on_threads(plugins, calls, cores)?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // This thread is the node's: its cores are the node's.
+    let node_cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let sandbox_workers = super::threads::handle()?.metrics().num_workers();
     println!(
         "throughput: {} jobs over {orgs} org(s) enqueued at {} events/s",
@@ -433,7 +437,8 @@ async fn throughput(
     );
     println!(
         "  sluice ({store}, {nodes} node(s) in one process, each 128 slots a lane, a writer thread; \
-         {workers} tokio worker threads for the nodes, {sandbox_workers} at nice 10 for plug-ins): {} jobs/s",
+         {workers} tokio worker thread(s) for the nodes, all kept on {node_cores} of the {cores} cores; \
+         {sandbox_workers} at nice 10 for plug-ins, on every core): {} jobs/s",
         count(sluice as u64)
     );
     println!(
@@ -451,6 +456,7 @@ async fn throughput(
         "{}",
         json!({"scenario": "throughput", "store": store, "nodes": nodes, "orgs": orgs, "jobs": jobs,
             "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "tokio_workers": workers,
+            "node_cores": node_cores,
             "sandbox_workers": sandbox_workers, "driver_rounds": rounds,
             "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
             "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all})

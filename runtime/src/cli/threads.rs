@@ -19,8 +19,22 @@
 //! beside a CPU-bound flood is about two fifths lower, lower in every alternated pair;
 //! trivial jobs drain about 10% slower, from the extra preemptions. `--node-slice-us 0`
 //! leaves the kernel's default.
+//!
+//! The node's threads and the plug-ins' threads may also be kept apart on the cores
+//! (`--node-cores N`): the node's threads on the first N cores, the plug-ins' on every
+//! core, where they take what the node leaves. A node's threads wake each other many
+//! times a millisecond, and each wake on a core running a plug-in preempts it; kept
+//! apart, the plug-in threads on two cores spent a fifth less CPU a job and trivial jobs
+//! drained about a seventh faster, but the node then has only its cores when a tenant
+//! floods it with events, and another tenant's p99 beside such a flood was about half
+//! as long again (BENCHMARKS.md, "The node's threads on cores of their own"). So the
+//! default keeps them together. Threads inherit the set from the thread that starts
+//! them: `main`'s call confines the node's runtime, its writer and its checkpoint
+//! thread, and the plug-ins' runtime and the compiler's threads take every core back.
 
 use std::sync::OnceLock;
+
+use rustix::thread::CpuSet;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -33,15 +47,21 @@ pub const NODE_SLICE_US: u64 = 100;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// The executions' runtime, started at first use and kept for the process's life.
+/// The cores the process was allowed when it started (before the node was confined).
+static EVERY_CORE: OnceLock<CpuSet> = OnceLock::new();
+
+/// The executions' runtime, started at first use and kept for the process's life: one
+/// thread per core of the machine, each free to run on any of them.
 pub fn handle() -> anyhow::Result<Handle> {
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime.handle().clone());
     }
     let runtime = Builder::new_multi_thread()
         .thread_name("sluice-sandbox")
+        .worker_threads(machine_cores())
         .enable_all()
         .on_thread_start(|| {
+            use_every_core();
             // Per thread on Linux: this lowers this worker only, and gives it the
             // kernel's default slice rather than the node's short one it inherited.
             if let Err(e) = schedule_this_thread(NICENESS, 0) {
@@ -61,6 +81,51 @@ pub fn shorten_node_slices(slice_us: u64) {
     if let Err(e) = schedule_this_thread(0, slice_us.saturating_mul(1_000)) {
         tracing::warn!(error = %e, slice_us, "cannot shorten the node's time slices (Linux 6.12 or later)");
     }
+}
+
+/// The machine's cores this process may use (all of them, whatever the node's own
+/// threads were confined to). `available_parallelism` counts the calling thread's.
+pub fn machine_cores() -> usize {
+    let every = EVERY_CORE.get_or_init(this_threads_cores);
+    (every.count() as usize).max(1)
+}
+
+/// Keeps the calling thread, and every thread it starts from now on, on the first
+/// `cores` of the machine's cores (0, or as many as the machine has: no confinement).
+/// Called by `main` before any other thread runs.
+pub fn confine_node(cores: usize) {
+    let every = EVERY_CORE.get_or_init(this_threads_cores);
+    if cores == 0 || cores >= every.count() as usize {
+        return;
+    }
+    let mut node = CpuSet::new();
+    for core in (0..CpuSet::MAX_CPU).filter(|c| every.is_set(*c)).take(cores) {
+        node.set(core);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &node) {
+        tracing::warn!(error = %e, cores, "cannot keep the node's threads on cores of their own");
+    }
+}
+
+/// Lets the calling thread run on every core the process had at start: a plug-in's
+/// thread, a compiler's, a benchmark's bare loop.
+pub fn use_every_core() {
+    let every = EVERY_CORE.get_or_init(this_threads_cores);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, every) {
+        tracing::warn!(error = %e, "cannot let a thread use every core");
+    }
+}
+
+/// The calling thread's cores (every core, if the kernel will not say).
+fn this_threads_cores() -> CpuSet {
+    rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| {
+        let mut every = CpuSet::new();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        for core in 0..cores.min(CpuSet::MAX_CPU) {
+            every.set(core);
+        }
+        every
+    })
 }
 
 /// `struct sched_attr` of `<linux/sched/types.h>`, its first version (56 bytes).
@@ -156,5 +221,41 @@ mod tests {
         })
         .join()
         .expect("the node-like thread");
+    }
+
+    fn cores_of_this_thread() -> u32 {
+        rustix::thread::sched_getaffinity(None).expect("this thread's cores").count()
+    }
+
+    #[test]
+    fn a_confined_node_keeps_its_threads_on_its_cores_and_plugin_threads_take_every_core_back() {
+        if machine_cores() < 2 {
+            eprintln!("skipped: one core, nothing to keep apart");
+            return;
+        }
+        std::thread::spawn(|| {
+            confine_node(1);
+            assert_eq!(cores_of_this_thread(), 1);
+            // Threads the node starts (its runtime, writer, checkpoints) inherit its core.
+            std::thread::spawn(|| {
+                assert_eq!(cores_of_this_thread(), 1, "inherited");
+                use_every_core();
+                assert_eq!(cores_of_this_thread() as usize, machine_cores());
+            })
+            .join()
+            .expect("the plug-in-like thread");
+            // The plug-ins' runtime has a thread per core of the machine, not of the node.
+            assert_eq!(handle().expect("the executions' runtime").metrics().num_workers(), machine_cores());
+        })
+        .join()
+        .expect("the node-like thread");
+        // 0, or every core: nothing is confined.
+        std::thread::spawn(|| {
+            confine_node(0);
+            confine_node(machine_cores());
+            assert_eq!(cores_of_this_thread() as usize, machine_cores());
+        })
+        .join()
+        .expect("an unconfined thread");
     }
 }
