@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Rounds of finished executions the driver handed to the writer (jobs finished ÷
     /// rounds: how many a round gathers, see `ROUND_GAP`).
     pub driver_rounds: Counter,
+    /// Jobs whose success is committed (this node's, all orgs).
+    pub jobs_succeeded: Counter,
     /// 1 while a definition is flagged as a runaway and throttled, else 0.
     pub runaway: Family<DefinitionLabels, Gauge>,
 }
@@ -77,6 +79,7 @@ impl Default for Metrics {
         let commit_latency = seconds_histogram();
         let starts_read_back = Counter::default();
         let driver_rounds = Counter::default();
+        let jobs_succeeded = Counter::default();
         let runaway = Family::<DefinitionLabels, Gauge>::default();
         registry.register(
             "runaway_throttled",
@@ -113,6 +116,11 @@ impl Default for Metrics {
              committed with whatever else the writer had waiting)",
             driver_rounds.clone(),
         );
+        registry.register(
+            "jobs_succeeded",
+            "Jobs whose success this node has committed (all organisations)",
+            jobs_succeeded.clone(),
+        );
         Metrics {
             registry,
             jobs,
@@ -123,6 +131,7 @@ impl Default for Metrics {
             commit_latency,
             starts_read_back,
             driver_rounds,
+            jobs_succeeded,
             runaway,
         }
     }

@@ -75,4 +75,6 @@ async fn the_metrics_match_the_store() {
     let held = series("sluice_throttled_pickups_total", &format!("{lane},quota=\"max-threads\""));
     assert!(held >= 1.0, "a burst on one thread is held back: {held}");
     assert!(metrics.get("sluice_store_commit_seconds_count").copied().unwrap_or(0.0) >= 1.0);
+    // Committed successes, the node's count (the business errors are not among them).
+    assert_eq!(metrics.get("sluice_jobs_succeeded_total").copied(), Some(count(30)));
 }

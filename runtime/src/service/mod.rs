@@ -627,6 +627,12 @@ impl Service {
         self.shared.metrics.driver_rounds.get()
     }
 
+    /// Jobs whose success this node has committed since it opened
+    /// (`sluice_jobs_succeeded_total`).
+    pub fn jobs_succeeded(&self) -> u64 {
+        self.shared.metrics.jobs_succeeded.get()
+    }
+
     /// Jobs completing from now on, as their completions commit: what a benchmark
     /// measures end-to-end latency with. A watcher that falls more than
     /// [`COMPLETIONS_KEPT`] behind misses the oldest (`RecvError::Lagged`).

@@ -24,9 +24,10 @@ use self::sharing::{Part, Sharing, light_orgs};
 use super::events::submit_jobs;
 use super::execution::{Finished, ORG_JOBS_AT_WRITER, Watched};
 use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
+use crate::jobs::Status;
 use crate::jobs::{HashMapExt as _, HashSetExt as _, IdMap, IdSet, JobId, OrgId};
 use crate::records::{Overlay, RecordStore};
-use crate::store::{Batch, Fence};
+use crate::store::{Batch, Fence, JobUpdate};
 
 /// What the writer is asked to do.
 pub(super) enum Request {
@@ -339,6 +340,14 @@ impl Service {
                 }
             }
         }
+        let succeeded = owns
+            .iter()
+            .flat_map(|own| &own.updates)
+            .filter(|update| {
+                matches!(update, JobUpdate::Finished { status: Status::Succeeded, org, .. } if !lost.contains(org))
+            })
+            .count();
+        self.shared.metrics.jobs_succeeded.inc_by(succeeded as u64);
         for completion in watched.into_iter().filter(|w| !lost.contains(&w.org())) {
             let _ = self.shared.completions.send(completion.committed(at, began));
         }
