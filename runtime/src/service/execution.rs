@@ -233,7 +233,7 @@ impl Service {
         let (flush, held_back) = {
             let mut state = self.state();
             for id in state.scheduler.wake(now) {
-                let org = state.scheduler.spec(id).expect("a woken job is known").org;
+                let (org, _) = state.scheduler.owner(id).expect("a woken job is known");
                 state.pending.push(JobUpdate::Status {
                     id,
                     org,
@@ -248,7 +248,7 @@ impl Service {
                         None => break,
                         Some(Decision::CanceledOnPickup(id)) => {
                             let error = Some((DEACTIVATED_CODE.to_owned(), DEACTIVATED_MESSAGE.to_owned()));
-                            let org = state.scheduler.spec(id).expect("a picked job is known").org;
+                            let (org, _) = state.scheduler.owner(id).expect("a picked job is known");
                             state.pending.push(JobUpdate::Status {
                                 id,
                                 org,
@@ -259,8 +259,8 @@ impl Service {
                             state.forget(id);
                         }
                         Some(Decision::Start(id)) => {
-                            let spec = state.scheduler.spec(id).expect("a started job is known");
-                            let (org, definition) = (spec.org, spec.definition);
+                            let (org, definition) =
+                                state.scheduler.owner(id).expect("a started job is known");
                             state.pending.push(JobUpdate::Started { id, org, at: now });
                             state.young_starts.insert(id, decided);
                             let stop = StopSignal::default();

@@ -137,19 +137,58 @@ pub enum Refusal {
 /// A job's scheduling state.
 #[derive(Debug, Clone)]
 struct Entry {
-    spec: JobSpec,
+    definition: DefinitionId,
+    /// What its start was charged (its definition's estimate then).
+    charged: u64,
+    org: OrgId,
+    lane: Lane,
     status: Status,
     /// In a definition queue and counted as ready (a job behind its dependency token is not).
     queued: bool,
+    /// Its run has ended and its thread is counted free ([`Scheduler::run_ended`]),
+    /// though where it goes is not decided yet.
+    run_ended: bool,
+    /// What few jobs have. A node holds an entry per waiting job (a million, for a
+    /// large backlog), so the common one stays at 32 bytes: with these inline it was
+    /// about 120, and the driver's lookups missed the cache more.
+    rare: Option<Box<Rare>>,
+}
+
+// The size the comment on `rare` promises.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
+
+/// The parts of a job's entry that most jobs never use.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    dependency_token: Option<String>,
     /// When its recent exceptions happened (within the exception window).
     failures: VecDeque<Millis>,
     postponements: u32,
     postpone_until: Option<Millis>,
-    /// Its run has ended and its thread is counted free ([`Scheduler::run_ended`]),
-    /// though where it goes is not decided yet.
-    run_ended: bool,
-    /// What its start was charged (its definition's estimate then).
-    charged: u64,
+}
+
+impl Entry {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn postpone_until(&self) -> Option<Millis> {
+        self.rare.as_ref().and_then(|r| r.postpone_until)
+    }
+
+    fn dependency_token(&self) -> Option<&String> {
+        self.rare.as_ref().and_then(|r| r.dependency_token.as_ref())
+    }
+
+    fn spec(&self, id: JobId) -> JobSpec {
+        JobSpec {
+            id,
+            org: self.org,
+            lane: self.lane,
+            definition: self.definition,
+            dependency_token: self.dependency_token().cloned(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -201,8 +240,8 @@ impl Scheduler {
     pub fn postponed(&self, org: OrgId, lane: Lane) -> u64 {
         self.timers
             .iter()
-            .filter_map(|(at, id)| self.jobs.get(id).filter(|e| e.postpone_until == Some(*at)))
-            .filter(|e| e.status == Status::Waiting && e.spec.org == org && e.spec.lane == lane)
+            .filter_map(|(at, id)| self.jobs.get(id).filter(|e| e.postpone_until() == Some(*at)))
+            .filter(|e| e.status == Status::Waiting && e.org == org && e.lane == lane)
             .count() as u64
     }
 
@@ -254,15 +293,18 @@ impl Scheduler {
             }
             None => true,
         };
+        let JobSpec { org, lane, definition, dependency_token, .. } = spec;
+        let rare =
+            dependency_token.map(|token| Box::new(Rare { dependency_token: Some(token), ..Rare::default() }));
         let entry = Entry {
-            spec,
+            definition,
+            charged: 0,
+            org,
+            lane,
             status: Status::WaitingForResources,
             queued: false,
-            failures: VecDeque::new(),
-            postponements: 0,
-            postpone_until: None,
             run_ended: false,
-            charged: 0,
+            rare,
         };
         self.jobs.insert(id, entry);
         if first_in_chain {
@@ -285,13 +327,15 @@ impl Scheduler {
         }
         self.submit(spec);
         let entry = self.jobs.get_mut(&id).expect("just submitted");
-        entry.postponements = postponements;
+        if postponements > 0 {
+            entry.rare().postponements = postponements;
+        }
         if status == Status::Waiting {
             self.dequeue(id);
             let entry = self.jobs.get_mut(&id).expect("just submitted");
             entry.status = Status::Waiting;
-            entry.postpone_until = postpone_until;
             if let Some(until) = postpone_until {
+                entry.rare().postpone_until = Some(until);
                 self.timers.insert((until, id));
             }
         }
@@ -299,13 +343,17 @@ impl Scheduler {
 
     /// When a job's recent exceptions happened (those still counted), oldest first.
     pub fn exceptions(&self, job: JobId) -> Vec<Millis> {
-        self.jobs.get(&job).map(|e| e.failures.iter().copied().collect()).unwrap_or_default()
+        self.jobs
+            .get(&job)
+            .and_then(|e| e.rare.as_ref())
+            .map(|r| r.failures.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Gives a restored job back the exceptions it had (so a restart keeps counting).
     pub fn restore_exceptions(&mut self, job: JobId, times: &[Millis]) {
-        if let Some(entry) = self.jobs.get_mut(&job) {
-            entry.failures = times.iter().copied().collect();
+        if let Some(entry) = self.jobs.get_mut(&job).filter(|_| !times.is_empty()) {
+            entry.rare().failures = times.iter().copied().collect();
         }
     }
 
@@ -346,8 +394,14 @@ impl Scheduler {
     }
 
     /// What the scheduler knows of a job it holds.
-    pub fn spec(&self, job: JobId) -> Option<&JobSpec> {
-        self.jobs.get(&job).map(|e| &e.spec)
+    pub fn spec(&self, job: JobId) -> Option<JobSpec> {
+        self.jobs.get(&job).map(|e| e.spec(job))
+    }
+
+    /// The org and definition of a job it holds (what [`Scheduler::spec`] says, without
+    /// copying a dependency token).
+    pub fn owner(&self, job: JobId) -> Option<(OrgId, DefinitionId)> {
+        self.jobs.get(&job).map(|e| (e.org, e.definition))
     }
 
     /// Jobs of the org and lane in progress now.
@@ -398,9 +452,9 @@ impl Scheduler {
             }
             self.timers.pop_first();
             let Some(entry) = self.jobs.get_mut(&id) else { continue };
-            if entry.status == Status::Waiting && entry.postpone_until == Some(at) {
+            if entry.status == Status::Waiting && entry.postpone_until() == Some(at) {
                 entry.status = Status::WaitingForResources;
-                entry.postpone_until = None;
+                entry.rare().postpone_until = None;
                 self.enqueue(id);
                 woken.push(id);
             }
@@ -468,7 +522,7 @@ impl Scheduler {
                 queue
                     .peek(&allowed, live)
                     .and_then(|id| jobs.get(&id))
-                    .is_some_and(|e| deactivated.contains(&e.spec.definition))
+                    .is_some_and(|e| deactivated.contains(&e.definition))
             };
             if !throttled.is_empty() && !queue.has_turn(&allowed) {
                 // Every definition with jobs waiting is throttled and at its share.
@@ -495,8 +549,8 @@ impl Scheduler {
             };
             let entry = self.jobs.get_mut(&id).expect("a queued job has an entry");
             entry.queued = false;
-            let canceled = self.deactivated.contains(&entry.spec.definition);
-            let cost = if canceled { 0 } else { estimate(entry.spec.definition) };
+            let canceled = self.deactivated.contains(&entry.definition);
+            let cost = if canceled { 0 } else { estimate(entry.definition) };
             entry.charged = cost;
             self.floors[li] = self.floors[li].max(queue.charged);
             queue.charged = queue.charged.saturating_add(cost);
@@ -507,7 +561,7 @@ impl Scheduler {
             }
             if canceled {
                 // The definition was charged an estimate for a job that never runs.
-                let definition = entry.spec.definition;
+                let definition = entry.definition;
                 entry.status = Status::Canceled;
                 let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
                 queue.correct(definition, estimate_of(&self.estimates, fairness, definition), 0);
@@ -515,7 +569,7 @@ impl Scheduler {
                 return Some(Decision::CanceledOnPickup(id));
             }
             entry.status = Status::InProgress;
-            let definition = entry.spec.definition;
+            let definition = entry.definition;
             let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
             queue.count_start(definition, &quotas, now);
             self.lane_running[li] += 1;
@@ -539,7 +593,7 @@ impl Scheduler {
             return;
         }
         entry.run_ended = true;
-        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
+        let (org, lane, definition) = (entry.org, entry.lane, entry.definition);
         let charged = std::mem::take(&mut entry.charged);
         self.release_thread(org, lane, definition);
         if self.fairness == Fairness::JobCount {
@@ -575,7 +629,7 @@ impl Scheduler {
         if !matches!(was, Status::InProgress | Status::Pausing | Status::Canceling) {
             return Err(Refusal::NotAllowed(was));
         }
-        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
+        let (org, lane, definition) = (entry.org, entry.lane, entry.definition);
         let counted = !std::mem::take(&mut entry.run_ended);
         let quotas = self.quotas(org, lane);
         if counted {
@@ -589,17 +643,18 @@ impl Scheduler {
             (Outcome::Rescued, _) => After::Requeued,
             (_, Status::Pausing) | (Outcome::Stopped, _) => After::Paused,
             (Outcome::Exception, _) => {
-                entry.failures.push_back(now);
+                let rare = entry.rare();
+                rare.failures.push_back(now);
                 let window_start = now - quotas.exception_window();
-                while entry.failures.front().is_some_and(|at| *at <= window_start) {
-                    entry.failures.pop_front();
+                while rare.failures.front().is_some_and(|at| *at <= window_start) {
+                    rare.failures.pop_front();
                 }
-                if (entry.failures.len() as u32) < quotas.max_exceptions.max(1) {
+                if (rare.failures.len() as u32) < quotas.max_exceptions.max(1) {
                     After::Retry
                 } else {
-                    entry.failures.clear();
-                    entry.postponements += 1;
-                    let count = entry.postponements;
+                    rare.failures.clear();
+                    rare.postponements += 1;
+                    let count = rare.postponements;
                     if count > quotas.max_postponements {
                         After::PostponedForever { count }
                     } else {
@@ -623,12 +678,14 @@ impl Scheduler {
             }
             After::Postponed { until, .. } => {
                 entry.status = Status::Waiting;
-                entry.postpone_until = Some(until);
+                entry.rare().postpone_until = Some(until);
                 self.timers.insert((until, job));
             }
             After::PostponedForever { .. } | After::Paused => {
                 entry.status = Status::Waiting;
-                entry.postpone_until = None;
+                if let Some(rare) = &mut entry.rare {
+                    rare.postpone_until = None;
+                }
             }
         }
         Ok(after)
@@ -640,7 +697,7 @@ impl Scheduler {
         let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
         match entry.status {
             Status::WaitingForResources | Status::Waiting => {
-                if let Some(until) = entry.postpone_until.take() {
+                if let Some(until) = entry.rare.as_mut().and_then(|r| r.postpone_until.take()) {
                     self.timers.remove(&(until, job));
                 }
                 self.dequeue(job);
@@ -676,10 +733,12 @@ impl Scheduler {
         if entry.status != Status::Waiting {
             return Err(Refusal::NotAllowed(entry.status));
         }
-        if let Some(until) = entry.postpone_until.take() {
-            self.timers.remove(&(until, job));
+        if let Some(rare) = &mut entry.rare {
+            if let Some(until) = rare.postpone_until.take() {
+                self.timers.remove(&(until, job));
+            }
+            rare.failures.clear();
         }
-        entry.failures.clear();
         entry.status = Status::WaitingForResources;
         self.enqueue(job);
         Ok(Status::WaitingForResources)
@@ -714,11 +773,10 @@ impl Scheduler {
     /// jobs now); returns the jobs it held, so that running ones can be stopped. The
     /// org's quotas stay (they are the operator's, not the node's).
     pub fn drop_org(&mut self, org: OrgId) -> Vec<JobId> {
-        let dropped: Vec<JobId> =
-            self.jobs.iter().filter(|(_, e)| e.spec.org == org).map(|(id, _)| *id).collect();
+        let dropped: Vec<JobId> = self.jobs.iter().filter(|(_, e)| e.org == org).map(|(id, _)| *id).collect();
         for id in &dropped {
             if let Some(entry) = self.jobs.remove(id)
-                && let Some(until) = entry.postpone_until
+                && let Some(until) = entry.postpone_until()
             {
                 self.timers.remove(&(until, *id));
             }
@@ -811,7 +869,7 @@ impl Scheduler {
             return;
         }
         entry.queued = true;
-        let (org, lane, definition) = (entry.spec.org, entry.spec.lane, entry.spec.definition);
+        let (org, lane, definition) = (entry.org, entry.lane, entry.definition);
         let queue = self.lanes.entry((org, lane)).or_default();
         if retry {
             queue.push_front(definition, job);
@@ -829,7 +887,7 @@ impl Scheduler {
     fn dequeue(&mut self, job: JobId) {
         let entry = self.jobs.get_mut(&job).expect("dequeue of a known job");
         if std::mem::take(&mut entry.queued) {
-            let key = (entry.spec.org, entry.spec.lane);
+            let key = (entry.org, entry.lane);
             if let Some(queue) = self.lanes.get_mut(&key) {
                 queue.ready -= 1;
             }
@@ -839,10 +897,8 @@ impl Scheduler {
     /// A job reached a terminal status: it leaves its dependency chain, and if it was
     /// the chain's head, the next job may run.
     fn finish_chain(&mut self, job: JobId) {
-        let Some(key) = self
-            .jobs
-            .get(&job)
-            .and_then(|e| e.spec.dependency_token.clone().map(|token| (e.spec.org, token)))
+        let Some(key) =
+            self.jobs.get(&job).and_then(|e| e.dependency_token().map(|token| (e.org, token.clone())))
         else {
             return;
         };
