@@ -462,6 +462,7 @@ impl Service {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Result<Self> {
+        let compilations = compilations_at_once(options.executions.as_ref());
         let mut scheduler = Scheduler::new(options.default_quotas);
         scheduler.set_fairness(options.fairness, Some(options.slots as u32));
         for (org, lane, quotas) in store.all_quotas()? {
@@ -544,7 +545,7 @@ impl Service {
                 metrics: crate::metrics::Metrics::default(),
                 sync_gate,
                 relay_gate,
-                compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations_at_once())),
+                compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations)),
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
                 committing: Mutex::new(HashMap::new()),
@@ -1042,9 +1043,15 @@ fn shutting_down() -> Error {
     Error::Invalid("the service is shutting down".into())
 }
 
-/// Half the node's cores (at least one) may compile uploads at once; the rest run jobs.
-fn compilations_at_once() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+/// Half the cores (at least one) may compile uploads at once; the rest run jobs. The
+/// cores are those of the plug-ins' runtime, a thread per core, when the caller gives
+/// one: the thread opening the service may be kept on fewer (`sluice --node-cores`).
+fn compilations_at_once(executions: Option<&tokio::runtime::Handle>) -> usize {
+    let cores = match executions {
+        Some(runtime) => runtime.metrics().num_workers(),
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    };
+    (cores / 2).max(1)
 }
 
 fn spec_of(job: &JobRow) -> JobSpec {
