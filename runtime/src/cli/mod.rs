@@ -40,7 +40,7 @@ pub struct Args {
     pub node_slice_us: u64,
     /// Keep the node's own threads (writer, driver, API, checkpoints) on this many of the
     /// machine's cores; plug-ins' threads run on every core at a lower priority and take
-    /// what the node leaves. On two cores, 1 drains trivial jobs about a seventh faster,
+    /// what the node leaves. On two cores, 1 drains trivial jobs about a fifth faster,
     /// but a tenant's p99 beside another's flood of events is about half as long again.
     /// 0 (the default) lets every thread run anywhere.
     #[arg(long, global = true, default_value_t = 0)]
