@@ -16,8 +16,11 @@ out=$(mktemp) stat=$(mktemp)
 trap 'rm -f "$out" "$stat"' EXIT
 sluice_options=()
 while [[ $# -gt 0 && $1 == --* ]]; do
-  sluice_options+=("$1" "$2")
-  shift 2
+  case $1 in
+    --log-json) sluice_options+=("$1"); shift ;;
+    *=*) sluice_options+=("$1"); shift ;;
+    *) sluice_options+=("$1" "$2"); shift 2 ;;
+  esac
 done
 "$sluice" "${sluice_options[@]}" bench "$@" >"$out" 2>&1 &
 pid=$!

@@ -304,7 +304,7 @@ fn run_costed(
     let mut started: HashMap<JobSpecKey, usize> = HashMap::new();
     for _ in 0..n {
         let job = start(s, 0).expect("both orgs have a backlog");
-        let spec = s.spec(job).unwrap().clone();
+        let spec = s.spec(job).unwrap();
         *started.entry((spec.org, spec.definition)).or_default() += 1;
         s.run_ended(job, cost(spec.org, spec.definition));
         s.finished(job, 0, Outcome::Succeeded).unwrap();
