@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         tracing::warn!(error = %e, "cannot set up the compiler's threads");
     }
     cli::threads::confine_node(args.node_cores);
+    cli::threads::raise_node_under_load(args.node_realtime, args.node_slice_us);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -45,6 +45,17 @@ pub struct Args {
     /// 0 (the default) lets every thread run anywhere.
     #[arg(long, global = true, default_value_t = 0)]
     pub node_cores: usize,
+    /// While plug-ins run CPU-bound guests, raise the node's own threads (writer,
+    /// driver, API, checkpoints, not the plug-ins' or the compiler's) to real-time
+    /// priority (`SCHED_RR`, the lowest level), and lower them again once only short
+    /// runs have been seen for a while: a woken node thread then takes a core from a
+    /// plug-in at once, where the kernel's fair scheduler can keep it waiting up to a
+    /// tick (4 ms here). Needs `CAP_SYS_NICE` (or root, or an `RLIMIT_RTPRIO`); without
+    /// it the node logs a warning once and stays as it is. Off, a tenant's p99 beside
+    /// another's CPU-bound jobs was about four times as long (BENCHMARKS.md, "Real-time
+    /// node threads while plug-ins hold the cores").
+    #[arg(long, global = true, value_enum, default_value_t = threads::NodeRealtime::UnderLoad)]
+    pub node_realtime: threads::NodeRealtime,
 }
 
 #[derive(Subcommand)]

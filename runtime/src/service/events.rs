@@ -396,7 +396,22 @@ impl Service {
             stop: None,
             outbound: self.outbound_access(org),
         };
-        let execution = self.shared.engine.execute(&compiled, request).await;
+        // A sync step is a tenant's code like a job's: it runs on the plug-ins' runtime
+        // (lower priority), not on the node's thread that took the request. The request
+        // still awaits it, and dropping the request stops it, as before.
+        let execution = match &self.shared.options.executions {
+            Some(runtime) => {
+                let engine = self.shared.engine.clone();
+                let run = AbortOnDrop(runtime.spawn(async move { engine.execute(&compiled, request).await }));
+                run.await.map_err(|e| Error::StepFailed {
+                    step: step.name.clone(),
+                    error: crate::engine::ExecutionError::Trap {
+                        code: format!("the step's run was lost: {e}"),
+                    },
+                })?
+            }
+            None => self.shared.engine.execute(&compiled, request).await,
+        };
         execution.outcome.map_err(|error| Error::StepFailed { step: step.name.clone(), error })
     }
 
@@ -681,6 +696,27 @@ fn new_job(
         status,
         error,
         background: None,
+    }
+}
+
+/// A task that is aborted when its handle is dropped (a sync step whose request went
+/// away stops at its next yield, as it did when it ran on the request's own task).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -763,9 +763,14 @@ impl Service {
         let _node_turn =
             self.shared.compile_gate.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         let (service, name) = (self.clone(), name.to_owned());
-        tokio::task::spawn_blocking(move || service.upload_plugin(org, &name, &bytes))
-            .await
-            .map_err(|e| Error::Invalid(format!("the compilation failed: {e}")))?
+        let compile = move || service.upload_plugin(org, &name, &bytes);
+        // A tenant's work: on the plug-ins' runtime's blocking threads when there is one
+        // (their priority, never raised with the node's), else on the caller's.
+        let compiled = match &self.shared.options.executions {
+            Some(runtime) => runtime.spawn_blocking(compile).await,
+            None => tokio::task::spawn_blocking(compile).await,
+        };
+        compiled.map_err(|e| Error::Invalid(format!("the compilation failed: {e}")))?
     }
 
     /// Saves a step registration or workflow (a new one when its id is 0).

@@ -106,6 +106,25 @@ fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiC
         .build()
 }
 
+/// Told of every run as it goes: `true` for each poll that ran a guest and left it
+/// unfinished (a CPU-bound guest at its fuel yield, or one waiting in a host call),
+/// `false` for a run that ended in its first poll. Set once per process by
+/// [`set_run_hook`]; the binary uses it to raise its own threads' priority while
+/// plug-ins hold the cores.
+static RUN_HOOK: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
+
+/// Sets the function told how runs go (see `RUN_HOOK`); only the first call counts.
+/// It runs on the thread that polled the run, so it must be quick.
+pub fn set_run_hook(hook: fn(bool)) {
+    let _ = RUN_HOOK.set(hook);
+}
+
+fn tell_run_hook(long: bool) {
+    if let Some(hook) = RUN_HOOK.get() {
+        hook(long);
+    }
+}
+
 /// Polls `work` until it finishes, `deadline` passes or `stop` is raised, each poll in a
 /// CPU turn (`turn`, given back after the poll and charged for it, and for the record
 /// calls made for the guest on other threads meanwhile: `host_ns`). Fuel yields make a
@@ -126,6 +145,7 @@ async fn guarded<F: Future>(
     // The first poll comes microseconds after the deadline was set from the start: its
     // clock read is saved (a sixth of what an execution spends reading clocks).
     let mut first_poll = true;
+    let mut first_run = true;
     std::future::poll_fn(|cx| {
         if stop.is_some_and(StopSignal::is_stopped) {
             return Poll::Ready(Ended::Stopped);
@@ -136,12 +156,17 @@ async fn guarded<F: Future>(
         if turn.poll_take(cx).is_ready() {
             let polled = work.as_mut().poll(cx);
             let extra_ns = host_ns.swap(0, Ordering::Relaxed);
+            let ran_first = std::mem::replace(&mut first_run, false);
             if let Poll::Ready(output) = polled {
                 // Given back as the turn is dropped, on the way out.
                 turn.keep_until_drop(extra_ns);
+                if ran_first {
+                    tell_run_hook(false);
+                }
                 return Poll::Ready(Ended::Done(output));
             }
             turn.give_back(extra_ns);
+            tell_run_hook(true);
         }
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep_until(deadline.into())));

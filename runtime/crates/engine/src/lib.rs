@@ -44,7 +44,7 @@ pub use cache::sha256_hex;
 pub use context::{ExecutionContext, Mode, PluginOutput, Stage};
 pub use cpu::{CpuTurn, FairCpu};
 pub use error::{ExecutionError, LoadError};
-pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal};
+pub use execute::{Accounting, Execution, ExecutionRequest, StopSignal, set_run_hook};
 pub use host::StepConfig;
 pub use inspect::{Complexity, Totals};
 pub use limits::{EngineSettings, Limits};
