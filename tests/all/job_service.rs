@@ -320,7 +320,25 @@ async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins(backend: Ba
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sync_step_rolls_the_event_back_and_returns_its_error() {
-    let h = harness(Options::default());
+    a_failing_sync_step_rolls_back(Options::default()).await;
+}
+
+/// As `sluice serve --node-realtime under-load` runs them: on a runtime of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_step_on_a_runtime_of_its_own_rolls_back_and_returns_its_error_alike() {
+    static SYNC_STEPS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = SYNC_STEPS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime")
+    });
+    a_failing_sync_step_rolls_back(Options {
+        sync_steps: Some(runtime.handle().clone()),
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn a_failing_sync_step_rolls_back(options: Options) {
+    let h = harness(options);
     let org = h.service.create_org("contoso").unwrap();
     let plugin = h.plugin(org, samples::CREDIT_VALIDATOR);
     let check =

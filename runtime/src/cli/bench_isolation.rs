@@ -30,7 +30,14 @@ const SLOTS: u32 = 16;
 fn node(dir: &Path, fairness: Fairness) -> anyhow::Result<Service> {
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
     let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
-    let options = Options { fairness, executions: Some(super::threads::handle()?), ..Options::default() };
+    let options = Options {
+        fairness,
+        executions: Some(super::threads::handle()?),
+        sync_steps: super::threads::node_may_be_raised()
+            .then(super::threads::sync_steps_handle)
+            .transpose()?,
+        ..Options::default()
+    };
     Ok(Service::open(store, engine, Arc::new(SystemClock), options)?)
 }
 
@@ -336,7 +343,8 @@ async fn victim_under(
         anyhow::bail!("the node failed under '{name}': {reason}");
     }
     anyhow::ensure!(created.is_empty(), "{} victim jobs did not complete under '{name}'", created.len());
-    if name.ends_with("-flood") {
+    // The backlog floods (not `sync-flood`, whose events start no job).
+    if matches!(name, "trivial-flood" | "cpu-flood" | "cost-flood") {
         let waiting: u64 = service
             .store()
             .job_counts(attacker)?

@@ -45,16 +45,19 @@ pub struct Args {
     /// 0 (the default) lets every thread run anywhere.
     #[arg(long, global = true, default_value_t = 0)]
     pub node_cores: usize,
-    /// While plug-ins run CPU-bound guests, raise the node's own threads (writer,
-    /// driver, API, checkpoints, not the plug-ins' or the compiler's) to real-time
-    /// priority (`SCHED_RR`, the lowest level), and lower them again once only short
-    /// runs have been seen for a while: a woken node thread then takes a core from a
+    /// `under-load`: while plug-ins run CPU-bound guests, raise the node's own threads
+    /// (writer, driver, API, checkpoints; never the plug-ins', the sync steps' or the
+    /// compiler's) to real-time priority (`SCHED_RR`, its lowest level), and lower them
+    /// 100 ms after the last such run: a woken node thread then takes a core from a
     /// plug-in at once, where the kernel's fair scheduler can keep it waiting up to a
-    /// tick (4 ms here). Needs `CAP_SYS_NICE` (or root, or an `RLIMIT_RTPRIO`); without
-    /// it the node logs a warning once and stays as it is. Off, a tenant's p99 beside
-    /// another's CPU-bound jobs was about four times as long (BENCHMARKS.md, "Real-time
-    /// node threads while plug-ins hold the cores").
-    #[arg(long, global = true, value_enum, default_value_t = threads::NodeRealtime::UnderLoad)]
+    /// tick (4 ms here). Synchronous steps then run on threads of their own. Needs
+    /// `CAP_SYS_NICE` (or root); refused, the node logs a warning once and stays as it
+    /// is. Measured on a memory-backed store, a tenant's p99 beside another's CPU-bound
+    /// jobs fell from about 3.5 times its p99 alone to below it; but the node's own work,
+    /// which a tenant's requests drive, then runs ahead of every plug-in, and beside a
+    /// flood of sync steps the p99 was longer in the runs measured, so `off` is the
+    /// default (BENCHMARKS.md, "Real-time node threads while plug-ins hold the cores").
+    #[arg(long, global = true, value_enum, default_value_t = threads::NodeRealtime::Off)]
     pub node_realtime: threads::NodeRealtime,
 }
 

@@ -26,12 +26,17 @@
 //! start with it. So while runs are seen that a poll leaves unfinished (the engine's
 //! run hook), every thread of the process but the plug-ins' and the compiler's runs
 //! at real-time priority (`SCHED_RR`, its lowest level), and goes back 100 ms after the
-//! last such run (`--node-realtime`). Trivial jobs end in their first poll and never
-//! raise it, so a flood of them costs nothing more. Raising needs `CAP_SYS_NICE`;
-//! refused, the node warns once and keeps its threads as they are. Measured
-//! (BENCHMARKS.md, "Real-time node threads while plug-ins hold the cores"): beside a
-//! CPU-bound flood, a tenant's p99 on a memory-backed store went from about 3.5 times
-//! its p99 alone to below it.
+//! last such run (`--node-realtime under-load`; off by default). Trivial jobs end in
+//! their first poll and never raise it, so a flood of them costs nothing more. No
+//! tenant's code may run on a raised thread (a plug-in's infinite loop there would
+//! hold the core at real-time priority), so synchronous steps then run on a runtime of
+//! their own. Raising needs `CAP_SYS_NICE`; refused, the node warns once and keeps its
+//! threads as they are. Measured (BENCHMARKS.md, "Real-time node threads while
+//! plug-ins hold the cores"): beside a CPU-bound flood, a tenant's p99 on a
+//! memory-backed store went from about 3.5 times its p99 alone to below it; on this
+//! machine's disk the syncs' tail stays; and as the node's own work (which a tenant's
+//! requests drive) then runs ahead of every plug-in, and a flood of sync steps cost
+//! another tenant more in the runs measured, it is not the default.
 //!
 //! The node's threads and the plug-ins' threads may also be kept apart on the cores
 //! (`--node-cores N`): the node's threads on the first N cores, the plug-ins' on every
@@ -61,6 +66,7 @@ const NICENESS: i32 = 10;
 pub const NODE_SLICE_US: u64 = 100;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static SYNC_RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// The cores the process was allowed when it started (before the node was confined).
 static EVERY_CORE: OnceLock<CpuSet> = OnceLock::new();
@@ -96,7 +102,13 @@ static CHANGING: Mutex<()> = Mutex::new(());
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Threads whose names start so run tenants' code (plug-ins, the compiler): never raised.
-const TENANT_THREADS: [&str; 2] = ["sluice-sandbox", "sluice-compile"];
+const TENANT_THREADS: [&str; 3] = ["sluice-sandbox", "sluice-sync", "sluice-compile"];
+
+/// Whether the node's threads may be raised (`--node-realtime under-load`, and not
+/// refused so far): then no tenant's code may run on them (see `sync_steps_handle`).
+pub fn node_may_be_raised() -> bool {
+    NODE_PRIORITY.load(Ordering::Relaxed) != NEVER
+}
 
 /// Raises the node's own threads to real-time priority while plug-ins run CPU-bound
 /// guests, as `mode` says (see `--node-realtime`); `slice_us` is the slice they get back
@@ -181,11 +193,27 @@ fn node_threads() -> Vec<i32> {
 /// The executions' runtime, started at first use and kept for the process's life: one
 /// thread per core of the machine, each free to run on any of them.
 pub fn handle() -> anyhow::Result<Handle> {
-    if let Some(runtime) = RUNTIME.get() {
+    tenant_runtime(&RUNTIME, "sluice-sandbox")
+}
+
+/// The synchronous steps' runtime, as the executions' (a runtime of its own, so that a
+/// flood of sync steps does not queue in front of jobs' executions): tenants' code off
+/// the node's threads, which [`raise_node_under_load`] may raise. Used only then: on
+/// the request's own task (a node thread at normal priority) a sync flood cost another
+/// tenant less in the runs measured (BENCHMARKS.md, "Real-time node threads while
+/// plug-ins hold the cores").
+pub fn sync_steps_handle() -> anyhow::Result<Handle> {
+    tenant_runtime(&SYNC_RUNTIME, "sluice-sync")
+}
+
+/// A runtime for tenants' code, started at first use and kept for the process's life:
+/// one thread per core of the machine, each free to run on any of them, at nice 10.
+fn tenant_runtime(cell: &'static OnceLock<Runtime>, name: &'static str) -> anyhow::Result<Handle> {
+    if let Some(runtime) = cell.get() {
         return Ok(runtime.handle().clone());
     }
     let runtime = Builder::new_multi_thread()
-        .thread_name("sluice-sandbox")
+        .thread_name(name)
         .worker_threads(machine_cores())
         .enable_all()
         .on_thread_start(|| {
@@ -200,7 +228,7 @@ pub fn handle() -> anyhow::Result<Handle> {
             }
         })
         .build()?;
-    Ok(RUNTIME.get_or_init(|| runtime).handle().clone())
+    Ok(cell.get_or_init(|| runtime).handle().clone())
 }
 
 /// Gives the calling thread, and every thread it starts from now on, a time slice of
@@ -408,6 +436,7 @@ mod tests {
         let (node, node_done, node_thread) = parked_thread("sluice-writer");
         let (plugin, plugin_done, plugin_thread) = parked_thread("sluice-sandbox");
         let (compiler, compiler_done, compiler_thread) = parked_thread("sluice-compile-0");
+        let (sync_step, sync_done, sync_thread) = parked_thread("sluice-sync");
         NODE_SLICE_NS.store(0, Ordering::Relaxed);
         NODE_PRIORITY.store(NORMAL, Ordering::Relaxed);
 
@@ -427,6 +456,7 @@ mod tests {
             assert_eq!(policy_of(node), SCHED_RR, "the node's thread is raised");
             assert_eq!(policy_of(plugin), SCHED_OTHER, "a plug-in's thread never is");
             assert_eq!(policy_of(compiler), SCHED_OTHER, "nor a compiler's");
+            assert_eq!(policy_of(sync_step), SCHED_OTHER, "nor a sync step's");
             // Within the calm period a short run changes nothing; after it, it lowers.
             on_run(false, 2_000 + CALM_MS - 1);
             assert_eq!(policy_of(node), SCHED_RR);
@@ -437,10 +467,10 @@ mod tests {
             assert_eq!(NODE_PRIORITY.load(Ordering::Relaxed), NORMAL);
             assert_eq!(policy_of(node), SCHED_OTHER, "lowered once calm");
         }
-        for done in [node_done, plugin_done, compiler_done] {
+        for done in [node_done, plugin_done, compiler_done, sync_done] {
             drop(done);
         }
-        for thread in [node_thread, plugin_thread, compiler_thread] {
+        for thread in [node_thread, plugin_thread, compiler_thread, sync_thread] {
             thread.join().expect("a parked thread");
         }
     }

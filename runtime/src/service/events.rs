@@ -396,10 +396,10 @@ impl Service {
             stop: None,
             outbound: self.outbound_access(org),
         };
-        // A sync step is a tenant's code like a job's: it runs on the plug-ins' runtime
-        // (lower priority), not on the node's thread that took the request. The request
-        // still awaits it, and dropping the request stops it, as before.
-        let execution = match &self.shared.options.executions {
+        // A sync step is a tenant's code: on the sync steps' runtime when there is one,
+        // off the node's threads. The request still awaits it, and dropping the request
+        // stops it, as when it ran on the request's own task.
+        let execution = match &self.shared.options.sync_steps {
             Some(runtime) => {
                 let engine = self.shared.engine.clone();
                 let run = AbortOnDrop(runtime.spawn(async move { engine.execute(&compiled, request).await }));

@@ -130,6 +130,11 @@ pub struct Options {
     /// that however much CPU tenants' plug-ins want, the node's own work (the store's
     /// writer, the driver, the API) is never queued behind them.
     pub executions: Option<tokio::runtime::Handle>,
+    /// The runtime synchronous steps run on, the request awaiting them; `None`: the
+    /// request's own task. `sluice serve` gives them one of their own, like the
+    /// executions' and apart from it (a flood of sync steps there queued a tenant's
+    /// jobs behind it), so that no tenant's code runs on the node's threads.
+    pub sync_steps: Option<tokio::runtime::Handle>,
     /// When a definition is flagged as a runaway and throttled (see [`RunawayRule`]).
     pub runaway: RunawayRule,
 }
@@ -146,6 +151,7 @@ impl Default for Options {
             kept_payloads: 65_536,
             fairness: Fairness::Cost,
             executions: None,
+            sync_steps: None,
             runaway: RunawayRule::default(),
         }
     }

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The engine's CPU turns. Shared by every execution of the process.
 pub struct FairCpu {
@@ -117,11 +117,14 @@ impl State {
     }
 
     /// Charges `org` for a turn it held and frees the turn.
-    fn give_back(&mut self, org: usize, since: Instant, extra_ns: u64) {
-        let spent = (since.elapsed().as_nanos() as u64).saturating_add(extra_ns);
+    /// Returns how long the turn was held.
+    fn give_back(&mut self, org: usize, since: Instant, extra_ns: u64) -> Duration {
+        let held = since.elapsed();
+        let spent = (held.as_nanos() as u64).saturating_add(extra_ns);
         let time = &mut self.times[org];
         time.used_ns = time.used_ns.saturating_add(spent);
         self.free += 1;
+        held
     }
 }
 
@@ -183,13 +186,15 @@ impl CpuTurn {
 
     /// Gives the turn back (after a poll), charging the org for the time it was held and
     /// `extra_ns` of work done for it elsewhere (host calls on other threads).
-    pub fn give_back(&mut self, extra_ns: u64) {
-        let Some(since) = self.held_since.take() else { return };
+    /// Returns how long the turn was held (zero if none was).
+    pub fn give_back(&mut self, extra_ns: u64) -> Duration {
+        let Some(since) = self.held_since.take() else { return Duration::ZERO };
         let mut state = self.cpu.lock();
-        state.give_back(self.org, since, extra_ns);
+        let held = state.give_back(self.org, since, extra_ns);
         let wake = state.dispatch();
         drop(state);
         wake_all(wake);
+        held
     }
 
     /// Keeps the turn after a poll that ended the execution: it is given back, charged

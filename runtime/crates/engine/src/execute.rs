@@ -106,8 +106,13 @@ fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiC
         .build()
 }
 
-/// Told of every run as it goes: `true` for each poll that ran a guest and left it
-/// unfinished (a CPU-bound guest at its fuel yield, or one waiting in a host call),
+/// A poll that held the CPU this long and left its guest unfinished is a CPU-bound
+/// guest's (a fuel yield comes every 100,000 units, about 100 µs of guest code here);
+/// a guest that waits on a host call gives its turn back sooner.
+const LONG_POLL: Duration = Duration::from_micros(25);
+
+/// Told of every run as it goes: `true` for each poll that held the CPU at least
+/// `LONG_POLL` and left its guest unfinished (a CPU-bound guest at its fuel yield),
 /// `false` for a run that ended in its first poll. Set once per process by
 /// [`set_run_hook`]; the binary uses it to raise its own threads' priority while
 /// plug-ins hold the cores.
@@ -165,8 +170,11 @@ async fn guarded<F: Future>(
                 }
                 return Poll::Ready(Ended::Done(output));
             }
-            turn.give_back(extra_ns);
-            tell_run_hook(true);
+            // Left unfinished after holding the CPU a while: a CPU-bound guest at its
+            // fuel yield (a guest that only waits on its host calls holds it briefly).
+            if turn.give_back(extra_ns) >= LONG_POLL {
+                tell_run_hook(true);
+            }
         }
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep_until(deadline.into())));
