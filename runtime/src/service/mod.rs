@@ -131,9 +131,10 @@ pub struct Options {
     /// writer, the driver, the API) is never queued behind them.
     pub executions: Option<tokio::runtime::Handle>,
     /// The runtime synchronous steps run on, the request awaiting them; `None`: the
-    /// request's own task. `sluice serve` gives them one of their own, like the
-    /// executions' and apart from it (a flood of sync steps there queued a tenant's
-    /// jobs behind it), so that no tenant's code runs on the node's threads.
+    /// request's own task. `sluice serve --node-realtime under-load`, whose node threads
+    /// may be raised, gives them one of their own, like the executions' and apart from
+    /// it (a flood of sync steps there queued a tenant's jobs behind it), so that no
+    /// tenant's code runs on a raised thread.
     pub sync_steps: Option<tokio::runtime::Handle>,
     /// When a definition is flagged as a runaway and throttled (see [`RunawayRule`]).
     pub runaway: RunawayRule,

@@ -107,8 +107,8 @@ fn sandboxed_wasi(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> WasiC
 }
 
 /// A poll that held the CPU this long and left its guest unfinished is a CPU-bound
-/// guest's (a fuel yield comes every 100,000 units, about 100 µs of guest code here);
-/// a guest that waits on a host call gives its turn back sooner.
+/// guest's (a fuel yield comes every 100,000 units of fuel, well over this much guest
+/// code); a guest that waits on a host call gives its turn back sooner.
 const LONG_POLL: Duration = Duration::from_micros(25);
 
 /// Told of every run as it goes: `true` for each poll that held the CPU at least
