@@ -33,9 +33,7 @@ fn node(dir: &Path, fairness: Fairness) -> anyhow::Result<Service> {
     let options = Options {
         fairness,
         executions: Some(super::threads::handle()?),
-        sync_steps: super::threads::node_may_be_raised()
-            .then(super::threads::sync_steps_handle)
-            .transpose()?,
+        sync_steps: super::threads::sync_steps_runtime()?,
         ..Options::default()
     };
     Ok(Service::open(store, engine, Arc::new(SystemClock), options)?)

@@ -124,9 +124,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         kept_payloads: config.kept_payloads,
         fairness: config.fairness,
         executions: Some(super::threads::handle()?),
-        sync_steps: super::threads::node_may_be_raised()
-            .then(super::threads::sync_steps_handle)
-            .transpose()?,
+        sync_steps: super::threads::sync_steps_runtime()?,
         runaway: config.runaway,
     };
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {

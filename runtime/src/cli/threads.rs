@@ -106,7 +106,7 @@ const TENANT_THREADS: [&str; 3] = ["sluice-sandbox", "sluice-sync", "sluice-comp
 
 /// Whether the node's threads may be raised (`--node-realtime under-load`, and not
 /// refused so far): then no tenant's code may run on them (see `sync_steps_handle`).
-pub fn node_may_be_raised() -> bool {
+fn node_may_be_raised() -> bool {
     NODE_PRIORITY.load(Ordering::Relaxed) != NEVER
 }
 
@@ -121,22 +121,23 @@ pub fn raise_node_under_load(mode: NodeRealtime, slice_us: u64) {
     NODE_SLICE_NS.store(slice_us.saturating_mul(1_000), Ordering::Relaxed);
     NODE_PRIORITY.store(NORMAL, Ordering::Relaxed);
     sluice::engine::set_run_hook(|long| {
-        let now_ms = STARTED.get().map_or(0, |started| started.elapsed().as_millis() as u64);
-        on_run(long, now_ms);
+        on_run(long, || STARTED.get().map_or(0, |started| started.elapsed().as_millis() as u64));
     });
 }
 
-/// A run seen at `now_ms`: a poll that left a guest unfinished (`long`) raises the
+/// A run seen at `now_ms()`: a poll that left a guest unfinished (`long`) raises the
 /// node's threads; a run that ended in its first poll, [`CALM_MS`] after the last
-/// long one, lowers them.
-fn on_run(long: bool, now_ms: u64) {
+/// long one, lowers them. The clock is read only when it matters: not for a trivial
+/// job's run while nothing is raised (every job's path).
+fn on_run(long: bool, now_ms: impl FnOnce() -> u64) {
     let state = NODE_PRIORITY.load(Ordering::Relaxed);
     if long {
-        LAST_LONG_RUN_MS.store(now_ms, Ordering::Relaxed);
+        LAST_LONG_RUN_MS.store(now_ms(), Ordering::Relaxed);
         if state == NORMAL {
             set_node_priority(true);
         }
-    } else if state == RAISED && now_ms.saturating_sub(LAST_LONG_RUN_MS.load(Ordering::Relaxed)) >= CALM_MS {
+    } else if state == RAISED && now_ms().saturating_sub(LAST_LONG_RUN_MS.load(Ordering::Relaxed)) >= CALM_MS
+    {
         set_node_priority(false);
     }
 }
@@ -202,8 +203,14 @@ pub fn handle() -> anyhow::Result<Handle> {
 /// the request's own task (a node thread at normal priority) a sync flood cost another
 /// tenant less in the runs measured (BENCHMARKS.md, "Real-time node threads while
 /// plug-ins hold the cores").
-pub fn sync_steps_handle() -> anyhow::Result<Handle> {
+fn sync_steps_handle() -> anyhow::Result<Handle> {
     tenant_runtime(&SYNC_RUNTIME, "sluice-sync")
+}
+
+/// Where a service's synchronous steps run (`Options::sync_steps`): their own runtime
+/// when the node's threads may be raised, else the request's task.
+pub fn sync_steps_runtime() -> anyhow::Result<Option<Handle>> {
+    node_may_be_raised().then(sync_steps_handle).transpose()
 }
 
 /// A runtime for tenants' code, started at first use and kept for the process's life:
@@ -441,13 +448,13 @@ mod tests {
         NODE_PRIORITY.store(NORMAL, Ordering::Relaxed);
 
         // Short runs alone raise nothing.
-        on_run(false, 1_000);
+        on_run(false, || 1_000);
         assert_eq!(NODE_PRIORITY.load(Ordering::Relaxed), NORMAL);
         assert_eq!(policy_of(node), SCHED_OTHER);
 
         // A guest left unfinished by its poll: the node's threads are raised, if the
         // kernel lets this process; otherwise the feature turns itself off.
-        on_run(true, 2_000);
+        on_run(true, || 2_000);
         if NODE_PRIORITY.load(Ordering::Relaxed) == NEVER {
             eprintln!("this process may not use real-time priority: checked that nothing was raised");
             assert_eq!(policy_of(node), SCHED_OTHER);
@@ -458,12 +465,12 @@ mod tests {
             assert_eq!(policy_of(compiler), SCHED_OTHER, "nor a compiler's");
             assert_eq!(policy_of(sync_step), SCHED_OTHER, "nor a sync step's");
             // Within the calm period a short run changes nothing; after it, it lowers.
-            on_run(false, 2_000 + CALM_MS - 1);
+            on_run(false, || 2_000 + CALM_MS - 1);
             assert_eq!(policy_of(node), SCHED_RR);
-            on_run(true, 2_050);
-            on_run(false, 2_050 + CALM_MS - 1);
+            on_run(true, || 2_050);
+            on_run(false, || 2_050 + CALM_MS - 1);
             assert_eq!(policy_of(node), SCHED_RR, "the calm period counts from the last long run");
-            on_run(false, 2_050 + CALM_MS);
+            on_run(false, || 2_050 + CALM_MS);
             assert_eq!(NODE_PRIORITY.load(Ordering::Relaxed), NORMAL);
             assert_eq!(policy_of(node), SCHED_OTHER, "lowered once calm");
         }
