@@ -363,6 +363,15 @@ fn schedule_thread_realtime(_tid: i32) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Held by each test here: raising the node's threads changes every thread of the
+    /// process but the tenants', the other tests' threads included (a real-time thread
+    /// shows no `se.slice`), so these tests take turns.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The calling thread's slice as the kernel reports it (a scheduler-debug kernel).
     fn slice_of_this_thread() -> Option<u64> {
         let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
@@ -387,6 +396,7 @@ mod tests {
 
     #[test]
     fn the_nodes_threads_get_a_short_slice_and_plugin_threads_the_default_at_nice_10() {
+        let _turn = one_at_a_time();
         if !kernel_shows_custom_slices() {
             eprintln!("skipped: this kernel predates requested slices (Linux 6.12) or does not show them");
             return;
@@ -438,6 +448,7 @@ mod tests {
 
     #[test]
     fn the_nodes_threads_are_raised_while_guests_run_long_and_lowered_when_calm_never_the_tenants() {
+        let _turn = one_at_a_time();
         const SCHED_OTHER: i32 = 0;
         const SCHED_RR: i32 = 2;
         let (node, node_done, node_thread) = parked_thread("sluice-writer");
@@ -484,6 +495,7 @@ mod tests {
 
     #[test]
     fn a_confined_node_keeps_its_threads_on_its_cores_and_plugin_threads_take_every_core_back() {
+        let _turn = one_at_a_time();
         if machine_cores() < 2 {
             eprintln!("skipped: one core, nothing to keep apart");
             return;

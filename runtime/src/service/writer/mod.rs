@@ -18,9 +18,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak, mpsc};
 use std::time::Instant;
 
+mod linger;
 mod sharing;
 
-use self::sharing::{Part, Sharing, light_orgs};
+use self::linger::Linger;
+use self::sharing::{Part, Sharing, light_orgs, rows_of};
 use super::events::submit_jobs;
 use super::execution::{Finished, ORG_JOBS_AT_WRITER, Watched};
 use super::{COMMIT_RETRIES, Error, Result, Service, Shared, shutting_down};
@@ -115,9 +117,13 @@ pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> 
     std::thread::Builder::new().name("sluice-writer".into()).spawn(move || {
         let mut waiting = VecDeque::new();
         let mut sharing = Sharing::default();
+        let mut linger = Linger::new(Instant::now());
+        // Whether work arrived while the last group was written (it is in `waiting`).
+        let mut arrived = false;
         loop {
             // Wait for a request, or for a paced org's next turn when only its writes wait.
             let next = match sharing.next_turn() {
+                _ if arrived => Err(mpsc::RecvTimeoutError::Timeout),
                 _ if waiting.is_empty() => requests.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
                 Some(turn) => requests.recv_timeout(turn.saturating_duration_since(Instant::now())),
                 None => Err(mpsc::RecvTimeoutError::Timeout),
@@ -131,6 +137,10 @@ pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> 
                 Err(mpsc::RecvTimeoutError::Disconnected) if waiting.is_empty() => return,
                 Err(mpsc::RecvTimeoutError::Disconnected) => true,
             };
+            let steady = std::mem::take(&mut arrived) && !closing;
+            if let Some(rest) = linger.wait(steady, sharing.shared(), Instant::now()) {
+                std::thread::sleep(rest);
+            }
             waiting.extend(requests.try_iter());
             // Closing, the rest is committed at once: no turn is worth waiting for.
             let group = if closing { waiting.drain(..).collect() } else { sharing.take_group(&mut waiting) };
@@ -138,7 +148,11 @@ pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> 
                 continue;
             }
             let Some(shared) = shared.upgrade() else { return };
+            linger.began(group.iter().map(rows_of).sum(), Instant::now());
             Service { shared }.commit_group(group, &mut sharing);
+            let before = waiting.len();
+            waiting.extend(requests.try_iter());
+            arrived = waiting.len() > before;
         }
     })?;
     Ok(())

@@ -58,6 +58,16 @@ fn rows(batch: &Batch) -> usize {
     batch.changes.len() + batch.updates.len() + batch.jobs.len()
 }
 
+/// Rows a request writes: its batch's, or a round's finished executions (a flush's
+/// transitions are not counted).
+pub(super) fn rows_of(request: &Request) -> usize {
+    match request {
+        Request::Batch(batch, _) => rows(batch),
+        Request::Round(round, _) => round.len(),
+        Request::Flush(_) => 0,
+    }
+}
+
 /// The orgs whose writes go first, when a group holds both light and heavy orgs' writes
 /// and the heavy ones are worth a transaction of their own; `None` otherwise.
 pub(super) fn light_orgs(
