@@ -180,9 +180,13 @@ const JOBS_AT_WRITER: usize = 4_096;
 /// priority, so each wake preempted one of them at once) and took 2.5 jobs a round;
 /// waiting out the rest of the gap lets the plug-ins run and a round gather 13-14
 /// (`sluice bench throughput`, SQLite, 200,000 jobs: 14,300-15,400 rounds, as it prints;
-/// its median of 5 runs alternated with the build before, 42,100 -> 51,300 jobs/s). When
-/// jobs finish less often than this, no round waits: latency is paid only under a flood.
-const ROUND_GAP: Duration = Duration::from_micros(100);
+/// its median of 5 runs alternated with the build before, 42,100 -> 51,300 jobs/s). Once
+/// the writer gathered larger groups under a steady stream (`writer/linger.rs`), the
+/// driver's own wakes were the next cost: 300 µs took about 10% more jobs a second than
+/// 100 µs (three alternated pairs, about 10,400 rounds of 19 jobs against 25,000 of 8;
+/// 500 µs no better). When jobs finish less often than this, no round waits: latency is
+/// paid only under a flood.
+const ROUND_GAP: Duration = Duration::from_micros(300);
 
 const DEACTIVATED_CODE: &str = "definition-deactivated";
 const DEACTIVATED_MESSAGE: &str = "Canceled when picked up: its workflow was deactivated.";
