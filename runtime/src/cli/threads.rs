@@ -43,9 +43,10 @@
 //! core, where they take what the node leaves. A node's threads wake each other many
 //! times a millisecond, and each wake on a core running a plug-in preempts it; kept
 //! apart, the plug-in threads on two cores spent a fifth less CPU a job and trivial jobs
-//! drained about a fifth faster, but the node then has only its cores when a tenant
-//! floods it with events, and another tenant's p99 beside such a flood was about half
-//! as long again (BENCHMARKS.md, "The node's threads on cores of their own"). So the
+//! drained about a fifth faster (since the writer's linger under a stream, 15-25% slower:
+//! BENCHMARKS.md, "Fewer, larger commits under a steady stream"), but the node then has
+//! only its cores when a tenant floods it with events, and another tenant's p99 beside
+//! such a flood was about half as long again (BENCHMARKS.md, "The node's threads on cores of their own"). So the
 //! default keeps them together. Threads inherit the set from the thread that starts
 //! them: `main`'s call confines the node's runtime, its writer and its checkpoint
 //! thread, and the plug-ins' runtime and the compiler's threads take every core back.
