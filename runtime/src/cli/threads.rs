@@ -46,8 +46,8 @@
 //! drained about a fifth faster (since the writer's linger under a stream, 15-25% slower:
 //! BENCHMARKS.md, "Fewer, larger commits under a steady stream"), but the node then has
 //! only its cores when a tenant floods it with events, and another tenant's p99 beside
-//! such a flood was about half as long again (BENCHMARKS.md, "The node's threads on cores of their own"). So the
-//! default keeps them together. Threads inherit the set from the thread that starts
+//! such a flood was about half as long again (BENCHMARKS.md, "The node's threads on
+//! cores of their own"). So the default keeps them together. Threads inherit the set from the thread that starts
 //! them: `main`'s call confines the node's runtime, its writer and its checkpoint
 //! thread, and the plug-ins' runtime and the compiler's threads take every core back.
 
