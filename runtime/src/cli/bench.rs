@@ -56,6 +56,13 @@ pub enum Scenario {
         /// reported are the medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        /// Where B's jobs are stored: `shared`, in A's node's store (one writer for both,
+        /// as every org of a node today); `own`, on a second node in the process with a
+        /// store file, writer, driver and slots of its own, sharing the engine, the
+        /// runtimes' threads, the cores and the disk (what separate stores could at best
+        /// give).
+        #[arg(long, value_enum, default_value = "shared")]
+        victim_store: super::bench_isolation::VictimStore,
     },
     /// Org B's trivial jobs beside org A's backlog of CPU-bound jobs (`cpu_burn`, about
     /// 10 ms each) on the same lane, both with the lane's slots as their thread cap: B's
@@ -72,6 +79,13 @@ pub enum Scenario {
         /// medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        /// Where B's jobs are stored: `shared`, in A's node's store (one writer for both,
+        /// as every org of a node today); `own`, on a second node in the process with a
+        /// store file, writer, driver and slots of its own, sharing the engine, the
+        /// runtimes' threads, the cores and the disk (what separate stores could at best
+        /// give).
+        #[arg(long, value_enum, default_value = "shared")]
+        victim_store: super::bench_isolation::VictimStore,
     },
     /// MISSION scenario 1 in each bulk-import mode: org A imports 10,000 accounts, each
     /// triggering a workflow (per-record, batched(100), after-import); org B's trivial
@@ -266,11 +280,11 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         Scenario::Throughput { jobs, database, nodes, orgs } => {
             throughput(plugins, jobs, database.as_deref(), nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
         }
-        Scenario::NoisyNeighbour { flood, rate, seconds, runs } => {
-            super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs).await
+        Scenario::NoisyNeighbour { flood, rate, seconds, runs, victim_store } => {
+            super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs, victim_store).await
         }
-        Scenario::CostFairness { rate, seconds, runs } => {
-            super::bench_isolation::cost_fairness(plugins, rate, seconds, runs).await
+        Scenario::CostFairness { rate, seconds, runs, victim_store } => {
+            super::bench_isolation::cost_fairness(plugins, rate, seconds, runs, victim_store).await
         }
         Scenario::BulkImport { rate, seconds, runs } => {
             super::bench_isolation::bulk_import(plugins, rate, seconds, runs).await

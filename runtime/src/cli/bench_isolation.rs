@@ -25,11 +25,38 @@ pub const ATTACKS: &[&str] =
 /// A lane's slots on a node as `sluice serve` runs it by default.
 const SLOTS: u32 = 16;
 
+/// Where the victim's jobs are stored: in the attacker's node's store, as every org of a
+/// node is today, or in a store (and node) of its own beside it, sharing the engine and
+/// the machine: the most that separate stores per org could give.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum VictimStore {
+    Shared,
+    Own,
+}
+
+impl VictimStore {
+    fn describe(self) -> &'static str {
+        match self {
+            VictimStore::Shared => "the victim's jobs in the attacker's node's store (one writer, as today)",
+            VictimStore::Own => {
+                "the victim on a second node of its own in this process (its own store file, \
+                 writer, driver and slots; the engine, runtimes, cores and disk shared)"
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            VictimStore::Shared => "shared",
+            VictimStore::Own => "own",
+        }
+    }
+}
+
 /// One node as `sluice serve` runs it by default (16 slots per lane, default quotas),
-/// counting turns as `fairness` says.
-fn node(dir: &Path, fairness: Fairness) -> anyhow::Result<Service> {
+/// counting turns as `fairness` says, on `engine`.
+fn node_on(dir: &Path, fairness: Fairness, engine: Engine) -> anyhow::Result<Service> {
     let store = Arc::new(SqliteStore::open(&dir.join("sluice.db"))?);
-    let engine = Engine::new(EngineSettings::default(), Some(&dir.join("artifacts")))?;
     let options = Options {
         fairness,
         executions: Some(super::threads::handle()?),
@@ -261,16 +288,33 @@ async fn victim_under(
     seconds: u64,
     flood: u64,
     fairness: Fairness,
+    victims_store: VictimStore,
 ) -> anyhow::Result<Vec<Stages>> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-isolation-").tempdir()?;
-    let service = node(dir.path(), fairness)?;
-    let victim = service.create_org("victim")?;
+    let engine = Engine::new(EngineSettings::default(), Some(&dir.path().join("artifacts")))?;
+    let service = node_on(dir.path(), fairness, engine.clone())?;
     let attacker = service.create_org("attacker")?;
+    // With a store of its own the victim is an org of a second node in this process:
+    // its own database file, writer, driver and slots; the engine (CPU turns, instance
+    // pool, compiler), the runtimes' threads, the cores and the disk stay shared. Its
+    // org id is set apart from the attacker's, as the engine tells orgs apart by id.
+    let victim_node = match victims_store {
+        VictimStore::Shared => service.clone(),
+        VictimStore::Own => {
+            let own = dir.path().join("victim");
+            std::fs::create_dir_all(&own)?;
+            let node = node_on(&own, fairness, engine)?;
+            node.create_org("unused")?;
+            node
+        }
+    };
+    let victim = victim_node.create_org("victim")?;
+    anyhow::ensure!(victim != attacker, "the victim's org id is the attacker's");
     // Beside an import the victim runs a workflow, on the import's lane (regular);
     // otherwise an async step (priority).
     let lane = if name.starts_with("import-") {
-        let echo = plugin(&service, victim, plugins, "echo")?;
-        service.save_definition(Definition::workflow(
+        let echo = plugin(&victim_node, victim, plugins, "echo")?;
+        victim_node.save_definition(Definition::workflow(
             victim,
             "contact",
             echo,
@@ -278,14 +322,14 @@ async fn victim_under(
         ))?;
         Lane::Regular
     } else {
-        step(&service, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
+        step(&victim_node, victim, plugins, "echo", "contact", Mode::Asynchronous, None)?;
         Lane::Priority
     };
     // The victim stays within its quotas (a throughput cap would queue it by design).
     // Beside a cost flood its thread cap is the attacker's.
     let threads = if name == "cost-flood" { SLOTS } else { Quotas::default().max_threads };
     let quotas = Quotas { max_threads: threads, max_throughput: u32::MAX, ..Quotas::default() };
-    service.set_quotas(victim, lane, quotas)?;
+    victim_node.set_quotas(victim, lane, quotas)?;
     // The attack set up (a flood's backlog enqueued) before the driver starts.
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(name, &service, attacker, plugins, flood, stop.clone()).await?;
@@ -294,10 +338,18 @@ async fn victim_under(
         let service = service.clone();
         tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
     };
+    let (victim_stop_tx, victim_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let victim_driver = match victims_store {
+        VictimStore::Shared => None,
+        VictimStore::Own => {
+            let node = victim_node.clone();
+            Some(tokio::spawn(async move { node.run(async { victim_stop_rx.await.unwrap_or(()) }).await }))
+        }
+    };
     // Let the attack reach its steady state before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut completions = service.watch_completions();
+    let mut completions = victim_node.watch_completions();
     let mut created: HashMap<JobId, (Instant, Instant)> = HashMap::new();
     let mut latencies = Vec::new();
     let total = rate * seconds;
@@ -319,7 +371,7 @@ async fn victim_under(
     for n in 0..total {
         interval.tick().await;
         let fired = Instant::now();
-        let outcomes = service.fire_batch(victim, creates("contact", n, 1)).await?;
+        let outcomes = victim_node.fire_batch(victim, creates("contact", n, 1)).await?;
         let returned = Instant::now();
         for job in outcomes.into_iter().flat_map(|o| o.jobs) {
             created.insert(job, (fired, returned));
@@ -337,8 +389,14 @@ async fn victim_under(
     }
     let _ = stop_tx.send(());
     driver.await??;
-    if let Some(reason) = service.failure() {
-        anyhow::bail!("the node failed under '{name}': {reason}");
+    let _ = victim_stop_tx.send(());
+    if let Some(driver) = victim_driver {
+        driver.await??;
+    }
+    for node in [&service, &victim_node] {
+        if let Some(reason) = node.failure() {
+            anyhow::bail!("the node failed under '{name}': {reason}");
+        }
     }
     anyhow::ensure!(created.is_empty(), "{} victim jobs did not complete under '{name}'", created.len());
     // The backlog floods (not `sync-flood`, whose events start no job).
@@ -400,7 +458,7 @@ pub async fn isolation(
          trivial jobs/s for {seconds} s on the priority lane (4 threads, no throughput cap); \
          attacker: default quotas (4 threads per lane); {runs} round(s), interleaved"
     );
-    compare("isolation", "alone", plugins, attacks, rate, seconds, runs, 0).await
+    compare("isolation", "alone", plugins, attacks, rate, seconds, runs, 0, VictimStore::Shared).await
 }
 
 /// `sluice bench noisy-neighbour`: the victim beside a backlog of `flood` trivial jobs,
@@ -412,6 +470,7 @@ pub async fn noisy_neighbour(
     rate: u64,
     seconds: u64,
     runs: u32,
+    victims_store: VictimStore,
 ) -> anyhow::Result<()> {
     println!(
         "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
@@ -419,8 +478,9 @@ pub async fn noisy_neighbour(
          attacker: a backlog on the same lane, {SLOTS} threads (caps together above the slots), \
          no throughput cap; {runs} round(s), interleaved"
     );
+    println!("{}", victims_store.describe());
     let floods = ["trivial-flood".to_string(), "cpu-flood".to_string()];
-    compare("noisy-neighbour", "alone", plugins, &floods, rate, seconds, runs, flood).await
+    compare("noisy-neighbour", "alone", plugins, &floods, rate, seconds, runs, flood, victims_store).await
 }
 
 /// `sluice bench bulk-import`: MISSION scenario 1 in each bulk-import mode. Org A
@@ -436,20 +496,27 @@ pub async fn bulk_import(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> 
     );
     let modes: Vec<String> =
         ["import-per-record", "import-batched", "import-after"].iter().map(|m| m.to_string()).collect();
-    compare("bulk-import", "import-alone", plugins, &modes, rate, seconds, runs, 0).await
+    compare("bulk-import", "import-alone", plugins, &modes, rate, seconds, runs, 0, VictimStore::Shared).await
 }
 
 /// `sluice bench cost-fairness`: the victim's trivial jobs beside a backlog of CPU-bound
 /// ones (`cpu_burn`, about 10 ms each) of an org with the same thread cap (the lane's
 /// slots), with turns counted by cost and then in jobs, against the victim alone; `runs`
 /// rounds interleaved. The last line is JSON with the victim's p99 ratio under each.
-pub async fn cost_fairness(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> anyhow::Result<()> {
+pub async fn cost_fairness(
+    plugins: &Path,
+    rate: u64,
+    seconds: u64,
+    runs: u32,
+    victims_store: VictimStore,
+) -> anyhow::Result<()> {
     println!(
         "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
          trivial jobs/s for {seconds} s on the priority lane; attacker: a backlog of 1,000 \
          CPU-bound jobs on the same lane, topped up as it drains; both with {SLOTS} threads and \
          no throughput cap; turns counted by cost, then in jobs; {runs} round(s), interleaved"
     );
+    println!("{}", victims_store.describe());
     let runs = runs.max(1);
     let modes = [("cost", Fairness::Cost), ("job-count", Fairness::JobCount)];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
@@ -459,13 +526,15 @@ pub async fn cost_fairness(plugins: &Path, rate: u64, seconds: u64, runs: u32) -
         if runs > 1 {
             println!("round {round}");
         }
-        let samples = victim_under("alone", plugins, rate, seconds, 1_000, Fairness::Cost).await?;
+        let samples =
+            victim_under("alone", plugins, rate, seconds, 1_000, Fairness::Cost, victims_store).await?;
         let alone = p99(&samples);
         alone_p99s.push(alone as f64);
         println!("{:<24} p99 {:>12}", "alone", micros(alone));
         println!("{:<24} p50/p99 µs: {}", "", stages_line(&samples));
         for (n, (label, fairness)) in modes.iter().enumerate() {
-            let samples = victim_under("cost-flood", plugins, rate, seconds, 1_000, *fairness).await?;
+            let samples =
+                victim_under("cost-flood", plugins, rate, seconds, 1_000, *fairness, victims_store).await?;
             let p99 = p99(&samples);
             let ratio = p99 as f64 / alone.max(1) as f64;
             println!("{:<24} p99 {:>12}   ÷ alone {ratio:.2}", format!("turns by {label}"), micros(p99));
@@ -492,7 +561,8 @@ pub async fn cost_fairness(plugins: &Path, rate: u64, seconds: u64, runs: u32) -
         json!({ "scenario": "cost-fairness", "victim_alone_p99_us": median(alone_p99s) as u64,
                 "b_p99_ratio": round2(median(ratios[0].clone())),
                 "b_p99_ratio_job_count": round2(median(ratios[1].clone())),
-                "rate": rate, "seconds": seconds, "runs": runs, "fairness": figures })
+                "rate": rate, "seconds": seconds, "runs": runs, "victim_store": victims_store.label(),
+                "fairness": figures })
     );
     Ok(())
 }
@@ -509,6 +579,7 @@ async fn compare(
     seconds: u64,
     runs: u32,
     flood: u64,
+    victims_store: VictimStore,
 ) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let attacks: Vec<&String> = attacks.iter().filter(|a| *a != "alone").collect();
@@ -519,13 +590,15 @@ async fn compare(
         if runs > 1 {
             println!("round {round}");
         }
-        let samples = victim_under(alone, plugins, rate, seconds, flood, Fairness::Cost).await?;
+        let samples =
+            victim_under(alone, plugins, rate, seconds, flood, Fairness::Cost, victims_store).await?;
         let alone = p99(&samples);
         alone_p99s.push(alone);
         println!("{:<20} p99 {:>12}", "alone", micros(alone));
         println!("{:<20} p50/p99 µs: {}", "", stages_line(&samples));
         for (n, name) in attacks.iter().enumerate() {
-            let samples = victim_under(name, plugins, rate, seconds, flood, Fairness::Cost).await?;
+            let samples =
+                victim_under(name, plugins, rate, seconds, flood, Fairness::Cost, victims_store).await?;
             let p99 = p99(&samples);
             let ratio = p99 as f64 / alone.max(1) as f64;
             println!("{name:<20} p99 {:>12}   ÷ alone {ratio:.2}", micros(p99));
@@ -553,7 +626,7 @@ async fn compare(
     println!(
         "{}",
         json!({ "scenario": scenario, "victim_alone_p99_us": alone, "rate": rate, "seconds": seconds,
-                "runs": runs, "attacks": figures })
+                "runs": runs, "victim_store": victims_store.label(), "attacks": figures })
     );
     Ok(())
 }

@@ -10,11 +10,10 @@
 //! commits under a steady stream").
 //!
 //! Never while several orgs write: then the writer is shared for the light orgs' sake
-//! (`sharing`), and a light org's event would wait for company it does not need. Never
-//! for a write that arrives to an idle writer, or behind a commit that took the whole
-//! period: those already commit at once. The one wait another org can meet: its first
-//! write after 100 ms without any (`SHARING_RECENTLY`), arriving during a linger, waits
-//! out that linger (at most [`LINGER`]) before the writer counts it as sharing.
+//! (`sharing`), and a light org's event would wait for company it does not need; the
+//! first write of another org ends a wait under way (the writer receives while it
+//! waits). Never for a write that arrives to an idle writer, or behind a commit that
+//! took the whole period: those already commit at once.
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,8 @@
 //! next one: one sync for everything that arrived meanwhile, however many tenants sent
 //! it. Each request's batch is its own savepoint, so a request whose record writes no
 //! longer apply fails alone (`write-conflict`) and the rest of the group commits. Under
-//! one org's steady stream the next group may wait up to 2 ms to gather more (`linger`).
+//! one org's steady stream the next group may wait up to 2 ms to gather more (`linger`),
+//! until another org's write arrives.
 //!
 //! Order: job transitions are only ever written from the `pending` list, which the
 //! writer takes at the start of a group, so they reach the store in the order they were
@@ -140,7 +141,16 @@ pub(super) fn spawn(shared: Weak<Shared>, requests: mpsc::Receiver<Request>) -> 
             };
             let steady = std::mem::take(&mut arrived) && !closing;
             if let Some(rest) = linger.wait(steady, sharing.shared(), Instant::now()) {
-                std::thread::sleep(rest);
+                // Another org's write ends the wait: the writer is shared from now on.
+                let until = Instant::now() + rest;
+                while let Ok(request) = requests.recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
+                    let newcomer = sharing.newcomer(&request);
+                    waiting.push_back(request);
+                    if newcomer {
+                        break;
+                    }
+                }
             }
             waiting.extend(requests.try_iter());
             // Closing, the rest is committed at once: no turn is worth waiting for.

@@ -149,6 +149,18 @@ impl Sharing {
         self.recent.len() > 1
     }
 
+    /// Whether `request` writes for an org not seen lately: one that would make the
+    /// writer shared.
+    pub(super) fn newcomer(&self, request: &Request) -> bool {
+        match request {
+            Request::Batch(batch, _) => org_of(batch).is_some_and(|org| !self.recent.contains_key(&org)),
+            Request::Round(round, _) => {
+                round.iter().any(|finished| !self.recent.contains_key(&finished.org()))
+            }
+            Request::Flush(_) => false,
+        }
+    }
+
     /// Whether more than one org wrote lately (as of the last group taken): only then is
     /// a group split or an org paced, and only then are rows counted per org.
     pub(super) fn shared(&self) -> bool {
@@ -319,6 +331,19 @@ mod tests {
         waiting.extend([request(HEAVY, 500), request(LIGHT, 1)]);
         assert_eq!(orgs(&sharing.take_group(&mut waiting)), vec![LIGHT], "the light org is not held back");
         assert_eq!(orgs(waiting.make_contiguous()), vec![HEAVY], "the heavy org's request waits, in order");
+    }
+
+    #[test]
+    fn another_orgs_write_is_a_newcomer_while_one_org_writes_alone() {
+        let mut sharing = Sharing::default();
+        let mut waiting = VecDeque::from([request(HEAVY, 500)]);
+        sharing.take_group(&mut waiting);
+        assert!(!sharing.shared());
+        // Such a write ends the linger under way (`mod.rs`): it is not made to wait.
+        assert!(sharing.newcomer(&request(LIGHT, 1)));
+        assert!(!sharing.newcomer(&request(HEAVY, 500)), "the streaming org's next write");
+        let (sender, _) = mpsc::sync_channel(1);
+        assert!(!sharing.newcomer(&Request::Flush(Reply::Blocking(sender))), "a flush writes for no org");
     }
 
     impl Request {
