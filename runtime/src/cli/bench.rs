@@ -473,12 +473,22 @@ async fn throughput(
 struct Drain {
     first_us: u64,
     rate: f64,
+    /// Starts that waited for their job to be read back from the store.
+    read_back: u64,
+}
+
+/// The node's count of starts that waited for a read-back (its metric).
+fn starts_read_back(service: &Service) -> anyhow::Result<u64> {
+    let text = service.metrics_text()?;
+    let line = text.lines().find(|line| line.starts_with("sluice_starts_read_back_total "));
+    Ok(line.and_then(|line| line.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 /// Runs the driver until `jobs` jobs have completed, then stops it.
 async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
     let mut completions = service.watch_completions();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let read_back = starts_read_back(service)?;
     let started = Instant::now();
     let driver = {
         let service = service.clone();
@@ -498,7 +508,11 @@ async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
     let rate = (completed - first_count) as f64 / first_at.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     driver.await??;
-    Ok(Drain { first_us: first_at.duration_since(started).as_micros() as u64, rate })
+    Ok(Drain {
+        first_us: first_at.duration_since(started).as_micros() as u64,
+        rate,
+        read_back: starts_read_back(service)? - read_back,
+    })
 }
 
 async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) -> anyhow::Result<()> {
@@ -517,6 +531,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
     run_some(&long.service, kept).await?;
     let (mut small_rates, mut large_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut small_firsts, mut large_firsts) = (Vec::new(), Vec::new());
+    let mut large_read_backs = Vec::new();
     for round in 0..u64::from(rounds) {
         enqueue_from(&short.service, short_org, "account", round * small, small).await?;
         // Each drain starts on a quiet machine: the log the enqueue or the drain before
@@ -538,6 +553,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
         large_firsts.push(large_drain.first_us);
         small_rates.push(small_drain.rate);
         large_rates.push(large_drain.rate);
+        large_read_backs.push(large_drain.read_back);
         ratios.push(large_drain.rate / small_drain.rate);
     }
     let ratio = super::bench_isolation::median(ratios.clone());
@@ -557,6 +573,10 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
         firsts(&large_firsts)
     );
     println!(
+        "  starts that waited for their job to be read back (large): {}",
+        large_read_backs.iter().map(|n| count(*n)).collect::<Vec<_>>().join(", ")
+    );
+    println!(
         "  ratio: median {ratio:.3} · {} on disk per waiting job (event record + job row + indexes)",
         bytes(per_job as u64)
     );
@@ -565,6 +585,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
         json!({"scenario": "backlog", "small": small, "large": large, "run": run, "rounds": rounds,
             "small_jobs_per_s": small_rates, "large_jobs_per_s": large_rates, "ratios": ratios,
             "small_first_completion_us": small_firsts, "large_first_completion_us": large_firsts,
+            "large_starts_read_back": large_read_backs,
             "ratio": ratio, "bytes_per_waiting_job": per_job})
     );
     Ok(())

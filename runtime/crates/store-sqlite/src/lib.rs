@@ -710,30 +710,40 @@ impl Store for SqliteStore {
     }
 
     fn starts_by_id(&self, org: OrgId, ids: &[JobId]) -> Result<Vec<StartRow>> {
-        // One prepared lookup per id on one read connection: an embedded read costs
-        // microseconds, no round trip to batch away.
+        // An embedded read costs microseconds, no round trip to batch away; but a point
+        // lookup descends the table's tree, and a read ahead asks for a definition's next
+        // jobs, mostly consecutive ids: those are read as ranges of the table, each page
+        // once (a tenth of the cost a row past a million jobs, `sluice bench backlog`).
         let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT id, lane, definition_id, correlation_id, depth, payload, created_at,
-                    retry_count = 0 AND postponement_count = 0
-                 FROM jobs WHERE org_id = ?1 AND id = ?2",
-            )
-            .db()?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut rows = statement.query(params![org.0, id.0 as i64]).db()?;
-            if let Some(row) = rows.next().db()? {
-                found.push(StartRow {
-                    id: JobId(row.get::<_, i64>(0).db()? as u64),
-                    lane: lane_of(row.get(1).db()?)?,
-                    definition: DefinitionId(row.get::<_, i64>(2).db()? as u64),
-                    correlation_id: row.get(3).db()?,
-                    depth: row.get::<_, i64>(4).db()? as u32,
-                    payload: payload_column(row, 5).db()?,
-                    created_at: row.get(6).db()?,
-                    first_run: row.get(7).db()?,
-                });
+        let mut sorted: Vec<u64> = ids.iter().map(|id| id.0).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut found = Vec::with_capacity(sorted.len());
+        for run in dense_runs(&sorted) {
+            if run.len() < RANGE_READ_MIN {
+                let mut statement = connection
+                    .prepare_cached(&format!("SELECT {START_COLUMNS} FROM jobs WHERE id = ?1"))
+                    .db()?;
+                for id in run {
+                    let mut rows = statement.query(params![*id as i64]).db()?;
+                    if let Some(row) = rows.next().db()? {
+                        found.extend(start_of_org(row, org)?);
+                    }
+                }
+                continue;
+            }
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {START_COLUMNS} FROM jobs WHERE id BETWEEN ?1 AND ?2"))
+                .db()?;
+            let mut rows = statement.query(params![first as i64, last as i64]).db()?;
+            let mut wanted = run.iter().peekable();
+            while let Some(row) = rows.next().db()? {
+                let id = row.get::<_, i64>(0).db()? as u64;
+                while wanted.next_if(|w| **w < id).is_some() {}
+                if wanted.next_if_eq(&&id).is_some() {
+                    found.extend(start_of_org(row, org)?);
+                }
             }
         }
         Ok(found)
@@ -1182,6 +1192,38 @@ impl SqliteStore {
 }
 
 /// A job's payload: bytes (a BLOB), or the JSON text an earlier Sluice wrote.
+/// The columns a start reads back, in the order `start_of_org` takes them.
+const START_COLUMNS: &str = "id, org_id, lane, definition_id, correlation_id, depth, payload, created_at,
+    retry_count = 0 AND postponement_count = 0";
+
+/// A run of at least this many ids, none more than [`RANGE_READ_GAP`] past the one
+/// before, is read as one range of the table.
+const RANGE_READ_MIN: usize = 16;
+const RANGE_READ_GAP: u64 = 4;
+
+/// Splits sorted ids into runs whose neighbours are at most [`RANGE_READ_GAP`] apart:
+/// a range read of one reads at most `RANGE_READ_GAP - 1` unwanted rows per wanted one.
+fn dense_runs(sorted: &[u64]) -> impl Iterator<Item = &[u64]> {
+    sorted.chunk_by(|a, b| b - a <= RANGE_READ_GAP)
+}
+
+/// A start's row, if it is a job of `org` (a read by id finds any org's).
+fn start_of_org(row: &rusqlite::Row<'_>, org: OrgId) -> Result<Option<StartRow>> {
+    if row.get::<_, i64>(1).db()? != i64::from(org.0) {
+        return Ok(None);
+    }
+    Ok(Some(StartRow {
+        id: JobId(row.get::<_, i64>(0).db()? as u64),
+        lane: lane_of(row.get(2).db()?)?,
+        definition: DefinitionId(row.get::<_, i64>(3).db()? as u64),
+        correlation_id: row.get(4).db()?,
+        depth: row.get::<_, i64>(5).db()? as u32,
+        payload: payload_column(row, 6).db()?,
+        created_at: row.get(7).db()?,
+        first_run: row.get(8).db()?,
+    }))
+}
+
 fn payload_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
     match row.get_ref(index)? {
         ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(bytes.to_vec()),

@@ -12,6 +12,8 @@ fn sqlite_passes_the_conformance_suite() {
     let open = |path: &Path| -> Box<dyn Store> { Box::new(SqliteStore::open(path).unwrap()) };
     sluice_store::conformance::run(&|| open(&path), &|| open(&path));
     sluice_store::conformance::cluster(open(&path).as_ref());
+    let fresh = dir.path().join("reading-ahead.db");
+    sluice_store::conformance::read_ahead(open(&fresh).as_ref());
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The store conformance suite: what every backend must do. Each backend's tests run it
-//! against a fresh store of theirs ([`run`] and [`cluster`]); a new backend passes it
+//! against a fresh store of theirs ([`run`], [`read_ahead`] and [`cluster`]); a new backend passes it
 //! before anything else uses it. It panics on the first behaviour that differs.
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -333,6 +333,38 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
     }
     assert_eq!(again.purge(&old_successes, 1).unwrap(), (0, 0));
     assert!(by_correlation(again.as_ref(), a, &correlation).is_empty(), "purged with its job");
+}
+
+/// Reading back a backlog's next jobs (a start's read ahead): many ids at once, mostly
+/// consecutive, interleaved with another org's, in any order, some asked twice or
+/// unknown; a read returns each of its org's jobs asked for once, as the whole row has
+/// it, and nothing else. On a fresh store.
+pub fn read_ahead(store: &dyn Store) {
+    let a = store.create_org("reading-ahead").unwrap();
+    let b = store.create_org("writing-beside").unwrap();
+    // Every fourth job another org's, as two busy orgs' enqueues interleave.
+    let jobs: Vec<NewJob> = (0..200).map(|n| new_job(if n % 4 == 3 { b } else { a }, n)).collect();
+    let ids = store.insert_jobs(&jobs).unwrap();
+    let of = |org: OrgId| -> Vec<JobId> {
+        ids.iter().zip(&jobs).filter(|(_, job)| job.org == org).map(|(id, _)| *id).collect()
+    };
+    let (of_a, of_b) = (of(a), of(b));
+    // All of a's but every tenth (started already), newest first, with one of b's, an
+    // unknown id and a repeat.
+    let mut expected: Vec<JobId> =
+        of_a.iter().enumerate().filter(|(i, _)| i % 10 != 5).map(|(_, id)| *id).collect();
+    let mut asked: Vec<JobId> = expected.iter().rev().copied().collect();
+    asked.extend([of_b[0], JobId(u64::MAX / 2), expected[3]]);
+    let mut read = store.starts_by_id(a, &asked).unwrap();
+    read.sort_by_key(|row| row.id);
+    expected.sort();
+    assert_eq!(read.iter().map(|row| row.id).collect::<Vec<_>>(), expected, "the org's jobs asked for, once");
+    for row in [&read[0], &read[70], &read[read.len() - 1]] {
+        assert_eq!(*row, StartRow::from(store.job(a, row.id).unwrap().unwrap()), "as the whole row has it");
+    }
+    let theirs = store.starts_by_id(b, &of_b).unwrap();
+    assert_eq!(theirs.len(), of_b.len(), "another org's own read is whole");
+    assert!(store.starts_by_id(b, &of_a).unwrap().is_empty(), "and never reaches into a's");
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,
