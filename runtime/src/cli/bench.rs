@@ -16,6 +16,18 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::format::{bytes, count, micros};
 
+/// Where the victim's jobs are stored, for the isolation benches that can tell.
+#[derive(clap::Args, Debug)]
+pub struct VictimStoreArg {
+    /// Where B's jobs are stored: `shared`, in A's node's store (one writer for both,
+    /// as every org of a node today); `own`, on a second node in the process with a
+    /// store file, writer, driver and slots of its own, sharing the engine, the
+    /// runtimes' threads, the cores and the disk (what separate stores could at best
+    /// give).
+    #[arg(long, value_enum, default_value = "shared")]
+    victim_store: super::bench_isolation::VictimStore,
+}
+
 #[derive(clap::Subcommand)]
 pub enum Scenario {
     /// N trivial jobs enqueued, then run to completion on the durable store by the
@@ -56,13 +68,8 @@ pub enum Scenario {
         /// reported are the medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
-        /// Where B's jobs are stored: `shared`, in A's node's store (one writer for both,
-        /// as every org of a node today); `own`, on a second node in the process with a
-        /// store file, writer, driver and slots of its own, sharing the engine, the
-        /// runtimes' threads, the cores and the disk (what separate stores could at best
-        /// give).
-        #[arg(long, value_enum, default_value = "shared")]
-        victim_store: super::bench_isolation::VictimStore,
+        #[command(flatten)]
+        victim: VictimStoreArg,
     },
     /// Org B's trivial jobs beside org A's backlog of CPU-bound jobs (`cpu_burn`, about
     /// 10 ms each) on the same lane, both with the lane's slots as their thread cap: B's
@@ -79,13 +86,8 @@ pub enum Scenario {
         /// medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
-        /// Where B's jobs are stored: `shared`, in A's node's store (one writer for both,
-        /// as every org of a node today); `own`, on a second node in the process with a
-        /// store file, writer, driver and slots of its own, sharing the engine, the
-        /// runtimes' threads, the cores and the disk (what separate stores could at best
-        /// give).
-        #[arg(long, value_enum, default_value = "shared")]
-        victim_store: super::bench_isolation::VictimStore,
+        #[command(flatten)]
+        victim: VictimStoreArg,
     },
     /// MISSION scenario 1 in each bulk-import mode: org A imports 10,000 accounts, each
     /// triggering a workflow (per-record, batched(100), after-import); org B's trivial
@@ -280,11 +282,12 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         Scenario::Throughput { jobs, database, nodes, orgs } => {
             throughput(plugins, jobs, database.as_deref(), nodes.max(1), orgs.unwrap_or(nodes).max(1)).await
         }
-        Scenario::NoisyNeighbour { flood, rate, seconds, runs, victim_store } => {
-            super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs, victim_store).await
+        Scenario::NoisyNeighbour { flood, rate, seconds, runs, victim } => {
+            super::bench_isolation::noisy_neighbour(plugins, flood, rate, seconds, runs, victim.victim_store)
+                .await
         }
-        Scenario::CostFairness { rate, seconds, runs, victim_store } => {
-            super::bench_isolation::cost_fairness(plugins, rate, seconds, runs, victim_store).await
+        Scenario::CostFairness { rate, seconds, runs, victim } => {
+            super::bench_isolation::cost_fairness(plugins, rate, seconds, runs, victim.victim_store).await
         }
         Scenario::BulkImport { rate, seconds, runs } => {
             super::bench_isolation::bulk_import(plugins, rate, seconds, runs).await
@@ -477,18 +480,11 @@ struct Drain {
     read_back: u64,
 }
 
-/// The node's count of starts that waited for a read-back (its metric).
-fn starts_read_back(service: &Service) -> anyhow::Result<u64> {
-    let text = service.metrics_text()?;
-    let line = text.lines().find(|line| line.starts_with("sluice_starts_read_back_total "));
-    Ok(line.and_then(|line| line.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0))
-}
-
 /// Runs the driver until `jobs` jobs have completed, then stops it.
 async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
     let mut completions = service.watch_completions();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let read_back = starts_read_back(service)?;
+    let read_back = service.starts_read_back();
     let started = Instant::now();
     let driver = {
         let service = service.clone();
@@ -511,7 +507,7 @@ async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
     Ok(Drain {
         first_us: first_at.duration_since(started).as_micros() as u64,
         rate,
-        read_back: starts_read_back(service)? - read_back,
+        read_back: service.starts_read_back() - read_back,
     })
 }
 

@@ -635,6 +635,12 @@ impl Service {
         self.shared.metrics.driver_rounds.get()
     }
 
+    /// Starts that waited for their job to be read back from the store since the node
+    /// opened (`sluice_starts_read_back_total`).
+    pub fn starts_read_back(&self) -> u64 {
+        self.shared.metrics.starts_read_back.get()
+    }
+
     /// Jobs whose success this node has committed since it opened
     /// (`sluice_jobs_succeeded_total`).
     pub fn jobs_succeeded(&self) -> u64 {

@@ -721,9 +721,7 @@ impl Store for SqliteStore {
         let mut found = Vec::with_capacity(sorted.len());
         for run in dense_runs(&sorted) {
             if run.len() < RANGE_READ_MIN {
-                let mut statement = connection
-                    .prepare_cached(&format!("SELECT {START_COLUMNS} FROM jobs WHERE id = ?1"))
-                    .db()?;
+                let mut statement = connection.prepare_cached(&START_BY_ID).db()?;
                 for id in run {
                     let mut rows = statement.query(params![*id as i64]).db()?;
                     if let Some(row) = rows.next().db()? {
@@ -733,9 +731,7 @@ impl Store for SqliteStore {
                 continue;
             }
             let (first, last) = (run[0], run[run.len() - 1]);
-            let mut statement = connection
-                .prepare_cached(&format!("SELECT {START_COLUMNS} FROM jobs WHERE id BETWEEN ?1 AND ?2"))
-                .db()?;
+            let mut statement = connection.prepare_cached(&STARTS_IN_RANGE).db()?;
             let mut rows = statement.query(params![first as i64, last as i64]).db()?;
             let mut wanted = run.iter().peekable();
             while let Some(row) = rows.next().db()? {
@@ -1195,6 +1191,11 @@ impl SqliteStore {
 /// The columns a start reads back, in the order `start_of_org` takes them.
 const START_COLUMNS: &str = "id, org_id, lane, definition_id, correlation_id, depth, payload, created_at,
     retry_count = 0 AND postponement_count = 0";
+
+static START_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {START_COLUMNS} FROM jobs WHERE id = ?1"));
+static STARTS_IN_RANGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {START_COLUMNS} FROM jobs WHERE id BETWEEN ?1 AND ?2"));
 
 /// A run of at least this many ids, none more than [`RANGE_READ_GAP`] past the one
 /// before, is read as one range of the table.
