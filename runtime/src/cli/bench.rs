@@ -1,6 +1,7 @@
 //! `sluice bench SCENARIO`: load generators for an operator, like redis-benchmark. Each
 //! prints a readable summary and, as its last line, one JSON object with the figures.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use sluice::store::{Definition, SqliteStore, Trigger};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::format::{bytes, count, micros};
+use super::thread_cpu;
 
 /// Where the victim's jobs are stored, for the isolation benches that can tell.
 #[derive(clap::Args, Debug)]
@@ -110,6 +112,7 @@ pub enum Scenario {
     /// both, which goes first alternating; the ratio reported is the median of the
     /// rounds'. A rate counts from the drain's first completion: the driver is started
     /// and stopped around each drain, and its start-up (printed apart) is not dequeueing.
+    /// Each side's CPU time a job, by thread (Linux), says where a difference went.
     Backlog {
         #[arg(long, default_value_t = 1_000_000)]
         large: u64,
@@ -478,6 +481,47 @@ struct Drain {
     rate: f64,
     /// Starts that waited for their job to be read back from the store.
     read_back: u64,
+    /// Jobs completed, and the CPU time each group of the process's threads spent, in
+    /// nanoseconds, from the driver's start to its stop.
+    completed: u64,
+    cpu_ns: BTreeMap<String, u64>,
+}
+
+/// The CPU time of drains summed by thread group, and the jobs they completed.
+#[derive(Default)]
+struct CpuByThread {
+    ns: BTreeMap<String, u64>,
+    jobs: u64,
+}
+
+impl CpuByThread {
+    fn add(&mut self, drain: &Drain) {
+        for (name, ns) in &drain.cpu_ns {
+            *self.ns.entry(name.clone()).or_default() += ns;
+        }
+        self.jobs += drain.completed;
+    }
+
+    fn per_job_us(&self, name: &str) -> f64 {
+        self.ns.get(name).copied().unwrap_or(0) as f64 / 1_000.0 / self.jobs.max(1) as f64
+    }
+
+    fn all_per_job_us(&self) -> f64 {
+        self.ns.values().sum::<u64>() as f64 / 1_000.0 / self.jobs.max(1) as f64
+    }
+
+    /// The groups that spent at least 0.01 µs a job on either side.
+    fn names_with(&self, other: &CpuByThread) -> Vec<String> {
+        let mut names: Vec<String> = self.ns.keys().chain(other.ns.keys()).cloned().collect();
+        names.sort();
+        names.dedup();
+        names.retain(|name| self.per_job_us(name) >= 0.01 || other.per_job_us(name) >= 0.01);
+        names
+    }
+
+    fn by_name_us(&self) -> BTreeMap<String, f64> {
+        self.ns.keys().map(|name| (name.clone(), self.per_job_us(name))).collect()
+    }
 }
 
 /// Runs the driver until `jobs` jobs have completed, then stops it.
@@ -485,6 +529,7 @@ async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
     let mut completions = service.watch_completions();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let read_back = service.starts_read_back();
+    let cpu_before = thread_cpu::Snapshot::now();
     let started = Instant::now();
     let driver = {
         let service = service.clone();
@@ -508,6 +553,8 @@ async fn run_some(service: &Service, jobs: u64) -> anyhow::Result<Drain> {
         first_us: first_at.duration_since(started).as_micros() as u64,
         rate,
         read_back: service.starts_read_back() - read_back,
+        completed,
+        cpu_ns: thread_cpu::Snapshot::now().since(&cpu_before),
     })
 }
 
@@ -528,6 +575,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
     let (mut small_rates, mut large_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut small_firsts, mut large_firsts) = (Vec::new(), Vec::new());
     let mut large_read_backs = Vec::new();
+    let (mut small_cpu, mut large_cpu) = (CpuByThread::default(), CpuByThread::default());
     for round in 0..u64::from(rounds) {
         enqueue_from(&short.service, short_org, "account", round * small, small).await?;
         // Each drain starts on a quiet machine: the log the enqueue or the drain before
@@ -550,6 +598,8 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
         small_rates.push(small_drain.rate);
         large_rates.push(large_drain.rate);
         large_read_backs.push(large_drain.read_back);
+        small_cpu.add(&small_drain);
+        large_cpu.add(&large_drain);
         ratios.push(large_drain.rate / small_drain.rate);
     }
     let ratio = super::bench_isolation::median(ratios.clone());
@@ -572,6 +622,16 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
         "  starts that waited for their job to be read back (large): {}",
         large_read_backs.iter().map(|n| count(*n)).collect::<Vec<_>>().join(", ")
     );
+    println!("  CPU a job, by thread (µs; all rounds' drains, small / large):");
+    for name in small_cpu.names_with(&large_cpu) {
+        println!(
+            "    {name:<16} {:>6.2} / {:>6.2}",
+            small_cpu.per_job_us(&name),
+            large_cpu.per_job_us(&name)
+        );
+    }
+    let (small_all, large_all) = (small_cpu.all_per_job_us(), large_cpu.all_per_job_us());
+    println!("    {:<16} {small_all:>6.2} / {large_all:>6.2} ({:.3})", "all", small_all / large_all);
     println!(
         "  ratio: median {ratio:.3} · {} on disk per waiting job (event record + job row + indexes)",
         bytes(per_job as u64)
@@ -582,6 +642,7 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
             "small_jobs_per_s": small_rates, "large_jobs_per_s": large_rates, "ratios": ratios,
             "small_first_completion_us": small_firsts, "large_first_completion_us": large_firsts,
             "large_starts_read_back": large_read_backs,
+            "small_cpu_us_per_job": small_cpu.by_name_us(), "large_cpu_us_per_job": large_cpu.by_name_us(),
             "ratio": ratio, "bytes_per_waiting_job": per_job})
     );
     Ok(())

@@ -7,6 +7,7 @@ mod client;
 mod format;
 mod plugin;
 mod serve;
+mod thread_cpu;
 pub mod threads;
 
 use std::path::PathBuf;

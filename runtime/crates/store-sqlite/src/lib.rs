@@ -1126,14 +1126,17 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Change>> {
 /// Pages kept in each reading connection's cache, in KiB (SQLite's default is 2,000 KiB).
 const CACHE_KIB: i64 = 64 * 1024;
 
-/// Pages kept in the writing connection's cache, in KiB: smaller, because SQLite walks
+/// Pages kept in the writing connection's cache, in KiB: small, because SQLite walks
 /// the whole cache at the end of every transaction in which a b-tree split reordered
 /// pages (`balance_nonroot` parks a page at the lock-byte page's number, so the end of
 /// the transaction "truncates" the cache past the database's end by visiting every
-/// cached page). At 64 MiB that walk was a fifth of the writer's time while draining;
-/// the writer's hot pages (the ends of the job indexes) fit in far less, and a miss is
-/// read from the operating system's cache.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// cached page). The walk's cost grows with the cache: draining a million-job backlog
+/// (`sluice bench backlog` under perf), 1.5 µs of the writer's time a job at 32 MiB,
+/// 1.1 at 16, 0.5 at 8, 0.24 at 4. The writer's hot pages (the ends of the job indexes)
+/// fit in 4 MiB: no more pages were read from the operating system's cache at 4 than at
+/// 32 (0.07-0.12 µs a job either way), and `noisy-neighbour` and `throughput` did not
+/// change.
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
 
 /// Statements kept prepared per connection (rusqlite's default is 16; the job path and
 /// the API use more than that, and a statement parsed again costs more than it runs).
