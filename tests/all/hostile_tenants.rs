@@ -328,3 +328,55 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     out
 }
+
+/// Reads whose cost grows with an org's jobs (its job listing, the counts behind its
+/// health: a tenth of a second and more over a million-job backlog) run one at a time
+/// per org, off the runtime's workers. While one of the attacker's reads holds its turn
+/// (here a read that waits until the test releases it), more of them queue behind it,
+/// more than the runtime has workers and the store has readers, and the victim's
+/// listing and health still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orgs_slow_reads_wait_for_each_other_not_for_another_orgs() {
+    let h = harness(Options::default());
+    let (attacker, victim) = (h.attacker, h.victim);
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let slow = {
+        let service = h.service.clone();
+        tokio::spawn(async move {
+            service
+                .org_read(Some(attacker), move |_| {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        })
+    };
+    started.await.unwrap();
+    let queued: Vec<_> = (0..8)
+        .map(|_| {
+            let service = h.service.clone();
+            tokio::spawn(async move {
+                service.org_read(Some(attacker), move |s| s.jobs(attacker, &JobFilter::all(100))).await
+            })
+        })
+        .collect();
+    let victims_reads = async {
+        let jobs = h.service.org_read(Some(victim), move |s| s.jobs(victim, &JobFilter::all(100))).await;
+        let health = h.service.org_read(Some(victim), move |s| s.health(Some(victim))).await;
+        (jobs, health)
+    };
+    // A guard, not a measure: without per-org turns the victim would wait for the release.
+    let (jobs, health) = tokio::time::timeout(std::time::Duration::from_secs(30), victims_reads)
+        .await
+        .expect("the victim's reads answer while the attacker's are held");
+    assert!(jobs.unwrap().is_empty());
+    assert_eq!(health.unwrap().len(), 1, "the victim sees its own org only");
+    assert!(queued.iter().all(|read| !read.is_finished()), "the attacker's other reads wait for its turn");
+    release.send(()).unwrap();
+    slow.await.unwrap().unwrap();
+    for read in queued {
+        assert!(read.await.unwrap().unwrap().is_empty());
+    }
+}

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::auth::{Operator, Viewer};
 use super::error::{ApiError, ErrorBody};
-use crate::service::OrgHealth;
+use crate::service::{OrgHealth, Service};
 
 /// Per org and lane: backlog by status, caps and use, exceptions, postponed and
 /// suspended jobs; throughput and backlog over the last ten minutes; the definitions
@@ -16,12 +16,13 @@ use crate::service::OrgHealth;
 #[utoipa::path(get, path = "/health", tag = "tenant",
     responses((status = 200, body = Vec<OrgHealth>), (status = "4XX", body = ErrorBody)))]
 pub async fn health(viewer: Viewer, State(state): State<AppState>) -> Result<Json<Vec<OrgHealth>>, ApiError> {
-    Ok(Json(state.service.health(viewer.scope())?))
+    let scope = viewer.scope();
+    Ok(Json(state.service.org_read(scope, move |service| service.health(scope)).await?))
 }
 
 /// Prometheus metrics (OpenMetrics text), for the operator's scraper.
 pub async fn metrics(_: Operator, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = state.service.metrics_text()?;
+    let text = state.service.org_read(None, Service::metrics_text).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }
 

@@ -44,7 +44,8 @@ pub async fn list_jobs(
         before: q.before.map(JobId),
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    Ok(Json(state.service.jobs(org, &filter)?.into_iter().map(JobView::from).collect()))
+    let jobs = state.service.org_read(Some(org), move |service| service.jobs(org, &filter)).await?;
+    Ok(Json(jobs.into_iter().map(JobView::from).collect()))
 }
 
 fn job(state: &AppState, org: OrgId, id: &str) -> Result<JobRow, ApiError> {

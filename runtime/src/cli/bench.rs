@@ -12,7 +12,7 @@ use sluice::engine::{Engine, EngineSettings, Mode};
 use sluice::jobs::{Lane, OrgId, Quotas, Status};
 use sluice::records::Attributes;
 use sluice::service::{ClusterOptions, DatabaseClock, Event, Options, RunawayRule, Service, SystemClock};
-use sluice::store::{Definition, SqliteStore, Trigger};
+use sluice::store::{Definition, JobFilter, SqliteStore, Trigger};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::format::{bytes, count, micros};
@@ -429,6 +429,7 @@ async fn throughput(
         stored += counts.iter().filter(|c| c.1 == Status::Succeeded).map(|c| c.2).sum::<u64>();
     }
     anyhow::ensure!(stored == jobs, "{stored} of {jobs} jobs succeeded");
+    let (newest_us, beside_us) = listings(first, tenants[0])?;
     let calls = jobs.min(200_000);
     let bare = bare_rate(plugins, calls)?;
     let cores = super::threads::machine_cores();
@@ -460,13 +461,19 @@ async fn throughput(
     );
     println!("  ratio: {:.3} of one thread, {:.3} of {cores}", sluice / bare, sluice / bare_all);
     println!(
+        "  reads beside the run's jobs (median of 5): the first org's newest 100 jobs {}, another org's {}",
+        micros(newest_us),
+        micros(beside_us)
+    );
+    println!(
         "{}",
         json!({"scenario": "throughput", "store": store, "nodes": nodes, "orgs": orgs, "jobs": jobs,
             "enqueue_per_s": enqueue_rate, "sluice_jobs_per_s": sluice, "tokio_workers": workers,
             "node_cores": node_cores,
             "sandbox_workers": sandbox_workers, "driver_rounds": rounds,
             "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
-            "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all})
+            "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all,
+            "newest_jobs_us": newest_us, "newest_jobs_beside_us": beside_us})
     );
     Ok(())
 }
@@ -485,6 +492,26 @@ struct Drain {
     /// nanoseconds, from the driver's start to its stop.
     completed: u64,
     cpu_ns: BTreeMap<String, u64>,
+}
+
+/// How long listing `org`'s newest 100 jobs takes, and then another org's (one made for
+/// it, with no jobs) on the same store: the median of 5 each, in µs.
+fn listings(service: &Service, org: OrgId) -> anyhow::Result<(u64, u64)> {
+    let beside = service.create_org("beside")?;
+    let listing = |org: OrgId| median_us(|| service.jobs(org, &JobFilter::all(100)).map(drop));
+    Ok((listing(org)?, listing(beside)?))
+}
+
+/// How long `read` takes: the median of 5 runs, in µs.
+fn median_us(mut read: impl FnMut() -> Result<(), sluice::service::Error>) -> anyhow::Result<u64> {
+    let mut times = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let started = Instant::now();
+        read()?;
+        times.push(started.elapsed().as_micros() as u64);
+    }
+    times.sort_unstable();
+    Ok(times[2])
 }
 
 /// The CPU time of drains summed by thread group, and the jobs they completed.
@@ -570,6 +597,10 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
     let long_org = tenant(&long.service, "bench", plugins, "account", Lane::Priority)?;
     enqueue(&long.service, long_org, "account", large).await?;
     let per_job = long.service.store().size_on_disk()? as f64 / large as f64;
+    // What a tenant's reads cost beside the backlog: its org's listing and the counts
+    // behind its health, and another org's listing on the same store.
+    let (newest_us, beside_us) = listings(&long.service, long_org)?;
+    let counts_us = median_us(|| long.service.lane_health(long_org).map(drop))?;
     // The jobs whose payloads the node kept from their enqueue, untimed.
     run_some(&long.service, kept).await?;
     let (mut small_rates, mut large_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -633,6 +664,13 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
     let (small_all, large_all) = (small_cpu.all_per_job_us(), large_cpu.all_per_job_us());
     println!("    {:<16} {small_all:>6.2} / {large_all:>6.2} ({:.3})", "all", small_all / large_all);
     println!(
+        "  reads beside the large backlog (median of 5): its org's newest 100 jobs {}, its lanes' \
+         health (counts by status) {}; another org's newest 100 jobs {}",
+        micros(newest_us),
+        micros(counts_us),
+        micros(beside_us)
+    );
+    println!(
         "  ratio: median {ratio:.3} · {} on disk per waiting job (event record + job row + indexes)",
         bytes(per_job as u64)
     );
@@ -643,7 +681,8 @@ async fn backlog(plugins: &Path, large: u64, small: u64, run: u64, rounds: u32) 
             "small_first_completion_us": small_firsts, "large_first_completion_us": large_firsts,
             "large_starts_read_back": large_read_backs,
             "small_cpu_us_per_job": small_cpu.by_name_us(), "large_cpu_us_per_job": large_cpu.by_name_us(),
-            "ratio": ratio, "bytes_per_waiting_job": per_job})
+            "ratio": ratio, "bytes_per_waiting_job": per_job, "newest_jobs_us": newest_us,
+            "health_counts_us": counts_us, "newest_jobs_beside_us": beside_us})
     );
     Ok(())
 }

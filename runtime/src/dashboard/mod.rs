@@ -139,7 +139,7 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Respons
         Some(viewer) => viewer,
         None => return Html(login_page(None)).into_response(),
     };
-    let panel = match render_panel(&state.service, viewer) {
+    let panel = match health_seen_by(&state.service, viewer).await.and_then(render_panel) {
         Ok(panel) => panel,
         Err(e) => return PageError(e).into_response(),
     };
@@ -156,14 +156,14 @@ fn viewer_from(state: &AppState, headers: &HeaderMap) -> Option<Viewer> {
 }
 
 async fn panel(viewer: Viewer, State(state): State<AppState>) -> Result<Html<String>, ApiError> {
-    Ok(Html(render_panel(&state.service, viewer)?))
+    Ok(Html(render_panel(health_seen_by(&state.service, viewer).await?)?))
 }
 
 async fn series(
     viewer: Viewer,
     State(state): State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let health = state.service.health(viewer.scope())?;
+    let health = health_seen_by(&state.service, viewer).await?;
     let series: Vec<serde_json::Value> = health
         .into_iter()
         .map(|h| serde_json::json!({"org": h.org, "name": h.name, "series": h.series}))
@@ -173,8 +173,13 @@ async fn series(
 
 /// The panel: the flagged definitions of every org first (the script moves that box to
 /// the top of the page), then each org, flagged orgs first.
-fn render_panel(service: &Service, viewer: Viewer) -> Result<String, ApiError> {
-    let mut health = service.health(viewer.scope())?;
+/// The health of the orgs `viewer` sees, read off the runtime (`Service::org_read`).
+async fn health_seen_by(service: &Service, viewer: Viewer) -> Result<Vec<OrgHealth>, ApiError> {
+    let scope = viewer.scope();
+    Ok(service.org_read(scope, move |service| service.health(scope)).await?)
+}
+
+fn render_panel(mut health: Vec<OrgHealth>) -> Result<String, ApiError> {
     if health.is_empty() {
         return Ok("<p>No organisation yet.</p>".into());
     }
@@ -395,7 +400,7 @@ async fn jobs(
         definition: q.definition.map(DefinitionId),
         ..JobFilter::all(200)
     };
-    let list = state.service.jobs(org, &filter)?;
+    let list = state.service.org_read(Some(org), move |service| service.jobs(org, &filter)).await?;
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|j| {

@@ -237,6 +237,8 @@ struct Shared {
     compile_turns: crate::turns::Turns<OrgId>,
     /// Each org's turn to commit a request (see `Service::commit_turn`).
     commit_turns: crate::turns::Turns<OrgId>,
+    /// Each org's turn for a read whose cost grows with its jobs (see `Service::org_read`).
+    read_turns: crate::turns::Turns<OrgId>,
     /// When each org last asked for its turn to commit: an import commits in smaller
     /// transactions while other orgs are committing too (`Service::others_committing`).
     committing: Mutex<HashMap<OrgId, std::time::Instant>>,
@@ -555,6 +557,7 @@ impl Service {
                 compile_gate: Arc::new(tokio::sync::Semaphore::new(compilations)),
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
+                read_turns: crate::turns::Turns::new(1),
                 committing: Mutex::new(HashMap::new()),
                 failure: Mutex::new(None),
                 last_change: Mutex::new(last_change),
@@ -883,6 +886,25 @@ impl Service {
         tokio::task::spawn_blocking(move || work(&service))
             .await
             .map_err(|e| Error::Unavailable(format!("the command failed: {e}")))?
+    }
+
+    /// Runs a read whose cost grows with the jobs of the org it reads (its listing, the
+    /// counts behind its health: a scan of a million-job backlog takes a tenth of a
+    /// second or more) on the blocking pool, one at a time per org (`None`: every org,
+    /// the operator's view, not queued behind any org's turn). However many such requests
+    /// a tenant sends at once, it holds at most one read connection and one thread, and
+    /// never one of the runtime's few workers that every tenant's requests and the
+    /// driver need: its reads wait for each other, not anyone else's.
+    pub async fn org_read<T: Send + 'static>(
+        &self,
+        org: Option<OrgId>,
+        read: impl FnOnce(&Service) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _turn = match org {
+            Some(org) => Some(self.shared.read_turns.take(&org).await.ok_or_else(shutting_down)?),
+            None => None,
+        };
+        self.off_runtime(read).await
     }
 
     /// Cancels a job: Ready and Suspended jobs at once; a running one is marked

@@ -25,6 +25,7 @@ fn postgres_passes_the_conformance_suite() {
     sluice_store::conformance::cluster(open(&url).as_ref());
     sluice_store::conformance::news(open(&url).as_ref(), open(&url).as_ref());
     sluice_store::conformance::read_ahead(open(&fresh_database()).as_ref());
+    sluice_store::conformance::listing(open(&fresh_database()).as_ref());
 }
 
 /// Before migration 6 a job's payload was JSON text; after it, the same bytes.

@@ -746,23 +746,24 @@ impl Store for SqliteStore {
     }
 
     fn jobs(&self, org: OrgId, f: &JobFilter) -> Result<Vec<JobRow>> {
+        let status = f.status.map(Status::code);
+        let lane = f.lane.map(|l| l.index() as i64);
+        let before = f.before.map(|j| j.0 as i64);
+        if f.definition.is_none() && f.correlation_id.is_none() {
+            return self.select_jobs(&NEWEST_JOBS, params![org.0, status, lane, before, f.limit]);
+        }
+        // A correlation id is found through its own index; a definition's jobs are
+        // looked for among the org's, newest first, as far back as it takes (the
+        // caller's reads of one org run one at a time: `Service::org_read`).
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ?1 AND (?2 IS NULL OR status = ?2)
              AND (?3 IS NULL OR definition_id = ?3) AND (?4 IS NULL OR lane = ?4)
-             AND (?5 IS NULL OR correlation_id = ?5) AND (?6 IS NULL OR id < ?6)
+             AND (?5 IS NULL OR correlation_id = ?5) AND id < COALESCE(?6, {MAX_ID})
              ORDER BY id DESC LIMIT ?7"
         );
         self.select_jobs(
             &sql,
-            params![
-                org.0,
-                f.status.map(Status::code),
-                f.definition.map(|d| d.0 as i64),
-                f.lane.map(|l| l.index() as i64),
-                f.correlation_id,
-                f.before.map(|j| j.0 as i64),
-                f.limit
-            ],
+            params![org.0, status, f.definition.map(|d| d.0 as i64), lane, f.correlation_id, before, f.limit],
         )
     }
 
@@ -1194,6 +1195,33 @@ impl SqliteStore {
 /// The columns a start reads back, in the order `start_of_org` takes them.
 const START_COLUMNS: &str = "id, org_id, lane, definition_id, correlation_id, depth, payload, created_at,
     retry_count = 0 AND postponement_count = 0";
+
+/// Above every job id (SQLite's largest rowid).
+const MAX_ID: i64 = i64::MAX;
+
+/// An org's newest jobs (`?1` org, `?2` status or NULL, `?3` lane or NULL, `?4` only
+/// older than this id or NULL, `?5` how many). Sorting an org's jobs by id alone would
+/// read every one of them (a tenth of a second past a million): instead each lane and
+/// status's own range of `jobs_by_org_lane_status`, already in id order, gives at most
+/// `?5`, and the newest of those are kept. The lanes and statuses filtered out are
+/// skipped before their range is read (a term without a column is tested once).
+static NEWEST_JOBS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let ranges: Vec<String> = Lane::ALL
+        .iter()
+        .flat_map(|lane| Status::ALL.iter().map(move |status| (lane.index(), status.code())))
+        .map(|(lane, status)| {
+            format!(
+                "SELECT id FROM (SELECT id FROM jobs WHERE org_id = ?1 AND lane = {lane} AND status = {status}
+                 AND (?2 IS NULL OR ?2 = {status}) AND (?3 IS NULL OR ?3 = {lane})
+                 AND id < COALESCE(?4, {MAX_ID}) ORDER BY id DESC LIMIT ?5)"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({}) ORDER BY id DESC LIMIT ?5",
+        ranges.join(" UNION ALL ")
+    )
+});
 
 static START_BY_ID: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("SELECT {START_COLUMNS} FROM jobs WHERE id = ?1"));

@@ -14,6 +14,8 @@ fn sqlite_passes_the_conformance_suite() {
     sluice_store::conformance::cluster(open(&path).as_ref());
     let fresh = dir.path().join("reading-ahead.db");
     sluice_store::conformance::read_ahead(open(&fresh).as_ref());
+    let listed = dir.path().join("listing.db");
+    sluice_store::conformance::listing(open(&listed).as_ref());
 }
 
 #[test]

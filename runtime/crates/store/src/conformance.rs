@@ -1,5 +1,5 @@
 //! The store conformance suite: what every backend must do. Each backend's tests run it
-//! against a fresh store of theirs ([`run`], [`read_ahead`] and [`cluster`]); a new backend passes it
+//! against a fresh store of theirs ([`run`], [`read_ahead`], [`listing`] and [`cluster`]); a new backend passes it
 //! before anything else uses it. It panics on the first behaviour that differs.
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -7,8 +7,8 @@ use sluice_core::records::{Attributes, Condition, Filter, Operator, RecordChange
 use sluice_core::run::{Accounting, Mode, Stage};
 
 use crate::{
-    Batch, Bulk, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobUpdate, NewJob, Operation,
-    StartRow, Store, Trigger,
+    Batch, Bulk, ChangeKind, Definition, DefinitionKind, Error, JobFilter, JobRow, JobUpdate, NewJob,
+    Operation, StartRow, Store, Trigger,
 };
 
 fn attrs(pairs: &[(&str, Value)]) -> Attributes {
@@ -365,6 +365,90 @@ pub fn read_ahead(store: &dyn Store) {
     let theirs = store.starts_by_id(b, &of_b).unwrap();
     assert_eq!(theirs.len(), of_b.len(), "another org's own read is whole");
     assert!(store.starts_by_id(b, &of_a).unwrap().is_empty(), "and never reaches into a's");
+}
+
+/// An org's job listing, newest first: every lane and status, each filter alone and
+/// together, pages through `before`, never another org's jobs. On a fresh store.
+pub fn listing(store: &dyn Store) {
+    let a = store.create_org("listed").unwrap();
+    let b = store.create_org("beside").unwrap();
+    let jobs: Vec<NewJob> = (0..90)
+        .map(|n| NewJob {
+            lane: Lane::ALL[n as usize % 3],
+            status: if n % 4 == 1 { Status::Waiting } else { Status::WaitingForResources },
+            definition: DefinitionId(if n % 5 == 0 { 8 } else { 7 }),
+            ..new_job(if n % 6 == 5 { b } else { a }, n)
+        })
+        .collect();
+    let ids = store.insert_jobs(&jobs).unwrap();
+    let ended: Vec<JobUpdate> = ids
+        .iter()
+        .zip(&jobs)
+        .enumerate()
+        .filter(|(n, (_, job))| n % 7 == 0 && job.org == a)
+        .map(|(n, (id, _))| {
+            finished(*id, a, if n % 2 == 0 { Status::Succeeded } else { Status::Failed }, vec![])
+        })
+        .collect();
+    store.commit(&Batch { updates: ended, ..Batch::default() }).unwrap();
+    let mut rows: Vec<JobRow> = ids.iter().filter_map(|id| store.job(a, *id).unwrap()).collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.id));
+    let listed =
+        |filter: &JobFilter| -> Vec<JobId> { store.jobs(a, filter).unwrap().iter().map(|j| j.id).collect() };
+    let expected = |filter: &JobFilter| -> Vec<JobId> {
+        rows.iter()
+            .filter(|row| filter.status.is_none_or(|s| row.status == s))
+            .filter(|row| filter.lane.is_none_or(|l| row.lane == l))
+            .filter(|row| filter.definition.is_none_or(|d| row.definition == d))
+            .filter(|row| filter.correlation_id.as_ref().is_none_or(|c| row.correlation_id == *c))
+            .filter(|row| filter.before.is_none_or(|before| row.id < before))
+            .take(filter.limit as usize)
+            .map(|row| row.id)
+            .collect()
+    };
+    let mut filters = vec![
+        JobFilter::all(100),
+        JobFilter::all(7),
+        JobFilter { before: Some(rows[10].id), ..JobFilter::all(5) },
+    ];
+    for status in
+        [Status::WaitingForResources, Status::Waiting, Status::Succeeded, Status::Failed, Status::Canceled]
+    {
+        filters.push(JobFilter { status: Some(status), ..JobFilter::all(100) });
+        for lane in Lane::ALL {
+            filters.push(JobFilter { status: Some(status), lane: Some(lane), ..JobFilter::all(4) });
+        }
+    }
+    for lane in Lane::ALL {
+        filters.push(JobFilter { lane: Some(lane), before: Some(rows[20].id), ..JobFilter::all(100) });
+    }
+    filters.push(JobFilter { definition: Some(DefinitionId(8)), ..JobFilter::all(100) });
+    filters.push(JobFilter { definition: Some(DefinitionId(9)), ..JobFilter::all(100) });
+    filters.push(JobFilter {
+        definition: Some(DefinitionId(7)),
+        lane: Some(Lane::Regular),
+        ..JobFilter::all(3)
+    });
+    filters.push(JobFilter { correlation_id: Some(rows[3].correlation_id.clone()), ..JobFilter::all(10) });
+    filters.push(JobFilter { correlation_id: Some("c5".into()), ..JobFilter::all(10) });
+    for filter in &filters {
+        assert_eq!(listed(filter), expected(filter), "{filter:?}");
+    }
+    assert_eq!(listed(&JobFilter::all(100)).len(), 75, "all of a's, none of b's");
+
+    // Pages of 8 through `before` list every job once, newest first.
+    let mut paged = Vec::new();
+    let mut filter = JobFilter::all(8);
+    loop {
+        let page = listed(&filter);
+        if page.is_empty() {
+            break;
+        }
+        filter.before = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, expected(&JobFilter::all(1_000)));
+    assert_eq!(store.jobs(b, &JobFilter::all(100)).unwrap().len(), 15, "b's own, none of a's");
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,
