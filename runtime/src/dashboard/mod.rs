@@ -139,7 +139,7 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Respons
         Some(viewer) => viewer,
         None => return Html(login_page(None)).into_response(),
     };
-    let panel = match health_seen_by(&state.service, viewer).await.and_then(render_panel) {
+    let panel = match health_seen_by(&state.service, viewer).await.map(render_panel) {
         Ok(panel) => panel,
         Err(e) => return PageError(e).into_response(),
     };
@@ -156,7 +156,7 @@ fn viewer_from(state: &AppState, headers: &HeaderMap) -> Option<Viewer> {
 }
 
 async fn panel(viewer: Viewer, State(state): State<AppState>) -> Result<Html<String>, ApiError> {
-    Ok(Html(render_panel(health_seen_by(&state.service, viewer).await?)?))
+    Ok(Html(render_panel(health_seen_by(&state.service, viewer).await?)))
 }
 
 async fn series(
@@ -171,17 +171,17 @@ async fn series(
     Ok(axum::Json(serde_json::Value::Array(series)))
 }
 
-/// The panel: the flagged definitions of every org first (the script moves that box to
-/// the top of the page), then each org, flagged orgs first.
 /// The health of the orgs `viewer` sees, read off the runtime (`Service::org_read`).
 async fn health_seen_by(service: &Service, viewer: Viewer) -> Result<Vec<OrgHealth>, ApiError> {
     let scope = viewer.scope();
     Ok(service.org_read(scope, move |service| service.health(scope)).await?)
 }
 
-fn render_panel(mut health: Vec<OrgHealth>) -> Result<String, ApiError> {
+/// The panel: the flagged definitions of every org first (the script moves that box to
+/// the top of the page), then each org, flagged orgs first.
+fn render_panel(mut health: Vec<OrgHealth>) -> String {
     if health.is_empty() {
-        return Ok("<p>No organisation yet.</p>".into());
+        return "<p>No organisation yet.</p>".into();
     }
     health.sort_by_key(|org| (!org.definitions.iter().any(|d| d.flag.is_some()), org.org));
     let alerts: Vec<String> = health
@@ -202,7 +202,7 @@ fn render_panel(mut health: Vec<OrgHealth>) -> Result<String, ApiError> {
     } else {
         format!("<div class=\"alerts\"><h2>Needs attention</h2><ul>{}</ul></div>", alerts.concat())
     };
-    Ok(alerts + &health.iter().map(render_org).collect::<String>())
+    alerts + &health.iter().map(render_org).collect::<String>()
 }
 
 /// The one-click actions on a definition: deactivate an active workflow or a runaway,
