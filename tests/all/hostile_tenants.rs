@@ -380,3 +380,51 @@ async fn an_orgs_slow_reads_wait_for_each_other_not_for_another_orgs() {
         assert!(read.await.unwrap().unwrap().is_empty());
     }
 }
+
+/// Across orgs, at most `LONG_READS` such reads run at once: with two orgs' reads held,
+/// a third org's waits for a place (short reads keep the connections left), and runs
+/// as soon as one is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reads_of_many_orgs_leave_connections_for_short_ones() {
+    assert_eq!(sluice::service::LONG_READS, 2, "the test holds that many");
+    let h = harness(Options::default());
+    let third = h.service.create_org("another attacker").unwrap();
+    let hold = |org: OrgId| {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let service = h.service.clone();
+        let read = tokio::spawn(async move {
+            service
+                .org_read(Some(org), move |_| {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        (release, started, read)
+    };
+    let (release_first, first_started, first) = hold(h.attacker);
+    let (release_second, second_started, second) = hold(third);
+    first_started.await.unwrap();
+    second_started.await.unwrap();
+    let victim = h.victim;
+    let service = h.service.clone();
+    let mut waiting = tokio::spawn(async move {
+        service.org_read(Some(victim), move |s| s.jobs(victim, &JobFilter::all(10))).await
+    });
+    // Short reads go on meanwhile: a job by id (none such) and the orgs.
+    assert!(h.service.job(victim, JobId(1)).is_err());
+    assert_eq!(h.service.orgs().unwrap().len(), 3);
+    // Not a measure: a read with a place answers within milliseconds; this one has none.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiting).await;
+    assert!(early.is_err(), "a third org's slow read waits for a place: {early:?}");
+    release_first.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting read runs once a place is free");
+    assert!(listed.unwrap().unwrap().is_empty());
+    release_second.send(()).unwrap();
+    second.await.unwrap().unwrap();
+}

@@ -237,8 +237,10 @@ struct Shared {
     compile_turns: crate::turns::Turns<OrgId>,
     /// Each org's turn to commit a request (see `Service::commit_turn`).
     commit_turns: crate::turns::Turns<OrgId>,
-    /// Each org's turn for a read whose cost grows with its jobs (see `Service::org_read`).
+    /// Each org's turn for a read whose cost grows with its jobs, and the places for
+    /// such reads across orgs (see `Service::org_read`).
     read_turns: crate::turns::Turns<OrgId>,
+    long_reads: Arc<tokio::sync::Semaphore>,
     /// When each org last asked for its turn to commit: an import commits in smaller
     /// transactions while other orgs are committing too (`Service::others_committing`).
     committing: Mutex<HashMap<OrgId, std::time::Instant>>,
@@ -459,6 +461,12 @@ impl State {
 
 /// How recently another org must have committed for an import to commit in its small
 /// transactions (`events::IMPORT_CHUNK`) rather than its large ones.
+/// Reads whose cost grows with an org's jobs running at once across orgs: half of the
+/// PostgreSQL store's four read connections (a third of SQLite's six), so that however
+/// many orgs list at once, short reads (authentication, plug-ins' record reads, a job by
+/// id) always find one free.
+pub const LONG_READS: usize = 2;
+
 const COMMITTING_RECENTLY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Service {
@@ -558,6 +566,7 @@ impl Service {
                 compile_turns: crate::turns::Turns::new(1),
                 commit_turns: crate::turns::Turns::new(1),
                 read_turns: crate::turns::Turns::new(1),
+                long_reads: Arc::new(tokio::sync::Semaphore::new(LONG_READS)),
                 committing: Mutex::new(HashMap::new()),
                 failure: Mutex::new(None),
                 last_change: Mutex::new(last_change),
@@ -894,7 +903,10 @@ impl Service {
     /// the operator's view, not queued behind any org's turn). However many such requests
     /// a tenant sends at once, it holds at most one read connection and one thread, and
     /// never one of the runtime's few workers that every tenant's requests and the
-    /// driver need: its reads wait for each other, not anyone else's.
+    /// driver need: its reads wait for each other. Across orgs at most [`LONG_READS`]
+    /// run at once, in the order they got their org's turn (a fair queue: an org waits
+    /// for at most one read of each org ahead of it), so that short reads always find a
+    /// connection.
     pub async fn org_read<T: Send + 'static>(
         &self,
         org: Option<OrgId>,
@@ -904,6 +916,7 @@ impl Service {
             Some(org) => Some(self.shared.read_turns.take(&org).await.ok_or_else(shutting_down)?),
             None => None,
         };
+        let _place = self.shared.long_reads.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         self.off_runtime(read).await
     }
 
