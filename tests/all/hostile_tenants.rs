@@ -321,6 +321,27 @@ async fn a_sync_flood_is_bounded_per_org_and_cannot_fill_the_pool_the_jobs_need(
     h.assert_victim_unharmed(victims.len());
 }
 
+/// One of `org`'s slow reads, started and held until the sender is used (or dropped).
+async fn held_read(
+    service: &Service,
+    org: OrgId,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<sluice::service::Result<()>>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let service = service.clone();
+    let read = tokio::spawn(async move {
+        service
+            .org_read(Some(org), move |_| {
+                let _ = started_tx.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+    });
+    started.await.expect("the read started");
+    (release, read)
+}
+
 async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for task in tasks {
@@ -339,21 +360,7 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 async fn an_orgs_slow_reads_wait_for_each_other_not_for_another_orgs() {
     let h = harness(Options::default());
     let (attacker, victim) = (h.attacker, h.victim);
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (started_tx, started) = tokio::sync::oneshot::channel();
-    let slow = {
-        let service = h.service.clone();
-        tokio::spawn(async move {
-            service
-                .org_read(Some(attacker), move |_| {
-                    let _ = started_tx.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-        })
-    };
-    started.await.unwrap();
+    let (release, slow) = held_read(&h.service, attacker).await;
     let queued: Vec<_> = (0..8)
         .map(|_| {
             let service = h.service.clone();
@@ -389,25 +396,8 @@ async fn slow_reads_of_many_orgs_leave_connections_for_short_ones() {
     assert_eq!(sluice::service::LONG_READS, 2, "the test holds that many");
     let h = harness(Options::default());
     let third = h.service.create_org("another attacker").unwrap();
-    let hold = |org: OrgId| {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel();
-        let service = h.service.clone();
-        let read = tokio::spawn(async move {
-            service
-                .org_read(Some(org), move |_| {
-                    let _ = started_tx.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-        });
-        (release, started, read)
-    };
-    let (release_first, first_started, first) = hold(h.attacker);
-    let (release_second, second_started, second) = hold(third);
-    first_started.await.unwrap();
-    second_started.await.unwrap();
+    let (release_first, first) = held_read(&h.service, h.attacker).await;
+    let (release_second, second) = held_read(&h.service, third).await;
     let victim = h.victim;
     let service = h.service.clone();
     let mut waiting = tokio::spawn(async move {
