@@ -16,8 +16,7 @@ use crate::service::{OrgHealth, Service};
 #[utoipa::path(get, path = "/health", tag = "tenant",
     responses((status = 200, body = Vec<OrgHealth>), (status = "4XX", body = ErrorBody)))]
 pub async fn health(viewer: Viewer, State(state): State<AppState>) -> Result<Json<Vec<OrgHealth>>, ApiError> {
-    let scope = viewer.scope();
-    Ok(Json(state.service.org_read(scope, move |service| service.health(scope)).await?))
+    Ok(Json(state.service.health_read(viewer.scope()).await?))
 }
 
 /// Prometheus metrics (OpenMetrics text), for the operator's scraper.

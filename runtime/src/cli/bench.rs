@@ -530,11 +530,15 @@ impl CpuByThread {
     }
 
     fn per_job_us(&self, name: &str) -> f64 {
-        self.ns.get(name).copied().unwrap_or(0) as f64 / 1_000.0 / self.jobs.max(1) as f64
+        self.us_a_job(self.ns.get(name).copied().unwrap_or(0))
     }
 
     fn all_per_job_us(&self) -> f64 {
-        self.ns.values().sum::<u64>() as f64 / 1_000.0 / self.jobs.max(1) as f64
+        self.us_a_job(self.ns.values().sum())
+    }
+
+    fn us_a_job(&self, ns: u64) -> f64 {
+        ns as f64 / 1_000.0 / self.jobs.max(1) as f64
     }
 
     /// The groups that spent at least 0.01 µs a job on either side.

@@ -173,8 +173,7 @@ async fn series(
 
 /// The health of the orgs `viewer` sees, read off the runtime (`Service::org_read`).
 async fn health_seen_by(service: &Service, viewer: Viewer) -> Result<Vec<OrgHealth>, ApiError> {
-    let scope = viewer.scope();
-    Ok(service.org_read(scope, move |service| service.health(scope)).await?)
+    Ok(service.health_read(viewer.scope()).await?)
 }
 
 /// The panel: the flagged definitions of every org first (the script moves that box to

@@ -259,6 +259,12 @@ impl Service {
         self.state().runaways.flag(definition).cloned()
     }
 
+    /// [`Service::health`] as the API and the dashboard read it: off the runtime, in
+    /// the org's turn (see [`Service::org_read`]).
+    pub async fn health_read(&self, only: Option<OrgId>) -> Result<Vec<OrgHealth>> {
+        self.org_read(only, move |service| service.health(only)).await
+    }
+
     /// The health of one org, or of every org (the operator's view).
     pub fn health(&self, only: Option<OrgId>) -> Result<Vec<OrgHealth>> {
         let orgs: Vec<(OrgId, String)> =

@@ -1132,7 +1132,7 @@ const CACHE_KIB: i64 = 64 * 1024;
 /// pages (`balance_nonroot` parks a page at the lock-byte page's number, so the end of
 /// the transaction "truncates" the cache past the database's end by visiting every
 /// cached page). The walk's cost grows with the cache: draining a million-job backlog
-/// (`sluice bench backlog` under perf), 1.5 µs of the writer's time a job at 32 MiB,
+/// (a `perf record` of `sluice bench backlog` split by drain, by hand), 1.5 µs of the writer's time a job at 32 MiB,
 /// 1.1 at 16, 0.5 at 8, 0.24 at 4. The writer's hot pages (the ends of the job indexes)
 /// fit in 4 MiB: no more pages were read from the operating system's cache at 4 than at
 /// 32 (0.07-0.12 µs a job either way), and `noisy-neighbour` and `throughput` did not
@@ -1191,7 +1191,6 @@ impl SqliteStore {
     }
 }
 
-/// A job's payload: bytes (a BLOB), or the JSON text an earlier Sluice wrote.
 /// The columns a start reads back, in the order `start_of_org` takes them.
 const START_COLUMNS: &str = "id, org_id, lane, definition_id, correlation_id, depth, payload, created_at,
     retry_count = 0 AND postponement_count = 0";
@@ -1257,6 +1256,7 @@ fn start_of_org(row: &rusqlite::Row<'_>, org: OrgId) -> Result<Option<StartRow>>
     }))
 }
 
+/// A job's payload: bytes (a BLOB), or the JSON text an earlier Sluice wrote.
 fn payload_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
     match row.get_ref(index)? {
         ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(bytes.to_vec()),
