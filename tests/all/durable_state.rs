@@ -88,7 +88,7 @@ async fn a_cancel_or_pause_asked_before_a_crash_is_carried_out_at_restart() {
         let mut updates = Vec::new();
         for (id, status) in [(ids[0], Status::Canceling), (ids[1], Status::Pausing)] {
             updates.push(JobUpdate::Started { id, org, at: T0 });
-            updates.push(JobUpdate::Status { id, org, at: T0, status, error: None });
+            updates.push(JobUpdate::Status { id, org, lane: Lane::Priority, at: T0, status, error: None });
         }
         store.apply(&updates).unwrap();
         (org, ids[0], ids[1])

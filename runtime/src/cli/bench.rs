@@ -430,6 +430,8 @@ async fn throughput(
     }
     anyhow::ensure!(stored == jobs, "{stored} of {jobs} jobs succeeded");
     let (newest_us, beside_us) = listings(first, tenants[0])?;
+    // The first org's health, its jobs now all finished: counted, not read.
+    let health_us = median_us(|| first.lane_health(tenants[0]).map(drop))?;
     let calls = jobs.min(200_000);
     let bare = bare_rate(plugins, calls)?;
     let cores = super::threads::machine_cores();
@@ -461,9 +463,12 @@ async fn throughput(
     );
     println!("  ratio: {:.3} of one thread, {:.3} of {cores}", sluice / bare, sluice / bare_all);
     println!(
-        "  reads beside the run's jobs (median of 5): the first org's newest 100 jobs {}, another org's {}",
+        "  reads beside the run's jobs (median of 5): the first org's newest 100 jobs {}, another org's {}; \
+         the first org's health (counts by status, {} finished jobs) {}",
         micros(newest_us),
-        micros(beside_us)
+        micros(beside_us),
+        count(jobs / orgs as u64 + u64::from(!jobs.is_multiple_of(orgs as u64))),
+        micros(health_us)
     );
     println!(
         "{}",
@@ -473,7 +478,7 @@ async fn throughput(
             "sandbox_workers": sandbox_workers, "driver_rounds": rounds,
             "bare_jobs_per_s": bare, "bare_threads": cores, "bare_all_threads_jobs_per_s": bare_all,
             "ratio": sluice / bare, "ratio_all_threads": sluice / bare_all,
-            "newest_jobs_us": newest_us, "newest_jobs_beside_us": beside_us})
+            "newest_jobs_us": newest_us, "newest_jobs_beside_us": beside_us, "health_counts_us": health_us})
     );
     Ok(())
 }

@@ -375,6 +375,7 @@ impl Service {
                     looping.push(crate::store::JobUpdate::Status {
                         id: job.id,
                         org: job.org,
+                        lane: job.lane,
                         at: now,
                         status: Status::Canceled,
                         error: Some((

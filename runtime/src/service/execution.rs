@@ -237,10 +237,11 @@ impl Service {
         let (flush, held_back) = {
             let mut state = self.state();
             for id in state.scheduler.wake(now) {
-                let (org, _) = state.scheduler.owner(id).expect("a woken job is known");
+                let (org, lane, _) = state.scheduler.owner(id).expect("a woken job is known");
                 state.pending.push(JobUpdate::Status {
                     id,
                     org,
+                    lane,
                     at: now,
                     status: Status::WaitingForResources,
                     error: None,
@@ -252,10 +253,11 @@ impl Service {
                         None => break,
                         Some(Decision::CanceledOnPickup(id)) => {
                             let error = Some((DEACTIVATED_CODE.to_owned(), DEACTIVATED_MESSAGE.to_owned()));
-                            let (org, _) = state.scheduler.owner(id).expect("a picked job is known");
+                            let (org, lane, _) = state.scheduler.owner(id).expect("a picked job is known");
                             state.pending.push(JobUpdate::Status {
                                 id,
                                 org,
+                                lane,
                                 at: now,
                                 status: Status::Canceled,
                                 error,
@@ -263,7 +265,7 @@ impl Service {
                             state.forget(id);
                         }
                         Some(Decision::Start(id)) => {
-                            let (org, definition) =
+                            let (org, _, definition) =
                                 state.scheduler.owner(id).expect("a started job is known");
                             state.pending.push(JobUpdate::Started { id, org, at: now });
                             state.young_starts.insert(id, decided);
@@ -665,6 +667,7 @@ impl Service {
             commit.updates.push(JobUpdate::Finished {
                 id: finished.job,
                 org: finished.org,
+                lane: finished.lane,
                 at: finished.ended,
                 started,
                 status,

@@ -368,12 +368,13 @@ impl State {
     fn restore(&mut self, jobs: Vec<JobRow>, now: Millis) -> Vec<JobUpdate> {
         let mut settled = Vec::new();
         for mut job in jobs {
-            let (id, org) = (job.id, job.org);
+            let (id, org, lane) = (job.id, job.org, job.lane);
             match job.status {
                 Status::Canceling => {
                     settled.push(JobUpdate::Status {
                         id,
                         org,
+                        lane,
                         at: now,
                         status: Status::Canceled,
                         error: None,
@@ -384,6 +385,7 @@ impl State {
                     settled.push(JobUpdate::Status {
                         id,
                         org,
+                        lane,
                         at: now,
                         status: Status::Waiting,
                         error: None,
@@ -955,6 +957,8 @@ impl Service {
         // The status joins the job's other transitions in `pending`, in the order they
         // were decided, and is flushed: durable when this returns.
         let mut state = self.state();
+        // Unknown to the scheduler: refused as the command itself would be.
+        let (_, lane, _) = state.scheduler.owner(id).ok_or(Error::NotFound("job"))?;
         let status = match kind {
             ChangeKind::Cancel => state.scheduler.cancel(id),
             ChangeKind::Pause => state.scheduler.pause(id),
@@ -967,7 +971,7 @@ impl Service {
             stop.stop();
         }
         let now = self.now();
-        state.pending.push(JobUpdate::Status { id, org, at: now, status, error: None });
+        state.pending.push(JobUpdate::Status { id, org, lane, at: now, status, error: None });
         if status.is_terminal() {
             // A background operation's end is announced once this commits.
             state.forget(id);

@@ -398,10 +398,10 @@ impl Scheduler {
         self.jobs.get(&job).map(|e| e.spec(job))
     }
 
-    /// The org and definition of a job it holds (what [`Scheduler::spec`] says, without
-    /// copying a dependency token).
-    pub fn owner(&self, job: JobId) -> Option<(OrgId, DefinitionId)> {
-        self.jobs.get(&job).map(|e| (e.org, e.definition))
+    /// The org, lane and definition of a job it holds (what [`Scheduler::spec`] says,
+    /// without copying a dependency token).
+    pub fn owner(&self, job: JobId) -> Option<(OrgId, Lane, DefinitionId)> {
+        self.jobs.get(&job).map(|e| (e.org, e.lane, e.definition))
     }
 
     /// Jobs of the org and lane in progress now.

@@ -224,7 +224,39 @@ const MIGRATIONS: &[&str] = &[
         WHERE operation = 'workflow' AND record_id IS NOT NULL;
     ALTER TABLE shard_leases ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0;
     ",
+    // 9: each org's finished jobs counted per lane and status, kept by the statements
+    // that finish, insert or delete them ([`counting_finished`]), as SQLite's migration
+    // 9. Writers of `jobs` wait while they are counted. Nodes of an earlier version keep
+    // no counts: stop them before the first node of this one starts.
+    "
+    LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+    CREATE TABLE finished_job_counts (
+        org_id BIGINT NOT NULL,
+        lane BIGINT NOT NULL,
+        status BIGINT NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (org_id, lane, status)
+    );
+    INSERT INTO finished_job_counts (org_id, lane, status, n)
+        SELECT org_id, lane, status, COUNT(*) FROM jobs WHERE status >= 30 GROUP BY org_id, lane, status;
+    ",
 ];
+
+/// A `WITH` item that adds `sign` (`+` or `-`) one to the finished counts (migration 9)
+/// for each row of `rows` (columns `org_id`, `lane`, `status`) in a finished status. In
+/// key order, so that two statements counting the same orgs lock their rows in one order.
+/// A finished job's status never changes again (every update of a job's status asks
+/// `status < 30`), so an update to a finished status always counts one more.
+pub(crate) fn counting_finished(rows: &str, sign: char) -> String {
+    format!(
+        "counted AS (
+            INSERT INTO finished_job_counts (org_id, lane, status, n)
+            SELECT org_id, lane, status, {sign}COUNT(*) FROM {rows} WHERE status >= 30
+            GROUP BY org_id, lane, status ORDER BY org_id, lane, status
+            ON CONFLICT (org_id, lane, status) DO UPDATE SET n = finished_job_counts.n + EXCLUDED.n
+         )"
+    )
+}
 
 /// Where a job's columns are read from ([`JOB_COLUMNS`]: its payload has a table of its
 /// own, migration 5).
@@ -692,14 +724,19 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
         jobs.iter().map(|j| j.status.is_terminal().then_some(j.created_at)).collect();
     let code = text(&|j| j.error.as_ref().map(|e| e.0.clone()));
     let message = text(&|j| j.error.as_ref().map(|e| e.1.clone()));
-    let statement = prepared(
-        client,
-        "WITH correlations AS (
+    // Jobs inserted finished (a job refused at its creation) are counted at once.
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
+        let counted = counting_finished(
+            "unnest($2::BIGINT[], $3::BIGINT[], $13::BIGINT[]) AS u(org_id, lane, status)",
+            '+',
+        );
+        format!(
+            "WITH correlations AS (
             INSERT INTO job_correlations (job_id, org_id, correlation_id)
             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $7::TEXT[])
          ), payloads AS (
             INSERT INTO job_payloads (job_id, payload) SELECT * FROM unnest($1::BIGINT[], $11::BYTEA[])
-         )
+         ), {counted}
          INSERT INTO jobs (id, org_id, lane, operation, definition_id, definition_version, correlation_id,
             depth, record_entity, record_id, dependency_token, status, created_at, completed_at,
             error_code, error_message)
@@ -709,9 +746,10 @@ fn insert_jobs(client: &mut impl GenericClient, jobs: &[NewJob], adopted: bool) 
             $6::BIGINT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::BYTEA[], $12::TEXT[],
             $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $17::TEXT[])
             AS u(id, org, lane, operation, definition, version, correlation, depth, entity, record,
-                 payload, token, status, created, completed, code, message)",
-    )
-    .db()?;
+                 payload, token, status, created, completed, code, message)"
+        )
+    });
+    let statement = prepared(client, &INSERT).db()?;
     client
         .execute(
             &statement,
@@ -777,14 +815,19 @@ fn apply_update(client: &mut impl GenericClient, update: &JobUpdate) -> Result<(
         JobUpdate::Status { id, at, status, error, .. } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
-            let statement = prepared(
-                client,
-                "UPDATE jobs SET status = $2, completed_at = COALESCE($3, completed_at),
-                    error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message),
-                    postpone_until = CASE WHEN $2::BIGINT = 10 THEN postpone_until ELSE NULL END
-                 WHERE id = $1",
-            )
-            .db()?;
+            static UPDATE: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "WITH changed AS (
+                        UPDATE jobs SET status = $2, completed_at = COALESCE($3, completed_at),
+                            error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message),
+                            postpone_until = CASE WHEN $2::BIGINT = 10 THEN postpone_until ELSE NULL END
+                        WHERE id = $1 AND status < 30 RETURNING org_id, lane, status
+                     ), {}
+                     SELECT COUNT(*) FROM changed",
+                    counting_finished("changed", '+')
+                )
+            });
+            let statement = prepared(client, &UPDATE).db()?;
             client
                 .execute(
                     &statement,
@@ -989,11 +1032,13 @@ static DELETE_JOB: LazyLock<String> = LazyLock::new(|| deleting_jobs("id = $1"))
 /// `job_correlations` and `job_payloads`, and returns how many jobs it deleted.
 fn deleting_jobs(condition: &str) -> String {
     format!(
-        "WITH gone AS (DELETE FROM jobs WHERE {condition} RETURNING id, org_id, correlation_id),
+        "WITH gone AS (DELETE FROM jobs WHERE {condition} RETURNING id, org_id, correlation_id, lane, status),
          unlinked AS (DELETE FROM job_correlations c USING gone g
             WHERE c.org_id = g.org_id AND c.correlation_id = g.correlation_id AND c.job_id = g.id),
-         dropped AS (DELETE FROM job_payloads p USING gone g WHERE p.job_id = g.id)
-         SELECT COUNT(*) FROM gone"
+         dropped AS (DELETE FROM job_payloads p USING gone g WHERE p.job_id = g.id),
+         {}
+         SELECT COUNT(*) FROM gone",
+        counting_finished("gone", '-')
     )
 }
 
@@ -1866,7 +1911,13 @@ impl Store for PostgresStore {
         self.read().run(move |client| -> Result<Vec<(Lane, Status, u64)>> {
             let rows = client
                 .query(
-                    "SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = $1 GROUP BY lane, status",
+                    // Finished jobs from their counts (migration 9), unfinished ones from
+                    // each lane's range of `jobs_by_org_lane_status` below them.
+                    "SELECT lane, status, n FROM finished_job_counts WHERE org_id = $1 AND n > 0
+                     UNION ALL
+                     SELECT lane, status, COUNT(*) FROM jobs
+                     WHERE org_id = $1 AND lane IN (0, 1, 2) AND status < 30 GROUP BY lane, status
+                     ORDER BY lane, status",
                     &[&i64::from(org.0)],
                 )
                 .db()?;

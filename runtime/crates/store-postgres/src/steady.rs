@@ -11,13 +11,14 @@
 //! is not written, and the statement returns the fences that held.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use ::postgres::types::ToSql;
 use ::postgres::{Client, GenericClient};
 use sluice_core::jobs::{JobId, Millis, OrgId};
 use sluice_store::{Batch, Error, Fence, JobUpdate, Result};
 
-use crate::{OrDatabase, json, prepared};
+use crate::{OrDatabase, counting_finished, json, prepared};
 
 /// Starts and plain ends, one array per column; each row's fence is its org (`0`: none).
 #[derive(Default)]
@@ -138,9 +139,9 @@ pub(crate) fn commit(client: &mut Client, batches: &[Batch]) -> Option<Result<Ve
 pub(crate) fn write(client: &mut impl GenericClient, fences: &[Fence], rows: &Rows) -> Result<Vec<OrgId>> {
     let orgs: Vec<i64> = fences.iter().map(|f| i64::from(f.org.0)).collect();
     let epochs: Vec<i64> = fences.iter().map(|f| f.epoch as i64).collect();
-    let statement = prepared(
-        client,
-        "WITH locked AS MATERIALIZED (
+    static WRITE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH locked AS MATERIALIZED (
             SELECT org_id, epoch FROM shard_leases WHERE org_id = ANY($1) ORDER BY org_id FOR SHARE
          ), held AS MATERIALIZED (
             SELECT l.org_id FROM locked l
@@ -148,7 +149,7 @@ pub(crate) fn write(client: &mut impl GenericClient, fences: &[Fence], rows: &Ro
          ), started AS (
             UPDATE jobs SET status = 20, started_at = s.at, postpone_until = NULL
             FROM unnest($3::BIGINT[], $4::BIGINT[], $5::BIGINT[]) AS s(id, at, fence)
-            WHERE jobs.id = s.id AND (s.fence = 0 OR s.fence IN (SELECT org_id FROM held))
+            WHERE jobs.id = s.id AND jobs.status < 30 AND (s.fence = 0 OR s.fence IN (SELECT org_id FROM held))
          ), finished AS (
             UPDATE jobs SET status = u.status, started_at = COALESCE(u.started, jobs.started_at),
                 completed_at = u.completed, postpone_until = u.postpone_until,
@@ -163,11 +164,14 @@ pub(crate) fn write(client: &mut impl GenericClient, fences: &[Fence], rows: &Ro
                 $17::BIGINT[], $18::BIGINT[], $19::TEXT[], $20::TEXT[], $21::BIGINT[], $22::BIGINT[])
                 AS u(id, status, completed, postpone_until, retried, postponements, code, message,
                      output, fuel, wall, host, peak, trace, exceptions, started, fence)
-            WHERE jobs.id = u.id AND (u.fence = 0 OR u.fence IN (SELECT org_id FROM held))
-         )
+            WHERE jobs.id = u.id AND jobs.status < 30 AND (u.fence = 0 OR u.fence IN (SELECT org_id FROM held))
+            RETURNING jobs.org_id, jobs.lane, jobs.status
+         ), {}
          SELECT org_id FROM held",
-    )
-    .db()?;
+            counting_finished("finished", '+')
+        )
+    });
+    let statement = prepared(client, &WRITE).db()?;
     let r = rows;
     let params: [&(dyn ToSql + Sync); 22] = [
         &orgs,

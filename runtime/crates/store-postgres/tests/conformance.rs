@@ -26,9 +26,11 @@ fn postgres_passes_the_conformance_suite() {
     sluice_store::conformance::news(open(&url).as_ref(), open(&url).as_ref());
     sluice_store::conformance::read_ahead(open(&fresh_database()).as_ref());
     sluice_store::conformance::listing(open(&fresh_database()).as_ref());
+    sluice_store::conformance::counts(open(&fresh_database()).as_ref());
 }
 
-/// Before migration 6 a job's payload was JSON text; after it, the same bytes.
+/// Before migration 6 a job's payload was JSON text; after it, the same bytes. And
+/// migration 9 counts the finished jobs already there.
 #[test]
 fn postgres_migrates_payloads_stored_as_text() {
     let url = fresh_database();
@@ -37,22 +39,36 @@ fn postgres_migrates_payloads_stored_as_text() {
         .unwrap()
         .insert_jobs(&[sluice_store::conformance::new_job(org, 1)])
         .unwrap()[0];
+    // Canceled: migration 9 counts it.
+    let canceled = sluice_store::JobUpdate::Status {
+        id,
+        org,
+        lane: sluice_core::jobs::Lane::Priority,
+        at: 2_000,
+        status: sluice_core::jobs::Status::Canceled,
+        error: None,
+    };
+    PostgresStore::open(&url).unwrap().apply(&[canceled]).unwrap();
     // Back to the schema before migration 6, with a payload as it was written then
-    // (undoing 8, 7, then 6: a later migration must be undone here too).
+    // (undoing 9, 8, 7, then 6: a later migration must be undone here too).
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
         .batch_execute(
-            "UPDATE job_payloads SET payload = convert_to('{\"message\":\"Create\"}', 'UTF8');
+            "DROP TABLE finished_job_counts;
+             UPDATE job_payloads SET payload = convert_to('{\"message\":\"Create\"}', 'UTF8');
              ALTER TABLE job_payloads ALTER COLUMN payload TYPE TEXT USING convert_from(payload, 'UTF8');
              ALTER TABLE definitions DROP COLUMN runaway_flag;
              ALTER TABLE shard_leases DROP COLUMN released_at;
              DROP INDEX jobs_workflow_starts;
-             DELETE FROM schema_version WHERE applied IN (6, 7, 8);",
+             DELETE FROM schema_version WHERE applied IN (6, 7, 8, 9);",
         )
         .unwrap();
     let stored: String = client.query_one("SELECT payload FROM job_payloads", &[]).unwrap().get(0);
     assert_eq!(stored, r#"{"message":"Create"}"#);
     drop(client);
-    let row = PostgresStore::open(&url).unwrap().job(org, id).unwrap().unwrap();
+    let store = PostgresStore::open(&url).unwrap();
+    let row = store.job(org, id).unwrap().unwrap();
     assert_eq!(row.payload, br#"{"message":"Create"}"#);
+    let counted = (sluice_core::jobs::Lane::Priority, sluice_core::jobs::Status::Canceled, 1);
+    assert_eq!(store.job_counts(org).unwrap(), vec![counted], "migration 9 counts the finished jobs");
 }

@@ -6,6 +6,7 @@
 //! a commit never waits for someone's query.
 
 mod checkpoint;
+mod finished;
 mod schema;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::checkpoint::Checkpointer;
+use crate::finished::FinishedCounts;
 use crate::schema::{MIGRATIONS, next_id_sql};
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use sluice_core::records::{
@@ -679,13 +681,16 @@ impl Store for SqliteStore {
         let mut connection = self.lock();
         let mut tx = connection.transaction().db()?;
         let mut results = Vec::with_capacity(batches.len());
+        let mut counts = FinishedCounts::default();
         for batch in batches {
             // A savepoint per batch: one whose record writes no longer apply is rolled
             // back alone and the others commit.
             let savepoint = tx.savepoint().db()?;
-            match write_batch(&savepoint, batch) {
+            let mut batch_counts = FinishedCounts::default();
+            match write_batch(&savepoint, batch, &mut batch_counts) {
                 Ok(ids) => {
                     savepoint.commit().db()?;
+                    counts.merge(batch_counts);
                     results.push(Ok(ids));
                 }
                 Err(e @ (Error::WriteConflict(_) | Error::Fenced(_))) => {
@@ -696,6 +701,7 @@ impl Store for SqliteStore {
                 Err(e) => return Err(e),
             }
         }
+        counts.write(&tx)?;
         tx.commit().db()?;
         Ok(results)
     }
@@ -1062,24 +1068,33 @@ impl Store for SqliteStore {
         let mut connection = self.lock();
         let tx = connection.transaction().db()?;
         let mut deleted = 0;
+        let mut counts = FinishedCounts::default();
+        // Deletes what `sql` selects; the finished counts lose each job deleted.
+        let mut delete = |sql: &str, parameters: &[&dyn rusqlite::ToSql]| -> Result<i64> {
+            let mut statement = tx.prepare_cached(sql).db()?;
+            let mut rows = statement.query(parameters).db()?;
+            let mut gone = 0;
+            while let Some(row) = rows.next().db()? {
+                counts.add_row((row.get(0).db()?, row.get(1).db()?, row.get(2).db()?), -1)?;
+                gone += 1;
+            }
+            Ok(gone)
+        };
         for (status, before) in
             [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
         {
-            deleted += tx
-                .execute(
-                    &format!("DELETE FROM jobs WHERE id IN ({PURGEABLE})"),
-                    params![status.code(), before, Operation::BackgroundOperation.name(), limit - deleted],
-                )
-                .db()? as i64;
+            deleted += delete(
+                &format!("DELETE FROM jobs WHERE id IN ({PURGEABLE}) RETURNING org_id, lane, status"),
+                params![status.code(), before, Operation::BackgroundOperation.name(), limit - deleted],
+            )?;
         }
         // Background operations live for their TTL, whatever their status.
-        deleted += tx
-            .execute(
-                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
-                    WHERE j.status >= 30 AND o.expires_at < ?1 LIMIT ?2)",
-                params![c.operations, limit - deleted],
-            )
-            .db()? as i64;
+        deleted += delete(
+            "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
+                WHERE j.status >= 30 AND o.expires_at < ?1 LIMIT ?2) RETURNING org_id, lane, status",
+            params![c.operations, limit - deleted],
+        )?;
+        counts.write(&tx)?;
         let cleared = tx
             .execute(
                 "UPDATE jobs SET trace = NULL WHERE id IN (SELECT id FROM jobs
@@ -1092,9 +1107,17 @@ impl Store for SqliteStore {
     }
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        // Finished jobs from their counts (see `finished`), unfinished ones from each
+        // lane's range of `jobs_by_org_lane_status` below the finished statuses.
         let connection = self.read();
         let mut statement = connection
-            .prepare_cached("SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 GROUP BY lane, status")
+            .prepare_cached(
+                "SELECT lane, status, n FROM finished_job_counts WHERE org_id = ?1 AND n > 0
+                 UNION ALL
+                 SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 AND lane IN (0, 1, 2) AND status < 30
+                 GROUP BY lane, status
+                 ORDER BY lane, status",
+            )
             .db()?;
         let rows = statement
             .query_map(params![org.0], |row| {
@@ -1280,8 +1303,9 @@ const INSERT_JOB: &str = "INSERT INTO jobs (id, org_id, lane, operation, definit
 static NEXT_JOB_ID: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("SELECT {}", next_id_sql("jobs")));
 
-/// Writes one batch: its record changes, its transitions, its new jobs.
-fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
+/// Writes one batch: its record changes, its transitions, its new jobs; the changes to
+/// the finished counts go to `counts`.
+fn write_batch(tx: &Connection, batch: &Batch, counts: &mut FinishedCounts) -> Result<Vec<JobId>> {
     if let Some(fence) = batch.fence {
         let held = tx
             .prepare_cached("SELECT 1 FROM shard_leases WHERE org_id = ?1 AND epoch = ?2")
@@ -1296,12 +1320,17 @@ fn write_batch(tx: &Connection, batch: &Batch) -> Result<Vec<JobId>> {
         apply_change(tx, i64::from(org.0), change).map_err(|e| Error::WriteConflict(e.to_string()))?;
     }
     for update in &batch.updates {
-        apply_update(tx, update)?;
+        apply_update(tx, update, counts)?;
     }
-    insert_jobs(tx, &batch.jobs, !batch.unadopted)
+    insert_jobs(tx, &batch.jobs, !batch.unadopted, counts)
 }
 
-fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<JobId>> {
+fn insert_jobs(
+    tx: &Connection,
+    jobs: &[NewJob],
+    adopted: bool,
+    counts: &mut FinishedCounts,
+) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     if jobs.is_empty() {
         return Ok(ids);
@@ -1340,6 +1369,7 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
                     adopted,
                 ])
                 .db()?;
+            counts.add(job.org, job.lane, job.status, 1);
             ids.push(JobId(job_id as u64));
             if let Some(background) = &job.background {
                 let state = match background.callback_uri {
@@ -1365,32 +1395,37 @@ fn insert_jobs(tx: &Connection, jobs: &[NewJob], adopted: bool) -> Result<Vec<Jo
     Ok(ids)
 }
 
-fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
+/// Applies a transition. A finished job's status never changes again (`status < 30`),
+/// so that the finished counts stay true (see `finished`).
+fn apply_update(tx: &Connection, update: &JobUpdate, counts: &mut FinishedCounts) -> Result<()> {
     match update {
         JobUpdate::Started { id, at, .. } => {
             tx.prepare_cached(
-                "UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1",
+                "UPDATE jobs SET status = 20, started_at = ?2, postpone_until = NULL WHERE id = ?1 AND status < 30",
             )
             .db()?
             .execute(params![id.0 as i64, at])
             .db()?;
         }
-        JobUpdate::Status { id, at, status, error, .. } => {
+        JobUpdate::Status { id, org, lane, at, status, error } => {
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
-            tx.prepare_cached(
-                "UPDATE jobs SET status = ?2, completed_at = COALESCE(?3, completed_at),
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE jobs SET status = ?2, completed_at = COALESCE(?3, completed_at),
                     error_code = COALESCE(?4, error_code), error_message = COALESCE(?5, error_message),
                     postpone_until = CASE WHEN ?2 = 10 THEN postpone_until ELSE NULL END
-                 WHERE id = ?1",
-            )
-            .db()?
-            .execute(params![id.0 as i64, status.code(), completed, code, message])
-            .db()?;
+                 WHERE id = ?1 AND status < 30",
+                )
+                .db()?
+                .execute(params![id.0 as i64, status.code(), completed, code, message])
+                .db()?;
+            counts.add(*org, *lane, *status, changed as i64);
         }
         JobUpdate::Finished {
             id,
             org,
+            lane,
             at,
             started,
             status,
@@ -1414,7 +1449,8 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                 }
             }
             if *delete {
-                tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                // An unfinished job's row: never counted.
+                tx.prepare_cached("DELETE FROM jobs WHERE id = ?1 AND status < 30")
                     .db()?
                     .execute(params![id.0 as i64])
                     .db()?;
@@ -1422,13 +1458,13 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
             }
             let completed = status.is_terminal().then_some(*at);
             let (code, message) = error.clone().unzip();
-            tx.prepare_cached(
+            let changed = tx.prepare_cached(
                 "UPDATE jobs SET status = ?2, completed_at = ?3, postpone_until = ?4,
                     retry_count = retry_count + ?5, postponement_count = ?6, error_code = ?7, error_message = ?8,
                     output = ?9, fuel_used = fuel_used + ?10, wall_time_us = wall_time_us + ?11,
                     host_time_us = host_time_us + ?12, peak_memory_bytes = MAX(peak_memory_bytes, ?13), trace = ?14,
                     exception_times = ?15, started_at = COALESCE(?16, started_at)
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status < 30",
             ).db()?
             .execute(params![
                 id.0 as i64,
@@ -1448,6 +1484,7 @@ fn apply_update(tx: &Connection, update: &JobUpdate) -> Result<()> {
                 (!exception_times.is_empty()).then(|| json(exception_times)),
                 started,
             ]).db()?;
+            counts.add(*org, *lane, *status, changed as i64);
         }
     }
     Ok(())

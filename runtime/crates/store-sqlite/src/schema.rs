@@ -174,6 +174,22 @@ pub const MIGRATIONS: &[&str] = &[
     "
     DROP INDEX jobs_unfinished;
     ",
+    // 9: each org's finished jobs counted per lane and status, kept by the writer in
+    // the transactions that finish, insert or delete them (see `finished`): an org's
+    // health read costs the same with a month of history as with none (counting the
+    // rows took about 0.1 s a million). Unfinished jobs are still counted from
+    // `jobs_by_org_lane_status`.
+    "
+    CREATE TABLE finished_job_counts (
+        org_id INTEGER NOT NULL,
+        lane INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (org_id, lane, status)
+    ) WITHOUT ROWID;
+    INSERT INTO finished_job_counts (org_id, lane, status, n)
+        SELECT org_id, lane, status, COUNT(*) FROM jobs WHERE status >= 30 GROUP BY org_id, lane, status;
+    ",
 ];
 
 /// The id a new row of `table` gets: above every id it ever had (see migration 4).

@@ -16,6 +16,7 @@ fn sqlite_passes_the_conformance_suite() {
     sluice_store::conformance::read_ahead(open(&fresh).as_ref());
     let listed = dir.path().join("listing.db");
     sluice_store::conformance::listing(open(&listed).as_ref());
+    sluice_store::conformance::counts(open(&dir.path().join("counts.db")).as_ref());
 }
 
 #[test]
@@ -42,4 +43,40 @@ fn sqlite_reads_a_payload_stored_as_text() {
     drop(connection);
     let row = SqliteStore::open(&path).unwrap().job(org, id).unwrap().unwrap();
     assert_eq!(row.payload, br#"{"message":"Create"}"#);
+}
+
+/// A database written before the finished jobs were counted (migration 9) gets its
+/// counts when it is next opened.
+#[test]
+fn sqlite_counts_the_finished_jobs_of_an_older_database() {
+    use sluice_core::jobs::{Lane, Status};
+    use sluice_store::{Batch, JobUpdate};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    let org = sluice_core::jobs::OrgId(1);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let jobs: Vec<_> = (0..5).map(|n| sluice_store::conformance::new_job(org, n)).collect();
+        let ids = store.insert_jobs(&jobs).unwrap();
+        let canceled = |id| JobUpdate::Status {
+            id,
+            org,
+            lane: Lane::Priority,
+            at: 2_000,
+            status: Status::Canceled,
+            error: None,
+        };
+        store
+            .commit(&Batch { updates: vec![canceled(ids[0]), canceled(ids[1])], ..Batch::default() })
+            .unwrap();
+    }
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection.execute_batch("DROP TABLE finished_job_counts; PRAGMA user_version = 8;").unwrap();
+    drop(connection);
+    let mut counts = SqliteStore::open(&path).unwrap().job_counts(org).unwrap();
+    counts.sort_by_key(|(_, status, _)| status.code());
+    assert_eq!(
+        counts,
+        vec![(Lane::Priority, Status::WaitingForResources, 3), (Lane::Priority, Status::Canceled, 2)]
+    );
 }

@@ -1,5 +1,5 @@
 //! The store conformance suite: what every backend must do. Each backend's tests run it
-//! against a fresh store of theirs ([`run`], [`read_ahead`], [`listing`] and [`cluster`]); a new backend passes it
+//! against a fresh store of theirs ([`run`], [`read_ahead`], [`listing`], [`counts`] and [`cluster`]); a new backend passes it
 //! before anything else uses it. It panics on the first behaviour that differs.
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
@@ -37,10 +37,19 @@ pub fn new_job(org: OrgId, n: u32) -> NewJob {
     }
 }
 
+/// `update` for a job on `to` (the suite's jobs are on the priority lane unless it says).
+fn on_lane(mut update: JobUpdate, to: Lane) -> JobUpdate {
+    if let JobUpdate::Finished { lane, .. } | JobUpdate::Status { lane, .. } = &mut update {
+        *lane = to;
+    }
+    update
+}
+
 fn finished(id: JobId, org: OrgId, status: Status, changes: Vec<RecordChange>) -> JobUpdate {
     JobUpdate::Finished {
         id,
         org,
+        lane: Lane::Priority,
         at: 5_000,
         started: None,
         status,
@@ -161,7 +170,14 @@ pub fn run(open: &dyn Fn() -> Box<dyn Store>, reopen: &dyn Fn() -> Box<dyn Store
         .apply(&[
             JobUpdate::Started { id: ids[0], org: a, at: 2_000 },
             JobUpdate::Started { id: ids[1], org: a, at: 2_000 },
-            JobUpdate::Status { id: ids[2], org: a, at: 2_500, status: Status::Canceled, error: None },
+            JobUpdate::Status {
+                id: ids[2],
+                org: a,
+                lane: Lane::Priority,
+                at: 2_500,
+                status: Status::Canceled,
+                error: None,
+            },
         ])
         .unwrap();
     let write = RecordChange::Update {
@@ -386,8 +402,9 @@ pub fn listing(store: &dyn Store) {
         .zip(&jobs)
         .enumerate()
         .filter(|(n, (_, job))| n % 7 == 0 && job.org == a)
-        .map(|(n, (id, _))| {
-            finished(*id, a, if n % 2 == 0 { Status::Succeeded } else { Status::Failed }, vec![])
+        .map(|(n, (id, job))| {
+            let status = if n % 2 == 0 { Status::Succeeded } else { Status::Failed };
+            on_lane(finished(*id, a, status, vec![]), job.lane)
         })
         .collect();
     store.commit(&Batch { updates: ended, ..Batch::default() }).unwrap();
@@ -449,6 +466,120 @@ pub fn listing(store: &dyn Store) {
     }
     assert_eq!(paged, expected(&JobFilter::all(1_000)));
     assert_eq!(store.jobs(b, &JobFilter::all(100)).unwrap().len(), 15, "b's own, none of a's");
+}
+
+/// An org's job counts per lane and status (`Store::job_counts`) against its jobs as
+/// listed, through every way a job's status changes: inserted unfinished or finished,
+/// started, finished (alone or with its start), canceled, deleted on success, a batch
+/// refused, an update of a finished job (refused: a finished status is final) and the
+/// retention purge.
+pub fn counts(store: &dyn Store) {
+    let a = store.create_org("counted").unwrap();
+    let b = store.create_org("counted beside").unwrap();
+    let truth = |org: OrgId| -> Vec<(Lane, Status, u64)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for job in store.jobs(org, &JobFilter::all(10_000)).unwrap() {
+            counts.entry((job.lane.index(), job.status.code())).or_insert((job.lane, job.status, 0)).2 += 1;
+        }
+        counts.into_values().collect()
+    };
+    let counted = |org: OrgId| -> Vec<(Lane, Status, u64)> { store.job_counts(org).unwrap() };
+    let check = |when: &str| {
+        for org in [a, b] {
+            assert_eq!(counted(org), truth(org), "org {} {when}", org.0);
+        }
+    };
+    let mut jobs: Vec<NewJob> = (0..36)
+        .map(|n| NewJob {
+            lane: Lane::ALL[n as usize % 3],
+            status: if n % 5 == 1 { Status::Waiting } else { Status::WaitingForResources },
+            ..new_job(if n % 6 == 5 { b } else { a }, n)
+        })
+        .collect();
+    let refused = |org: OrgId, n: u32, status: Status| NewJob {
+        status,
+        error: Some(("refused".into(), "at its creation".into())),
+        ..new_job(org, n)
+    };
+    jobs.push(refused(a, 40, Status::Failed));
+    jobs.push(refused(b, 41, Status::Canceled));
+    let ids = store.insert_jobs(&jobs).unwrap();
+    check("after the inserts");
+    let of_a: Vec<JobId> = ids.iter().zip(&jobs).filter(|(_, j)| j.org == a).map(|(id, _)| *id).collect();
+    let lanes: std::collections::HashMap<JobId, Lane> =
+        ids.iter().zip(&jobs).map(|(id, job)| (*id, job.lane)).collect();
+
+    // Starts, ends (with their starts, or after them), a cancel, a postponement, an
+    // auto-delete.
+    let mut updates: Vec<JobUpdate> =
+        of_a[..10].iter().map(|id| JobUpdate::Started { id: *id, org: a, at: 4_000 }).collect();
+    for (n, id) in of_a[..6].iter().enumerate() {
+        updates.push(finished(*id, a, if n % 2 == 0 { Status::Succeeded } else { Status::Failed }, vec![]));
+    }
+    for id in &of_a[10..14] {
+        let mut ended = finished(*id, a, Status::Succeeded, vec![]);
+        if let JobUpdate::Finished { started, .. } = &mut ended {
+            *started = Some(4_100);
+        }
+        updates.push(ended);
+    }
+    let canceled = |id: JobId, at: Millis| JobUpdate::Status {
+        id,
+        org: a,
+        lane: Lane::Priority,
+        at,
+        status: Status::Canceled,
+        error: None,
+    };
+    updates.push(canceled(of_a[14], 4_200));
+    let mut postponed = finished(of_a[15], a, Status::Waiting, vec![]);
+    if let JobUpdate::Finished { postpone_until, .. } = &mut postponed {
+        *postpone_until = Some(9_000);
+    }
+    updates.push(postponed);
+    let mut deleted = finished(of_a[16], a, Status::Succeeded, vec![]);
+    if let JobUpdate::Finished { delete, .. } = &mut deleted {
+        *delete = true;
+    }
+    updates.push(deleted);
+    let updates = updates.into_iter().map(|u| on_lane(u.clone(), lanes[&u.id()])).collect();
+    store.commit(&Batch { updates, ..Batch::default() }).unwrap();
+    check("after starts and ends");
+
+    // A refused batch counts nothing; the batch beside it counts.
+    let stale = Batch {
+        changes: vec![(a, RecordChange::Delete { entity: "account".into(), id: "never-there".into() })],
+        updates: vec![on_lane(finished(of_a[17], a, Status::Succeeded, vec![]), lanes[&of_a[17]])],
+        ..Batch::default()
+    };
+    let kept = Batch {
+        updates: vec![on_lane(finished(of_a[18], a, Status::Failed, vec![]), lanes[&of_a[18]])],
+        ..Batch::default()
+    };
+    let results = store.commit_each(&[&stale, &kept]).unwrap();
+    assert!(matches!(results[0], Err(Error::WriteConflict(_))), "{:?}", results[0]);
+    assert!(results[1].is_ok());
+    check("after a refused batch");
+
+    // A finished job's status is final: its updates change nothing, nor its count.
+    store
+        .apply(&[
+            on_lane(finished(of_a[0], a, Status::Failed, vec![]), lanes[&of_a[0]]),
+            JobUpdate::Started { id: of_a[1], org: a, at: 6_000 },
+            on_lane(canceled(of_a[2], 6_000), lanes[&of_a[2]]),
+        ])
+        .unwrap();
+    assert_eq!(store.job(a, of_a[0]).unwrap().unwrap().status, Status::Succeeded);
+    assert_eq!(store.job(a, of_a[1]).unwrap().unwrap().status, Status::Failed);
+    assert_eq!(store.job(a, of_a[2]).unwrap().unwrap().status, Status::Succeeded);
+    check("after updates of finished jobs");
+
+    // The retention purge: succeeded jobs finished before 6,000 go, and their counts.
+    let cutoffs = crate::Cutoffs { succeeded: 6_000, failed: 0, canceled: 0, trace: 0, operations: 0 };
+    let (deleted, _) = store.purge(&cutoffs, 1_000).unwrap();
+    assert!(deleted >= 6, "{deleted} jobs purged");
+    assert!(counted(a).iter().all(|(_, status, _)| *status != Status::Succeeded));
+    check("after the purge");
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,

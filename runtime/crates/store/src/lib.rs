@@ -144,7 +144,8 @@ pub trait Store: RecordStore {
     /// Ended background operations whose callback is still to be delivered (after a
     /// restart).
     fn undelivered_callbacks(&self) -> Result<Vec<(OrgId, JobId)>>;
-    /// Counts of the org's jobs per lane and status.
+    /// Counts of the org's jobs per lane and status, in lane and status order (none of
+    /// zero). Finished jobs are counted as they finish, never by reading their rows.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
     // ---- several nodes on one database (see `cluster.rs`) ----
 

@@ -459,6 +459,8 @@ pub enum JobUpdate {
     Finished {
         id: JobId,
         org: OrgId,
+        /// The job's lane (the finished counts are kept per lane).
+        lane: Lane,
         at: Millis,
         /// When this run started, if its start is written with its end (a run shorter
         /// than a commit usually is: one row write instead of two); else `None` and the
@@ -482,6 +484,7 @@ pub enum JobUpdate {
     Status {
         id: JobId,
         org: OrgId,
+        lane: Lane,
         at: Millis,
         status: Status,
         error: Option<(String, String)>,
