@@ -13,6 +13,9 @@ pub(super) struct LaneQueue {
     pub starts: u32,
     /// Jobs queued and still waiting (queue slots of canceled jobs are not counted).
     pub ready: u64,
+    /// Jobs postponed until a time (each with a timer): counted here, as the health
+    /// panel asks for them every refresh and the timers are every org's.
+    pub postponed: u64,
     /// The org's place in the lane's ring: the cost it has been charged there (virtual
     /// time), and whether it is in the ring now.
     pub charged: u64,

@@ -237,12 +237,30 @@ impl Scheduler {
     }
 
     /// Jobs of the org and lane postponed until a time (not paused or postponed forever).
+    /// Counted as timers are set and cleared: walking the timers, every org's, took
+    /// time in proportion to all the postponed jobs of the node, under the lock the
+    /// driver needs, at each refresh of any org's health.
     pub fn postponed(&self, org: OrgId, lane: Lane) -> u64 {
-        self.timers
-            .iter()
-            .filter_map(|(at, id)| self.jobs.get(id).filter(|e| e.postpone_until() == Some(*at)))
-            .filter(|e| e.status == Status::Waiting && e.org == org && e.lane == lane)
-            .count() as u64
+        self.lanes.get(&(org, lane)).map_or(0, |q| q.postponed)
+    }
+
+    /// Sets the timer of a job of the org and lane postponed until `until`.
+    fn set_timer(&mut self, org: OrgId, lane: Lane, until: Millis, job: JobId) {
+        self.timers.insert((until, job));
+        self.lanes.entry((org, lane)).or_default().postponed += 1;
+    }
+
+    /// Clears the timer a job was postponed with.
+    fn clear_timer(&mut self, org: OrgId, lane: Lane, until: Millis, job: JobId) {
+        self.timers.remove(&(until, job));
+        self.count_woken(org, lane);
+    }
+
+    /// A postponed job of the org and lane is not any more (its timer is gone).
+    fn count_woken(&mut self, org: OrgId, lane: Lane) {
+        if let Some(queue) = self.lanes.get_mut(&(org, lane)) {
+            queue.postponed = queue.postponed.saturating_sub(1);
+        }
     }
 
     /// Queued jobs of one org and lane per definition.
@@ -336,7 +354,8 @@ impl Scheduler {
             entry.status = Status::Waiting;
             if let Some(until) = postpone_until {
                 entry.rare().postpone_until = Some(until);
-                self.timers.insert((until, id));
+                let (org, lane) = (entry.org, entry.lane);
+                self.set_timer(org, lane, until, id);
             }
         }
     }
@@ -455,6 +474,8 @@ impl Scheduler {
             if entry.status == Status::Waiting && entry.postpone_until() == Some(at) {
                 entry.status = Status::WaitingForResources;
                 entry.rare().postpone_until = None;
+                let (org, lane) = (entry.org, entry.lane);
+                self.count_woken(org, lane);
                 self.enqueue(id);
                 woken.push(id);
             }
@@ -679,7 +700,8 @@ impl Scheduler {
             After::Postponed { until, .. } => {
                 entry.status = Status::Waiting;
                 entry.rare().postpone_until = Some(until);
-                self.timers.insert((until, job));
+                let (org, lane) = (entry.org, entry.lane);
+                self.set_timer(org, lane, until, job);
             }
             After::PostponedForever { .. } | After::Paused => {
                 entry.status = Status::Waiting;
@@ -697,8 +719,9 @@ impl Scheduler {
         let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
         match entry.status {
             Status::WaitingForResources | Status::Waiting => {
+                let (org, lane) = (entry.org, entry.lane);
                 if let Some(until) = entry.rare.as_mut().and_then(|r| r.postpone_until.take()) {
-                    self.timers.remove(&(until, job));
+                    self.clear_timer(org, lane, until, job);
                 }
                 self.dequeue(job);
                 let entry = self.jobs.get_mut(&job).expect("checked above");
@@ -733,12 +756,15 @@ impl Scheduler {
         if entry.status != Status::Waiting {
             return Err(Refusal::NotAllowed(entry.status));
         }
+        let (org, lane) = (entry.org, entry.lane);
         if let Some(rare) = &mut entry.rare {
-            if let Some(until) = rare.postpone_until.take() {
-                self.timers.remove(&(until, job));
-            }
+            let until = rare.postpone_until.take();
             rare.failures.clear();
+            if let Some(until) = until {
+                self.clear_timer(org, lane, until, job);
+            }
         }
+        let entry = self.jobs.get_mut(&job).expect("checked above");
         entry.status = Status::WaitingForResources;
         self.enqueue(job);
         Ok(Status::WaitingForResources)

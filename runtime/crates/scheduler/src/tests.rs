@@ -472,3 +472,46 @@ fn a_held_org_starts_nothing_and_keeps_its_turn() {
     s.hold(ORG_A, false);
     assert_eq!(start(&mut s, 0), Some(JobId(1)), "released, the held org has the next turn");
 }
+
+#[test]
+fn postponed_jobs_are_counted_per_org_and_lane_as_their_timers_come_and_go() {
+    let mut s = Scheduler::new(Quotas::default());
+    let waiting = |s: &mut Scheduler, id: u64, org: OrgId, lane: Lane, until: Option<Millis>| {
+        s.restore(spec(id, org, lane, STEP), Status::Waiting, 1, until);
+    };
+    for id in 1..=4 {
+        waiting(&mut s, id, ORG_A, Lane::Priority, Some(MINUTE * id as Millis));
+    }
+    waiting(&mut s, 5, ORG_A, Lane::Regular, Some(MINUTE));
+    waiting(&mut s, 6, ORG_A, Lane::Priority, None); // postponed forever: no timer
+    waiting(&mut s, 7, ORG_B, Lane::Priority, Some(MINUTE));
+    let counts = |s: &Scheduler| {
+        [
+            s.postponed(ORG_A, Lane::Priority),
+            s.postponed(ORG_A, Lane::Regular),
+            s.postponed(ORG_B, Lane::Priority),
+        ]
+    };
+    assert_eq!(counts(&s), [4, 1, 1]);
+    assert_eq!(s.cancel(JobId(2)), Ok(Status::Canceled));
+    assert_eq!(s.resume(JobId(3)), Ok(Status::WaitingForResources));
+    assert_eq!(s.resume(JobId(6)), Ok(Status::WaitingForResources), "no timer to clear");
+    assert_eq!(counts(&s), [2, 1, 1]);
+    assert_eq!(s.wake(MINUTE), vec![JobId(1), JobId(5), JobId(7)]);
+    assert_eq!(counts(&s), [1, 0, 0]);
+    // A run postponed again counts again, until it wakes.
+    let job = loop {
+        let job = start(&mut s, MINUTE).expect("ready jobs");
+        if job == JobId(1) {
+            break job;
+        }
+        s.finished(job, MINUTE, Outcome::Succeeded).unwrap();
+    };
+    let failing = Quotas { max_exceptions: 1, max_postponements: 5, ..Quotas::default() };
+    s.set_quotas(ORG_A, Lane::Priority, failing);
+    assert!(matches!(s.finished(job, MINUTE, Outcome::Exception), Ok(After::Postponed { .. })));
+    assert_eq!(counts(&s), [2, 0, 0]);
+    s.drop_org(ORG_A);
+    assert_eq!(counts(&s), [0, 0, 0]);
+    assert_eq!(s.postponed(ORG_B, Lane::Priority), 0);
+}
