@@ -96,6 +96,19 @@ impl Harness {
     }
 }
 
+/// The org's health counts its jobs by lane and status as the store's index does (its
+/// unfinished ones come from the scheduler, its finished ones from the kept counts).
+fn assert_health_counts_as_the_store(h: &Harness, org: OrgId) {
+    let health = h.service.lane_health(org).unwrap();
+    let from_health: Vec<(Lane, u32, u64)> = health
+        .iter()
+        .flat_map(|lane| lane.jobs_by_status.iter().map(move |(status, n)| (lane.lane, *status, *n)))
+        .collect();
+    let from_store: Vec<(Lane, u32, u64)> =
+        h.service.store().job_counts(org).unwrap().into_iter().map(|(l, s, n)| (l, s.code(), n)).collect();
+    assert_eq!(from_health, from_store);
+}
+
 async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever_until_resumed(
     backend: Backend,
 ) {
@@ -114,6 +127,7 @@ async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever
     assert_eq!(row.postpone_until, Some(T0 + 5 * MINUTE), "first postponement: D minutes");
     assert_eq!(row.error_code.as_deref(), Some("transient-error"));
     assert!(row.accounting.fuel_used > 0);
+    assert_health_counts_as_the_store(&h, org);
 
     h.clock.advance(5 * MINUTE - 1);
     h.service.run_until_idle().await.unwrap();
@@ -133,6 +147,7 @@ async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever
         (Status::Waiting, 3, None),
         "forever"
     );
+    assert_health_counts_as_the_store(&h, org);
 
     h.clock.advance(24 * 60 * MINUTE);
     h.service.run_until_idle().await.unwrap();
@@ -145,6 +160,7 @@ async fn scenario_3_a_failing_plugin_is_retried_then_postponed_d_2d_then_forever
     assert!(row.retry_count > retries, "a resume runs it again");
     assert_eq!(h.service.cancel(org, job).unwrap(), Status::Canceled);
     assert_eq!(h.job(org, job).status, Status::Canceled);
+    assert_health_counts_as_the_store(&h, org);
 }
 
 async fn scenario_6_a_plugin_updating_its_own_record_is_stopped_at_depth_9(backend: Backend) {
@@ -311,6 +327,7 @@ async fn scenario_1_a_bulk_import_does_not_slow_another_orgs_plugins(backend: Ba
         imported,
         vec![(Lane::Regular, Status::WaitingForResources, 400), (Lane::Regular, Status::Succeeded, 600)]
     );
+    assert_health_counts_as_the_store(&h, importer);
     // ...and completes in the next window.
     h.clock.advance(MINUTE);
     h.service.run_until_idle().await.unwrap();

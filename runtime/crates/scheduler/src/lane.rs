@@ -3,7 +3,14 @@
 
 use std::collections::VecDeque;
 
-use sluice_core::jobs::{DefinitionId, IdMap, JobId, Millis, Quotas};
+use sluice_core::jobs::{DefinitionId, IdMap, JobId, Millis, Quotas, Status};
+
+use crate::UNFINISHED;
+
+/// A status's place in [`LaneQueue::by_status`], if it is unfinished.
+fn unfinished_slot(status: Status) -> Option<usize> {
+    UNFINISHED.iter().position(|s| *s == status)
+}
 
 #[derive(Default)]
 pub(super) struct LaneQueue {
@@ -16,6 +23,10 @@ pub(super) struct LaneQueue {
     /// Jobs postponed until a time (each with a timer): counted here, as the health
     /// panel asks for them every refresh and the timers are every org's.
     pub postponed: u64,
+    /// Jobs of the org and lane held here, per unfinished status (in
+    /// [`crate::UNFINISHED`]'s order): what an org's health shows, without reading the
+    /// store's index of them.
+    pub by_status: [u64; 5],
     /// The org's place in the lane's ring: the cost it has been charged there (virtual
     /// time), and whether it is in the ring now.
     pub charged: u64,
@@ -34,6 +45,17 @@ pub(super) struct LaneQueue {
 }
 
 impl LaneQueue {
+    /// Moves one job of this org and lane from `from` (none: a new job) to `to` in
+    /// [`LaneQueue::by_status`]; finished statuses are not counted here.
+    pub fn restatus(&mut self, from: Option<Status>, to: Status) {
+        if let Some(i) = from.and_then(unfinished_slot) {
+            self.by_status[i] = self.by_status[i].saturating_sub(1);
+        }
+        if let Some(i) = unfinished_slot(to) {
+            self.by_status[i] += 1;
+        }
+    }
+
     pub fn push(&mut self, definition: DefinitionId, job: JobId) {
         let queue = self.queues.entry(definition).or_default();
         if queue.is_empty() {

@@ -54,6 +54,11 @@ pub enum Fairness {
 /// definitions have the rest.
 pub const THROTTLED_SHARE: u32 = 4;
 
+/// The statuses of a job the scheduler holds, in the order it counts them per org and
+/// lane ([`Scheduler::unfinished`]).
+pub const UNFINISHED: [Status; 5] =
+    [Status::WaitingForResources, Status::Waiting, Status::InProgress, Status::Pausing, Status::Canceling];
+
 /// A new definition's first jobs are charged this, in fuel units, until runs of it have
 /// ended (about a trivial plug-in's cost).
 pub const FIRST_ESTIMATE: u64 = 50_000;
@@ -236,6 +241,18 @@ impl Scheduler {
         std::mem::take(&mut self.held_back)
     }
 
+    /// Jobs of the org and lane held here in each unfinished status (none of a finished
+    /// one: those are forgotten once stored), in [`UNFINISHED`]'s order.
+    pub fn unfinished(&self, org: OrgId, lane: Lane) -> [(Status, u64); 5] {
+        let counts = self.lanes.get(&(org, lane)).map_or([0; 5], |q| q.by_status);
+        std::array::from_fn(|i| (UNFINISHED[i], counts[i]))
+    }
+
+    /// Moves a job of the org and lane between statuses in the counts.
+    fn restatus(&mut self, org: OrgId, lane: Lane, from: Option<Status>, to: Status) {
+        self.lanes.entry((org, lane)).or_default().restatus(from, to);
+    }
+
     /// Jobs of the org and lane postponed until a time (not paused or postponed forever).
     /// Counted as timers are set and cleared: walking the timers, every org's, took
     /// time in proportion to all the postponed jobs of the node, under the lock the
@@ -325,6 +342,7 @@ impl Scheduler {
             rare,
         };
         self.jobs.insert(id, entry);
+        self.restatus(org, lane, None, Status::WaitingForResources);
         if first_in_chain {
             self.enqueue(id);
         }
@@ -352,11 +370,12 @@ impl Scheduler {
             self.dequeue(id);
             let entry = self.jobs.get_mut(&id).expect("just submitted");
             entry.status = Status::Waiting;
+            let (org, lane) = (entry.org, entry.lane);
             if let Some(until) = postpone_until {
                 entry.rare().postpone_until = Some(until);
-                let (org, lane) = (entry.org, entry.lane);
                 self.set_timer(org, lane, until, id);
             }
+            self.restatus(org, lane, Some(Status::WaitingForResources), Status::Waiting);
         }
     }
 
@@ -476,6 +495,7 @@ impl Scheduler {
                 entry.rare().postpone_until = None;
                 let (org, lane) = (entry.org, entry.lane);
                 self.count_woken(org, lane);
+                self.restatus(org, lane, Some(Status::Waiting), Status::WaitingForResources);
                 self.enqueue(id);
                 woken.push(id);
             }
@@ -585,6 +605,7 @@ impl Scheduler {
                 let definition = entry.definition;
                 entry.status = Status::Canceled;
                 let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
+                queue.restatus(Some(Status::WaitingForResources), Status::Canceled);
                 queue.correct(definition, estimate_of(&self.estimates, fairness, definition), 0);
                 self.finish_chain(id);
                 return Some(Decision::CanceledOnPickup(id));
@@ -592,6 +613,7 @@ impl Scheduler {
             entry.status = Status::InProgress;
             let definition = entry.definition;
             let queue = self.lanes.get_mut(&(org, lane)).expect("still there");
+            queue.restatus(Some(Status::WaitingForResources), Status::InProgress);
             queue.count_start(definition, &quotas, now);
             self.lane_running[li] += 1;
             return Some(Decision::Start(id));
@@ -710,6 +732,9 @@ impl Scheduler {
                 }
             }
         }
+        if let Some(now_status) = self.jobs.get(&job).map(|e| e.status) {
+            self.restatus(org, lane, Some(was), now_status);
+        }
         Ok(after)
     }
 
@@ -719,18 +744,21 @@ impl Scheduler {
         let entry = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob)?;
         match entry.status {
             Status::WaitingForResources | Status::Waiting => {
-                let (org, lane) = (entry.org, entry.lane);
+                let (org, lane, was) = (entry.org, entry.lane, entry.status);
                 if let Some(until) = entry.rare.as_mut().and_then(|r| r.postpone_until.take()) {
                     self.clear_timer(org, lane, until, job);
                 }
                 self.dequeue(job);
+                self.restatus(org, lane, Some(was), Status::Canceled);
                 let entry = self.jobs.get_mut(&job).expect("checked above");
                 entry.status = Status::Canceled;
                 self.finish_chain(job);
                 Ok(Status::Canceled)
             }
             Status::InProgress | Status::Pausing => {
+                let (org, lane, was) = (entry.org, entry.lane, entry.status);
                 entry.status = Status::Canceling;
+                self.restatus(org, lane, Some(was), Status::Canceling);
                 Ok(Status::Canceling)
             }
             other => Err(Refusal::NotAllowed(other)),
@@ -743,6 +771,8 @@ impl Scheduler {
         match entry.status {
             Status::InProgress => {
                 entry.status = Status::Pausing;
+                let (org, lane) = (entry.org, entry.lane);
+                self.restatus(org, lane, Some(Status::InProgress), Status::Pausing);
                 Ok(Status::Pausing)
             }
             other => Err(Refusal::NotAllowed(other)),
@@ -766,6 +796,7 @@ impl Scheduler {
         }
         let entry = self.jobs.get_mut(&job).expect("checked above");
         entry.status = Status::WaitingForResources;
+        self.restatus(org, lane, Some(Status::Waiting), Status::WaitingForResources);
         self.enqueue(job);
         Ok(Status::WaitingForResources)
     }

@@ -515,3 +515,36 @@ fn postponed_jobs_are_counted_per_org_and_lane_as_their_timers_come_and_go() {
     assert_eq!(counts(&s), [0, 0, 0]);
     assert_eq!(s.postponed(ORG_B, Lane::Priority), 0);
 }
+
+#[test]
+fn an_orgs_unfinished_jobs_are_counted_per_lane_and_status_through_every_transition() {
+    let mut s = Scheduler::new(quotas(4, 1000));
+    for id in 1..=4 {
+        s.submit(spec(id, ORG_A, Lane::Priority, STEP));
+    }
+    s.submit(spec(9, ORG_B, Lane::Priority, STEP));
+    // [ready, suspended, in progress, pausing, canceling]
+    let counts = |s: &Scheduler| s.unfinished(ORG_A, Lane::Priority).map(|(_, n)| n);
+    assert_eq!(counts(&s), [4, 0, 0, 0, 0]);
+    let mut started = Vec::new();
+    while let Some(job) = start(&mut s, 0) {
+        started.push(job);
+    }
+    let of_a: Vec<JobId> = started.iter().copied().filter(|id| *id != JobId(9)).collect();
+    assert_eq!(counts(&s), [0, 0, 4, 0, 0]);
+    assert_eq!(s.pause(of_a[0]), Ok(Status::Pausing));
+    assert_eq!(s.cancel(of_a[1]), Ok(Status::Canceling));
+    assert_eq!(counts(&s), [0, 0, 2, 1, 1]);
+    assert_eq!(s.finished(of_a[0], 1, Outcome::Stopped), Ok(After::Paused));
+    assert_eq!(s.finished(of_a[1], 1, Outcome::Succeeded), Ok(After::Succeeded));
+    assert_eq!(s.finished(of_a[2], 1, Outcome::Exception), Ok(After::Retry));
+    assert_eq!(counts(&s), [1, 1, 1, 0, 0]);
+    assert_eq!(s.resume(of_a[0]), Ok(Status::WaitingForResources));
+    assert_eq!(s.cancel(of_a[2]), Ok(Status::Canceled));
+    assert_eq!(s.finished(of_a[3], 1, Outcome::BusinessError), Ok(After::Failed));
+    assert_eq!(counts(&s), [1, 0, 0, 0, 0]);
+    assert_eq!(s.unfinished(ORG_B, Lane::Priority).map(|(_, n)| n), [0, 0, 1, 0, 0]);
+    assert_eq!(s.unfinished(ORG_A, Lane::Regular).map(|(_, n)| n), [0; 5]);
+    s.drop_org(ORG_A);
+    assert_eq!(counts(&s), [0; 5]);
+}

@@ -1908,19 +1908,31 @@ impl Store for PostgresStore {
     }
 
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        // Finished jobs from their counts (migration 9), unfinished ones from each lane's
+        // range of `jobs_by_org_lane_status` below them.
+        self.counts(
+            org,
+            "SELECT lane, status, n FROM finished_job_counts WHERE org_id = $1 AND n > 0
+             UNION ALL
+             SELECT lane, status, COUNT(*) FROM jobs
+             WHERE org_id = $1 AND lane IN (0, 1, 2) AND status < 30 GROUP BY lane, status
+             ORDER BY lane, status",
+        )
+    }
+
+    fn finished_job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        self.counts(
+            org,
+            "SELECT lane, status, n FROM finished_job_counts WHERE org_id = $1 AND n > 0 ORDER BY lane, status",
+        )
+    }
+}
+
+impl PostgresStore {
+    /// Runs `sql`, a count of the org's (`$1`) jobs as (lane, status, count) rows.
+    fn counts(&self, org: OrgId, sql: &'static str) -> Result<Vec<(Lane, Status, u64)>> {
         self.read().run(move |client| -> Result<Vec<(Lane, Status, u64)>> {
-            let rows = client
-                .query(
-                    // Finished jobs from their counts (migration 9), unfinished ones from
-                    // each lane's range of `jobs_by_org_lane_status` below them.
-                    "SELECT lane, status, n FROM finished_job_counts WHERE org_id = $1 AND n > 0
-                     UNION ALL
-                     SELECT lane, status, COUNT(*) FROM jobs
-                     WHERE org_id = $1 AND lane IN (0, 1, 2) AND status < 30 GROUP BY lane, status
-                     ORDER BY lane, status",
-                    &[&i64::from(org.0)],
-                )
-                .db()?;
+            let rows = client.query(sql, &[&i64::from(org.0)]).db()?;
             rows.iter()
                 .map(|row| Ok((lane_of(row.get(0))?, status_of(row.get(1))?, row.get::<_, i64>(2) as u64)))
                 .collect()

@@ -1109,16 +1109,29 @@ impl Store for SqliteStore {
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
         // Finished jobs from their counts (see `finished`), unfinished ones from each
         // lane's range of `jobs_by_org_lane_status` below the finished statuses.
+        self.counts(
+            org,
+            "SELECT lane, status, n FROM finished_job_counts WHERE org_id = ?1 AND n > 0
+             UNION ALL
+             SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 AND lane IN (0, 1, 2) AND status < 30
+             GROUP BY lane, status
+             ORDER BY lane, status",
+        )
+    }
+
+    fn finished_job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>> {
+        self.counts(
+            org,
+            "SELECT lane, status, n FROM finished_job_counts WHERE org_id = ?1 AND n > 0 ORDER BY lane, status",
+        )
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql`, a count of the org's (`?1`) jobs as (lane, status, count) rows.
+    fn counts(&self, org: OrgId, sql: &str) -> Result<Vec<(Lane, Status, u64)>> {
         let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT lane, status, n FROM finished_job_counts WHERE org_id = ?1 AND n > 0
-                 UNION ALL
-                 SELECT lane, status, COUNT(*) FROM jobs WHERE org_id = ?1 AND lane IN (0, 1, 2) AND status < 30
-                 GROUP BY lane, status
-                 ORDER BY lane, status",
-            )
-            .db()?;
+        let mut statement = connection.prepare_cached(sql).db()?;
         let rows = statement
             .query_map(params![org.0], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))

@@ -487,6 +487,8 @@ pub fn counts(store: &dyn Store) {
     let check = |when: &str| {
         for org in [a, b] {
             assert_eq!(counted(org), truth(org), "org {} {when}", org.0);
+            let finished: Vec<_> = truth(org).into_iter().filter(|c| c.1.is_terminal()).collect();
+            assert_eq!(store.finished_job_counts(org).unwrap(), finished, "org {} {when}, finished", org.0);
         }
     };
     let mut jobs: Vec<NewJob> = (0..36)

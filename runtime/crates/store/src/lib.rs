@@ -147,6 +147,9 @@ pub trait Store: RecordStore {
     /// Counts of the org's jobs per lane and status, in lane and status order (none of
     /// zero). Finished jobs are counted as they finish, never by reading their rows.
     fn job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
+    /// The finished part of [`Store::job_counts`], read from the counts kept, never
+    /// from the jobs (a node that holds the org knows its unfinished ones).
+    fn finished_job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
     // ---- several nodes on one database (see `cluster.rs`) ----
 
     /// The database's clock: the one time every node agrees on (leases, windows).
