@@ -97,26 +97,12 @@ impl Service {
         Ok(self.shared.store.webhook_secret(org, &fresh)?)
     }
 
-    /// Each lane's quotas and throttling state. Its jobs by status: the finished ones
-    /// from the store's kept counts; the unfinished ones from the scheduler when this
-    /// node holds the org (it holds every one of them: counting a backlog of a million
-    /// from the store's index took 0.1 s), else from that index.
+    /// Each lane's quotas and throttling state, and its jobs by status
+    /// ([`Service::job_counts`]).
     pub fn lane_health(&self, org: OrgId) -> Result<Vec<LaneHealth>> {
-        let held = self.state().holds(org);
-        let mut counts = match held {
-            true => self.shared.store.finished_job_counts(org)?,
-            false => self.job_counts(org)?,
-        };
+        let counts = self.job_counts(org)?;
         let now = self.now();
         let state = self.state();
-        if held {
-            // (Had the org been handed over meanwhile, its unfinished jobs would read as
-            // none for this once.)
-            for lane in Lane::ALL {
-                let unfinished = state.scheduler.unfinished(org, lane).into_iter().filter(|(_, n)| *n > 0);
-                counts.extend(unfinished.map(|(status, n)| (lane, status, n)));
-            }
-        }
         Ok(Lane::ALL
             .into_iter()
             .map(|lane| {
