@@ -403,9 +403,15 @@ async fn slow_reads_of_many_orgs_leave_connections_for_short_ones() {
     let mut waiting = tokio::spawn(async move {
         service.org_read(Some(victim), move |s| s.jobs(victim, &JobFilter::all(10))).await
     });
-    // Short reads go on meanwhile: a job by id (none such) and the orgs.
+    // Short reads go on meanwhile: a job by id (none such), the orgs, and the victim's
+    // health (its counts are kept ones on the node that holds it).
     assert!(h.service.job(victim, JobId(1)).is_err());
     assert_eq!(h.service.orgs().unwrap().len(), 3);
+    let health =
+        tokio::time::timeout(std::time::Duration::from_secs(30), h.service.health_read(Some(victim)))
+            .await
+            .expect("the victim's health does not wait for a long read's place");
+    assert_eq!(health.unwrap().len(), 1);
     // Not a measure: a read with a place answers within milliseconds; this one has none.
     let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiting).await;
     assert!(early.is_err(), "a third org's slow read waits for a place: {early:?}");

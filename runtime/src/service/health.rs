@@ -259,10 +259,23 @@ impl Service {
         self.state().runaways.flag(definition).cloned()
     }
 
-    /// [`Service::health`] as the API and the dashboard read it: off the runtime, in
-    /// the org's turn (see [`Service::org_read`]).
+    /// [`Service::health`] as the API and the dashboard read it, off the runtime. Where
+    /// this node holds the orgs read, their counts are kept ones ([`Service::job_counts`]):
+    /// a short read, never queued behind another org's listing. Otherwise their
+    /// unfinished jobs are counted from the store, in the org's turn
+    /// ([`Service::org_read`]).
     pub async fn health_read(&self, only: Option<OrgId>) -> Result<Vec<OrgHealth>> {
-        self.org_read(only, move |service| service.health(only)).await
+        let counted = {
+            let state = self.state();
+            match only {
+                Some(org) => state.holds(org),
+                None => state.holds_every_org(),
+            }
+        };
+        match counted {
+            true => self.off_runtime(move |service| service.health(only)).await,
+            false => self.org_read(only, move |service| service.health(only)).await,
+        }
     }
 
     /// The health of one org, or of every org (the operator's view).

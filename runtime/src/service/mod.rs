@@ -343,6 +343,11 @@ impl State {
         self.held.as_ref().is_none_or(|held| held.contains_key(&org))
     }
 
+    /// Whether this node is the only one, holding every org.
+    fn holds_every_org(&self) -> bool {
+        self.held.is_none()
+    }
+
     /// Whether a job made on another node is one start too many of its workflow on its
     /// record within the hour (`LoopDetector::workflow_loops`); counts the start, at
     /// `now` (the detector's times must come in order: another node's creation time may
@@ -899,9 +904,9 @@ impl Service {
             .map_err(|e| Error::Unavailable(format!("the command failed: {e}")))?
     }
 
-    /// Runs a read whose cost grows with the jobs of the org it reads (its listing, the
-    /// counts behind its health: a scan of a million-job backlog takes a tenth of a
-    /// second or more) on the blocking pool, one at a time per org (`None`: every org,
+    /// Runs a read whose cost grows with the jobs of the org it reads (its listing; the
+    /// counts behind its health where another node holds it: a scan of a million-job
+    /// backlog takes a tenth of a second or more) on the blocking pool, one at a time per org (`None`: every org,
     /// the operator's view, not queued behind any org's turn). However many such requests
     /// a tenant sends at once, it holds at most one read connection and one thread, and
     /// never one of the runtime's few workers that every tenant's requests and the
