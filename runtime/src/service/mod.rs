@@ -1047,8 +1047,11 @@ impl Service {
         }
         let mut counts = self.shared.store.finished_job_counts(org)?;
         let state = self.state();
-        // (Had the org been handed over meanwhile, its unfinished jobs would read as none
-        // for this once.)
+        if !state.holds(org) {
+            // Handed to another node meanwhile: its scheduler has forgotten the org's jobs.
+            drop(state);
+            return Ok(self.shared.store.job_counts(org)?);
+        }
         for lane in Lane::ALL {
             let unfinished = state.scheduler.unfinished(org, lane).into_iter().filter(|(_, n)| *n > 0);
             counts.extend(unfinished.map(|(status, n)| (lane, status, n)));

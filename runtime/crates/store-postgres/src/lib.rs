@@ -1025,8 +1025,9 @@ static CORRELATED_JOBS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Deletes a job with its correlation entry and payload; returns one row (the count).
-static DELETE_JOB: LazyLock<String> = LazyLock::new(|| deleting_jobs("id = $1"));
+/// Deletes an unfinished job (auto-delete on success: a finished one is final, as in the
+/// SQLite store) with its correlation entry and payload; returns one row (the count).
+static DELETE_JOB: LazyLock<String> = LazyLock::new(|| deleting_jobs("id = $1 AND status < 30"));
 
 /// A statement that deletes the jobs `condition` selects, with their entries in
 /// `job_correlations` and `job_payloads`, and returns how many jobs it deleted.
