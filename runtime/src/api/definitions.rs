@@ -38,7 +38,7 @@ pub async fn own_quotas(
     Tenant(org): Tenant,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<LaneHealth>>, ApiError> {
-    Ok(Json(state.service.org_read(Some(org), move |service| service.lane_health(org)).await?))
+    Ok(Json(state.service.counts_read(Some(org), move |service| service.lane_health(org)).await?))
 }
 
 /// Uploads a plug-in: the raw bytes of a WebAssembly component. It is validated and

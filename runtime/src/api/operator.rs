@@ -116,7 +116,7 @@ pub async fn set_quotas(
         return Err(ApiError::bad_request("invalid-request", "quota windows are at least one minute"));
     }
     state.service.set_quotas(org, lane, quotas)?;
-    let health = state.service.org_read(None, move |service| service.lane_health(org)).await?;
+    let health = state.service.counts_read(Some(org), move |service| service.lane_health(org)).await?;
     Ok(Json(health.into_iter().find(|h| h.lane == lane).expect("every lane has health")))
 }
 
@@ -129,5 +129,5 @@ pub async fn org_quotas(
     Path(org): Path<String>,
 ) -> Result<Json<Vec<LaneHealth>>, ApiError> {
     let org = org_id(&state.service, &org)?;
-    Ok(Json(state.service.org_read(None, move |service| service.lane_health(org)).await?))
+    Ok(Json(state.service.counts_read(Some(org), move |service| service.lane_health(org)).await?))
 }

@@ -171,7 +171,7 @@ async fn series(
     Ok(axum::Json(serde_json::Value::Array(series)))
 }
 
-/// The health of the orgs `viewer` sees, read off the runtime (`Service::org_read`).
+/// The health of the orgs `viewer` sees, read off the runtime (`Service::health_read`).
 async fn health_seen_by(service: &Service, viewer: Viewer) -> Result<Vec<OrgHealth>, ApiError> {
     Ok(service.health_read(viewer.scope()).await?)
 }

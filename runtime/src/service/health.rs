@@ -259,22 +259,31 @@ impl Service {
         self.state().runaways.flag(definition).cloned()
     }
 
-    /// [`Service::health`] as the API and the dashboard read it, off the runtime. Where
-    /// this node holds the orgs read, their counts are kept ones ([`Service::job_counts`]):
-    /// a short read, never queued behind another org's listing. Otherwise their
-    /// unfinished jobs are counted from the store, in the org's turn
-    /// ([`Service::org_read`]).
+    /// [`Service::health`] as the API and the dashboard read it ([`Service::counts_read`]).
     pub async fn health_read(&self, only: Option<OrgId>) -> Result<Vec<OrgHealth>> {
+        self.counts_read(only, move |service| service.health(only)).await
+    }
+
+    /// Runs `read`, which counts the jobs of `scope` (one org, or every org) with
+    /// [`Service::job_counts`], off the runtime. Where this node holds the orgs, their
+    /// counts are kept ones: a short read, never queued behind another org's listing.
+    /// Otherwise their unfinished jobs are counted from the store, in the org's turn
+    /// ([`Service::org_read`]).
+    pub async fn counts_read<T: Send + 'static>(
+        &self,
+        scope: Option<OrgId>,
+        read: impl FnOnce(&Service) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let counted = {
             let state = self.state();
-            match only {
+            match scope {
                 Some(org) => state.holds(org),
                 None => state.holds_every_org(),
             }
         };
         match counted {
-            true => self.off_runtime(move |service| service.health(only)).await,
-            false => self.org_read(only, move |service| service.health(only)).await,
+            true => self.off_runtime(read).await,
+            false => self.org_read(scope, read).await,
         }
     }
 
