@@ -1032,21 +1032,138 @@ static DELETE_JOB: LazyLock<String> = LazyLock::new(|| deleting_jobs("id = $1 AN
 /// A statement that deletes the jobs `condition` selects, with their entries in
 /// `job_correlations` and `job_payloads`, and returns how many jobs it deleted.
 fn deleting_jobs(condition: &str) -> String {
+    format!("{}, {} SELECT COUNT(*) FROM gone", jobs_gone(condition), counting_finished("gone", '-'))
+}
+
+/// `WITH` items that delete the jobs `condition` selects, with their entries in
+/// `job_correlations` and `job_payloads`; the deleted rows are `gone`.
+fn jobs_gone(condition: &str) -> String {
     format!(
         "WITH gone AS (DELETE FROM jobs WHERE {condition} RETURNING id, org_id, correlation_id, lane, status),
          unlinked AS (DELETE FROM job_correlations c USING gone g
             WHERE c.org_id = g.org_id AND c.correlation_id = g.correlation_id AND c.job_id = g.id),
-         dropped AS (DELETE FROM job_payloads p USING gone g WHERE p.job_id = g.id),
-         {}
-         SELECT COUNT(*) FROM gone",
-        counting_finished("gone", '-')
+         dropped AS (DELETE FROM job_payloads p USING gone g WHERE p.job_id = g.id)"
     )
 }
 
-/// Runs [`deleting_jobs`] in `tx`; how many jobs it deleted.
-fn delete_jobs(tx: &mut Transaction<'_>, condition: &str, parameters: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-    let row = tx.query_one(&deleting_jobs(condition), parameters).db()?;
-    Ok(row.get::<_, i64>(0) as u64)
+/// Times a batch of the retention purge starts again after giving way to a holder's
+/// commit ([`purge_once`]) before the purge fails for the hour (the next hour's tries
+/// again; nothing is lost meanwhile).
+const PURGE_ATTEMPTS: u32 = 5;
+
+/// One batch of the retention purge (see [`Store::purge`]), in one transaction. The
+/// purge deletes finished jobs of every org, while each org's holder commits its own
+/// jobs' ends; both change `finished_job_counts`. A holder's transaction locks its org's
+/// count rows statement by statement, so not in one global order, and a purge that
+/// counted in each of its deletes (one per status, across orgs) could hold one of an
+/// org's rows while waiting for another that the holder holds while waiting for the
+/// first: a deadlock, which PostgreSQL ends after a second by aborting either side (the
+/// holder's group then commits again). So the purge's deletes count nothing; their
+/// rows' counts are gathered and written by one statement at the end, in key order,
+/// waiting at most `lock_timeout` for any row: a purge that finds a holder in the way
+/// gives way (rolls back; [`gave_way`]) rather than keeping that holder waiting.
+fn purge_once(
+    client: &mut Client,
+    c: &Cutoffs,
+    limit: i64,
+) -> std::result::Result<(u64, u64), ::postgres::Error> {
+    let mut tx = client.transaction()?;
+    let mut gone = Gone::default();
+    for (status, before) in
+        [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
+    {
+        gone.delete(
+            &mut tx,
+            // `status >= 30` spelled out, so that a generic plan can use the partial
+            // index `jobs_finished` (see the SQLite store).
+            "id IN (SELECT id FROM jobs
+                WHERE status = $1 AND status >= 30 AND completed_at < $2 AND operation != $3
+                LIMIT $4)",
+            &[
+                &i64::from(status.code()),
+                &before,
+                &Operation::BackgroundOperation.name(),
+                &(limit - gone.jobs),
+            ],
+        )?;
+    }
+    gone.delete(
+        &mut tx,
+        "id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
+            WHERE j.status >= 30 AND o.expires_at < $1 LIMIT $2)",
+        &[&c.operations, &(limit - gone.jobs)],
+    )?;
+    let cleared = tx.execute(
+        "UPDATE jobs SET trace = NULL WHERE id IN (SELECT id FROM jobs
+            WHERE trace IS NOT NULL AND completed_at < $1 LIMIT $2)",
+        &[&c.trace, &limit],
+    )?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", PURGE_LOCK_WAIT.as_millis()))?;
+    gone.uncount(&mut tx)?;
+    tx.commit()?;
+    Ok((gone.jobs as u64, cleared))
+}
+
+/// How long the purge's count statement waits for a count row that a holder's commit
+/// holds before the purge gives way: a holder's transaction lasts milliseconds.
+const PURGE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether `e` is the purge giving way to a holder (`lock_timeout` ran out: SQLSTATE
+/// 55P03), or losing a deadlock all the same.
+fn gave_way(e: &::postgres::Error) -> bool {
+    use ::postgres::error::SqlState;
+    matches!(e.code(), Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// The jobs a purge deleted: how many, and how many of each (org, lane, status).
+#[derive(Default)]
+struct Gone {
+    jobs: i64,
+    counts: std::collections::BTreeMap<(i64, i64, i64), i64>,
+}
+
+impl Gone {
+    /// Deletes the finished jobs `condition` selects, with their entries in
+    /// `job_correlations` and `job_payloads`, and counts them here.
+    fn delete(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        condition: &str,
+        parameters: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<(), ::postgres::Error> {
+        let sql = format!(
+            "{} SELECT org_id, lane, status, COUNT(*) FROM gone GROUP BY org_id, lane, status",
+            jobs_gone(condition)
+        );
+        for row in tx.query(&sql, parameters)? {
+            let n: i64 = row.get(3);
+            self.jobs += n;
+            *self.counts.entry((row.get(0), row.get(1), row.get(2))).or_default() += n;
+        }
+        Ok(())
+    }
+
+    /// Takes the deleted jobs off the finished counts, in one statement, in key order.
+    fn uncount(&self, tx: &mut Transaction<'_>) -> std::result::Result<(), ::postgres::Error> {
+        if self.counts.is_empty() {
+            return Ok(());
+        }
+        let mut columns: [Vec<i64>; 4] = Default::default();
+        for ((org, lane, status), n) in &self.counts {
+            for (column, value) in columns.iter_mut().zip([*org, *lane, *status, -n]) {
+                column.push(value);
+            }
+        }
+        let [orgs, lanes, statuses, ns] = &columns;
+        tx.execute(
+            "INSERT INTO finished_job_counts (org_id, lane, status, n)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(o, l, s, n)
+             WHERE s >= 30 ORDER BY o, l, s
+             ON CONFLICT (org_id, lane, status) DO UPDATE SET n = finished_job_counts.n + EXCLUDED.n",
+            &[orgs, lanes, statuses, ns],
+        )?;
+        Ok(())
+    }
 }
 
 /// The parameters of a jobs query (owned: they travel to the connection's thread).
@@ -1870,41 +1987,13 @@ impl Store for PostgresStore {
     fn purge(&self, c: &Cutoffs, limit: u64) -> Result<(u64, u64)> {
         let (c, limit) = (*c, limit as i64);
         self.writer.run(move |client| -> Result<(u64, u64)> {
-            let mut tx = client.transaction().db()?;
-            let mut deleted = 0;
-            for (status, before) in
-                [(Status::Succeeded, c.succeeded), (Status::Failed, c.failed), (Status::Canceled, c.canceled)]
-            {
-                deleted += delete_jobs(
-                    &mut tx,
-                    // `status >= 30` spelled out, so that a generic plan can use the
-                    // partial index `jobs_finished` (see the SQLite store).
-                    "id IN (SELECT id FROM jobs
-                        WHERE status = $1 AND status >= 30 AND completed_at < $2 AND operation != $3
-                        LIMIT $4)",
-                    &[
-                        &i64::from(status.code()),
-                        &before,
-                        &Operation::BackgroundOperation.name(),
-                        &(limit - deleted as i64),
-                    ],
-                )?;
+            let mut attempt = 1;
+            loop {
+                match purge_once(client, &c, limit) {
+                    Err(e) if gave_way(&e) && attempt < PURGE_ATTEMPTS => attempt += 1,
+                    outcome => return outcome.db(),
+                }
             }
-            deleted += delete_jobs(
-                &mut tx,
-                "id IN (SELECT j.id FROM jobs j JOIN operations o ON o.job_id = j.id
-                    WHERE j.status >= 30 AND o.expires_at < $1 LIMIT $2)",
-                &[&c.operations, &(limit - deleted as i64)],
-            )?;
-            let cleared = tx
-                .execute(
-                    "UPDATE jobs SET trace = NULL WHERE id IN (SELECT id FROM jobs
-                        WHERE trace IS NOT NULL AND completed_at < $1 LIMIT $2)",
-                    &[&c.trace, &limit],
-                )
-                .db()?;
-            tx.commit().db()?;
-            Ok((deleted, cleared))
         })?
     }
 

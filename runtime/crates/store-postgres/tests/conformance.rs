@@ -72,3 +72,53 @@ fn postgres_migrates_payloads_stored_as_text() {
     let counted = (sluice_core::jobs::Lane::Priority, sluice_core::jobs::Status::Canceled, 1);
     assert_eq!(store.job_counts(org).unwrap(), vec![counted], "migration 9 counts the finished jobs");
 }
+
+/// The retention purge deletes finished jobs of every org while each org's holder
+/// commits its own ends, and both change the org's finished counts. A purge that meets a
+/// count row held by a holder's open transaction gives way (each of its attempts waits
+/// at most 100 ms for the row) rather than keeping that holder's commit waiting or
+/// deadlocking with it: it fails for now, deletes nothing, and purges everything once
+/// the holder has committed.
+#[test]
+fn the_retention_purge_gives_way_to_a_holders_commit() {
+    use sluice_core::jobs::{Lane, Status};
+    let url = fresh_database();
+    let store = PostgresStore::open(&url).unwrap();
+    let org = store.create_org("purged").unwrap();
+    let refused = |n| sluice_store::NewJob {
+        status: Status::Failed,
+        error: Some(("refused".into(), "at its creation".into())),
+        ..sluice_store::conformance::new_job(org, n)
+    };
+    store.insert_jobs(&[refused(1), refused(2), refused(3)]).unwrap();
+    let failed = vec![(Lane::Priority, Status::Failed, 3)];
+    assert_eq!(store.job_counts(org).unwrap(), failed);
+
+    // A holder's commit, open, holding the org's count of failed jobs as a commit that
+    // finishes one of its jobs does until it commits.
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut commit = holder.transaction().unwrap();
+    commit
+        .query_one(
+            "SELECT n FROM finished_job_counts WHERE org_id = $1 AND status = 31 FOR UPDATE",
+            &[&i64::from(org.0)],
+        )
+        .unwrap();
+    let cutoffs =
+        sluice_store::Cutoffs { succeeded: 0, failed: 10_000, canceled: 0, trace: 0, operations: 0 };
+    let (done, purged) = std::sync::mpsc::channel();
+    let purging = std::thread::spawn({
+        let url = url.clone();
+        move || done.send(PostgresStore::open(&url).unwrap().purge(&cutoffs, 1_000)).unwrap()
+    });
+    // Waiting for the holder instead, the purge would not return until the commit below.
+    let outcome = purged.recv_timeout(std::time::Duration::from_secs(60)).expect("the purge gives way");
+    let error = outcome.expect_err("the purge gives way to the holder");
+    assert!(error.to_string().contains("lock timeout"), "{error}");
+    assert_eq!(store.job_counts(org).unwrap(), failed, "nothing purged, nothing uncounted");
+    purging.join().unwrap();
+
+    commit.commit().unwrap();
+    assert_eq!(store.purge(&cutoffs, 1_000).unwrap(), (3, 0));
+    assert_eq!(store.job_counts(org).unwrap(), vec![]);
+}
