@@ -156,3 +156,47 @@ SLUICE_TOKEN=$TENANT sluice step register --name s --plugin 1 --message $'\e[31m
     assert!(out.contains("422 Unprocessable Entity invalid-name"), "{out}");
     assert!(out.contains(r"unknown message '\u{1b}[31mMerge'"), "{out}");
 }
+
+/// `sluice store recount` corrects an org's finished counts that a write without them
+/// left wrong (as a node of a version before they were kept would), says which, and
+/// finds nothing the second time. A data directory with no store is refused, not made.
+#[test]
+fn store_recount_corrects_counts_that_drifted() {
+    use sluice::jobs::{Lane, Status};
+    use sluice::store::{NewJob, SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sluice-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
+    let org = store.create_org("drifted").unwrap();
+    let refused = NewJob {
+        status: Status::Failed,
+        error: Some(("refused".into(), "at its creation".into())),
+        ..sluice::store::conformance::new_job(org, 1)
+    };
+    store.insert_jobs(&[refused]).unwrap();
+    drop(store);
+    let database = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    database.execute("UPDATE finished_job_counts SET n = 4", []).unwrap();
+    drop(database);
+
+    let recount = |data: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["store", "recount", "--data"])
+            .arg(data)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, out) = recount(&data);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("org {} priority failed: kept 4, counted 1", org.0)), "{out}");
+    assert!(out.contains("1 counts corrected"), "{out}");
+    let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
+    assert_eq!(store.job_counts(org).unwrap(), vec![(Lane::Priority, Status::Failed, 1)]);
+    assert_eq!(recount(&data), (true, "0 counts corrected\n".into()));
+
+    let nowhere = dir.path().join("no-such-node");
+    assert!(!recount(&nowhere).0);
+    assert!(!nowhere.exists(), "refused input leaves nothing behind");
+}

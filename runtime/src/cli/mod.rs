@@ -7,6 +7,7 @@ mod client;
 mod format;
 mod plugin;
 mod serve;
+mod store;
 mod thread_cpu;
 pub mod threads;
 
@@ -77,6 +78,9 @@ enum Command {
         #[arg(long, global = true, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
         plugins: PathBuf,
     },
+    /// The store itself, for an operator: recount.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Run the demo load on a fresh data directory for a while and report per org.
     Demo {
         #[arg(long, default_value = "target/sample-plugins/wasm32-wasip2/plugin")]
@@ -264,6 +268,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => plugin::run(command).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Demo { plugins, seconds } => serve::demo(plugins, seconds).await,
+        Command::Store(command) => {
+            tokio::task::spawn_blocking(move || store::run(command)).await?.map(|()| ExitCode::SUCCESS)
+        }
         Command::Bench { scenario, plugins } => {
             bench::run(scenario, &plugins).await.map(|()| ExitCode::SUCCESS)
         }

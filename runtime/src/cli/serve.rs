@@ -160,7 +160,7 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
 }
 
 /// A database URL without its password, for messages.
-fn redacted(url: &str) -> String {
+pub(super) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];

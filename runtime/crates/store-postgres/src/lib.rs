@@ -28,7 +28,9 @@ use sluice_store::columns::{
     JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_of, org_number, records_in_order,
     status_of,
 };
-use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
+use sluice_store::{
+    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Result, Store, Taken, recount,
+};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
     OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow, WorkflowStart,
@@ -227,7 +229,8 @@ const MIGRATIONS: &[&str] = &[
     // 9: each org's finished jobs counted per lane and status, kept by the statements
     // that finish, insert or delete them ([`counting_finished`]), as SQLite's migration
     // 9. Writers of `jobs` wait while they are counted. Nodes of an earlier version keep
-    // no counts: stop them before the first node of this one starts.
+    // no counts: stop them before the first node of this one starts (`sluice store
+    // recount` corrects the counts if one was not).
     "
     LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
     CREATE TABLE finished_job_counts (
@@ -907,6 +910,9 @@ impl PostgresStore {
             tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE").db()?;
             let applied: i64 =
                 tx.query_one("SELECT COALESCE(MAX(applied), 0) FROM schema_version", &[]).db()?.get(0);
+            if applied > MIGRATIONS.len() as i64 {
+                return Err(Error::SchemaTooNew { found: applied, known: MIGRATIONS.len() });
+            }
             for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
                 tx.batch_execute(migration).db()?;
                 tx.execute("INSERT INTO schema_version (applied) VALUES ($1)", &[&(number as i64 + 1)])
@@ -2015,6 +2021,36 @@ impl Store for PostgresStore {
             org,
             "SELECT lane, status, n FROM finished_job_counts WHERE org_id = $1 AND n > 0 ORDER BY lane, status",
         )
+    }
+
+    fn recount_finished_jobs(&self) -> Result<Vec<Miscount>> {
+        self.writer.run(|client| -> Result<Vec<Miscount>> {
+            let mut tx = client.transaction().db()?;
+            // Every node's writers wait while the jobs are counted (they lock `jobs`
+            // before the counts, as the locks here are taken), so that no commit lands
+            // between the count and its correction.
+            tx.batch_execute(
+                "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+                 LOCK TABLE finished_job_counts IN SHARE ROW EXCLUSIVE MODE;",
+            )
+            .db()?;
+            let mut rows = |sql: &str| -> Result<Vec<[i64; 4]>> {
+                let rows = tx.query(sql, &[]).db()?;
+                Ok(rows.iter().map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)]).collect())
+            };
+            let (kept, counted) = (rows(recount::KEPT)?, rows(recount::COUNTED)?);
+            let miscounts = recount::miscounts(&kept, &counted)?;
+            for m in &miscounts {
+                tx.execute(
+                    "INSERT INTO finished_job_counts (org_id, lane, status, n) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (org_id, lane, status) DO UPDATE SET n = EXCLUDED.n",
+                    &[&i64::from(m.org.0), &(m.lane.index() as i64), &i64::from(m.status.code()), &m.counted],
+                )
+                .db()?;
+            }
+            tx.commit().db()?;
+            Ok(miscounts)
+        })?
     }
 }
 

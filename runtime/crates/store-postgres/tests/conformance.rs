@@ -27,6 +27,12 @@ fn postgres_passes_the_conformance_suite() {
     sluice_store::conformance::read_ahead(open(&fresh_database()).as_ref());
     sluice_store::conformance::listing(open(&fresh_database()).as_ref());
     sluice_store::conformance::counts(open(&fresh_database()).as_ref());
+    let recounted = fresh_database();
+    let sql = |sql: &str| {
+        let mut client = postgres::Client::connect(&recounted, postgres::NoTls).unwrap();
+        client.batch_execute(sql).unwrap();
+    };
+    sluice_store::conformance::recount(open(&recounted).as_ref(), &sql);
 }
 
 /// Before migration 6 a job's payload was JSON text; after it, the same bytes. And
@@ -121,4 +127,17 @@ fn the_retention_purge_gives_way_to_a_holders_commit() {
     commit.commit().unwrap();
     assert_eq!(store.purge(&cutoffs, 1_000).unwrap(), (3, 0));
     assert_eq!(store.job_counts(org).unwrap(), vec![]);
+}
+
+/// A database migrated by a later version of Sluice is not opened: a node of this version
+/// would write it without what the later one keeps (as a node from before migration 9
+/// wrote jobs without their counts).
+#[test]
+fn postgres_refuses_a_schema_newer_than_it_knows() {
+    let url = fresh_database();
+    drop(PostgresStore::open(&url).unwrap());
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client.batch_execute("INSERT INTO schema_version (applied) VALUES (1000)").unwrap();
+    let refused = PostgresStore::open(&url).err().expect("a newer schema is refused");
+    assert!(matches!(refused, sluice_store::Error::SchemaTooNew { found: 1_000, .. }), "{refused}");
 }

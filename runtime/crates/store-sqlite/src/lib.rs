@@ -31,7 +31,9 @@ use sluice_store::columns::{
     JOB_COLUMNS, delivery_state_name, from_json, json, lane_of, operation_of, org_number, records_in_order,
     status_of,
 };
-use sluice_store::{Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Result, Store, Taken};
+use sluice_store::{
+    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Result, Store, Taken, recount,
+};
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
     OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow, Trigger, WorkflowStart,
@@ -163,6 +165,9 @@ impl SqliteStore {
         connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).db()?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).db()?;
         let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).db()?;
+        if applied > MIGRATIONS.len() as i64 {
+            return Err(Error::SchemaTooNew { found: applied, known: MIGRATIONS.len() });
+        }
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let tx = connection.transaction().db()?;
             tx.execute_batch(migration).db()?;
@@ -1124,6 +1129,32 @@ impl Store for SqliteStore {
             org,
             "SELECT lane, status, n FROM finished_job_counts WHERE org_id = ?1 AND n > 0 ORDER BY lane, status",
         )
+    }
+
+    fn recount_finished_jobs(&self) -> Result<Vec<Miscount>> {
+        let mut connection = self.lock();
+        // Immediate: the write lock from the start, so that no commit lands between the
+        // count and its correction.
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).db()?;
+        let rows = |sql: &str| -> Result<Vec<[i64; 4]>> {
+            let mut statement = tx.prepare(sql).db()?;
+            let rows = statement.query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])).db()?;
+            rows.collect::<rusqlite::Result<_>>().db()
+        };
+        let miscounts = recount::miscounts(&rows(recount::KEPT)?, &rows(recount::COUNTED)?)?;
+        {
+            let mut correct = tx
+                .prepare(
+                    "INSERT INTO finished_job_counts (org_id, lane, status, n) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (org_id, lane, status) DO UPDATE SET n = excluded.n",
+                )
+                .db()?;
+            for m in &miscounts {
+                correct.execute(params![m.org.0, m.lane.index() as i64, m.status.code(), m.counted]).db()?;
+            }
+        }
+        tx.commit().db()?;
+        Ok(miscounts)
     }
 }
 

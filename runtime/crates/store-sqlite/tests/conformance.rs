@@ -17,6 +17,9 @@ fn sqlite_passes_the_conformance_suite() {
     let listed = dir.path().join("listing.db");
     sluice_store::conformance::listing(open(&listed).as_ref());
     sluice_store::conformance::counts(open(&dir.path().join("counts.db")).as_ref());
+    let recounted = dir.path().join("recount.db");
+    let sql = |sql: &str| rusqlite::Connection::open(&recounted).unwrap().execute_batch(sql).unwrap();
+    sluice_store::conformance::recount(open(&recounted).as_ref(), &sql);
 }
 
 #[test]
@@ -79,4 +82,22 @@ fn sqlite_counts_the_finished_jobs_of_an_older_database() {
         counts,
         vec![(Lane::Priority, Status::WaitingForResources, 3), (Lane::Priority, Status::Canceled, 2)]
     );
+}
+
+/// A file migrated by a later version of Sluice is not opened (this version would write
+/// it without what the later one keeps), and is left as it was.
+#[test]
+fn sqlite_refuses_a_schema_newer_than_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection.pragma_update(None, "user_version", 1_000).unwrap();
+    drop(connection);
+    let refused = SqliteStore::open(&path).err().expect("a newer schema is refused");
+    assert!(matches!(refused, sluice_store::Error::SchemaTooNew { found: 1_000, .. }), "{refused}");
+    assert!(refused.to_string().contains("upgrade this node"), "{refused}");
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 1_000);
 }

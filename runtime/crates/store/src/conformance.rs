@@ -582,6 +582,34 @@ pub fn counts(store: &dyn Store) {
     assert!(deleted >= 6, "{deleted} jobs purged");
     assert!(counted(a).iter().all(|(_, status, _)| *status != Status::Succeeded));
     check("after the purge");
+    assert_eq!(store.recount_finished_jobs().unwrap(), vec![], "every write kept the counts");
+}
+
+/// An operator's recount finds nothing to correct where every write kept the counts, and
+/// corrects the counts of jobs written without them, as a node of a version before the
+/// counts were kept would (here through `sql`, run on the store's database as it is).
+pub fn recount(store: &dyn Store, sql: &dyn Fn(&str)) {
+    let org = store.create_org("recounted").unwrap();
+    let ids = store.insert_jobs(&(0..4).map(|n| new_job(org, n)).collect::<Vec<_>>()).unwrap();
+    let ended = finished(ids[0], org, Status::Succeeded, vec![]);
+    store.commit(&Batch { updates: vec![ended], ..Batch::default() }).unwrap();
+    assert_eq!(store.recount_finished_jobs().unwrap(), vec![]);
+
+    sql(&format!("UPDATE jobs SET status = {} WHERE id = {}", Status::Failed.code(), ids[1].0));
+    sql(&format!("UPDATE finished_job_counts SET n = n + 5 WHERE org_id = {} AND status = 30", org.0));
+    let miscount =
+        |status, kept, counted| crate::Miscount { org, lane: Lane::Priority, status, kept, counted };
+    assert_eq!(
+        store.recount_finished_jobs().unwrap(),
+        vec![miscount(Status::Succeeded, 6, 1), miscount(Status::Failed, 0, 1)]
+    );
+    let counted = vec![
+        (Lane::Priority, Status::WaitingForResources, 2),
+        (Lane::Priority, Status::Succeeded, 1),
+        (Lane::Priority, Status::Failed, 1),
+    ];
+    assert_eq!(store.job_counts(org).unwrap(), counted);
+    assert_eq!(store.recount_finished_jobs().unwrap(), vec![], "corrected once");
 }
 
 /// What several nodes on one database share: leases with epochs that fence commits,

@@ -13,6 +13,7 @@ mod cluster;
 pub mod columns;
 pub mod conformance;
 mod model;
+pub mod recount;
 
 pub use cluster::{Change, ChangeKind, Fence, Lease, Taken};
 pub use model::{
@@ -20,6 +21,7 @@ pub use model::{
     JobUpdate, MAX_BULK_BATCH, NewJob, Operation, OperationRow, PluginRow, StartRow, StoredPlugin, TokenRow,
     Trigger, WorkflowStart, WorkflowStep,
 };
+pub use recount::Miscount;
 
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use sluice_core::records::RecordStore;
@@ -36,6 +38,13 @@ pub enum Error {
     Corrupt(String),
     #[error("cannot open the store: {0}")]
     Open(#[from] std::io::Error),
+    /// The database was migrated by a later version of Sluice: writing it with this one
+    /// would skip what the later version keeps (its counts, its columns), so it is not
+    /// opened. Upgrade this node.
+    #[error(
+        "the store's schema is at migration {found}, newer than this version of Sluice knows ({known}): upgrade this node"
+    )]
+    SchemaTooNew { found: i64, known: usize },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
@@ -150,6 +159,9 @@ pub trait Store: RecordStore {
     /// The finished part of [`Store::job_counts`], read from the counts kept, never
     /// from the jobs (a node that holds the org knows its unfinished ones).
     fn finished_job_counts(&self, org: OrgId) -> Result<Vec<(Lane, Status, u64)>>;
+    /// Counts every org's finished jobs again from the jobs, while the store's writers
+    /// wait, and corrects the kept counts that differ ([`recount`]); returns those.
+    fn recount_finished_jobs(&self) -> Result<Vec<Miscount>>;
     // ---- several nodes on one database (see `cluster.rs`) ----
 
     /// The database's clock: the one time every node agrees on (leases, windows).
