@@ -320,6 +320,10 @@ impl Scheduler {
     /// A new job, ready to run (or waiting behind its dependency token).
     pub fn submit(&mut self, spec: JobSpec) {
         let id = spec.id;
+        if self.jobs.contains_key(&id) {
+            // Known already (a job adopted or restored twice): as it is, counted once.
+            return;
+        }
         let first_in_chain = match &spec.dependency_token {
             Some(token) => {
                 let chain = self.chains.entry((spec.org, token.clone())).or_default();
@@ -358,7 +362,7 @@ impl Scheduler {
         postpone_until: Option<Millis>,
     ) {
         let id = spec.id;
-        if status.is_terminal() {
+        if status.is_terminal() || self.jobs.contains_key(&id) {
             return;
         }
         self.submit(spec);

@@ -548,3 +548,22 @@ fn an_orgs_unfinished_jobs_are_counted_per_lane_and_status_through_every_transit
     s.drop_org(ORG_A);
     assert_eq!(counts(&s), [0; 5]);
 }
+
+#[test]
+fn a_job_submitted_or_restored_again_is_known_once() {
+    let mut s = Scheduler::new(quotas(4, 1000));
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    s.submit(spec(2, ORG_A, Lane::Priority, STEP));
+    let running = start(&mut s, 0).unwrap();
+    // Adopted or restored again while known: neither counted nor queued twice, and the
+    // running one still running.
+    s.submit(spec(1, ORG_A, Lane::Priority, STEP));
+    s.restore(spec(2, ORG_A, Lane::Priority, STEP), Status::WaitingForResources, 0, None);
+    let counts = |s: &Scheduler| s.unfinished(ORG_A, Lane::Priority).map(|(_, n)| n);
+    assert_eq!(counts(&s), [1, 0, 1, 0, 0]);
+    assert_eq!(s.running(ORG_A, Lane::Priority), 1);
+    let other = start(&mut s, 0).unwrap();
+    assert_ne!(other, running);
+    assert_eq!(s.next(0), None, "each job queued once");
+    assert_eq!(counts(&s), [0, 0, 2, 0, 0]);
+}
