@@ -157,6 +157,14 @@ SLUICE_TOKEN=$TENANT sluice step register --name s --plugin 1 --message $'\e[31m
     assert!(out.contains(r"unknown message '\u{1b}[31mMerge'"), "{out}");
 }
 
+/// Runs `sluice store recount` with `args`; returns (success, stdout, stderr).
+fn store_recount(args: &[&str]) -> (bool, String, String) {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_sluice")).args(["store", "recount"]).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
 /// `sluice store recount` corrects an org's finished counts that a write without them
 /// left wrong (as a node of a version before they were kept would), says which, and
 /// finds nothing the second time. A data directory with no store is refused, not made.
@@ -181,12 +189,8 @@ fn store_recount_corrects_counts_that_drifted() {
     drop(database);
 
     let recount = |data: &Path| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["store", "recount", "--data"])
-            .arg(data)
-            .output()
-            .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        let (ok, out, _) = store_recount(&["--data", data.to_str().unwrap()]);
+        (ok, out)
     };
     let (ok, out) = recount(&data);
     assert!(ok, "{out}");
@@ -199,4 +203,37 @@ fn store_recount_corrects_counts_that_drifted() {
     let nowhere = dir.path().join("no-such-node");
     assert!(!recount(&nowhere).0);
     assert!(!nowhere.exists(), "refused input leaves nothing behind");
+}
+
+/// The same on PostgreSQL (`--database`, the cluster's database); a database that does
+/// not answer is named in the error without its password.
+#[test]
+fn store_recount_corrects_a_clusters_counts() {
+    use sluice::jobs::{Lane, Status};
+    use sluice::store::{NewJob, PostgresStore, Store};
+    let url = crate::support::fresh_postgres_database();
+    let org = {
+        let store = PostgresStore::open(&url).unwrap();
+        let org = store.create_org("drifted").unwrap();
+        let refused = NewJob {
+            status: Status::Canceled,
+            error: Some(("refused".into(), "at its creation".into())),
+            ..sluice::store::conformance::new_job(org, 1)
+        };
+        store.insert_jobs(&[refused]).unwrap();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.batch_execute("UPDATE finished_job_counts SET n = -2").unwrap();
+        org
+    };
+    let (ok, out, err) = store_recount(&["--database", &url]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("org {} priority canceled: kept -2, counted 1", org.0)), "{out}");
+    assert!(out.contains("1 counts corrected"), "{out}");
+    let store = PostgresStore::open(&url).unwrap();
+    assert_eq!(store.job_counts(org).unwrap(), vec![(Lane::Priority, Status::Canceled, 1)]);
+
+    let (ok, _, err) = store_recount(&["--database", "postgres://nobody:secret@127.0.0.1:1/none"]);
+    assert!(!ok);
+    assert!(err.contains("cannot open postgres://nobody@127.0.0.1:1/none"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
 }
