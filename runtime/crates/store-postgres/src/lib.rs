@@ -902,8 +902,13 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self> {
         let writer = Connection::open(url)?;
         writer.run(|client| -> Result<()> {
+            // Notices (such as `IF NOT EXISTS`'s "already exists, skipping" at every
+            // open) are not for the node's log.
             client
-                .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)")
+                .batch_execute(
+                    "SET client_min_messages = warning;
+                     CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)",
+                )
                 .db()?;
             let mut tx = client.transaction().db()?;
             // One migrating node at a time.
