@@ -2031,14 +2031,12 @@ impl Store for PostgresStore {
     fn recount_finished_jobs(&self) -> Result<Vec<Miscount>> {
         self.writer.run(|client| -> Result<Vec<Miscount>> {
             let mut tx = client.transaction().db()?;
-            // Every node's writers wait while the jobs are counted (they lock `jobs`
-            // before the counts, as the locks here are taken), so that no commit lands
-            // between the count and its correction.
-            tx.batch_execute(
-                "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
-                 LOCK TABLE finished_job_counts IN SHARE ROW EXCLUSIVE MODE;",
-            )
-            .db()?;
+            // Every node's writers wait while the jobs are counted, so that no commit
+            // lands between the count and its correction. `jobs` alone is locked: every
+            // statement that changes the counts writes `jobs` in the same transaction,
+            // and the job insert locks `finished_job_counts` (its first `WITH` item)
+            // before `jobs`, so locking the counts table here too could deadlock with it.
+            tx.batch_execute("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE").db()?;
             let mut rows = |sql: &str| -> Result<Vec<[i64; 4]>> {
                 let rows = tx.query(sql, &[]).db()?;
                 Ok(rows.iter().map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)]).collect())
