@@ -171,18 +171,13 @@ fn store_recount(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn store_recount_corrects_counts_that_drifted() {
     use sluice::jobs::{Lane, Status};
-    use sluice::store::{NewJob, SqliteStore, Store};
+    use sluice::store::{SqliteStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("sluice-data");
     std::fs::create_dir_all(&data).unwrap();
     let store = SqliteStore::open(&data.join("sluice.db")).unwrap();
     let org = store.create_org("drifted").unwrap();
-    let refused = NewJob {
-        status: Status::Failed,
-        error: Some(("refused".into(), "at its creation".into())),
-        ..sluice::store::conformance::new_job(org, 1)
-    };
-    store.insert_jobs(&[refused]).unwrap();
+    store.insert_jobs(&[sluice::store::conformance::refused_job(org, 1, Status::Failed)]).unwrap();
     drop(store);
     let database = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
     database.execute("UPDATE finished_job_counts SET n = 4", []).unwrap();
@@ -210,17 +205,12 @@ fn store_recount_corrects_counts_that_drifted() {
 #[test]
 fn store_recount_corrects_a_clusters_counts() {
     use sluice::jobs::{Lane, Status};
-    use sluice::store::{NewJob, PostgresStore, Store};
+    use sluice::store::{PostgresStore, Store};
     let url = crate::support::fresh_postgres_database();
     let org = {
         let store = PostgresStore::open(&url).unwrap();
         let org = store.create_org("drifted").unwrap();
-        let refused = NewJob {
-            status: Status::Canceled,
-            error: Some(("refused".into(), "at its creation".into())),
-            ..sluice::store::conformance::new_job(org, 1)
-        };
-        store.insert_jobs(&[refused]).unwrap();
+        store.insert_jobs(&[sluice::store::conformance::refused_job(org, 1, Status::Canceled)]).unwrap();
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         client.batch_execute("UPDATE finished_job_counts SET n = -2").unwrap();
         org

@@ -91,11 +91,7 @@ fn the_retention_purge_gives_way_to_a_holders_commit() {
     let url = fresh_database();
     let store = PostgresStore::open(&url).unwrap();
     let org = store.create_org("purged").unwrap();
-    let refused = |n| sluice_store::NewJob {
-        status: Status::Failed,
-        error: Some(("refused".into(), "at its creation".into())),
-        ..sluice_store::conformance::new_job(org, n)
-    };
+    let refused = |n| sluice_store::conformance::refused_job(org, n, Status::Failed);
     store.insert_jobs(&[refused(1), refused(2), refused(3)]).unwrap();
     let failed = vec![(Lane::Priority, Status::Failed, 3)];
     assert_eq!(store.job_counts(org).unwrap(), failed);

@@ -37,6 +37,12 @@ pub fn new_job(org: OrgId, n: u32) -> NewJob {
     }
 }
 
+/// A job of `org` numbered `n` refused at its creation, stored finished in `status`
+/// (also for backends' own tests).
+pub fn refused_job(org: OrgId, n: u32, status: Status) -> NewJob {
+    NewJob { status, error: Some(("refused".into(), "at its creation".into())), ..new_job(org, n) }
+}
+
 /// `update` for a job on `to` (the suite's jobs are on the priority lane unless it says).
 fn on_lane(mut update: JobUpdate, to: Lane) -> JobUpdate {
     if let JobUpdate::Finished { lane, .. } | JobUpdate::Status { lane, .. } = &mut update {
@@ -498,13 +504,8 @@ pub fn counts(store: &dyn Store) {
             ..new_job(if n % 6 == 5 { b } else { a }, n)
         })
         .collect();
-    let refused = |org: OrgId, n: u32, status: Status| NewJob {
-        status,
-        error: Some(("refused".into(), "at its creation".into())),
-        ..new_job(org, n)
-    };
-    jobs.push(refused(a, 40, Status::Failed));
-    jobs.push(refused(b, 41, Status::Canceled));
+    jobs.push(refused_job(a, 40, Status::Failed));
+    jobs.push(refused_job(b, 41, Status::Canceled));
     let ids = store.insert_jobs(&jobs).unwrap();
     check("after the inserts");
     let of_a: Vec<JobId> = ids.iter().zip(&jobs).filter(|(_, j)| j.org == a).map(|(id, _)| *id).collect();
