@@ -198,6 +198,34 @@ fn store_recount_corrects_counts_that_drifted() {
     let nowhere = dir.path().join("no-such-node");
     assert!(!recount(&nowhere).0);
     assert!(!nowhere.exists(), "refused input leaves nothing behind");
+
+    // A file that is not a Sluice store, and a store no node of this version has
+    // migrated yet: each refused by name, and left as it was.
+    let refused = |data: &Path, why: &str| {
+        let (ok, out, err) = store_recount(&["--data", data.to_str().unwrap()]);
+        assert!(!ok, "{out}");
+        assert!(err.contains(why), "{err}");
+    };
+    let other = dir.path().join("other-app");
+    std::fs::create_dir_all(&other).unwrap();
+    let file = rusqlite::Connection::open(other.join("sluice.db")).unwrap();
+    file.execute_batch("CREATE TABLE notes (text TEXT)").unwrap();
+    drop(file);
+    refused(&other, "no Sluice store there");
+    let file = rusqlite::Connection::open(other.join("sluice.db")).unwrap();
+    let mode: String = file.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+    assert_eq!(mode, "delete", "the refused file's journal is as it was");
+    let tables: i64 = file.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).unwrap();
+    assert_eq!(tables, 1, "nothing created in it");
+    drop(file);
+
+    let database = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    database.pragma_update(None, "user_version", 8).unwrap();
+    drop(database);
+    refused(&data, "older than this version of Sluice");
+    let database = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    let version: i64 = database.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 8, "not migrated");
 }
 
 /// The same on PostgreSQL (`--database`, the cluster's database); a database that does
@@ -226,4 +254,29 @@ fn store_recount_corrects_a_clusters_counts() {
     assert!(!ok);
     assert!(err.contains("cannot open postgres://nobody@127.0.0.1:1/none"), "{err}");
     assert!(!err.contains("secret"), "{err}");
+    let (ok, _, err) = store_recount(&["--database", "host=127.0.0.1 port=1 user=nobody password=secret"]);
+    assert!(!ok);
+    assert!(err.contains("password=…") && !err.contains("secret"), "{err}");
+
+    // A database without Sluice's schema, and one a node of this version has not
+    // migrated yet: refused by name, nothing created or migrated there.
+    let tables = |url: &str| -> i64 {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()", &[])
+            .unwrap()
+            .get(0)
+    };
+    let empty = crate::support::fresh_postgres_database();
+    let (ok, _, err) = store_recount(&["--database", &empty]);
+    assert!(!ok && err.contains("no Sluice store there"), "{err}");
+    assert_eq!(tables(&empty), 0, "nothing created");
+
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let known: i64 = client.query_one("SELECT max(applied) FROM schema_version", &[]).unwrap().get(0);
+    client.execute("DELETE FROM schema_version WHERE applied = $1", &[&known]).unwrap();
+    let (ok, _, err) = store_recount(&["--database", &url]);
+    assert!(!ok && err.contains("older than this version of Sluice"), "{err}");
+    let applied: i64 = client.query_one("SELECT max(applied) FROM schema_version", &[]).unwrap().get(0);
+    assert_eq!(applied, known - 1, "not migrated");
 }

@@ -52,3 +52,73 @@ pub fn clean(text: &str) -> String {
 pub fn clean_lines(text: &str) -> String {
     text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
 }
+
+/// A database's address without its passwords, for messages: the URL form's
+/// `user:password@` and any key ending in `password` (`password=`, `sslpassword=`), in
+/// the URL's parameters or the key=value form, quoted or not.
+pub fn redacted(database: &str) -> String {
+    let mut shown = database.to_owned();
+    if let Some(scheme) = database.find("://") {
+        let rest = &database[scheme + 3..];
+        let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+        if let Some(at) = before_query.rfind('@') {
+            let user = before_query[..at].split(':').next().unwrap_or_default();
+            shown = format!("{}{user}@{}", &database[..scheme + 3], &rest[at + 1..]);
+        }
+    }
+    let mut from = 0;
+    while let Some(found) = shown[from..].to_ascii_lowercase().find("password") {
+        let key_end = from + found + "password".len();
+        let Some(value) = shown[key_end..].trim_start().strip_prefix('=') else {
+            from = key_end;
+            continue;
+        };
+        let value = value.trim_start();
+        let value_start = shown.len() - value.len();
+        let value_len = match value.strip_prefix('\'') {
+            // A quoted value ends at its closing quote (`\'` escapes one inside it).
+            Some(quoted) => {
+                let mut escaped = false;
+                let close = quoted.char_indices().find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                });
+                close.map_or(value.len(), |(i, _)| i + 2)
+            }
+            None => value.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(value.len()),
+        };
+        shown.replace_range(value_start..value_start + value_len, "…");
+        from = value_start + "…".len();
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_address_is_shown_without_its_passwords() {
+        let cases = [
+            ("postgres://sluice:s3cret@db:5432/sluice", "postgres://sluice@db:5432/sluice"),
+            ("postgres://sluice:p@ss@db/sluice", "postgres://sluice@db/sluice"),
+            (
+                "postgres://sluice@db/sluice?password=s3cret&sslmode=require",
+                "postgres://sluice@db/sluice?password=…&sslmode=require",
+            ),
+            ("postgresql://db/sluice?user=a&sslpassword=k3y", "postgresql://db/sluice?user=a&sslpassword=…"),
+            (
+                "host=db user=sluice password=s3cret dbname=sluice",
+                "host=db user=sluice password=… dbname=sluice",
+            ),
+            ("host=db password = 'it\\'s secret' dbname=x", "host=db password = … dbname=x"),
+            ("host=db PASSWORD='a b'", "host=db PASSWORD=…"),
+            ("postgres://sluice@db/sluice", "postgres://sluice@db/sluice"),
+            ("host=db dbname=passwords", "host=db dbname=passwords"),
+        ];
+        for (address, shown) in cases {
+            assert_eq!(redacted(address), shown, "{address}");
+        }
+    }
+}

@@ -130,12 +130,13 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &config.database {
         // One of several nodes: the database's clock, leases on the orgs.
         Some(url) => {
-            let store = PostgresStore::open(url).with_context(|| format!("cannot open {}", redacted(url)))?;
+            let store = PostgresStore::open(url)
+                .with_context(|| format!("cannot open {}", super::format::redacted(url)))?;
             let cluster = ClusterOptions {
                 lease_ttl: i64::from(config.cluster.lease_ttl_seconds.max(1)) * 1000,
                 ..ClusterOptions::new()
             };
-            println!("sluice: node {} on {}", cluster.node, redacted(url));
+            println!("sluice: node {} on {}", cluster.node, super::format::redacted(url));
             options.cluster = Some(cluster);
             (Arc::new(store), Arc::new(DatabaseClock::default()))
         }
@@ -157,18 +158,6 @@ async fn open(data: &Path, config: &ServeConfig) -> anyhow::Result<Service> {
         }
     }
     Ok(service)
-}
-
-/// A database URL without its password, for messages.
-pub(super) fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// The org of that name, created if missing.

@@ -29,7 +29,7 @@ use sluice_store::columns::{
     status_of,
 };
 use sluice_store::{
-    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Result, Store, Taken, recount,
+    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Opening, Result, Store, Taken, recount,
 };
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
@@ -900,24 +900,37 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/database`) and
     /// brings its schema up to date.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_as(url, Opening::Migrate)
+    }
+
+    /// Connects for an operator's tool: a database without Sluice's schema, or with an
+    /// older one, is refused, and nothing is created or migrated there.
+    pub fn open_existing(url: &str) -> Result<Self> {
+        Self::open_as(url, Opening::Existing)
+    }
+
+    fn open_as(url: &str, opening: Opening) -> Result<Self> {
         let writer = Connection::open(url)?;
-        writer.run(|client| -> Result<()> {
+        writer.run(move |client| -> Result<()> {
             // Notices (such as `IF NOT EXISTS`'s "already exists, skipping" at every
             // open) are not for the node's log.
+            client.batch_execute("SET client_min_messages = warning").db()?;
+            if opening == Opening::Existing {
+                let versioned: bool =
+                    client.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[]).db()?.get(0);
+                if !versioned {
+                    return Err(Error::NoStore);
+                }
+            }
             client
-                .batch_execute(
-                    "SET client_min_messages = warning;
-                     CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)",
-                )
+                .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (applied BIGINT NOT NULL)")
                 .db()?;
             let mut tx = client.transaction().db()?;
             // One migrating node at a time.
             tx.batch_execute("LOCK TABLE schema_version IN EXCLUSIVE MODE").db()?;
             let applied: i64 =
                 tx.query_one("SELECT COALESCE(MAX(applied), 0) FROM schema_version", &[]).db()?.get(0);
-            if applied > MIGRATIONS.len() as i64 {
-                return Err(Error::SchemaTooNew { found: applied, known: MIGRATIONS.len() });
-            }
+            opening.check(applied, MIGRATIONS.len())?;
             for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
                 tx.batch_execute(migration).db()?;
                 tx.execute("INSERT INTO schema_version (applied) VALUES ($1)", &[&(number as i64 + 1)])

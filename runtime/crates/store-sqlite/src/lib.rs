@@ -32,7 +32,7 @@ use sluice_store::columns::{
     status_of,
 };
 use sluice_store::{
-    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Result, Store, Taken, recount,
+    Batch, Change, ChangeKind, Cutoffs, Error, Fence, Lease, Miscount, Opening, Result, Store, Taken, recount,
 };
 use sluice_store::{
     Definition, DefinitionKind, Delivery, DeliveryState, JobFilter, JobRow, JobUpdate, NewJob, Operation,
@@ -142,6 +142,27 @@ fn finish_job(parts: (JobRow, i64, i64, String)) -> Result<JobRow> {
 impl SqliteStore {
     /// Opens (or creates) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, Opening::Migrate)
+    }
+
+    /// Opens the store at `path` for an operator's tool: a missing file, one without
+    /// Sluice's schema or with an older one is refused, and left as it was.
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::NoStore);
+        }
+        {
+            // Read before anything is set on the file (its journal mode, its owner's
+            // permissions): a file refused keeps them.
+            let connection =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).db()?;
+            let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).db()?;
+            Opening::Existing.check(applied, MIGRATIONS.len())?;
+        }
+        Self::open_as(path, Opening::Existing)
+    }
+
+    fn open_as(path: &Path, opening: Opening) -> Result<Self> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
             && !parent.exists()
@@ -165,9 +186,7 @@ impl SqliteStore {
         connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).db()?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).db()?;
         let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).db()?;
-        if applied > MIGRATIONS.len() as i64 {
-            return Err(Error::SchemaTooNew { found: applied, known: MIGRATIONS.len() });
-        }
+        opening.check(applied, MIGRATIONS.len())?;
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let tx = connection.transaction().db()?;
             tx.execute_batch(migration).db()?;

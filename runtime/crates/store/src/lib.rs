@@ -23,6 +23,28 @@ pub use model::{
 };
 pub use recount::Miscount;
 
+/// Whether opening a store may bring its schema up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// A node: creates the schema if there is none and applies this version's migrations.
+    Migrate,
+    /// An operator's tool: the store must be there, migrated by a node of this version;
+    /// nothing is created or migrated.
+    Existing,
+}
+
+impl Opening {
+    /// Checks a store's applied migrations (`0`: none) against the `known` ones.
+    pub fn check(self, applied: i64, known: usize) -> Result<()> {
+        match (self, applied) {
+            (_, found) if found > known as i64 => Err(Error::SchemaTooNew { found, known }),
+            (Opening::Existing, 0) => Err(Error::NoStore),
+            (Opening::Existing, found) if found < known as i64 => Err(Error::SchemaBehind { found, known }),
+            _ => Ok(()),
+        }
+    }
+}
+
 use sluice_core::jobs::{DefinitionId, JobId, Lane, Millis, OrgId, Quotas, Status};
 use sluice_core::records::RecordStore;
 
@@ -45,6 +67,17 @@ pub enum Error {
         "the store's schema is at migration {found}, newer than this version of Sluice knows ({known}): upgrade this node"
     )]
     SchemaTooNew { found: i64, known: usize },
+    /// An operator's tool (`sluice store recount`) was pointed at a file or database
+    /// without Sluice's schema. Nothing was created there.
+    #[error("no Sluice store there: it has no Sluice schema")]
+    NoStore,
+    /// An operator's tool was pointed at a store a node of this version has not migrated
+    /// yet. Tools do not migrate (a node of an older version may still be running on it):
+    /// nothing was changed.
+    #[error(
+        "the store's schema is at migration {found}, older than this version of Sluice ({known}): start a node of this version on it first"
+    )]
+    SchemaBehind { found: i64, known: usize },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
