@@ -280,3 +280,32 @@ fn store_recount_corrects_a_clusters_counts() {
     let applied: i64 = client.query_one("SELECT max(applied) FROM schema_version", &[]).unwrap().get(0);
     assert_eq!(applied, known - 1, "not migrated");
 }
+
+/// `sluice bench flood` (the attacker of `--victim-store apart`) runs its attack until the
+/// bench closes its input, then stops its node and exits cleanly: a bench that ends, or
+/// dies, leaves no flood running behind it.
+#[test]
+fn a_benchs_flood_process_stops_when_its_input_closes() {
+    let plugins = Path::new(samples::ECHO).parent().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "--plugins"])
+        .arg(plugins)
+        .args(["flood", "trivial-flood", "--flood", "200"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().expect("a line").unwrap();
+    assert_eq!(first, "flooding");
+    assert!(child.try_wait().unwrap().is_none(), "it floods until told to stop");
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the flood did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -25,7 +25,8 @@ pub struct VictimStoreArg {
     /// as every org of a node today); `own`, on a second node in the process with a
     /// store file, writer, driver and slots of its own, sharing the engine, the
     /// runtimes' threads, the cores and the disk (what separate stores could at best
-    /// give).
+    /// give); `apart`, A in a separate `sluice` process, sharing only the machine (the
+    /// floor any design running both tenants on this machine starts from).
     #[arg(long, value_enum, default_value = "shared")]
     victim_store: super::bench_isolation::VictimStore,
 }
@@ -104,6 +105,8 @@ pub enum Scenario {
         /// Rounds of (alone, each mode), interleaved; the ratios reported are the medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        #[command(flatten)]
+        victim: VictimStoreArg,
     },
     /// Dequeue-and-run throughput with a large backlog waiting against a small one;
     /// bytes on disk per waiting job. The large backlog's runs start past the payloads
@@ -124,6 +127,17 @@ pub enum Scenario {
         run: u64,
         #[arg(long, default_value_t = 9)]
         rounds: u32,
+    },
+    /// One attack of the isolation benches on a node of its own, until standard input
+    /// closes (what `--victim-store apart` runs in a child process).
+    #[command(hide = true)]
+    Flood {
+        attack: String,
+        #[arg(long, default_value_t = 20_000)]
+        flood: u64,
+        /// Count turns in jobs rather than by cost.
+        #[arg(long)]
+        turns_in_jobs: bool,
     },
     /// The costliest uploads within the size limit and the complexity bounds: the CPU
     /// time and memory each costs before it is refused or accepted.
@@ -292,10 +306,18 @@ pub async fn run(scenario: Scenario, plugins: &Path) -> anyhow::Result<()> {
         Scenario::CostFairness { rate, seconds, runs, victim } => {
             super::bench_isolation::cost_fairness(plugins, rate, seconds, runs, victim.victim_store).await
         }
-        Scenario::BulkImport { rate, seconds, runs } => {
-            super::bench_isolation::bulk_import(plugins, rate, seconds, runs).await
+        Scenario::BulkImport { rate, seconds, runs, victim } => {
+            super::bench_isolation::bulk_import(plugins, rate, seconds, runs, victim.victim_store).await
         }
         Scenario::Backlog { large, small, run, rounds } => backlog(plugins, large, small, run, rounds).await,
+        Scenario::Flood { attack, flood, turns_in_jobs } => {
+            let fairness = if turns_in_jobs {
+                sluice::service::Fairness::JobCount
+            } else {
+                sluice::service::Fairness::Cost
+            };
+            super::bench_isolation::flood(plugins, &attack, flood, fairness).await
+        }
         Scenario::UploadBomb { load: Some(file) } => super::bench_upload::load_one(&file),
         Scenario::UploadBomb { load: None } => super::bench_upload::upload_bomb(),
         Scenario::Isolation { rate, seconds, attacks, runs } => {

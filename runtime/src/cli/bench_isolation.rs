@@ -32,6 +32,9 @@ const SLOTS: u32 = 16;
 pub enum VictimStore {
     Shared,
     Own,
+    /// The attack in a separate `sluice` process (`sluice bench flood`), on a node, store,
+    /// engine and runtimes of its own: only the machine is shared.
+    Apart,
 }
 
 impl VictimStore {
@@ -42,6 +45,10 @@ impl VictimStore {
                 "the victim on a second node of its own in this process (its own store file, \
                  writer, driver and slots; the engine, runtimes, cores and disk shared)"
             }
+            VictimStore::Apart => {
+                "the attacker in a separate sluice process (its own node, store, engine and \
+                 runtimes): only the cores, the memory and the disk shared, the machine's floor"
+            }
         }
     }
 
@@ -49,6 +56,7 @@ impl VictimStore {
         match self {
             VictimStore::Shared => "shared",
             VictimStore::Own => "own",
+            VictimStore::Apart => "apart",
         }
     }
 }
@@ -299,7 +307,7 @@ async fn victim_under(
     // pool, compiler), the runtimes' threads, the cores and the disk stay shared. Its
     // org id is set apart from the attacker's, as the engine tells orgs apart by id.
     let victim_node = match victims_store {
-        VictimStore::Shared => service.clone(),
+        VictimStore::Shared | VictimStore::Apart => service.clone(),
         VictimStore::Own => {
             let own = dir.path().join("victim");
             std::fs::create_dir_all(&own)?;
@@ -332,7 +340,10 @@ async fn victim_under(
     victim_node.set_quotas(victim, lane, quotas)?;
     // The attack set up (a flood's backlog enqueued) before the driver starts.
     let stop = Arc::new(AtomicBool::new(false));
-    let attackers = attack(name, &service, attacker, plugins, flood, stop.clone()).await?;
+    let (attackers, mut apart) = match victims_store {
+        VictimStore::Apart => (Vec::new(), Some(FloodProcess::start(name, plugins, flood, fairness).await?)),
+        _ => (attack(name, &service, attacker, plugins, flood, stop.clone()).await?, None),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = {
         let service = service.clone();
@@ -340,7 +351,7 @@ async fn victim_under(
     };
     let (victim_stop_tx, victim_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let victim_driver = match victims_store {
-        VictimStore::Shared => None,
+        VictimStore::Shared | VictimStore::Apart => None,
         VictimStore::Own => {
             let node = victim_node.clone();
             Some(tokio::spawn(async move { node.run(async { victim_stop_rx.await.unwrap_or(()) }).await }))
@@ -387,6 +398,9 @@ async fn victim_under(
     for task in attackers {
         task.abort();
     }
+    if let Some(process) = apart.take() {
+        process.stop().await?;
+    }
     let _ = stop_tx.send(());
     driver.await??;
     let _ = victim_stop_tx.send(());
@@ -400,7 +414,7 @@ async fn victim_under(
     }
     anyhow::ensure!(created.is_empty(), "{} victim jobs did not complete under '{name}'", created.len());
     // The backlog floods (not `sync-flood`, whose events start no job).
-    if matches!(name, "trivial-flood" | "cpu-flood" | "cost-flood") {
+    if matches!(name, "trivial-flood" | "cpu-flood" | "cost-flood") && victims_store != VictimStore::Apart {
         let waiting: u64 = service
             .store()
             .job_counts(attacker)?
@@ -411,6 +425,79 @@ async fn victim_under(
         anyhow::ensure!(waiting > 0, "the flood ran out before the victim's load ended: raise --flood");
     }
     Ok(latencies)
+}
+
+/// An attack run by a separate `sluice bench flood` process, until stopped.
+struct FloodProcess(std::process::Child);
+
+impl FloodProcess {
+    /// Starts the attack `name` in a child process; returns once its node runs it.
+    async fn start(name: &str, plugins: &Path, flood: u64, fairness: Fairness) -> anyhow::Result<Self> {
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.args(["bench", "--plugins"]).arg(plugins).args([
+            "flood",
+            name,
+            "--flood",
+            &flood.to_string(),
+        ]);
+        if fairness == Fairness::JobCount {
+            command.arg("--turns-in-jobs");
+        }
+        let mut child =
+            command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let ready = tokio::task::spawn_blocking(move || {
+            std::io::BufRead::lines(std::io::BufReader::new(stdout))
+                .any(|line| line.is_ok_and(|l| l == FLOODING))
+        });
+        if ready.await? {
+            return Ok(FloodProcess(child));
+        }
+        let status = child.wait()?;
+        anyhow::bail!("the flood process ended before its attack ran: {status}")
+    }
+
+    /// Closes the child's input, which stops its attack and its node; fails if it had
+    /// ended before (the victim was then measured beside less than the attack).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.0.try_wait()?.is_none(), "the flood process ended during the measurement");
+        drop(self.0.stdin.take());
+        let status = tokio::task::spawn_blocking(move || self.0.wait()).await??;
+        anyhow::ensure!(status.success(), "the flood process failed: {status}");
+        Ok(())
+    }
+}
+
+/// What `sluice bench flood` prints once its attack runs.
+const FLOODING: &str = "flooding";
+
+/// `sluice bench flood NAME` (for `--victim-store apart`): one node as `node_on` makes it,
+/// running the attack `name` with its driver until its standard input closes.
+pub async fn flood(plugins: &Path, name: &str, backlog: u64, fairness: Fairness) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("sluice-bench-flood-").tempdir()?;
+    let engine = Engine::new(EngineSettings::default(), Some(&dir.path().join("artifacts")))?;
+    let service = node_on(dir.path(), fairness, engine)?;
+    let attacker = service.create_org("attacker")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack(name, &service, attacker, plugins, backlog, stop.clone()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run(async { stop_rx.await.unwrap_or(()) }).await })
+    };
+    println!("{FLOODING}");
+    // Until the parent closes this process's input (or ends).
+    tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await??;
+    stop.store(true, Ordering::Relaxed);
+    for task in attackers {
+        task.abort();
+    }
+    let _ = stop_tx.send(());
+    driver.await??;
+    if let Some(reason) = service.failure() {
+        anyhow::bail!("the node failed under '{name}': {reason}");
+    }
+    Ok(())
 }
 
 fn percentile(samples: &[Stages], stage: usize, p: f64) -> u64 {
@@ -487,7 +574,13 @@ pub async fn noisy_neighbour(
 /// imports 10,000 accounts (requests of 500), each triggering a workflow whose setting
 /// is per-record, batched(100) or after-import; org B's trivial workflow runs beside it
 /// on the same lane. B's p99 end-to-end latency against B alone, in the same run.
-pub async fn bulk_import(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> anyhow::Result<()> {
+pub async fn bulk_import(
+    plugins: &Path,
+    rate: u64,
+    seconds: u64,
+    runs: u32,
+    victims_store: VictimStore,
+) -> anyhow::Result<()> {
     println!(
         "one node, {SLOTS} slots per lane, tokio with one worker thread per core; victim: {rate} \
          trivial workflow jobs/s for {seconds} s on the regular lane (4 threads, no throughput \
@@ -496,7 +589,8 @@ pub async fn bulk_import(plugins: &Path, rate: u64, seconds: u64, runs: u32) -> 
     );
     let modes: Vec<String> =
         ["import-per-record", "import-batched", "import-after"].iter().map(|m| m.to_string()).collect();
-    compare("bulk-import", "import-alone", plugins, &modes, rate, seconds, runs, 0, VictimStore::Shared).await
+    println!("{}", victims_store.describe());
+    compare("bulk-import", "import-alone", plugins, &modes, rate, seconds, runs, 0, victims_store).await
 }
 
 /// `sluice bench cost-fairness`: the victim's trivial jobs beside a backlog of CPU-bound
